@@ -1,0 +1,1307 @@
+"""rubric-arm: what every stage shares.
+
+Sections, top to bottom:
+  1. Run plumbing   seeding, devices, DDP, logging, atomic files, checkpoints
+  2. Data           canonical preference rows, loading and validation
+  3. Prompts        rubric-generator and judge prompts through the chat template
+  4. Parsers        parse_rubric, parse_verdict, format_reward, rubric_format_reward
+  5. Models         base + LoRA (optionally 4-bit), adapters, the tiny offline model
+  6. Generation     batched sampling with a shared prompt prefill, completion log-probs
+  7. GRPO           group_advantages, grpo_loss, the shared GRPO training loop
+  8. Rubric cache   one greedy rubric per example, written resumably
+  9. CLI            python common.py make-tiny-model | cache-rubrics | split
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("rubric_arm")
+
+# =============================================================================================
+# 1. Run plumbing
+# =============================================================================================
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | None = None) -> Dist:
+    """Start DDP when launched by torchrun (WORLD_SIZE > 1); otherwise one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank, world, local_rank, dev)
+
+
+def all_reduce_sum(x: torch.Tensor, dist: Dist) -> torch.Tensor:
+    if dist.world > 1:
+        torch.distributed.all_reduce(x)
+    return x
+
+
+def average_gradients(params: list[torch.nn.Parameter], dist: Dist) -> None:
+    """Data parallelism by hand: average LoRA gradients over ranks once per optimizer step.
+    (DDP's wrapper fights with generate() and adapter switching; the LoRA grads are small.)"""
+    if dist.world == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= dist.world
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def append_jsonl(path: str | os.PathLike, row: dict) -> None:
+    """Append one complete line and flush it to disk, so a crash loses at most the line in flight."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl_resumable(path: str | os.PathLike) -> list[dict]:
+    """Rows of a JSONL file being appended to; a last line cut by a crash is dropped with a warning
+    and the file is rewritten without it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    rows, good = [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+            good.append(line)
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # last non-empty line: a partial write
+                log.warning("%s:%d: dropped a partial last line left by an interrupted run", path, i + 1)
+                atomic_write_text(path, b"\n".join(good).decode("utf-8") + ("\n" if good else ""))
+            else:
+                raise DataError(f"{path}:{i + 1}: not valid JSON") from None
+    return rows
+
+
+class MetricsLogger:
+    """Metrics to <out>/metrics.jsonl (one line per step) and, when asked, to wandb (offline without
+    credentials). Keys holding secrets never reach a file."""
+
+    def __init__(self, out_dir: str | os.PathLike, enabled: bool = True, wandb_project: str | None = None,
+                 run_name: str | None = None, config: dict | None = None, resume_step: int = 0):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self.wandb = None
+        if not enabled:
+            return
+        # On resume keep the lines up to the resumed step, so each step is logged once.
+        rows = [r for r in read_jsonl_resumable(self.path) if r.get("step", 0) <= resume_step] if resume_step else []
+        write_jsonl_atomic(self.path, rows)
+        if wandb_project:
+            import wandb
+            if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
+                os.environ["WANDB_MODE"] = "offline"
+            safe = {k: v for k, v in (config or {}).items() if "key" not in k.lower() and "token" not in k.lower()}
+            self.wandb = wandb.init(project=wandb_project, name=run_name, config=safe, dir=str(self.path.parent))
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}}
+        append_jsonl(self.path, row)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def check_writable(out_dir: str | os.PathLike) -> Path:
+    """Fail before any training starts if the output folder cannot be written."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_probe{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise SystemExit(f"error: output folder {out} is not writable: {e.strerror or e}") from None
+    return out
+
+
+def save_checkpoint(out_dir: str | os.PathLike, step: int, model, optimizer, scheduler, extra: dict,
+                    keep: int = 2) -> Path:
+    """<out>/checkpoints/step-000123/{adapter files, trainer_state.pt}, written to a temporary folder
+    and renamed, so a crash never leaves a half checkpoint that looks whole."""
+    root = Path(out_dir) / "checkpoints"
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_adapter(model, tmp)
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng_state(), **extra}, tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def maybe_crash(step: int) -> None:
+    """Fault injection for the resume tests: RUBRIC_ARM_CRASH_AFTER_STEP=k SIGKILLs the process right
+    after step k (and its checkpoint, if one is due) is done."""
+    if os.environ.get("RUBRIC_ARM_CRASH_AFTER_STEP") == str(step):
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    done = sorted(p for p in (Path(out_dir) / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
+    return done[-1] if done else None
+
+
+def load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")), adapter_name="default")
+    state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state
+
+
+def make_scheduler(optimizer, kind: str, total_steps: int, warmup_ratio: float):
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+    warmup = int(round(warmup_ratio * total_steps))
+    if kind == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
+    if kind == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    raise ValueError(f"unknown lr scheduler {kind!r} (cosine | constant)")
+
+
+def progress(iterable=None, **kw):
+    from tqdm.auto import tqdm
+    kw.setdefault("disable", os.environ.get("RUBRIC_ARM_NO_PROGRESS") == "1" or int(os.environ.get("RANK", "0")) != 0)
+    kw.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kw)
+
+
+# =============================================================================================
+# 2. Data
+# =============================================================================================
+
+CANONICAL = ("id", "prompt", "response_a", "response_b", "winner", "rubric", "judge_trajectory", "source")
+# Column names accepted for each canonical field, first match wins (OpenRubric-v2 names included).
+ALIASES = {
+    "id": ["id", "example_id", "uid"],
+    "prompt": ["prompt", "instruction", "question", "input"],
+    "response_a": ["response_a", "response1", "response_1"],
+    "response_b": ["response_b", "response2", "response_2"],
+    "winner": ["winner", "label", "preference"],
+    "rubric": ["rubric", "rubrics"],
+    "judge_trajectory": ["judge_trajectory", "judgment", "judge_output", "judge", "critique"],
+    "source": ["source", "dataset"],
+}
+WINNER_VALUES = {"a": "A", "b": "B", "response_a": "A", "response_b": "B", "response a": "A",
+                 "response b": "B", "model_a": "A", "model_b": "B", "1": "A", "2": "B"}
+
+
+class DataError(ValueError):
+    """Bad input, with the place it was found (file:line or dataset row) and the field."""
+
+
+def parse_field_map(spec: str | None) -> dict:
+    """'prompt=question,winner=label' -> {'prompt': 'question', 'winner': 'label'}."""
+    out = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise DataError(f"--field-map: expected canonical=column pairs, got {part!r}")
+        k, v = (s.strip() for s in part.split("=", 1))
+        if k not in CANONICAL:
+            raise DataError(f"--field-map: {k!r} is not a canonical field ({', '.join(CANONICAL)})")
+        out[k] = v
+    return out
+
+
+def canonical_row(raw: dict, where: str, field_map: dict | None = None, default_id: str = "",
+                  require: tuple = ()) -> dict:
+    """Map one raw record to a canonical row, or raise DataError naming `where` and the field."""
+    if not isinstance(raw, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    field_map = field_map or {}
+    row = {}
+    for name in CANONICAL:
+        cols = [field_map[name]] if name in field_map else ALIASES[name]
+        col = next((c for c in cols if c in raw and raw[c] is not None), None)
+        if col is not None:
+            row[name] = raw[col]
+    for extra, value in raw.items():  # keep unknown columns (e.g. toy constraints) untouched
+        if extra not in row and extra not in sum(ALIASES.values(), []) and extra not in field_map.values():
+            row[extra] = value
+    for name in ("prompt", "response_a", "response_b", "winner", *require):
+        if name not in row:
+            tried = field_map.get(name) or " / ".join(ALIASES[name])
+            raise DataError(f"{where}: field '{name}' is missing (looked for column {tried})")
+    for name in ("prompt", "response_a", "response_b", *require):
+        value = row[name]
+        if isinstance(value, list) and name == "rubric":
+            value = row[name] = "\n".join(f"{i}. {v}" for i, v in enumerate(value, 1))
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise DataError(f"{where}: field '{name}' is empty")
+    w = WINNER_VALUES.get(str(row["winner"]).strip().lower())
+    if w is None:
+        raise DataError(f"{where}: field 'winner' must be 'A' or 'B', got {row['winner']!r}")
+    row["winner"] = w
+    row["id"] = str(row.get("id", default_id))
+    return row
+
+
+def _read_records(path: Path) -> Iterable[tuple[str, dict | None, str | None]]:
+    """Yield (where, record, error) for a local .jsonl / .json / .parquet file."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with open(path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                where = f"{path}:{n}"
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield where, None, f"not valid UTF-8 (byte {e.start})"
+                    continue
+                if not text.strip():
+                    continue
+                try:
+                    yield where, json.loads(text), None
+                except json.JSONDecodeError as e:
+                    yield where, None, f"not valid JSON ({e.msg}, column {e.colno})"
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: not a valid UTF-8 JSON file ({e})") from None
+        if isinstance(data, dict):
+            data = next((v for v in data.values() if isinstance(v, list)), None)
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of records")
+        for i, rec in enumerate(data):
+            yield f"{path}: record {i}", rec, None
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+        for i, rec in enumerate(pq.read_table(path).to_pylist()):
+            yield f"{path}: row {i}", rec, None
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
+
+
+def load_records(source: str, split: str = "train") -> Iterable[tuple[str, dict | None, str | None]]:
+    """Raw records from a local file or a hub dataset name."""
+    path = Path(source)
+    if path.exists():
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: file is empty")
+        yield from _read_records(path)
+        return
+    if path.suffix.lower() in (".jsonl", ".json", ".parquet") or os.sep in source and not re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        raise DataError(f"{source}: no such file")
+    import datasets
+    ds = datasets.load_dataset(source, split=split)
+    for i, rec in enumerate(ds):
+        yield f"{source}[{split}] row {i}", rec, None
+
+
+def load_pairs(source: str, split: str = "train", field_map: dict | None = None, skip_invalid: bool = False,
+               require: tuple = (), limit: int | None = None) -> list[dict]:
+    """Canonical preference rows from a file or hub dataset. A bad row raises DataError (file, line,
+    field); with skip_invalid it is skipped and the count reported. Duplicate ids are an error."""
+    rows, skipped, seen = [], 0, {}
+    stem = Path(source).stem if Path(source).exists() else source.replace("/", "_")
+    for i, (where, rec, err) in enumerate(load_records(source, split)):
+        try:
+            if err:
+                raise DataError(f"{where}: {err}")
+            row = canonical_row(rec, where, field_map, default_id=f"{stem}-{i}", require=require)
+            if row["id"] in seen:
+                raise DataError(f"{where}: field 'id': duplicate id {row['id']!r} (first at {seen[row['id']]})")
+            seen[row["id"]] = where
+        except DataError as e:
+            if not skip_invalid:
+                raise
+            skipped += 1
+            log.warning("skipped: %s", e)
+            continue
+        rows.append(row)
+        if limit and len(rows) >= limit:
+            break
+    if skipped:
+        log.warning("%s: skipped %d invalid row(s), kept %d", source, skipped, len(rows))
+    if not rows:
+        raise DataError(f"{source}: no valid rows")
+    return rows
+
+
+def add_data_args(ap: argparse.ArgumentParser, default: str = "data/demo_train.jsonl") -> None:
+    g = ap.add_argument_group("data")
+    g.add_argument("--data", default=default, help="local .jsonl/.json/.parquet or a hub dataset name")
+    g.add_argument("--split", default="train", help="hub split")
+    g.add_argument("--field-map", default=None, help="override column names: prompt=question,winner=label")
+    g.add_argument("--skip-invalid", action="store_true", help="skip bad rows (and count them) instead of failing")
+    g.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+
+
+def load_pairs_from_args(args, require: tuple = ()) -> list[dict]:
+    return load_pairs(args.data, args.split, parse_field_map(args.field_map), args.skip_invalid, require, args.limit)
+
+
+# =============================================================================================
+# 3. Prompts (REFERENCE.md sections 2 and 3; the wording is ours)
+# =============================================================================================
+
+RUBRIC_SYSTEM = (
+    "You write evaluation rubrics. Given a user request, list the criteria a good response must meet. "
+    "Write a numbered list; each item is one criterion in the third person starting \"The response\", "
+    "and ends with [Hard Rule] for an explicit requirement of the request (format, length, structure, "
+    "required or forbidden elements) or [Principle] for a general quality criterion."
+)
+JUDGE_SYSTEM = (
+    "You are a fair judge. Compare two responses to the same request under the given rubric. "
+    "Write three parts: (1) Compliance check: name the single most decisive (gatekeeper) criterion; "
+    "(2) Analysis: for Response A and then Response B, one line per rubric criterion in the form "
+    "\"- Criterion k [Hard Rule|Principle]: Justification: ...\"; (3) Final judgment: a justification, "
+    "then a last line \"Winner: Response A\" or \"Winner: Response B\"."
+)
+DIRECT_JUDGE_SYSTEM = (
+    "You are a fair judge. Compare two responses to the same request. Explain your reasoning briefly, "
+    "then end with a last line \"Winner: Response A\" or \"Winner: Response B\"."
+)
+
+
+def rubric_messages(prompt: str) -> list[dict]:
+    return [{"role": "system", "content": RUBRIC_SYSTEM},
+            {"role": "user", "content": f"Request:\n{prompt}\n\nWrite the rubric."}]
+
+
+def judge_messages(prompt: str, rubric: str | None, response_a: str, response_b: str) -> list[dict]:
+    if rubric is None:  # the direct-judge baseline (no rubric)
+        return [{"role": "system", "content": DIRECT_JUDGE_SYSTEM},
+                {"role": "user", "content": f"Request:\n{prompt}\n\nResponse A:\n{response_a}\n\n"
+                                            f"Response B:\n{response_b}"}]
+    return [{"role": "system", "content": JUDGE_SYSTEM},
+            {"role": "user", "content": f"Request:\n{prompt}\n\nRubric:\n{rubric}\n\n"
+                                        f"Response A:\n{response_a}\n\nResponse B:\n{response_b}"}]
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of the chat up to the assistant's turn, thinking disabled where supported."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         enable_thinking=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def completion_ids(tokenizer, text: str) -> list[int]:
+    """Target ids for SFT: the text, then end-of-turn, so that the model learns to stop."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def swap_pair(row: dict, swap: bool) -> tuple[str, str, str]:
+    """(response_a, response_b, label) with A/B exchanged when swap is True; the label follows."""
+    if not swap:
+        return row["response_a"], row["response_b"], row["winner"]
+    return row["response_b"], row["response_a"], "B" if row["winner"] == "A" else "A"
+
+
+# =============================================================================================
+# 4. Parsers and rewards (model output is text only: parsed, never executed)
+# =============================================================================================
+
+_MD = re.compile(r"[*_`#>]+")
+_WINNER = re.compile(r"^\s*(?:final\s+)?(?:winner|verdict|decision)\s*[:：\-]\s*(.*)$", re.I)
+_AB = re.compile(r"\b(?:response|output|assistant)?\s*\(?\b([AB])\b\)?", re.I)
+_ITEM = re.compile(r"^\s*(?:[-*]\s*)?(?:\*\*)?\s*(\d+)\s*[.)]\s*(?:\*\*)?\s*(.*)$")
+_TAG = re.compile(r"\[\s*(hard\s*rule|principle)\s*\]", re.I)
+
+
+def parse_verdict(text: str) -> str | None:
+    """'A' or 'B' from the judge's final 'Winner:' line; None when missing or contradictory.
+
+    Markdown (bold, headings, backticks), casing and trailing punctuation are ignored. Every Winner
+    line must name exactly one of A and B, and all Winner lines must agree; otherwise None."""
+    if not isinstance(text, str):
+        return None
+    picks = []
+    for line in text.splitlines():
+        m = _WINNER.match(_MD.sub("", line))
+        if not m:
+            continue
+        named = {x.upper() for x in _AB.findall(m.group(1).replace("Response", " Response"))}
+        if len(named) != 1:
+            return None
+        picks.append(named.pop())
+    if not picks or len(set(picks)) != 1:
+        return None
+    return picks[-1]
+
+
+def parse_rubric(text: str) -> list[dict]:
+    """Numbered criteria: [{'index', 'text', 'kind': 'hard_rule'|'principle', 'tagged'}].
+    An untagged item counts as a principle with tagged=False; continuation lines join their item."""
+    items: list[dict] = []
+    if not isinstance(text, str):
+        return items
+    for line in text.splitlines():
+        m = _ITEM.match(line)
+        if m:
+            items.append({"index": int(m.group(1)), "text": m.group(2).strip()})
+        elif items and line.strip():
+            items[-1]["text"] += " " + line.strip()
+    for it in items:
+        tags = _TAG.findall(it["text"])
+        kind = tags[-1].lower().replace(" ", "") if tags else "principle"
+        it["kind"] = "hard_rule" if kind == "hardrule" else "principle"
+        it["tagged"] = bool(tags)
+        it["text"] = _TAG.sub("", it["text"]).strip()
+    return [it for it in items if it["text"]]
+
+
+def rubric_format_reward(text: str) -> float:
+    """Share of numbered items tagged [Hard Rule] or [Principle]; 0 when there is no item."""
+    items = parse_rubric(text)
+    return sum(it["tagged"] for it in items) / len(items) if items else 0.0
+
+
+_CRIT = re.compile(r"^\s*[-*]?\s*criterion\s+(\d+)\b.*?justification\s*:\s*(\S.*)$", re.I)
+
+
+def format_reward(judge_text: str, n_criteria: int) -> float:
+    """R_fmt in [0, 1]: our definition (the paper gives none). Four equal parts of 0.25:
+      - Response A's analysis addresses criteria 1..n, each on its own line with a non-empty
+        "Justification:" (credit is the share of the n criteria addressed);
+      - the same for Response B;
+      - a final justification ("Justification:" after both analyses, before the Winner line);
+      - a final decision: parse_verdict finds exactly one winner.
+    The A section runs from a line starting "Response A" to one starting "Response B"."""
+    if not isinstance(judge_text, str):
+        return 0.0
+    lines = [_MD.sub("", line) for line in judge_text.splitlines()]
+    start_a = next((i for i, s in enumerate(lines) if re.match(r"^\s*response\s+a\b", s, re.I)), None)
+    start_b = next((i for i, s in enumerate(lines) if re.match(r"^\s*response\s+b\b", s, re.I)
+                    and (start_a is None or i > start_a)), None)
+    winner_at = max((i for i, s in enumerate(lines) if _WINNER.match(s)), default=len(lines))
+
+    def coverage(lo, hi) -> tuple[float, int]:
+        if lo is None or n_criteria <= 0:
+            return 0.0, lo or 0
+        seen, last = set(), lo
+        for i in range(lo + 1, hi):
+            m = _CRIT.match(lines[i])
+            if m and 1 <= int(m.group(1)) <= n_criteria:
+                seen.add(int(m.group(1)))
+                last = i
+        return len(seen) / n_criteria, last
+
+    cov_a, _ = coverage(start_a, start_b if start_b is not None else winner_at)
+    cov_b, end_b = coverage(start_b, winner_at)
+    final_just = start_b is not None and any(
+        re.match(r"^\s*(?:final\s+)?justification\s*:\s*\S", lines[i], re.I) and not _CRIT.match(lines[i])
+        for i in range(end_b + 1, winner_at))
+    decided = parse_verdict(judge_text) is not None
+    return 0.25 * cov_a + 0.25 * cov_b + 0.25 * final_just + 0.25 * decided
+
+
+# =============================================================================================
+# 5. Models
+# =============================================================================================
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_attn_implementation(device: torch.device) -> str:
+    """flash_attention_2 when flash-attn is importable and we run on CUDA, else PyTorch SDPA."""
+    impl = "sdpa"
+    if device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+            impl = "flash_attention_2"
+        except ImportError:
+            pass
+    log.info("attention implementation: %s", impl)
+    return impl
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    tok.padding_side = "left"  # generation appends on the right
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def fix_bnb_cpu_trap(model) -> int:
+    """bitsandbytes on CPU repacks 4-bit weights into an inference-only format after a no-grad
+    forward (as in generate), after which LoRA gradients are silently wrong. Turn that path off."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    n = 0
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def load_base_model(name: str, load_4bit: bool = False, device: torch.device | None = None,
+                    dtype: str = "auto", trust_remote_code: bool = False, gradient_checkpointing: bool = False):
+    from transformers import AutoModelForCausalLM
+    device = device or default_device()
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    else:
+        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    kw = dict(dtype=torch_dtype, attn_implementation=pick_attn_implementation(device),
+              trust_remote_code=trust_remote_code, use_safetensors=True)
+    if load_4bit:
+        from transformers import BitsAndBytesConfig
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype)
+        kw["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(name, **kw)
+    if not load_4bit:
+        model.to(device)
+    if load_4bit:
+        log.info("4-bit nf4 base; %d Linear4bit layers guarded against the CPU repack trap", fix_bnb_cpu_trap(model))
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # PEFT: frozen embeddings still pass gradients on
+        model.config.use_cache = False
+    return model
+
+
+def attach_lora(base, adapter: str | None = None, r: int = 16, alpha: int = 32, dropout: float = 0.0,
+                target_modules: str = "all-linear", trainable: bool = True):
+    """Wrap `base` with a new LoRA adapter, or with a saved one from `adapter` (folder)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    if adapter:
+        check_adapter_dir(adapter)
+        model = PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
+    else:
+        targets = target_modules if target_modules == "all-linear" else target_modules.split(",")
+        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                         task_type="CAUSAL_LM")
+        model = get_peft_model(base, cfg)
+    if not trainable:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def add_frozen_adapter(model, adapter: str, name: str) -> None:
+    """Load a second, frozen adapter onto the same network (two adapters, one base in memory)."""
+    check_adapter_dir(adapter)
+    model.load_adapter(adapter, adapter_name=name, is_trainable=False)
+    model.set_adapter("default")  # keep the trainable adapter active
+
+
+def check_adapter_dir(path: str) -> None:
+    p = Path(path)
+    if not (p / "adapter_config.json").exists():
+        raise SystemExit(f"error: {p} is not a saved adapter folder (no adapter_config.json)")
+    if not (p / "adapter_model.safetensors").exists():
+        raise SystemExit(f"error: {p} has no adapter_model.safetensors (only safetensors adapters are loaded)")
+
+
+def save_adapter(model, out_dir: str | os.PathLike) -> None:
+    """save_pretrained of the trainable adapter only, loadable by PeftModel.from_pretrained."""
+    model.save_pretrained(str(out_dir), selected_adapters=["default"], safe_serialization=True)
+
+
+def save_adapter_atomic(model, path: str | os.PathLike) -> Path:
+    """The final adapter folder appears whole or not at all."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_adapter(model, tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return path
+
+
+def add_run_args(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("run")
+    g.add_argument("--out", required=True, help="output folder (adapter/, metrics.jsonl, checkpoints/)")
+    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--wandb-project", default=None, help="log to wandb too (offline without credentials)")
+
+
+def add_model_args(ap: argparse.ArgumentParser, lora_r: int = 16) -> None:
+    g = ap.add_argument_group("model")
+    g.add_argument("--model", default="tiny-model", help="base model name or path (Qwen/Qwen3-8B for a real run)")
+    g.add_argument("--load-4bit", action="store_true", help="load the base in 4-bit nf4 (bitsandbytes)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="compute dtype; auto = bf16 on CUDA, fp32 on CPU")
+    g.add_argument("--lora-r", type=int, default=lora_r, help="LoRA rank")
+    g.add_argument("--lora-alpha", type=int, default=2 * lora_r, help="LoRA alpha")
+    g.add_argument("--lora-dropout", type=float, default=0.0)
+    g.add_argument("--lora-targets", default="all-linear", help="'all-linear' or comma-separated module names")
+    g.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def load_trainable(args, dist: Dist, adapter: str | None):
+    tok = load_tokenizer(args.model, args.trust_remote_code)
+    base = load_base_model(args.model, args.load_4bit, dist.device, args.dtype, args.trust_remote_code,
+                           args.gradient_checkpointing)
+    model = attach_lora(base, adapter, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_targets)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("model %s (%s), trainable LoRA params %.2fM%s", args.model, "4-bit" if args.load_4bit else args.dtype,
+             n_train / 1e6, f", from {adapter}" if adapter else "")
+    return model, tok
+
+
+def merge_adapter(base_name: str, adapter: str, out_dir: str, trust_remote_code: bool = False) -> None:
+    """Fold an adapter into full-precision base weights for export (safetensors)."""
+    base = load_base_model(base_name, device=torch.device("cpu"), trust_remote_code=trust_remote_code)
+    model = attach_lora(base, adapter, trainable=False).merge_and_unload()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    load_tokenizer(base_name, trust_remote_code).save_pretrained(out_dir)
+
+
+TINY_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false -%}{{ '<think>\n\n</think>\n\n' }}{%- endif -%}"
+    "{%- endif -%}"
+)
+
+
+def make_tiny_model(out_dir: str | os.PathLike, hidden: int = 64, layers: int = 2, heads: int = 4,
+                    kv_heads: int = 2, vocab: int = 1024, seed: int = 0, corpus: list[str] | None = None,
+                    init_std: float = 0.2) -> Path:
+    """A byte-level BPE tokenizer with a Qwen-style chat template and a small random Qwen3 model,
+    saved with save_pretrained, so that tests and the demo need no hub."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if corpus is None:
+        import toy_task
+        rows = toy_task.make_split(200, seed, "corpus")
+        corpus = [RUBRIC_SYSTEM, JUDGE_SYSTEM, DIRECT_JUDGE_SYSTEM] + [
+            f"{r['prompt']}\n{r['rubric']}\n{r['response_a']}\n{r['response_b']}\n{r['judge_trajectory']}" for r in rows]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  padding_side="left", additional_special_tokens=specials[1:])
+    tok.chat_template = TINY_CHAT_TEMPLATE
+    tok.save_pretrained(out)
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 3,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                      head_dim=hidden // heads, max_position_embeddings=8192, tie_word_embeddings=True,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+                      initializer_range=init_std)
+    Qwen3ForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+# =============================================================================================
+# 6. Generation and log-probs
+# =============================================================================================
+
+
+@dataclass
+class Rollout:
+    prompt_ids: torch.Tensor        # [B, P] left-padded prompts (one row per prompt, not per sample)
+    prompt_mask: torch.Tensor       # [B, P]
+    completion_ids: torch.Tensor    # [B*n, T] right-padded; sample j of prompt i is row i*n + j
+    completion_mask: torch.Tensor   # [B*n, T] 1 up to and including EOS
+    texts: list[str]
+    truncated: torch.Tensor         # [B*n] bool: hit max_new_tokens without EOS
+    n: int
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, max_new_tokens: int = 256,
+             temperature: float = 1.0, top_p: float = 1.0, share_prefix: bool = True) -> Rollout:
+    """Sample n completions per prompt with a KV cache. With share_prefix the prompt is prefilled
+    once and its cache expanded n times, instead of prefilling n copies of the same tokens.
+    temperature <= 0 decodes greedily."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id, device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    if share_prefix:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        cache = out.cache
+        cache.batch_repeat_interleave(n)
+        logits = out.logits[:, -1].repeat_interleave(n, 0)
+    else:
+        rep = lambda t: t.repeat_interleave(n, 0)  # noqa: E731
+        out = model(input_ids=rep(ids), attention_mask=rep(mask), position_ids=rep(pos), use_cache=True,
+                    logits_to_keep=1)
+        cache, logits = out.cache, out.logits[:, -1]
+    attn = mask.repeat_interleave(n, 0)
+    next_pos = pos[:, -1:].repeat_interleave(n, 0) + 1
+    eos = tokenizer.eos_token_id
+    rows = ids.shape[0] * n
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    tokens = []
+    for t in range(max_new_tokens):
+        tok = _sample(logits, temperature, top_p)
+        tok = torch.where(done, torch.full_like(tok, tokenizer.pad_token_id), tok)
+        tokens.append(tok)
+        done |= tok == eos
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, cache=cache, use_cache=True)
+        cache, logits = out.cache, out.logits[:, -1]
+        next_pos = next_pos + 1
+    comp = torch.stack(tokens, dim=1) if tokens else torch.zeros((rows, 0), dtype=torch.long, device=device)
+    is_eos = comp == eos
+    # mask: tokens up to and including the first EOS
+    after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
+    cmask = (~after_eos).long()
+    truncated = ~is_eos.any(1)
+    texts = []
+    for row, m in zip(comp.tolist(), cmask.tolist()):
+        keep = [t for t, k in zip(row, m) if k and t != eos]
+        texts.append(tokenizer.decode(keep, skip_special_tokens=True))
+    model.train(was_training)
+    return Rollout(ids, mask, comp, cmask, texts, truncated, n)
+
+
+def generate_batched(model, tokenizer, prompts: list[list[int]], batch_size: int, desc: str | None = None,
+                     **kw) -> list[str]:
+    """Texts for many prompts, batch_size prompts at a time, longest first to waste little padding."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    texts: list[str | None] = [None] * (len(prompts) * kw.get("n", 1))
+    n = kw.get("n", 1)
+    bar = progress(total=len(prompts), desc=desc, disable=desc is None or None)
+    for s in range(0, len(order), batch_size):
+        chunk = order[s:s + batch_size]
+        ro = generate(model, tokenizer, [prompts[i] for i in chunk], **kw)
+        for j, i in enumerate(chunk):
+            texts[i * n:(i + 1) * n] = ro.texts[j * n:(j + 1) * n]
+        bar.update(len(chunk))
+    bar.close()
+    return texts
+
+
+def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                   temperature: float = 1.0) -> torch.Tensor:
+    """log pi(token) for each completion token, [N, T]. Prompts are left-padded and completions start
+    at the same column, so the output head runs only on the last T+1 positions (logits_to_keep):
+    no logits over the prompt, which is where the memory goes on long judge prompts."""
+    T = completion_ids.shape[1]
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    mask = torch.cat([prompt_mask, torch.ones_like(completion_ids)], dim=1)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                   logits_to_keep=T + 1).logits[:, :-1]
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    picked = logits.gather(-1, completion_ids[..., None]).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+# =============================================================================================
+# 7. GRPO (REFERENCE.md section 6)
+# =============================================================================================
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
+    """A = (r - mean_group) / (std_group + 1e-4) over consecutive groups of G; scale='none' skips the
+    division. NaN rewards (undefined) are left out of the group statistics and get advantage 0."""
+    r = rewards.float().view(-1, group_size)
+    valid = ~torch.isnan(r)
+    cnt = valid.sum(1, keepdim=True).clamp(min=1)
+    rz = torch.where(valid, r, torch.zeros_like(r))
+    mean = rz.sum(1, keepdim=True) / cnt
+    var = (torch.where(valid, r - mean, torch.zeros_like(r)) ** 2).sum(1, keepdim=True) / (cnt - 1).clamp(min=1)
+    adv = rz - mean
+    if scale == "group":
+        adv = adv / (var.sqrt() + 1e-4)
+    elif scale != "none":
+        raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
+    return torch.where(valid, adv, torch.zeros_like(adv)).view(-1)
+
+
+def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch.Tensor | None,
+              advantages: torch.Tensor, mask: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.28,
+              beta: float = 0.001, loss_type: str = "dapo", max_completion_length: int | None = None,
+              return_stats: bool = False):
+    """Clipped-surrogate GRPO loss with the k3 KL penalty, normalised as TRL's loss_type does.
+    old_logp None means one pass per batch (old = logp.detach()); beta == 0 ignores ref_logp."""
+    mask = mask.to(logp.dtype)
+    old = logp.detach() if old_logp is None else old_logp
+    ratio = torch.exp(logp - old)
+    adv = advantages[:, None].to(logp.dtype)
+    surr = torch.min(ratio * adv, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv)
+    per_token = -surr
+    kl = None
+    if beta != 0.0:
+        d = ref_logp - logp
+        kl = torch.exp(d) - d - 1
+        per_token = per_token + beta * kl
+    if loss_type == "grpo":
+        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    elif loss_type in ("bnpo", "dapo"):
+        loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
+    elif loss_type == "dr_grpo":
+        L = max_completion_length or logp.shape[1]
+        loss = (per_token * mask).sum() / (logp.shape[0] * L)
+    else:
+        raise ValueError(f"unknown loss_type {loss_type!r} (grpo | bnpo | dr_grpo | dapo)")
+    if not return_stats:
+        return loss
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1)
+        clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+        stats = {"clip_frac": float((clipped.to(mask.dtype) * mask).sum() / n),
+                 "kl": float((kl * mask).sum() / n) if kl is not None else 0.0}
+    return loss, stats
+
+
+def reward_metrics(rewards: torch.Tensor, group_size: int, parts: dict[str, torch.Tensor]) -> dict:
+    r = rewards.float().view(-1, group_size)
+    std = torch.nan_to_num(r, nan=0.0).std(1, unbiased=True) if group_size > 1 else torch.zeros(r.shape[0])
+    out = {"reward": float(torch.nanmean(r)), "reward_std_in_group": float(std.mean()),
+           "zero_var_groups": float((std < 1e-6).float().mean())}
+    for k, v in parts.items():
+        out[f"reward_{k}"] = float(torch.nanmean(v.float()))
+    return out
+
+
+@dataclass
+class GRPOConfig:
+    group_size: int = 7                 # G: completions per prompt
+    batch_size: int = 224               # completions per step, over all ranks (= prompts x G)
+    micro_batch: int = 4                # completions per forward/backward
+    max_completion_length: int = 1024
+    lr: float = 1e-6
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    beta: float = 0.001
+    num_iterations: int = 2             # optimisation passes per generated batch
+    loss_type: str = "dapo"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    scale_rewards: str = "group"
+    mask_truncated: bool = False        # drop completions that hit the length limit from the loss
+    max_grad_norm: float = 1.0
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    epochs: float = 1.0
+    max_steps: int | None = None
+    save_every: int = 50
+    gen_batch: int = 8                  # prompts per generate() call
+    share_prefix: bool = True
+    seed: int = 0
+    max_bad_steps: int = 3              # stop after this many consecutive NaN/inf losses
+
+
+def add_grpo_args(ap: argparse.ArgumentParser, defaults: GRPOConfig) -> None:
+    """Flags map one-to-one to GRPOConfig; the defaults passed in are the paper's for the phase."""
+    g = ap.add_argument_group("GRPO (paper Table 9 defaults)")
+    helps = {"group_size": "G, completions per prompt", "batch_size": "completions per step (prompts x G), all ranks",
+             "micro_batch": "completions per forward/backward (gradient accumulation)",
+             "num_iterations": "optimisation passes per generated batch", "loss_type": "grpo | bnpo | dr_grpo | dapo",
+             "scale_rewards": "group: divide advantages by group std; none: do not",
+             "mask_truncated": "exclude completions that hit the length limit from the loss",
+             "share_prefix": "prefill each prompt once for its G samples", "max_steps": "stop after N steps",
+             "gen_batch": "prompts per generate call", "save_every": "checkpoint every N steps",
+             "max_bad_steps": "stop after N consecutive non-finite losses"}
+    for f, v in asdict(defaults).items():
+        flag = "--" + f.replace("_", "-")
+        if isinstance(v, bool):
+            g.add_argument(flag, default=v, action=argparse.BooleanOptionalAction, help=helps.get(f))
+        else:
+            typ = type(v) if v is not None else int
+            g.add_argument(flag, type=typ, default=v, help=helps.get(f, f"default {v}"))
+
+
+def grpo_config_from_args(args) -> GRPOConfig:
+    return GRPOConfig(**{f: getattr(args, f) for f in GRPOConfig.__dataclass_fields__})
+
+
+@dataclass
+class Prompted:
+    """One prompt of a GRPO batch: its token ids and whatever the reward needs (label, rubric...)."""
+    ids: list[int]
+    meta: dict
+
+
+RewardFn = Callable[[list[Prompted], list[str], int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: Callable[[object], Prompted],
+               reward_fn: RewardFn, out_dir: str | os.PathLike, dist: Dist, resume: bool = False,
+               metrics: MetricsLogger | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """The GRPO loop shared by the phases. One step, as the paper's trainer does it:
+      1. take B = batch_size / G prompts (this rank's share),
+      2. sample G completions per prompt (temperature, shared prefill),
+      3. score them with reward_fn, turn rewards into group advantages,
+      4. old log-probs once (only if num_iterations > 1), reference log-probs with the adapter off
+         (only if beta > 0),
+      5. num_iterations optimisation passes, each one optimizer step over micro-batches.
+    Returns the last step's metrics."""
+    G = cfg.group_size
+    if cfg.batch_size % (G * dist.world):
+        raise SystemExit(f"error: --batch-size {cfg.batch_size} must be a multiple of G x ranks = {G * dist.world}")
+    prompts_per_rank = cfg.batch_size // G // dist.world
+    steps_per_epoch = max(1, len(examples) // (prompts_per_rank * dist.world))
+    total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * steps_per_epoch)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = make_scheduler(opt, cfg.lr_scheduler, total * cfg.num_iterations, cfg.warmup_ratio)
+    start = 0
+    if resume and (ck := latest_checkpoint(out_dir)):
+        start = load_checkpoint(ck, model, opt, sched)["step"]
+        log.info("resumed from %s at step %d/%d", ck, start, total)
+    if metrics is None:
+        metrics = MetricsLogger(out_dir, enabled=dist.main, resume_step=start)
+    device = dist.device
+    bad, last = 0, {}
+    bar = progress(range(start, total), desc="grpo", initial=start, total=total)
+    for step in bar:
+        t0 = time.perf_counter()
+        # 1. this rank's prompts: a fresh permutation per epoch, fixed by the seed (resume-safe)
+        epoch, k = divmod(step, steps_per_epoch)
+        perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+        lo = (k * dist.world + dist.rank) * prompts_per_rank
+        batch = [build_prompt(examples[i]) for i in perm[lo:lo + prompts_per_rank]]
+        # 2. rollouts
+        model.eval()
+        rolls = [generate(model, tokenizer, [b.ids for b in batch[s:s + cfg.gen_batch]], n=G,
+                          max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
+                          top_p=cfg.top_p, share_prefix=cfg.share_prefix)
+                 for s in range(0, len(batch), cfg.gen_batch)]
+        t_gen = time.perf_counter()
+        # 3. rewards and advantages
+        texts = [t for r in rolls for t in r.texts]
+        rewards, parts = reward_fn(batch, texts, G)
+        adv = group_advantages(rewards, G, cfg.scale_rewards).to(device)
+        t_rew = time.perf_counter()
+        mb = _micro_batches(rolls, G, cfg.micro_batch, cfg.mask_truncated)
+        # 4. old and reference log-probs, no grad, once per batch
+        with torch.no_grad():
+            old = [token_logprobs(model, *m[:3], cfg.temperature) for m in mb] if cfg.num_iterations > 1 else None
+            ref = None
+            if cfg.beta != 0.0:
+                with model.disable_adapter():
+                    ref = [token_logprobs(model, *m[:3], cfg.temperature) for m in mb]
+        t_lp = time.perf_counter()
+        # 5. optimisation passes; micro-batch losses weighted so their sum is the full-batch loss
+        active = all_reduce_sum(torch.tensor(float(sum(m[3].sum() for m in mb)), device=device), dist)
+        n_seq = all_reduce_sum(torch.tensor(float(sum(m[3].shape[0] for m in mb)), device=device), dist)
+        model.train()
+        stats = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0}
+        finite = True
+        for it in range(cfg.num_iterations):
+            opt.zero_grad(set_to_none=True)
+            for j, (pids, pmask, cids, cmask, sl) in enumerate(mb):
+                logp = token_logprobs(model, pids, pmask, cids, cfg.temperature)
+                loss, st = grpo_loss(logp, old[j] if old else None, ref[j] if ref else None, adv[sl], cmask,
+                                     cfg.eps_low, cfg.eps_high, cfg.beta, cfg.loss_type, cfg.max_completion_length,
+                                     return_stats=True)
+                w = (cmask.sum() / active if cfg.loss_type in ("dapo", "bnpo") else cids.shape[0] / n_seq) * dist.world
+                (loss * w).backward()
+                stats["loss"] += float(loss * w) / cfg.num_iterations / dist.world
+                share = float(cmask.sum() / active) * dist.world / cfg.num_iterations
+                stats["clip_frac"] += st["clip_frac"] * share
+                stats["kl"] += st["kl"] * share
+            average_gradients(params, dist)
+            finite = all(torch.isfinite(p.grad).all() for p in params if p.grad is not None) and math.isfinite(stats["loss"])
+            if not finite:
+                break
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+        opt.zero_grad(set_to_none=True)
+        t_end = time.perf_counter()
+        if not finite:
+            bad += 1
+            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step + 1, bad)
+            if bad >= cfg.max_bad_steps:
+                raise SystemExit(f"error: {bad} consecutive non-finite steps; lower --lr or check the data")
+        else:
+            bad = 0
+        n_tok = sum(int(r.completion_mask.sum()) for r in rolls)
+        last = {**reward_metrics(rewards, G, parts), **stats,
+                "grad_norm": float(gnorm) if finite else float("nan"), "lr": sched.get_last_lr()[0],
+                "completion_len": n_tok / len(texts),
+                "truncated_frac": float(torch.cat([r.truncated for r in rolls]).float().mean()),
+                "gen_tokens_per_s": n_tok / max(t_gen - t0, 1e-9),
+                "time_gen": t_gen - t0, "time_reward": t_rew - t_gen, "time_logprob": t_lp - t_rew,
+                "time_optim": t_end - t_lp, "time_step": t_end - t0}
+        metrics.log(step + 1, last)
+        bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.4f}")
+        if on_step:
+            on_step(step + 1, last)
+        if dist.main and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
+            save_checkpoint(out_dir, step + 1, model, opt, sched, {"total": total})
+        maybe_crash(step + 1)
+    bar.close()
+    return last
+
+
+def _micro_batches(rolls: list[Rollout], G: int, size: int, mask_truncated: bool):
+    """(prompt_ids, prompt_mask, completion_ids, completion_mask, slice into the batch) per micro-batch.
+    Each rollout chunk keeps its own padding width; completions are trimmed to their longest."""
+    out, offset = [], 0
+    for r in rolls:
+        pids, pmask = r.prompt_ids.repeat_interleave(G, 0), r.prompt_mask.repeat_interleave(G, 0)
+        cmask = r.completion_mask.clone()
+        if mask_truncated:
+            cmask[r.truncated] = 0
+        for s in range(0, cmask.shape[0], size):
+            e = min(s + size, cmask.shape[0])
+            width = max(int(r.completion_mask[s:e].sum(1).max()), 1)
+            out.append((pids[s:e], pmask[s:e], r.completion_ids[s:e, :width], cmask[s:e, :width],
+                        slice(offset + s, offset + e)))
+        offset += cmask.shape[0]
+    return out
+
+
+# =============================================================================================
+# 8. Rubric cache: one greedy rubric per example, resumable
+# =============================================================================================
+
+
+def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, max_new_tokens: int = 1024,
+                  batch_size: int = 8, temperature: float = 0.0, key: str = "id") -> dict[str, str]:
+    """Write {id, rubric} for every row to `path`. Lines are appended to `path + '.partial'` as
+    batches finish, so an interrupted run keeps its work; the finished file appears by rename.
+    `key` picks the field that identifies a rubric ('id', or 'prompt' to share one per prompt)."""
+    path = Path(path)
+    if path.exists():
+        done = {r[key]: r["rubric"] for r in read_jsonl_resumable(path)}
+        if all(r[key] in done for r in rows):
+            return done
+    partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = {r[key]: r["rubric"] for r in read_jsonl_resumable(partial)}
+    todo, seen = [], set(done)
+    for r in rows:
+        if r[key] not in seen:
+            seen.add(r[key])
+            todo.append(r)
+    if done:
+        log.info("rubric cache: %d already written, %d to go", len(done), len(todo))
+    for s in progress(range(0, len(todo), batch_size), desc="rubrics"):
+        chunk = todo[s:s + batch_size]
+        ro = generate(model, tokenizer, [chat_prompt_ids(tokenizer, rubric_messages(r["prompt"])) for r in chunk],
+                      n=1, max_new_tokens=max_new_tokens, temperature=temperature)
+        for r, text in zip(chunk, ro.texts):
+            entry = {key: r[key], "rubric": text} if key != "id" else {"id": r["id"], "rubric": text}
+            append_jsonl(partial, entry)
+            done[r[key]] = text
+    os.replace(partial, path) if partial.exists() else write_jsonl_atomic(path, [])
+    return done
+
+
+def read_rubric_cache(path: str | os.PathLike, rows: list[dict]) -> dict[str, str]:
+    """{id: rubric}; an example without a rubric is an error naming its id."""
+    if not Path(path).exists():
+        raise SystemExit(f"error: rubric cache {path} does not exist")
+    cache = {}
+    for n, r in enumerate(read_jsonl_resumable(path), 1):
+        if "id" not in r or "rubric" not in r:
+            raise SystemExit(f"error: {path}:{n}: each line needs fields 'id' and 'rubric'")
+        cache[str(r["id"])] = r["rubric"]
+    missing = [r["id"] for r in rows if r["id"] not in cache]
+    if missing:
+        raise SystemExit(f"error: rubric cache {path} has no rubric for {len(missing)} example(s), "
+                         f"first id {missing[0]!r}")
+    return cache
+
+
+# =============================================================================================
+# 9. CLI
+# =============================================================================================
+
+
+def _cli() -> None:
+    setup_logging()
+    ap = argparse.ArgumentParser(description="rubric-arm shared tools")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("make-tiny-model", help="build the offline tiny model + tokenizer")
+    t.add_argument("out_dir", nargs="?", default="tiny-model")
+    t.add_argument("--hidden", type=int, default=64)
+    t.add_argument("--layers", type=int, default=2)
+    t.add_argument("--vocab", type=int, default=1024)
+    t.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("cache-rubrics", help="the current rubric generator writes one greedy rubric per example")
+    add_model_args(c)
+    add_data_args(c)
+    c.add_argument("--adapter", default=None, help="rubric generator adapter folder (none: the base model)")
+    c.add_argument("--out", required=True, help="output JSONL of {id, rubric}")
+    c.add_argument("--max-new-tokens", type=int, default=1024, help="paper: 1024")
+    c.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
+    s = sub.add_parser("split", help="split a JSONL file into K equal, disjoint parts (one per cycle)")
+    s.add_argument("data")
+    s.add_argument("--parts", type=int, required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    m = sub.add_parser("merge-adapter", help="fold an adapter into the base weights for export")
+    m.add_argument("--model", required=True)
+    m.add_argument("--adapter", required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument("--trust-remote-code", action="store_true")
+    args = ap.parse_args()
+    if args.cmd == "make-tiny-model":
+        print(make_tiny_model(args.out_dir, hidden=args.hidden, layers=args.layers, vocab=args.vocab, seed=args.seed))
+    elif args.cmd == "cache-rubrics":
+        dist = init_distributed(args.device)
+        rows = load_pairs_from_args(args)
+        tok = load_tokenizer(args.model, args.trust_remote_code)
+        base = load_base_model(args.model, args.load_4bit, dist.device, args.dtype, args.trust_remote_code)
+        model = attach_lora(base, args.adapter, trainable=False) if args.adapter else base
+        t0 = time.perf_counter()
+        cache_rubrics(model, tok, rows, args.out, args.max_new_tokens, args.batch_size)
+        log.info("rubric cache %s: %d rubrics in %.1fs", args.out, len(rows), time.perf_counter() - t0)
+    elif args.cmd == "split":
+        rows = load_pairs(args.data)
+        random.Random(args.seed).shuffle(rows)
+        size = len(rows) // args.parts
+        if size == 0:
+            raise SystemExit(f"error: {len(rows)} rows cannot make {args.parts} parts")
+        for k in range(args.parts):
+            write_jsonl_atomic(Path(args.out_dir) / f"part{k + 1}.jsonl", rows[k * size:(k + 1) * size])
+        print(f"{args.parts} parts of {size} rows in {args.out_dir} ({len(rows) - size * args.parts} left over)")
+    elif args.cmd == "merge-adapter":
+        merge_adapter(args.model, args.adapter, args.out, args.trust_remote_code)
+
+
+if __name__ == "__main__":
+    try:
+        _cli()
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None

@@ -1,0 +1,23 @@
+# Sourced by alternate.sh and tests/run.sh: use .venv, creating it on first use.
+# RUBRIC_ARM_DEV=1 also installs the test tools (requirements-dev.txt).
+# Set RUBRIC_ARM_PYTHON to use an interpreter you already set up (e.g. on a GPU machine).
+_root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ -n "${RUBRIC_ARM_PYTHON:-}" ]; then
+  PY="$RUBRIC_ARM_PYTHON"
+else
+  _sum=$(cat "$_root/requirements.txt" | cksum | cut -d' ' -f1)
+  _stamp="$_root/.venv/.ok-base-$_sum"
+  _req=requirements.txt
+  if [ "${RUBRIC_ARM_DEV:-0}" = 1 ]; then
+    _stamp="$_root/.venv/.ok-dev-$(cat "$_root/requirements-dev.txt" | cksum | cut -d' ' -f1)-$_sum"
+    _req=requirements-dev.txt
+  fi
+  if [ ! -f "$_stamp" ]; then
+    echo "[env] installing $_req into $_root/.venv (first run only, about a minute)" >&2
+    [ -x "$_root/.venv/bin/python" ] || python3 -m venv "$_root/.venv" || return 1
+    "$_root/.venv/bin/python" -m pip install -q --disable-pip-version-check -r "$_root/$_req" >&2 || return 1
+    touch "$_stamp" "$_root/.venv/.ok-base-$_sum"
+  fi
+  PY="$_root/.venv/bin/python"
+fi
+export PY

@@ -1,0 +1,159 @@
+"""Stage I: SFT warm-up of the rubric generator (--role rubric) or the judge (--role judge).
+
+The loss is the mean negative log-likelihood of the completion tokens only (the rubric, or the judge
+trajectory), the prompt being the chat-templated rubric or judge prompt. Defaults are the paper's
+recipe for each role (REFERENCE.md section 5); a real run on one GPU:
+
+    python sft_warmup.py --role judge --model Qwen/Qwen3-8B --data OpenRubrics/OpenRubric-v2 \\
+        --out runs/sft_judge --load-4bit --micro-batch 2 --gradient-checkpointing
+
+Examples longer than --cutoff-len tokens are dropped, and counted in the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+
+import common as C
+
+# Paper recipe (Rubric-RM SFT): generator 1 epoch, cutoff 3072, batch 128, lr 8e-6;
+# judge 2 epochs, cutoff 6144, batch 64, lr 5e-6; both cosine with warmup 0.05.
+ROLE_DEFAULTS = {
+    "rubric": dict(epochs=1.0, cutoff_len=3072, batch_size=128, lr=8e-6),
+    "judge": dict(epochs=2.0, cutoff_len=6144, batch_size=64, lr=5e-6),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--role", choices=["rubric", "judge"], required=True, help="which model to warm up")
+    C.add_model_args(ap)
+    C.add_data_args(ap)
+    C.add_run_args(ap)
+    ap.add_argument("--adapter", default=None, help="start from this saved adapter instead of a new LoRA")
+    g = ap.add_argument_group("SFT (paper defaults depend on --role)")
+    g.add_argument("--epochs", type=float, default=None, help="rubric 1, judge 2")
+    g.add_argument("--cutoff-len", type=int, default=None, help="max prompt+completion tokens: rubric 3072, judge 6144")
+    g.add_argument("--batch-size", type=int, default=None, help="examples per optimizer step: rubric 128, judge 64")
+    g.add_argument("--micro-batch", type=int, default=4, help="examples per forward/backward")
+    g.add_argument("--lr", type=float, default=None, help="rubric 8e-6, judge 5e-6")
+    g.add_argument("--lr-scheduler", default="cosine", choices=["cosine", "constant"])
+    g.add_argument("--warmup-ratio", type=float, default=0.05)
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--max-grad-norm", type=float, default=1.0)
+    g.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    g.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps")
+    args = ap.parse_args(argv)
+    for k, v in ROLE_DEFAULTS[args.role].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
+
+
+def build_examples(rows: list[dict], role: str, tok, cutoff: int) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """(prompt ids, completion ids) per row; rows over the cutoff are dropped and counted."""
+    field = "rubric" if role == "rubric" else "judge_trajectory"
+    out, dropped = [], 0
+    for r in rows:
+        if role == "rubric":
+            prompt = C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"]))
+        else:
+            prompt = C.chat_prompt_ids(tok, C.judge_messages(r["prompt"], r["rubric"], r["response_a"], r["response_b"]))
+        target = C.completion_ids(tok, r[field])
+        if len(prompt) + len(target) > cutoff:
+            dropped += 1
+            continue
+        out.append((prompt, target))
+    return out, dropped
+
+
+def collate(examples, pad_id: int, device):
+    """Left-padded prompts and right-padded completions, so completions start at one column."""
+    pids, pmask = C.left_pad([p for p, _ in examples], pad_id, device)
+    width = max(len(c) for _, c in examples)
+    cids = torch.full((len(examples), width), pad_id, dtype=torch.long, device=device)
+    cmask = torch.zeros((len(examples), width), dtype=torch.long, device=device)
+    for i, (_, c) in enumerate(examples):
+        cids[i, :len(c)] = torch.tensor(c, device=device)
+        cmask[i, :len(c)] = 1
+    return pids, pmask, cids, cmask
+
+
+def completion_nll(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed NLL over completion tokens, number of completion tokens)."""
+    pids, pmask, cids, cmask = batch
+    logp = C.token_logprobs(model, pids, pmask, cids)
+    return -(logp * cmask).sum(), cmask.sum()
+
+
+def main(argv=None) -> None:
+    C.setup_logging()
+    args = parse_args(argv)
+    out = C.check_writable(args.out)
+    dist = C.init_distributed(args.device)
+    C.seed_everything(args.seed + dist.rank)
+    required = ("rubric",) if args.role == "rubric" else ("rubric", "judge_trajectory")
+    rows = C.load_pairs_from_args(args, require=required)
+    model, tok = C.load_trainable(args, dist, args.adapter)
+    examples, dropped = build_examples(rows, args.role, tok, args.cutoff_len)
+    C.log.info("SFT %s: %d examples (%d dropped over --cutoff-len %d)", args.role, len(examples), dropped, args.cutoff_len)
+    if not examples:
+        raise SystemExit(f"error: no example fits --cutoff-len {args.cutoff_len}")
+
+    per_rank = max(1, args.batch_size // dist.world)
+    steps_per_epoch = max(1, math.ceil(len(examples) / (per_rank * dist.world)))
+    total = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    sched = C.make_scheduler(opt, args.lr_scheduler, total, args.warmup_ratio)
+    start = 0
+    if args.resume and (ck := C.latest_checkpoint(out)):
+        start = C.load_checkpoint(ck, model, opt, sched)["step"]
+        C.log.info("resumed from %s at step %d/%d", ck, start, total)
+    metrics = C.MetricsLogger(out, dist.main, args.wandb_project, f"sft-{args.role}", vars(args), resume_step=start)
+
+    model.train()
+    bar = C.progress(range(start, total), desc=f"sft {args.role}", initial=start, total=total)
+    for step in bar:
+        t0 = time.perf_counter()
+        # this step's examples: a fixed permutation per epoch (seeded, so a resumed run sees the same)
+        epoch, k = divmod(step, steps_per_epoch)
+        perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed + epoch)).tolist()
+        lo = (k * dist.world + dist.rank) * per_rank
+        mine = [examples[i] for i in perm[lo:lo + per_rank]]
+        n_tok = C.all_reduce_sum(torch.tensor(float(sum(len(c) for _, c in mine)), device=dist.device), dist)
+        opt.zero_grad(set_to_none=True)
+        total_nll = 0.0
+        for s in range(0, len(mine), args.micro_batch):
+            nll, _ = completion_nll(model, collate(mine[s:s + args.micro_batch], tok.pad_token_id, dist.device))
+            (nll / n_tok * dist.world).backward()  # token-weighted mean over the whole batch
+            total_nll += float(nll.detach())
+        C.average_gradients(params, dist)
+        gnorm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+        opt.step()
+        sched.step()
+        loss = float(C.all_reduce_sum(torch.tensor(total_nll, device=dist.device), dist) / n_tok)
+        metrics.log(step + 1, {"loss": loss, "grad_norm": float(gnorm), "lr": sched.get_last_lr()[0],
+                               "tokens": int(n_tok), "epoch": (step + 1) / steps_per_epoch,
+                               "time_step": time.perf_counter() - t0})
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if dist.main and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < total:
+            C.save_checkpoint(out, step + 1, model, opt, sched, {"total": total})
+        C.maybe_crash(step + 1)
+    bar.close()
+    if dist.main:
+        C.save_adapter_atomic(model, Path(out) / "adapter")
+        C.log.info("saved adapter to %s", Path(out) / "adapter")
+    metrics.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except C.DataError as e:
+        raise SystemExit(f"error: {e}") from None

@@ -1,0 +1,182 @@
+"""A synthetic preference task whose labels are checkable by code.
+
+Each instruction asks for a short text on a topic under explicit constraints (a required word, a word
+limit, lowercase only, a forbidden letter). Candidate responses satisfy some of the constraints; the
+preferred response is the one that satisfies more, as decided by the checkers below. Each row carries
+a reference rubric in the project's rubric format and a reference judge trajectory in the judge
+format (REFERENCE.md sections 2 and 3), so the same rows serve SFT warm-up, GRPO and evaluation.
+
+    python toy_task.py --out-dir data --n-train 240 --n-eval 60 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import dataclass
+
+TOPICS = ["the river", "a garden", "the night sky", "a small town", "the ocean", "a forest walk",
+          "an old library", "the first snow", "a busy market", "a mountain trail", "a quiet lake",
+          "the city at dawn", "a summer storm", "a bakery", "the harvest", "a lighthouse"]
+WORDS = ["light", "stone", "water", "green", "quiet", "bright", "cold", "warm", "wind", "path",
+         "bread", "song", "field", "cloud", "glass", "bird", "tree", "road", "sand", "fire",
+         "leaf", "moon", "rain", "door", "hill", "boat", "bell", "wood", "salt", "star"]
+FILLER = ["the", "a", "and", "with", "under", "over", "near", "past", "into", "on", "soft",
+          "slow", "old", "long", "deep", "calm", "still", "wide", "clear", "open"]
+LETTERS = ["z", "q", "x", "j", "k", "v"]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    kind: str      # "include" | "max_words" | "lowercase" | "forbid_letter"
+    value: str | int | None = None
+
+    def check(self, text: str) -> bool:
+        words = text.split()
+        if self.kind == "include":
+            return self.value in [w.strip(".,;:!?").lower() for w in words]
+        if self.kind == "max_words":
+            return len(words) <= self.value
+        if self.kind == "lowercase":
+            return text == text.lower()
+        if self.kind == "forbid_letter":
+            return self.value not in text.lower()
+        raise ValueError(f"unknown constraint kind {self.kind!r}")
+
+    def instruction(self) -> str:
+        return {"include": f'include the word "{self.value}"',
+                "max_words": f"use at most {self.value} words",
+                "lowercase": "write in lowercase only",
+                "forbid_letter": f'do not use the letter "{self.value}"'}[self.kind]
+
+    def criterion(self) -> str:
+        return {"include": f'The response must include the word "{self.value}".',
+                "max_words": f"The response must use at most {self.value} words.",
+                "lowercase": "The response must be written entirely in lowercase.",
+                "forbid_letter": f'The response must not contain the letter "{self.value}".'}[self.kind]
+
+    def explain(self, text: str) -> str:
+        ok = self.check(text)
+        if self.kind == "include":
+            return f'the word "{self.value}" {"appears" if ok else "does not appear"}.'
+        if self.kind == "max_words":
+            return f"it has {len(text.split())} words, {'within' if ok else 'over'} the limit of {self.value}."
+        if self.kind == "lowercase":
+            return "all letters are lowercase." if ok else "it contains uppercase letters."
+        return (f'the letter "{self.value}" does not appear.' if ok
+                else f'the letter "{self.value}" appears.')
+
+
+def satisfied(constraints: list[Constraint], text: str) -> list[bool]:
+    return [c.check(text) for c in constraints]
+
+
+def _sample_constraints(rng: random.Random) -> list[Constraint]:
+    kinds = rng.sample(["include", "max_words", "lowercase", "forbid_letter"], k=rng.randint(2, 4))
+    out = []
+    for kind in kinds:
+        value = {"include": rng.choice(WORDS), "max_words": rng.randint(8, 14),
+                 "lowercase": None, "forbid_letter": rng.choice(LETTERS)}[kind]
+        out.append(Constraint(kind, value))
+    return out
+
+
+def _write_response(rng: random.Random, topic: str, constraints: list[Constraint], keep: set[int]) -> str:
+    """A response that satisfies exactly the constraints whose index is in `keep` (checked after)."""
+    by_kind = {c.kind: (i, c) for i, c in enumerate(constraints)}
+    n_words = rng.randint(6, 12)
+    if "max_words" in by_kind:
+        i, c = by_kind["max_words"]
+        n_words = rng.randint(max(4, c.value - 5), c.value) if i in keep else rng.randint(c.value + 2, c.value + 7)
+    forbid = by_kind.get("forbid_letter")
+    pool = [w for w in WORDS + FILLER if not (forbid and forbid[0] in keep and forbid[1].value in w)]
+    words = topic.split()[-1:] + [rng.choice(pool) for _ in range(n_words - 1)]
+    if "include" in by_kind:
+        i, c = by_kind["include"]
+        words = [w for w in words if w != c.value] or ["calm"]
+        if i in keep:
+            words[rng.randrange(len(words))] = c.value
+    if forbid and forbid[0] not in keep:
+        words[-1] = words[-1] + forbid[1].value  # an odd ending that breaks the letter rule
+    text = " ".join(words[:max(n_words, 1)]) + "."
+    if "lowercase" in by_kind and by_kind["lowercase"][0] not in keep:
+        text = text[0].upper() + text[1:].replace(" the ", " The ")
+    return text
+
+
+def make_rubric(topic: str, constraints: list[Constraint]) -> str:
+    items = [f"{c.criterion()} [Hard Rule]" for c in constraints]
+    items.append(f"The response should stay on the topic of {topic}. [Principle]")
+    return "\n".join(f"{k}. {item}" for k, item in enumerate(items, 1))
+
+
+def make_judge_trajectory(constraints: list[Constraint], a: str, b: str, winner: str) -> str:
+    ok_a, ok_b = satisfied(constraints, a), satisfied(constraints, b)
+    gate = next((k for k in range(len(constraints)) if ok_a[k] != ok_b[k]), 0)
+    n = len(constraints) + 1
+    lines = [f"Compliance check: the gatekeeper criterion is Criterion {gate + 1} [Hard Rule], "
+             f"{constraints[gate].criterion()[0].lower()}{constraints[gate].criterion()[1:]}", "", "Analysis:"]
+    for name, text, ok in (("Response A", a, ok_a), ("Response B", b, ok_b)):
+        lines.append(f"{name}:")
+        for k, c in enumerate(constraints):
+            verdict = "Satisfied" if ok[k] else "Not satisfied"
+            lines.append(f"- Criterion {k + 1} [Hard Rule]: Justification: {c.explain(text)} {verdict}.")
+        lines.append(f"- Criterion {n} [Principle]: Justification: it stays on the topic. Satisfied.")
+    win_ok, lose_ok = (ok_a, ok_b) if winner == "A" else (ok_b, ok_a)
+    lose = "B" if winner == "A" else "A"
+    lines += ["", "Final judgment:",
+              f"Justification: Response {winner} satisfies {sum(win_ok)} of {len(constraints)} hard rules "
+              f"while Response {lose} satisfies {sum(lose_ok)}.",
+              f"Winner: Response {winner}"]
+    return "\n".join(lines)
+
+
+def make_example(rng: random.Random, idx: int, prefix: str = "toy") -> dict:
+    while True:
+        topic = rng.choice(TOPICS)
+        constraints = _sample_constraints(rng)
+        n = len(constraints)
+        k_good = rng.randint(1, n)
+        k_bad = rng.randint(0, k_good - 1)
+        good = _write_response(rng, topic, constraints, set(rng.sample(range(n), k_good)))
+        bad = _write_response(rng, topic, constraints, set(rng.sample(range(n), k_bad)))
+        if sum(satisfied(constraints, good)) > sum(satisfied(constraints, bad)):
+            break
+    winner = rng.choice("AB")
+    a, b = (good, bad) if winner == "A" else (bad, good)
+    prompt = (f"Write a short text about {topic}. Constraints: "
+              + "; ".join(c.instruction() for c in constraints) + ".")
+    return {"id": f"{prefix}-{idx:05d}", "prompt": prompt, "response_a": a, "response_b": b,
+            "winner": winner, "rubric": make_rubric(topic, constraints),
+            "judge_trajectory": make_judge_trajectory(constraints, a, b, winner), "source": "toy",
+            "constraints": [[c.kind, c.value] for c in constraints]}
+
+
+def check_label(row: dict) -> bool:
+    """True when the row's label agrees with the code checkers."""
+    cs = [Constraint(k, v) for k, v in row["constraints"]]
+    sa, sb = sum(satisfied(cs, row["response_a"])), sum(satisfied(cs, row["response_b"]))
+    return sa != sb and row["winner"] == ("A" if sa > sb else "B")
+
+
+def make_split(n: int, seed: int, prefix: str) -> list[dict]:
+    rng = random.Random(seed)
+    return [make_example(rng, i, prefix) for i in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out-dir", default="data", help="folder for demo_train.jsonl and demo_eval.jsonl")
+    ap.add_argument("--n-train", type=int, default=240, help="training rows")
+    ap.add_argument("--n-eval", type=int, default=60, help="held-out rows")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    from common import write_jsonl_atomic
+    import os
+    write_jsonl_atomic(os.path.join(args.out_dir, "demo_train.jsonl"), make_split(args.n_train, args.seed, "train"))
+    write_jsonl_atomic(os.path.join(args.out_dir, "demo_eval.jsonl"), make_split(args.n_eval, args.seed + 1, "eval"))
+    print(f"wrote {args.n_train} train and {args.n_eval} eval rows to {args.out_dir}/")
+
+
+if __name__ == "__main__":
+    main()
