@@ -693,6 +693,25 @@ def add_frozen_adapter(model, adapter: str, name: str) -> None:
     model.set_adapter("default")  # keep the trainable adapter active
 
 
+class use_adapter:
+    """Run a block with another adapter active (e.g. the frozen judge), then switch back to the
+    trainable one. PEFT's set_adapter also flips requires_grad, so the restore matters."""
+
+    def __init__(self, model, name: str):
+        self.model, self.name = model, name
+
+    def __enter__(self):
+        self.model.set_adapter(self.name)
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.set_adapter("default")
+        for n, p in self.model.named_parameters():
+            if f".{self.name}." in n:
+                p.requires_grad_(False)
+        return False
+
+
 def check_adapter_dir(path: str) -> None:
     p = Path(path)
     if not (p / "adapter_config.json").exists():
@@ -1039,6 +1058,8 @@ def add_grpo_args(ap: argparse.ArgumentParser, defaults: GRPOConfig) -> None:
              "gen_batch": "prompts per generate call", "save_every": "checkpoint every N steps",
              "max_bad_steps": "stop after N consecutive non-finite losses"}
     for f, v in asdict(defaults).items():
+        if f == "seed":  # shared with the run flags
+            continue
         flag = "--" + f.replace("_", "-")
         if isinstance(v, bool):
             g.add_argument(flag, default=v, action=argparse.BooleanOptionalAction, help=helps.get(f))
