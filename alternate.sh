@@ -64,9 +64,9 @@ if [ "$DEMO" = 1 ]; then
   # The bundled tiny default: a random tiny Qwen3 + the synthetic demo data, short phases, on CPU.
   [ "$OUT" = "runs/arm" ] && OUT="runs/demo"
   MODEL="$OUT/tiny-model"; DATA="data/demo_train.jsonl"; EVAL_DATA="data/demo_eval.jsonl"; CYCLES=2
-  : "${MODEL_ARGS:=--lora-r 32 --lora-alpha 64}"
-  : "${SFT_RUBRIC_ARGS:=--epochs 2 --batch-size 16 --lr 3e-3 --save-every 10}"
-  : "${SFT_JUDGE_ARGS:=--epochs 3 --batch-size 16 --lr 3e-3 --save-every 10}"
+  : "${MODEL_ARGS:=--lora-r 64 --lora-alpha 128}"
+  : "${SFT_RUBRIC_ARGS:=--epochs 6 --batch-size 16 --micro-batch 16 --lr 5e-3 --save-every 20}"
+  : "${SFT_JUDGE_ARGS:=--epochs 10 --batch-size 16 --micro-batch 16 --lr 5e-3 --save-every 20}"
   : "${CACHE_ARGS:=--max-new-tokens 96 --batch-size 32}"
   : "${JUDGE_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 240 --lr 2e-4 --max-steps 6 --save-every 2}"
   : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 96 --judge-max-new-tokens 240 --judge-batch 16 --lr 2e-4 --max-steps 6 --save-every 2}"

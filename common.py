@@ -915,8 +915,9 @@ def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, max_new_tok
 
 
 def generate_batched(model, tokenizer, prompts: list[list[int]], batch_size: int, desc: str | None = None,
-                     **kw) -> list[str]:
-    """Texts for many prompts, batch_size prompts at a time, longest first to waste little padding."""
+                     stats: dict | None = None, **kw) -> list[str]:
+    """Texts for many prompts, batch_size prompts at a time, longest first to waste little padding.
+    Generated-token counts are added to stats['tokens'] when a dict is given."""
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     texts: list[str | None] = [None] * (len(prompts) * kw.get("n", 1))
     n = kw.get("n", 1)
@@ -924,6 +925,8 @@ def generate_batched(model, tokenizer, prompts: list[list[int]], batch_size: int
     for s in range(0, len(order), batch_size):
         chunk = order[s:s + batch_size]
         ro = generate(model, tokenizer, [prompts[i] for i in chunk], **kw)
+        if stats is not None:
+            stats["tokens"] = stats.get("tokens", 0) + int(ro.completion_mask.sum())
         for j, i in enumerate(chunk):
             texts[i * n:(i + 1) * n] = ro.texts[j * n:(j + 1) * n]
         bar.update(len(chunk))
@@ -1217,7 +1220,8 @@ def _micro_batches(rolls: list[Rollout], G: int, size: int, mask_truncated: bool
 
 
 def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, max_new_tokens: int = 1024,
-                  batch_size: int = 8, temperature: float = 0.0, key: str = "id") -> dict[str, str]:
+                  batch_size: int = 8, temperature: float = 0.0, key: str = "id",
+                  stats: dict | None = None) -> dict[str, str]:
     """Write {id, rubric} for every row to `path`. Lines are appended to `path + '.partial'` as
     batches finish, so an interrupted run keeps its work; the finished file appears by rename.
     `key` picks the field that identifies a rubric ('id', or 'prompt' to share one per prompt)."""
@@ -1240,9 +1244,11 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
         chunk = todo[s:s + batch_size]
         ro = generate(model, tokenizer, [chat_prompt_ids(tokenizer, rubric_messages(r["prompt"])) for r in chunk],
                       n=1, max_new_tokens=max_new_tokens, temperature=temperature)
+        if stats is not None:
+            stats["tokens"] = stats.get("tokens", 0) + int(ro.completion_mask.sum())
+            stats["generated"] = stats.get("generated", 0) + len(chunk)
         for r, text in zip(chunk, ro.texts):
-            entry = {key: r[key], "rubric": text} if key != "id" else {"id": r["id"], "rubric": text}
-            append_jsonl(partial, entry)
+            append_jsonl(partial, {key: r[key], "rubric": text})
             done[r[key]] = text
     os.replace(partial, path) if partial.exists() else write_jsonl_atomic(path, [])
     return done
