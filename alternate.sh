@@ -68,9 +68,9 @@ if [ "$DEMO" = 1 ]; then
   : "${SFT_RUBRIC_ARGS:=--epochs 6 --batch-size 16 --micro-batch 16 --lr 5e-3 --save-every 20}"
   : "${SFT_JUDGE_ARGS:=--epochs 10 --batch-size 16 --micro-batch 16 --lr 5e-3 --save-every 20}"
   : "${CACHE_ARGS:=--max-new-tokens 96 --batch-size 32}"
-  : "${JUDGE_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 240 --lr 2e-4 --max-steps 6 --save-every 2}"
-  : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 96 --judge-max-new-tokens 240 --judge-batch 16 --lr 2e-4 --max-steps 6 --save-every 2}"
-  : "${EVAL_ARGS:=--max-rubric-tokens 96 --max-judge-tokens 240 --batch-size 32}"
+  : "${JUDGE_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 320 --lr 2e-4 --max-steps 6 --save-every 2}"
+  : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 96 --judge-max-new-tokens 320 --judge-batch 16 --lr 2e-4 --max-steps 6 --save-every 2}"
+  : "${EVAL_ARGS:=--max-rubric-tokens 96 --max-judge-tokens 320 --batch-size 32}"
   export RUBRIC_ARM_NO_PROGRESS="${RUBRIC_ARM_NO_PROGRESS:-1}"
 fi
 : "${MODEL_ARGS:=}"; : "${SFT_RUBRIC_ARGS:=}"; : "${SFT_JUDGE_ARGS:=}"; : "${CACHE_ARGS:=}"

@@ -326,10 +326,10 @@ def canonical_row(raw: dict, where: str, field_map: dict | None = None, default_
         if name not in row:
             tried = field_map.get(name) or " / ".join(ALIASES[name])
             raise DataError(f"{where}: field '{name}' is missing (looked for column {tried})")
+    if isinstance(row.get("rubric"), list):  # a list of criteria -> the numbered rubric text
+        row["rubric"] = "\n".join(f"{i}. {v}" for i, v in enumerate(row["rubric"], 1))
     for name in ("prompt", "response_a", "response_b", *require):
         value = row[name]
-        if isinstance(value, list) and name == "rubric":
-            value = row[name] = "\n".join(f"{i}. {v}" for i, v in enumerate(value, 1))
         if not isinstance(value, str):
             raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
         if not value.strip():

@@ -1,0 +1,94 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common import format_reward, parse_rubric, parse_verdict, rubric_format_reward
+from conftest import TRAIN, read_jsonl
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Analysis...\nWinner: Response A", "A"),
+    ("blah\n**Winner: Response B**", "B"),
+    ("## Winner: response b.", "B"),
+    ("WINNER:   Response A!!", "A"),
+    ("Final judgment:\nJustification: x\nWinner: **Response A**.", "A"),
+    ("winner: B", "B"),
+    ("Winner - Response A", "A"),
+    ("`Winner: Response B`", "B"),
+    ("The winner is clearly A", None),               # no Winner: line
+    ("", None),
+    ("Winner: Response A or Response B", None),       # names both
+    ("Winner: tie", None),                            # names neither
+    ("Winner: Response A\nWinner: Response B", None),  # contradictory lines
+    ("Winner: Response A\nmore text\nWinner: Response A", "A"),
+    ("Winner: Response C", None),
+])
+def test_parse_verdict(text, expected):
+    assert parse_verdict(text) == expected
+
+
+def test_parse_verdict_on_reference_trajectories():
+    for row in read_jsonl(TRAIN)[:50]:
+        assert parse_verdict(row["judge_trajectory"]) == row["winner"]
+
+
+def test_parse_rubric_well_formed_and_sloppy():
+    text = ("1. The response must include the word \"river\". [Hard Rule]\n"
+            "2) The response should be vivid.   [principle]\n"
+            "**3.** The response must use at most 10\n   words. [HARD RULE]\n"
+            "- 4. The response is polite.\n"
+            "Some closing remark")
+    items = parse_rubric(text)
+    assert [it["index"] for it in items] == [1, 2, 3, 4]
+    assert [it["kind"] for it in items] == ["hard_rule", "principle", "hard_rule", "principle"]
+    assert [it["tagged"] for it in items] == [True, True, True, False]
+    assert items[0]["text"] == 'The response must include the word "river".'
+    assert "words." in items[2]["text"] and "[" not in items[2]["text"]
+    assert rubric_format_reward(text) == pytest.approx(3 / 4)
+
+
+def test_parse_rubric_broken():
+    assert parse_rubric("") == []
+    assert parse_rubric("no numbered items here\njust prose") == []
+    assert rubric_format_reward("nothing") == 0.0
+
+
+def test_format_reward_reference_is_one_and_parts_are_counted():
+    row = read_jsonl(TRAIN)[0]
+    n = len(parse_rubric(row["rubric"]))
+    traj = row["judge_trajectory"]
+    assert format_reward(traj, n) == 1.0
+    # no final decision: lose exactly the decision quarter
+    no_winner = "\n".join(line for line in traj.splitlines() if not line.startswith("Winner"))
+    assert format_reward(no_winner, n) == pytest.approx(0.75)
+    # drop Response B's analysis lines: lose the B quarter
+    lines = traj.splitlines()
+    b = lines.index("Response B:")
+    no_b = "\n".join(lines[:b + 1] + [ln for ln in lines[b + 1:] if not ln.startswith("- Criterion")])
+    assert format_reward(no_b, n) == pytest.approx(0.75)
+    # half of A's criteria: A gets half of its quarter
+    crit_a = [i for i in range(b) if lines[i].startswith("- Criterion")]
+    keep = set(crit_a[: len(crit_a) // 2])
+    half_a = "\n".join(ln for i, ln in enumerate(lines) if i >= b or i not in crit_a or i in keep)
+    assert format_reward(half_a, n) == pytest.approx(1 - 0.25 * (1 - (len(crit_a) // 2) / n))
+    assert format_reward("Winner: Response A", n) == 0.25
+    assert format_reward("", n) == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.integers(min_value=0, max_value=20))
+def test_parsers_never_raise_and_stay_in_range(text, n):
+    assert parse_verdict(text) in ("A", "B", None)
+    assert 0.0 <= format_reward(text, n) <= 1.0
+    assert 0.0 <= rubric_format_reward(text) <= 1.0
+    for it in parse_rubric(text):
+        assert it["kind"] in ("hard_rule", "principle")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["Winner: Response A", "Winner: Response B", "**Winner:** B", "- Criterion 1 [Hard Rule]: Justification: ok",
+                                 "Response A:", "Response B:", "Justification: x", "1. The response [Hard Rule]", "junk", ""]), max_size=12))
+def test_parsers_on_shuffled_structure(lines):
+    text = "\n".join(lines)
+    assert parse_verdict(text) in ("A", "B", None)
+    assert 0.0 <= format_reward(text, 3) <= 1.0

@@ -1,0 +1,67 @@
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+
+import common as C
+import sft_warmup
+from conftest import TRAIN, read_jsonl, run_script
+
+SFT = ["sft_warmup.py", "--role", "rubric", "--data", TRAIN, "--limit", "8", "--batch-size", "4",
+       "--micro-batch", "2", "--lr", "5e-3", "--lora-r", "16", "--lora-alpha", "32"]
+
+
+def nll_on(model, tok, rows):
+    ex, _ = sft_warmup.build_examples(rows, "rubric", tok, 10_000)
+    with torch.no_grad():
+        nll, n = sft_warmup.completion_nll(model, sft_warmup.collate(ex, tok.pad_token_id, "cpu"))
+    return float(nll / n)
+
+
+def test_sft_learns_and_adapter_reloads(tiny_model, tok, tmp_path):
+    out = tmp_path / "sft"
+    run_script(*SFT, "--model", tiny_model, "--out", out, "--epochs", "25", "--warmup-ratio", "0")
+    losses = [r["loss"] for r in read_jsonl(out / "metrics.jsonl")]
+    print(f"SFT completion loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps")
+    assert len(losses) == 50
+    assert losses[-1] < 0.35 * losses[0]
+    rows = C.load_pairs(str(TRAIN), limit=8)
+    base = C.load_base_model(str(tiny_model))
+    before = nll_on(base, tok, rows)
+    hf = PeftModel.from_pretrained(C.load_base_model(str(tiny_model)), str(out / "adapter"))
+    ours = C.attach_lora(C.load_base_model(str(tiny_model)), str(out / "adapter"), trainable=False)
+    after = nll_on(hf, tok, rows)
+    assert after < 0.35 * before  # the saved adapter is the trained one
+    ids = torch.tensor([C.chat_prompt_ids(tok, C.rubric_messages(rows[0]["prompt"]))])
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids).logits, ours(input_ids=ids).logits, rtol=0, atol=0)
+    merged_dir = tmp_path / "merged"
+    run_script("common.py", "merge-adapter", "--model", tiny_model, "--adapter", out / "adapter", "--out", merged_dir)
+    merged = C.load_base_model(str(merged_dir))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, hf(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_sft_resume_after_kill_matches_uninterrupted(tiny_model, tmp_path):
+    common_args = [*SFT, "--model", tiny_model, "--max-steps", "6", "--save-every", "2"]
+    run_script(*common_args, "--out", tmp_path / "full")
+    killed = run_script(*common_args, "--out", tmp_path / "cut", env={"RUBRIC_ARM_CRASH_AFTER_STEP": "3"}, check=False)
+    assert killed.returncode == -9  # SIGKILL after step 3; the last checkpoint is step 2
+    assert not (tmp_path / "cut" / "adapter").exists()
+    resumed = run_script(*common_args, "--out", tmp_path / "cut", "--resume")
+    assert "resumed from" in resumed.stderr and "step 2/6" in resumed.stderr
+    full, cut = read_jsonl(tmp_path / "full" / "metrics.jsonl"), read_jsonl(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["step"] for r in cut] == [1, 2, 3, 4, 5, 6]  # each step logged exactly once
+    for a, b in zip(full, cut):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and a["lr"] == b["lr"]
+    wa = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
+    wb = load_file(str(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    sa = torch.load(tmp_path / "full" / "checkpoints" / "step-000004" / "trainer_state.pt", weights_only=False)
+    sb = torch.load(tmp_path / "cut" / "checkpoints" / "step-000004" / "trainer_state.pt", weights_only=False)
+    assert sa["step"] == sb["step"] == 4
+    assert sa["scheduler"]["last_epoch"] == sb["scheduler"]["last_epoch"]
+    for k, st in sa["optimizer"]["state"].items():
+        torch.testing.assert_close(st["exp_avg"], sb["optimizer"]["state"][k]["exp_avg"], rtol=1e-5, atol=1e-7)
+        assert st["step"] == sb["optimizer"]["state"][k]["step"]
