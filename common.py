@@ -24,12 +24,11 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 
 log = logging.getLogger("rubric_arm")
 
@@ -1148,7 +1147,7 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
         model.train()
         stats = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0}
         finite = True
-        for it in range(cfg.num_iterations):
+        for _ in range(cfg.num_iterations):
             opt.zero_grad(set_to_none=True)
             for j, (pids, pmask, cids, cmask, sl) in enumerate(mb):
                 logp = token_logprobs(model, pids, pmask, cids, cfg.temperature)
@@ -1240,7 +1239,8 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
             todo.append(r)
     if done:
         log.info("rubric cache: %d already written, %d to go", len(done), len(todo))
-    for s in progress(range(0, len(todo), batch_size), desc="rubrics"):
+    for b, s in enumerate(progress(range(0, len(todo), batch_size), desc="rubrics")):
+        maybe_crash(b)  # fault injection: killed before batch b (b >= 1) is generated
         chunk = todo[s:s + batch_size]
         ro = generate(model, tokenizer, [chat_prompt_ids(tokenizer, rubric_messages(r["prompt"])) for r in chunk],
                       n=1, max_new_tokens=max_new_tokens, temperature=temperature)

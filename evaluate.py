@@ -33,8 +33,7 @@ import random
 import resource
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 

@@ -171,8 +171,9 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=60, help="held-out rows")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    from common import write_jsonl_atomic
     import os
+
+    from common import write_jsonl_atomic
     write_jsonl_atomic(os.path.join(args.out_dir, "demo_train.jsonl"), make_split(args.n_train, args.seed, "train"))
     write_jsonl_atomic(os.path.join(args.out_dir, "demo_eval.jsonl"), make_split(args.n_eval, args.seed + 1, "eval"))
     print(f"wrote {args.n_train} train and {args.n_eval} eval rows to {args.out_dir}/")

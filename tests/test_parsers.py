@@ -1,9 +1,9 @@
 import pytest
+from conftest import TRAIN, read_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common import format_reward, parse_rubric, parse_verdict, rubric_format_reward
-from conftest import TRAIN, read_jsonl
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -85,9 +85,12 @@ def test_parsers_never_raise_and_stay_in_range(text, n):
         assert it["kind"] in ("hard_rule", "principle")
 
 
+PIECES = ["Winner: Response A", "Winner: Response B", "**Winner:** B", "- Criterion 1 [Hard Rule]: Justification: ok",
+          "Response A:", "Response B:", "Justification: x", "1. The response [Hard Rule]", "junk", ""]
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["Winner: Response A", "Winner: Response B", "**Winner:** B", "- Criterion 1 [Hard Rule]: Justification: ok",
-                                 "Response A:", "Response B:", "Justification: x", "1. The response [Hard Rule]", "junk", ""]), max_size=12))
+@given(st.lists(st.sampled_from(PIECES), max_size=12))
 def test_parsers_on_shuffled_structure(lines):
     text = "\n".join(lines)
     assert parse_verdict(text) in ("A", "B", None)

@@ -1,0 +1,122 @@
+"""Rubric phase, rubric cache and the alternating loop (alternate.sh)."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TRAIN, read_jsonl, run_script, write_rows
+
+import common as C
+
+
+@pytest.fixture(scope="module")
+def always_a_judge(tiny_model, tmp_path_factory) -> Path:
+    """A judge adapter trained (by the real SFT stage) to answer 'Winner: Response A' to anything:
+    its verdicts are known, and real text parsing turns them into rewards."""
+    d = tmp_path_factory.mktemp("judge")
+    rows = [{**r, "judge_trajectory": "Winner: Response A"} for r in read_jsonl(TRAIN)[:16]]
+    write_rows(d / "rows.jsonl", rows)
+    run_script("sft_warmup.py", "--role", "judge", "--model", tiny_model, "--data", d / "rows.jsonl",
+               "--out", d / "sft", "--epochs", "30", "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-2",
+               "--lora-r", "8", "--lora-alpha", "16")
+    return d / "sft" / "adapter"
+
+
+def test_rubric_phase_reward_comes_from_the_judges_verdicts(tiny_model, always_a_judge, tmp_path):
+    out = tmp_path / "rubric"
+    run_script("train_rubric_phase.py", "--model", tiny_model, "--judge-adapter", always_a_judge,
+               "--data", TRAIN, "--limit", "8", "--group-size", "4", "--batch-size", "8", "--micro-batch", "8",
+               "--max-completion-length", "12", "--judge-max-new-tokens", "24", "--max-steps", "3",
+               "--lr", "1e-3", "--log-samples", "-1", "--out", out, "--lora-r", "8", "--lora-alpha", "16")
+    samples = read_jsonl(out / "judge_samples.jsonl")
+    assert len(samples) == 3 * 8  # every rubric of every step was judged
+    for s in samples:
+        assert s["verdict"] == C.parse_verdict(s["judge_text"])
+        assert s["reward_acc"] == float(s["verdict"] == s["label"])
+    verdicts = [s["verdict"] for s in samples]
+    assert verdicts.count("A") >= 0.75 * len(samples), verdicts  # the judge's trained answer
+    assert {s["label"] for s in samples} == {"A", "B"}       # the A/B order is drawn at random
+    log = read_jsonl(out / "metrics.jsonl")
+    for step, m in enumerate(log):
+        chunk = samples[step * 8:(step + 1) * 8]
+        assert m["reward_acc"] == pytest.approx(sum(s["reward_acc"] for s in chunk) / 8)
+        assert m["reward"] == pytest.approx(m["reward_acc"])  # no format term by default
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    # the judge adapter is untouched: only the generator's adapter is saved
+    assert not (out / "adapter" / "judge").exists()
+
+
+def test_rubric_cache_one_per_id_and_resumes(tiny_model, tmp_path):
+    args = ["common.py", "cache-rubrics", "--model", tiny_model, "--data", TRAIN, "--limit", "12",
+            "--batch-size", "4", "--max-new-tokens", "8", "--out", tmp_path / "r.jsonl"]
+    killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AFTER_STEP": "2"}, check=False)
+    assert killed.returncode == -9
+    assert not (tmp_path / "r.jsonl").exists()  # the finished file only appears whole
+    partial = read_jsonl(tmp_path / "r.jsonl.partial")
+    assert len(partial) == 8  # two batches kept
+    with open(tmp_path / "r.jsonl.partial", "a") as f:
+        f.write('{"id": "train-0')  # and a line cut by the crash
+    p = run_script(*args)
+    assert "8 already written, 4 to go" in p.stderr and "partial last line" in p.stderr
+    rows = read_jsonl(tmp_path / "r.jsonl")
+    assert [r["id"] for r in rows] == [f"train-{i:05d}" for i in range(12)]
+    assert rows[:8] == partial
+    assert not (tmp_path / "r.jsonl.partial").exists()
+
+
+def _alternate_env(tiny_model):
+    return {**os.environ, "PYTHONPATH": str(ROOT), "RUBRIC_ARM_PYTHON": os.environ.get("RUBRIC_ARM_PYTHON", __import__("sys").executable),
+            "MODEL_ARGS": "--lora-r 8 --lora-alpha 16",
+            "SFT_RUBRIC_ARGS": "--max-steps 2 --batch-size 4 --micro-batch 4",
+            "SFT_JUDGE_ARGS": "--max-steps 2 --batch-size 4 --micro-batch 4",
+            "CACHE_ARGS": "--max-new-tokens 8 --batch-size 64",
+            "JUDGE_ARGS": "--group-size 2 --batch-size 4 --micro-batch 4 --max-completion-length 8 --max-steps 4 --save-every 1",
+            "RUBRIC_ARGS": "--group-size 2 --batch-size 4 --micro-batch 4 --max-completion-length 8 "
+                           "--judge-max-new-tokens 8 --max-steps 2 --save-every 1"}
+
+
+@pytest.mark.slow
+def test_alternate_two_cycles_then_kill_and_rerun(tiny_model, tmp_path):
+    out = tmp_path / "arm"
+    cmd = ["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(TRAIN),
+           "--cycles", "2", "--out", str(out)]
+    env = _alternate_env(tiny_model)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    ckpt = out / "c2_judge" / "checkpoints"
+    deadline = time.time() + 300
+    while not (ckpt.exists() and list(ckpt.glob("step-*"))) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # killed in the middle of cycle 2's judge phase
+    proc.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in (out / ".done").iterdir()}
+    assert {"sft_rubric", "sft_judge", "split", "c1_cache", "c1_judge", "c1_rubric", "c2_cache"} <= set(done)
+    assert "c2_judge" not in done and not (out / "c2_judge" / "adapter").exists()
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for name, t in done.items():  # finished steps were skipped, not redone
+        assert f"{name}: done, skipped" in p.stdout
+        assert (out / ".done" / name).stat().st_mtime_ns == t
+    assert "c2_judge: running" in p.stdout and "c2_rubric: running" in p.stdout
+    assert "resumed from" in (out / "logs" / "c2_judge.log").read_text()
+    assert [r["step"] for r in read_jsonl(out / "c2_judge" / "metrics.jsonl")] == [1, 2, 3, 4]
+    # disjoint, equal parts: one per cycle
+    p1, p2 = read_jsonl(out / "parts" / "part1.jsonl"), read_jsonl(out / "parts" / "part2.jsonl")
+    assert len(p1) == len(p2) == 120 and not {r["id"] for r in p1} & {r["id"] for r in p2}
+    assert [r["id"] for r in read_jsonl(out / "c2_rubrics.jsonl")] == [r["id"] for r in p2]
+    assert (out / "final_judge_adapter.txt").read_text().strip().endswith("c2_judge/adapter")
+    assert "Rubric-ARM run summary" in p.stdout
+
+
+def test_alternate_stops_at_first_failing_step(tiny_model, tmp_path):
+    env = {**_alternate_env(tiny_model), "SFT_JUDGE_ARGS": "--no-such-flag"}
+    p = subprocess.run(["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(TRAIN),
+                        "--cycles", "2", "--out", str(tmp_path / "arm")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 1
+    assert "sft_judge FAILED" in p.stderr and str(tmp_path / "arm" / "logs" / "sft_judge.log") in p.stderr
+    assert not (tmp_path / "arm" / ".done" / "split").exists()
