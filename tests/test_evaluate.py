@@ -1,0 +1,155 @@
+import json
+
+import pytest
+
+import common as C
+import evaluate as E
+from conftest import EVAL, read_jsonl, run_script, write_rows
+
+
+def test_rewardbench_sections_weighted_by_official_counts():
+    scores = {"alpacaeval-easy": [1, 1, 0, 1], "mt-bench-easy": [1, 0.5], "math-prm": [1, 0], "hep-cpp": [1, 1, 1, 0]}
+    got = E.rewardbench_sections(scores)
+    assert got["Chat"] == pytest.approx((100 * 0.75 + 28 * 0.75) / 128)
+    assert got["Reasoning"] == pytest.approx((984 * 0.5 + 164 * 0.75) / (984 + 164))
+    assert "Safety" not in got and "Chat Hard" not in got
+
+
+def test_rm_bench_scores_by_hand():
+    m1 = [[1, 0, 0], [1, 1, 0], [1, 1, 1]]    # wins the diagonal and below, loses above
+    m2 = [[1, 1, 0.5], [0, 1, 1], [1, 0, 0]]
+    got = E.rm_bench_scores([m1, m2])
+    assert got["hard"] == pytest.approx((0 + 0 + 0 + 1 + 0.5 + 1) / 6)
+    assert got["normal"] == pytest.approx((3 + 2) / 6)
+    assert got["easy"] == pytest.approx((3 + 1) / 6)
+    assert got["avg"] == pytest.approx((got["hard"] + got["normal"] + got["easy"]) / 3)
+
+
+def test_best_of_n_score_by_hand():
+    assert E.best_of_n_score([[1, 1, 1], [1, 0, 1], [1, 1, 0.5], [0.5, 0.5, 1]]) == pytest.approx((1 + 0 + 0.5 + 0.25) / 4)
+
+
+def test_majority_and_scores():
+    assert E.majority(["A", "B", "A"]) == "A"
+    assert E.majority(["A", "B", None, None]) is None  # tie
+    assert E.majority([None, None, "B"]) == "B"
+    assert E.score_of(None, "A") == 0.5 and E.score_of("A", "A") == 1.0 and E.score_of("B", "A") == 0.0
+
+
+def test_position_bias_arithmetic():
+    recs = []
+    for cid, (vo, so), (vs, ss) in [("1", ("A", 1), ("B", 1)),    # consistent, right both times
+                                    ("2", ("A", 1), ("A", 0)),    # same letter both times: a flip
+                                    ("3", ("B", 0), ("B", 1)),    # flip
+                                    ("4", (None, 0.5), ("A", 1))]:
+        recs += [{"cid": cid, "order": "orig", "verdict": vo, "score": so},
+                 {"cid": cid, "order": "swap", "verdict": vs, "score": ss}]
+    b = E.position_bias(recs)
+    assert b["accuracy_orig"] == pytest.approx(2.5 / 4) and b["accuracy_swap"] == pytest.approx(3 / 4)
+    assert b["abs_change"] == pytest.approx(0.125) and b["flip_rate"] == pytest.approx(2 / 4)
+
+
+def write_schema_files(d):
+    files = {
+        "rewardbench": [{"id": i, "prompt": f"q{i % 2}", "chosen": "good", "rejected": "bad",
+                         "subset": s, "chosen_model": "m", "rejected_model": "n"}
+                        for i, s in enumerate(["alpacaeval-easy", "mt-bench-hard", "math-prm"])],
+        "rewardbench2": [{"id": "p1", "prompt": "q", "chosen": ["c"], "rejected": ["r1", "r2", "r3"],
+                          "num_correct": 1, "num_incorrect": 3, "total_completions": 4, "models": [], "subset": "Focus"},
+                         {"id": "p2", "prompt": "q2", "chosen": ["c1", "c2"], "rejected": ["r1", "r2"],
+                          "num_correct": 2, "num_incorrect": 2, "total_completions": 4, "models": [], "subset": "Ties"}],
+        "rm-bench": [{"id": "m1", "prompt": "q", "chosen": ["a", "b", "c"], "rejected": ["x", "y", "z"], "domain": "chat"}],
+        "ppe": [{"prompt": "q", "response_1": "a", "response_2": "b", "winner": "model_b", "if_prompt": True},
+                {"prompt": "q", "response_1": "a", "response_2": "b", "winner": "tie", "if_prompt": False},
+                {"prompt": "q3", "response_1": "a", "response_2": "b", "winner": "model_a", "if_prompt": False}],
+        "helpsteer3": [{"context": [{"role": "user", "content": "hi"}], "response1": "a", "response2": "b",
+                        "overall_preference": 2},
+                       {"context": [{"role": "user", "content": "hi"}], "response1": "a", "response2": "b",
+                        "overall_preference": 0},
+                       {"context": [{"role": "user", "content": "yo"}], "response1": "a", "response2": "b",
+                        "overall_preference": -1}],
+        "pairwise": [{"id": "g1", "prompt": "q", "response_a": "a", "response_b": "b", "winner": "B"}],
+    }
+    return {k: write_rows(d / f"{k}.jsonl", v) for k, v in files.items()}
+
+
+def test_every_loader(tmp_path):
+    f = write_schema_files(tmp_path)
+    rb = E.load_benchmark("rewardbench", str(f["rewardbench"]))
+    assert [(c.subset, c.chosen, c.rejected) for c in rb][0] == ("alpacaeval-easy", "good", "bad")
+    rb2 = E.load_benchmark("rewardbench2", str(f["rewardbench2"]))
+    assert len(rb2) == 3 + 2 * 2  # best-of-4: chosen vs each rejected; Ties: every correct one
+    assert {c.unit for c in rb2} == {"p1/0", "p2/0", "p2/1"}
+    rmb = E.load_benchmark("rm-bench", str(f["rm-bench"]))
+    assert sorted(tuple(c.slot) for c in rmb) == [(i, j) for i in range(3) for j in range(3)]
+    ppe = E.load_benchmark("ppe", str(f["ppe"]))
+    assert [(c.chosen, c.subset) for c in ppe] == [("b", "ifeval"), ("a", "other")]  # the tie is dropped
+    hs3 = E.load_benchmark("helpsteer3", str(f["helpsteer3"]))
+    assert [c.chosen for c in hs3] == ["b", "a"] and hs3[0].prompt == "user: hi"
+    gen = E.load_benchmark("followbench", str(f["pairwise"]))
+    assert (gen[0].chosen, gen[0].first) == ("b", "rejected")
+
+
+def test_schema_mismatch_names_benchmark_and_field(tmp_path):
+    path = write_rows(tmp_path / "rb.jsonl", [{"prompt": "q", "chosen": "a", "subset": "x"}])
+    with pytest.raises(C.DataError, match=r"benchmark rewardbench: .*rb\.jsonl:1: missing field 'rejected'"):
+        E.load_benchmark("rewardbench", str(path))
+    with pytest.raises(C.DataError, match="benchmark ifbench: needs a local file"):
+        E.load_benchmark("ifbench", None)
+
+
+def test_aggregate_and_paper_columns():
+    recs = [{"subset": "alpacaeval-easy", "score": 1, "unit": "1", "slot": None},
+            {"subset": "mt-bench-hard", "score": 0.5, "unit": "2", "slot": None}]
+    res = {"rewardbench": E.aggregate("rewardbench", recs)}
+    rb2 = [{"subset": "Precise IF", "unit": "p", "score": s, "slot": None} for s in (1, 1, 0)] + \
+          [{"subset": "Focus", "unit": "q", "score": 1, "slot": None}]
+    res["rewardbench2"] = E.aggregate("rewardbench2", rb2)
+    cols = E.paper_columns(res)
+    assert cols == {"Chat": 1.0, "ChatH": 0.5, "RB2-PIF": 0.0, "RB2-Foc": 1.0}
+    table = E.markdown_table(cols, "ours", res)
+    assert "| ours | 100.0 | 50.0 | - |" in table and "Rubric-ARM (paper) | 89.4" in table
+
+
+def test_evaluate_end_to_end_with_rubric_reuse_swap_and_votes(tiny_model, tmp_path):
+    rows = read_jsonl(EVAL)[:3]
+    # three prompts, each with two pairs: rubrics must be generated once per distinct prompt
+    data = [{**r, "id": f"{r['id']}-{k}"} for r in rows for k in range(2)]
+    path = write_rows(tmp_path / "pairs.jsonl", data)
+    args = ["evaluate.py", "--model", tiny_model, "--benchmark", f"pairwise={path}", "--swap", "--votes", "3",
+            "--max-rubric-tokens", "8", "--max-judge-tokens", "8", "--out", tmp_path / "ev"]
+    p = run_script(*args)
+    out = tmp_path / "ev"
+    res = json.loads((out / "results.json").read_text())
+    assert res["efficiency"]["rubrics_generated"] == 3
+    assert len(read_jsonl(out / "rubrics.jsonl")) == 3
+    preds = read_jsonl(out / "predictions.jsonl")
+    assert len(preds) == 6 * 2  # every pair in both orders
+    assert all(len(r["judge_texts"]) == 3 and len(r["votes"]) == 3 for r in preds)
+    for r in preds:
+        assert r["votes"] == [C.parse_verdict(t) for t in r["judge_texts"]]
+        assert r["verdict"] == E.majority(r["votes"]) and r["score"] == E.score_of(r["verdict"], r["chosen_is"])
+    orig = {r["cid"]: r for r in preds if r["order"] == "orig"}
+    for r in preds:
+        if r["order"] == "swap":
+            assert r["chosen_is"] != orig[r["cid"]]["chosen_is"]
+    assert res["summary"]["unparsed"] == sum(r["verdict"] is None for r in preds)
+    assert "| ours |" in (out / "table.md").read_text() and "Position bias" in p.stdout
+    # a rerun reuses the cached rubrics: none generated
+    run_script(*args)
+    assert json.loads((out / "results.json").read_text())["efficiency"]["rubrics_generated"] == 0
+
+
+def test_evaluate_no_rubric_baseline_on_bundled_eval(tiny_model, tmp_path):
+    run_script("evaluate.py", "--model", tiny_model, "--benchmark", "pairwise", "--data", EVAL, "--limit", "6",
+               "--no-rubric", "--max-judge-tokens", "6", "--out", tmp_path / "ev")
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["efficiency"]["rubrics_generated"] == 0 and not (tmp_path / "ev" / "rubrics.jsonl").exists()
+    assert res["benchmarks"]["pairwise"]["n"] == 6
+
+
+def test_evaluate_help_lists_benchmarks():
+    p = run_script("evaluate.py", "--help")
+    for name in ("rewardbench", "rewardbench2", "rm-bench", "ppe", "helpsteer3", "followbench", "infobench", "ifbench",
+                 "--votes", "--swap", "--no-rubric"):
+        assert name in p.stdout
