@@ -1,9 +1,9 @@
 import json
 
 import pytest
-from conftest import TRAIN, read_jsonl, write_rows
 
 import common as C
+from conftest import TRAIN, read_jsonl, write_rows
 
 GOOD = {"id": "x1", "prompt": "Say hi", "response_a": "hi", "response_b": "hello there", "winner": "A"}
 

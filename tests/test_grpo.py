@@ -4,9 +4,9 @@ import time
 
 import pytest
 import torch
-from conftest import TRAIN, read_jsonl, run_script
 
 import common as C
+from conftest import TRAIN, read_jsonl, run_script
 
 
 def test_group_advantages_by_hand():

@@ -1,7 +1,7 @@
 import torch
-from conftest import TRAIN, read_jsonl
 
 import common as C
+from conftest import TRAIN, read_jsonl
 
 ROWS = read_jsonl(TRAIN)
 

@@ -1,9 +1,9 @@
 import pytest
-from conftest import TRAIN, read_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common import format_reward, parse_rubric, parse_verdict, rubric_format_reward
+from conftest import TRAIN, read_jsonl
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TRAIN, read_jsonl, run_script, write_rows
 
 import common as C
+from conftest import ROOT, TRAIN, read_jsonl, run_script, write_rows
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
 import torch
-from conftest import TRAIN, read_jsonl, run_script
 from peft import PeftModel
 from safetensors.torch import load_file
 
 import common as C
 import sft_warmup
+from conftest import TRAIN, read_jsonl, run_script
 
 SFT = ["sft_warmup.py", "--role", "rubric", "--data", TRAIN, "--limit", "8", "--batch-size", "4",
        "--micro-batch", "2", "--lr", "5e-3", "--lora-r", "16", "--lora-alpha", "32"]
