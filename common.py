@@ -7,9 +7,10 @@ Sections, top to bottom:
   4. Parsers        parse_rubric, parse_verdict, format_reward, rubric_format_reward
   5. Models         base + LoRA (optionally 4-bit), adapters, the tiny offline model
   6. Generation     batched sampling with a shared prompt prefill, completion log-probs
-  7. GRPO           group_advantages, grpo_loss, the shared GRPO training loop
-  8. Rubric cache   one greedy rubric per example, written resumably
-  9. CLI            python common.py make-tiny-model | cache-rubrics | split
+  7. GRPO           group_advantages, grpo_loss, the shared GRPO training loop, dpo_loss
+  8. Rubric-ARM     the two adapters as a reward model: rubrics, verdicts, pairwise rewards
+  9. Rubric cache   one greedy rubric per example, written resumably
+ 10. CLI            python common.py make-tiny-model | cache-rubrics | split | merge-adapter
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 log = logging.getLogger("rubric_arm")
 
@@ -422,6 +424,24 @@ def load_pairs(source: str, split: str = "train", field_map: dict | None = None,
     if not rows:
         raise DataError(f"{source}: no valid rows")
     return rows
+
+
+def load_prompts(source: str, split: str = "train", limit: int | None = None, field: str | None = None) -> list[str]:
+    """Distinct prompts from a file or hub dataset (column `field`, else prompt / instruction / ...)."""
+    cols = [field] if field else ALIASES["prompt"]
+    out: dict[str, None] = {}
+    for where, rec, err in load_records(source, split):
+        if err:
+            raise DataError(f"{where}: {err}")
+        col = next((c for c in cols if isinstance(rec, dict) and isinstance(rec.get(c), str) and rec[c].strip()), None)
+        if col is None:
+            raise DataError(f"{where}: field 'prompt' is missing or empty (looked for column {' / '.join(cols)})")
+        out[rec[col]] = None
+        if limit and len(out) >= limit:
+            break
+    if not out:
+        raise DataError(f"{source}: no prompts")
+    return list(out)
 
 
 def add_data_args(ap: argparse.ArgumentParser, default: str = "data/demo_train.jsonl") -> None:
@@ -951,6 +971,26 @@ def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, c
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def collate_completions(examples: list[tuple[list[int], list[int]]], pad_id: int, device):
+    """(prompt ids, completion ids) pairs -> left-padded prompts and right-padded completions, so
+    every completion starts at the same column (what token_logprobs expects)."""
+    pids, pmask = left_pad([p for p, _ in examples], pad_id, device)
+    width = max(len(c) for _, c in examples)
+    cids = torch.full((len(examples), width), pad_id, dtype=torch.long, device=device)
+    cmask = torch.zeros((len(examples), width), dtype=torch.long, device=device)
+    for i, (_, c) in enumerate(examples):
+        cids[i, :len(c)] = torch.tensor(c, device=device)
+        cmask[i, :len(c)] = 1
+    return pids, pmask, cids, cmask
+
+
+def sequence_logprobs(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of completion-token log-probs per sequence [N], completion lengths [N])."""
+    pids, pmask, cids, cmask = batch
+    logp = token_logprobs(model, pids, pmask, cids)
+    return (logp * cmask).sum(1), cmask.sum(1)
+
+
 # =============================================================================================
 # 7. GRPO (REFERENCE.md section 6)
 # =============================================================================================
@@ -1213,8 +1253,123 @@ def _micro_batches(rolls: list[Rollout], G: int, size: int, mask_truncated: bool
     return out
 
 
+def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
+             ref_rejected_logps: torch.Tensor, beta: float = 0.1, return_metrics: bool = False):
+    """Sigmoid DPO: -log sigmoid(beta * ((logp_c - ref_c) - (logp_r - ref_r))), mean over pairs.
+    Log-probs are sums over completion tokens. Metrics: implicit rewards, their accuracy and margin."""
+    chosen_r = beta * (chosen_logps - ref_chosen_logps)
+    rejected_r = beta * (rejected_logps - ref_rejected_logps)
+    loss = -F.logsigmoid(chosen_r - rejected_r).mean()
+    if not return_metrics:
+        return loss
+    with torch.no_grad():
+        m = {"reward_acc": float((chosen_r > rejected_r).float().mean()),
+             "reward_margin": float((chosen_r - rejected_r).mean()),
+             "reward_chosen": float(chosen_r.mean()), "reward_rejected": float(rejected_r.mean())}
+    return loss, m
+
+
 # =============================================================================================
-# 8. Rubric cache: one greedy rubric per example, resumable
+# 8. Rubric-ARM as a reward model (evaluation, DPO labelling, online GRPO)
+# =============================================================================================
+
+
+def adapter_ctx(model, name: str | None):
+    """Run with adapter `name` active, or with adapters off (the base model) when name is None."""
+    import contextlib
+    if not hasattr(model, "disable_adapter"):
+        return contextlib.nullcontext()
+    if name is None:
+        return model.disable_adapter()
+    return use_adapter(model, name)
+
+
+class RubricARM:
+    """The rubric generator and the judge as adapters on one network. `rubric` and `judge` name the
+    adapters to activate (None: the base model). Both decode greedily unless told otherwise."""
+
+    def __init__(self, model, tok, rubric: str | None, judge: str | None, max_rubric_tokens: int = 1024,
+                 max_judge_tokens: int = 4096, batch_size: int = 16):
+        self.model, self.tok, self.rubric, self.judge = model, tok, rubric, judge
+        self.max_rubric_tokens, self.max_judge_tokens, self.batch_size = max_rubric_tokens, max_judge_tokens, batch_size
+        self.cache: dict[str, str] = {}
+        self.stats = {"rubrics": 0, "rubric_tokens": 0, "judge_calls": 0, "judge_tokens": 0}
+
+    @classmethod
+    def load(cls, base_name: str, rubric_adapter: str | None, judge_adapter: str | None, share=None,
+             load_4bit: bool = False, device=None, dtype: str = "auto", trust_remote_code: bool = False, **kw):
+        """Load both adapters; onto `share` (a PeftModel of the same base, e.g. the policy being
+        trained) when given, so that one base sits in memory."""
+        if share is not None:
+            for name, path in (("rubric", rubric_adapter), ("judge", judge_adapter)):
+                if path:
+                    add_frozen_adapter(share, path, name)
+            return cls(share, load_tokenizer(base_name, trust_remote_code), "rubric" if rubric_adapter else None,
+                       "judge" if judge_adapter else None, **kw)
+        tok = load_tokenizer(base_name, trust_remote_code)
+        model = load_base_model(base_name, load_4bit, device, dtype, trust_remote_code)
+        names = [None, None]
+        for k, path in enumerate((rubric_adapter, judge_adapter)):
+            if not path:
+                continue
+            if not hasattr(model, "disable_adapter"):
+                model = attach_lora(model, path, trainable=False)
+                names[k] = "default"
+            else:
+                add_frozen_adapter(model, path, "judge")
+                names[k] = "judge"
+        model.eval()
+        return cls(model, tok, names[0], names[1], **kw)
+
+    def rubrics_for(self, prompts: list[str]) -> dict[str, str]:
+        """One greedy rubric per distinct prompt, generated once and kept."""
+        todo = [p for p in dict.fromkeys(prompts) if p not in self.cache]
+        if todo:
+            st: dict = {}
+            with adapter_ctx(self.model, self.rubric):
+                texts = generate_batched(self.model, self.tok, [chat_prompt_ids(self.tok, rubric_messages(p)) for p in todo],
+                                         self.batch_size, stats=st, n=1, max_new_tokens=self.max_rubric_tokens,
+                                         temperature=0.0)
+            self.cache.update(zip(todo, texts))
+            self.stats["rubrics"] += len(todo)
+            self.stats["rubric_tokens"] += st.get("tokens", 0)
+        return {p: self.cache[p] for p in prompts}
+
+    def verdicts(self, items: list[tuple[str, str, str]], temperature: float = 0.0) -> tuple[list[str | None], list[str]]:
+        """(prompt, response A, response B) -> judge verdicts ('A'/'B'/None) and raw texts, batched."""
+        rubrics = self.rubrics_for([p for p, _, _ in items])
+        prompts = [chat_prompt_ids(self.tok, judge_messages(p, rubrics[p], a, b)) for p, a, b in items]
+        st: dict = {}
+        with adapter_ctx(self.model, self.judge):
+            texts = generate_batched(self.model, self.tok, prompts, self.batch_size, stats=st, n=1,
+                                     max_new_tokens=self.max_judge_tokens, temperature=temperature)
+        self.stats["judge_calls"] += len(items)
+        self.stats["judge_tokens"] += st.get("tokens", 0)
+        return [parse_verdict(t) for t in texts], texts
+
+    def both_orders(self, items: list[tuple[str, str, str]]) -> list[tuple[str | None, str | None]]:
+        """Verdicts with (x, y) shown as (A, B) and as (B, A), in one batched judge call."""
+        v, _ = self.verdicts([(p, x, y) for p, x, y in items] + [(p, y, x) for p, x, y in items])
+        return list(zip(v[:len(items)], v[len(items):]))
+
+
+def order_consistent_preference(v_xy: str | None, v_yx: str | None) -> int | None:
+    """0 if x is preferred in both orders, 1 if y is, None if the orders disagree or a verdict is missing."""
+    if v_xy == "A" and v_yx == "B":
+        return 0
+    if v_xy == "B" and v_yx == "A":
+        return 1
+    return None
+
+
+def pairwise_reward(v_first: str | None, v_second: str | None) -> float:
+    """Online GRPO reward of a sample y against a baseline b (REFERENCE 7):
+    1/2 [verdict with y shown first says A + verdict with y shown second says B]."""
+    return 0.5 * (float(v_first == "A") + float(v_second == "B"))
+
+
+# =============================================================================================
+# 9. Rubric cache: one greedy rubric per example, resumable
 # =============================================================================================
 
 
@@ -1271,7 +1426,7 @@ def read_rubric_cache(path: str | os.PathLike, rows: list[dict]) -> dict[str, st
 
 
 # =============================================================================================
-# 9. CLI
+# 10. CLI
 # =============================================================================================
 
 

@@ -27,7 +27,6 @@ Baselines on the same path: --no-rubric (direct judge), and no --rubric-adapter/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import resource
@@ -213,33 +212,6 @@ def load_benchmark(bench: str, path: str | None, limit: int | None = None) -> li
 # Judging
 # ---------------------------------------------------------------------------------------------
 
-def adapter_ctx(model, name: str | None):
-    """Run with adapter `name` active, or with adapters off (the base model) when name is None."""
-    if not hasattr(model, "disable_adapter"):
-        return contextlib.nullcontext()
-    if name is None:
-        return model.disable_adapter()
-    return C.use_adapter(model, name)
-
-
-def load_reward_model(args, device):
-    tok = C.load_tokenizer(args.model, args.trust_remote_code)
-    model = C.load_base_model(args.model, args.load_4bit, device, args.dtype, args.trust_remote_code)
-    rubric_name = judge_name = None
-    if args.rubric_adapter:
-        model = C.attach_lora(model, args.rubric_adapter, trainable=False)
-        rubric_name = "default"
-    if args.judge_adapter:
-        if rubric_name is None:
-            model = C.attach_lora(model, args.judge_adapter, trainable=False)
-            judge_name = "default"
-        else:
-            C.add_frozen_adapter(model, args.judge_adapter, "judge")
-            judge_name = "judge"
-    model.eval()
-    return model, tok, rubric_name, judge_name
-
-
 def majority(verdicts: list[str | None]) -> str | None:
     c = Counter(v for v in verdicts if v is not None)
     if not c:
@@ -268,7 +240,7 @@ def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | Non
             jobs.append((c, order, "A" if chosen_first else "B",
                          C.chat_prompt_ids(tok, C.judge_messages(c.prompt, rubric, a, b))))
     temperature = args.temperature if args.temperature is not None else (0.0 if args.votes == 1 else 1.0)
-    with adapter_ctx(model, judge_name):
+    with C.adapter_ctx(model, judge_name):
         texts = C.generate_batched(model, tok, [j[3] for j in jobs], args.batch_size, desc="judge",
                                    stats=stats, n=args.votes, max_new_tokens=args.max_judge_tokens,
                                    temperature=temperature, top_p=args.top_p)
@@ -335,7 +307,8 @@ def paper_columns(results: dict) -> dict[str, float]:
         cols["PPE-IF"] = ppe.get("subsets", {}).get("ifeval")
     if hs3 := results.get("helpsteer3"):
         cols["HS3"] = hs3["accuracy"]
-    for bench, col in (("followbench", "Follow"), ("infobench", "Info"), ("ifbench", "IFB")):
+    for bench, col in (("followbench", "Follow"), ("infobench", "Info"), ("ifbench", "IFB"),
+                       ("writingpref", "WritingPref"), ("pairwise", "Pairwise")):
         if r := results.get(bench):
             cols[col] = r["accuracy"]
     return {k: v for k, v in cols.items() if v is not None}
@@ -344,13 +317,15 @@ def paper_columns(results: dict) -> dict[str, float]:
 def markdown_table(ours: dict[str, float], label: str, extra: dict[str, dict] | None = None) -> str:
     def fmt_row(name, vals):
         return "| " + name + " | " + " | ".join("-" if v is None else f"{v:.1f}" for v in vals) + " |"
-    header = "| model | " + " | ".join(PAPER_COLUMNS) + " | Avg |\n|---|" + "---|" * (len(PAPER_COLUMNS) + 1)
+    extra_cols = [c for c in ours if c not in PAPER_COLUMNS]  # benchmarks outside the paper's table
+    header = ("| model | " + " | ".join(PAPER_COLUMNS) + " | Avg |" + "".join(f" {c} |" for c in extra_cols)
+              + "\n|---|" + "---|" * (len(PAPER_COLUMNS) + 1 + len(extra_cols)))
     vals = [100 * ours[c] if c in ours else None for c in PAPER_COLUMNS]
     present = [v for v in vals if v is not None]
-    rows = [fmt_row(label, vals + [sum(present) / len(present) if present else None])]
-    rows += [fmt_row(k, v) for k, v in PAPER_ROWS.items()]
+    rows = [fmt_row(label, vals + [sum(present) / len(present) if present else None] + [100 * ours[c] for c in extra_cols])]
+    rows += [fmt_row(k, v + [None] * len(extra_cols)) for k, v in PAPER_ROWS.items()]
     note = "" if len(present) == len(PAPER_COLUMNS) else \
-        f"\nAvg over the {len(present)} column(s) evaluated here; the paper's Avg is over all 10.\n"
+        f"\nAvg over the {len(present)} paper column(s) evaluated here; the paper's Avg is over all 10.\n"
     table = header + "\n" + "\n".join(rows) + "\n" + note
     for bench, res in (extra or {}).items():
         table += f"\n{bench}: accuracy {100 * res['accuracy']:.1f} over {res['n']} comparisons"
@@ -425,13 +400,15 @@ def main(argv=None) -> dict:
     comps = {name: load_benchmark(name, path, args.limit) for name, path in specs}
     n_prompts = len({c.prompt for cs in comps.values() for c in cs})
     C.log.info("loaded %s; %d distinct prompts", ", ".join(f"{k} {len(v)} comparisons" for k, v in comps.items()), n_prompts)
-    model, tok, rubric_name, judge_name = load_reward_model(args, device)
+    rm = C.RubricARM.load(args.model, args.rubric_adapter, args.judge_adapter, load_4bit=args.load_4bit, device=device,
+                          dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    model, tok, rubric_name, judge_name = rm.model, rm.tok, rm.rubric, rm.judge
     t0 = time.perf_counter()
     rubric_stats, judge_stats = {}, {}
     rubrics = None
     if not args.no_rubric:  # one rubric per distinct prompt, cached and reused for every pair and order
         prompts = [{"prompt": p} for p in dict.fromkeys(c.prompt for cs in comps.values() for c in cs)]
-        with adapter_ctx(model, rubric_name):
+        with C.adapter_ctx(model, rubric_name):
             rubrics = C.cache_rubrics(model, tok, prompts, out / "rubrics.jsonl", args.max_rubric_tokens,
                                       args.batch_size, key="prompt", stats=rubric_stats)
     t_rub = time.perf_counter()

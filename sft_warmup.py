@@ -72,23 +72,10 @@ def build_examples(rows: list[dict], role: str, tok, cutoff: int) -> tuple[list[
     return out, dropped
 
 
-def collate(examples, pad_id: int, device):
-    """Left-padded prompts and right-padded completions, so completions start at one column."""
-    pids, pmask = C.left_pad([p for p, _ in examples], pad_id, device)
-    width = max(len(c) for _, c in examples)
-    cids = torch.full((len(examples), width), pad_id, dtype=torch.long, device=device)
-    cmask = torch.zeros((len(examples), width), dtype=torch.long, device=device)
-    for i, (_, c) in enumerate(examples):
-        cids[i, :len(c)] = torch.tensor(c, device=device)
-        cmask[i, :len(c)] = 1
-    return pids, pmask, cids, cmask
-
-
 def completion_nll(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed NLL over completion tokens, number of completion tokens)."""
-    pids, pmask, cids, cmask = batch
-    logp = C.token_logprobs(model, pids, pmask, cids)
-    return -(logp * cmask).sum(), cmask.sum()
+    logp_sum, n = C.sequence_logprobs(model, batch)
+    return -logp_sum.sum(), n.sum()
 
 
 def main(argv=None) -> None:
@@ -130,7 +117,7 @@ def main(argv=None) -> None:
         opt.zero_grad(set_to_none=True)
         total_nll = 0.0
         for s in range(0, len(mine), args.micro_batch):
-            nll, _ = completion_nll(model, collate(mine[s:s + args.micro_batch], tok.pad_token_id, dist.device))
+            nll, _ = completion_nll(model, C.collate_completions(mine[s:s + args.micro_batch], tok.pad_token_id, dist.device))
             (nll / n_tok * dist.world).backward()  # token-weighted mean over the whole batch
             total_nll += float(nll.detach())
         C.average_gradients(params, dist)

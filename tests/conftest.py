@@ -51,3 +51,42 @@ def read_jsonl(path) -> list[dict]:
 def write_rows(path, rows) -> Path:
     Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return Path(path)
+
+
+YES_PROMPT = "Answer yes."
+YES_RUBRIC = "1. The response says yes. [Hard Rule]"
+
+
+@pytest.fixture(scope="session")
+def yes_rm(tiny_model, tmp_path_factory) -> dict:
+    """A Rubric-ARM pair trained by the real SFT stage on a rule the test controls: the generator
+    writes YES_RUBRIC; the judge prefers the response that starts with 'yes', whatever its position."""
+    import random
+    d = tmp_path_factory.mktemp("yes_rm")
+    rng = random.Random(0)
+    rows = []
+    for i in range(32):
+        good, bad = f"yes {rng.choice(['river', 'stone', 'cloud'])}", f"no {rng.choice(['river', 'stone', 'cloud'])}"
+        w = rng.choice("AB")
+        a, b = (good, bad) if w == "A" else (bad, good)
+        rows.append({"id": f"y{i}", "prompt": YES_PROMPT, "response_a": a, "response_b": b, "winner": w,
+                     "rubric": YES_RUBRIC, "judge_trajectory": f"Winner: Response {w}"})
+    write_rows(d / "rows.jsonl", rows)
+    common = ["--model", tiny_model, "--data", d / "rows.jsonl", "--batch-size", "16", "--micro-batch", "16",
+              "--lr", "1e-2", "--lora-r", "16", "--lora-alpha", "32"]
+    run_script("sft_warmup.py", "--role", "judge", *common, "--out", d / "judge", "--epochs", "30")
+    run_script("sft_warmup.py", "--role", "rubric", *common, "--out", d / "rubric", "--epochs", "10")
+    return {"rubric": d / "rubric" / "adapter", "judge": d / "judge" / "adapter", "dir": d}
+
+
+@pytest.fixture(scope="session")
+def always_a_judge(tiny_model, tmp_path_factory) -> Path:
+    """A judge adapter trained (by the real SFT stage) to answer 'Winner: Response A' to anything:
+    its verdicts are known, and real text parsing turns them into rewards."""
+    d = tmp_path_factory.mktemp("judge")
+    rows = [{**r, "judge_trajectory": "Winner: Response A"} for r in read_jsonl(TRAIN)[:16]]
+    write_rows(d / "rows.jsonl", rows)
+    run_script("sft_warmup.py", "--role", "judge", "--model", tiny_model, "--data", d / "rows.jsonl",
+               "--out", d / "sft", "--epochs", "30", "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-2",
+               "--lora-r", "8", "--lora-alpha", "16")
+    return d / "sft" / "adapter"

@@ -4,25 +4,11 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 import common as C
-from conftest import ROOT, TRAIN, read_jsonl, run_script, write_rows
-
-
-@pytest.fixture(scope="module")
-def always_a_judge(tiny_model, tmp_path_factory) -> Path:
-    """A judge adapter trained (by the real SFT stage) to answer 'Winner: Response A' to anything:
-    its verdicts are known, and real text parsing turns them into rewards."""
-    d = tmp_path_factory.mktemp("judge")
-    rows = [{**r, "judge_trajectory": "Winner: Response A"} for r in read_jsonl(TRAIN)[:16]]
-    write_rows(d / "rows.jsonl", rows)
-    run_script("sft_warmup.py", "--role", "judge", "--model", tiny_model, "--data", d / "rows.jsonl",
-               "--out", d / "sft", "--epochs", "30", "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-2",
-               "--lora-r", "8", "--lora-alpha", "16")
-    return d / "sft" / "adapter"
+from conftest import ROOT, TRAIN, read_jsonl, run_script
 
 
 def test_rubric_phase_reward_comes_from_the_judges_verdicts(tiny_model, always_a_judge, tmp_path):

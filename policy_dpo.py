@@ -1,0 +1,287 @@
+"""Downstream: DPO and iterative DPO of a policy, with Rubric-ARM labelling the preference pairs.
+
+Each round has three steps, each leaving a marker in OUT/roundK/ so that a rerun resumes at the
+first unfinished step of the first unfinished round:
+  1. sample   the current policy samples --n-samples responses per prompt (round 1 may read given
+              candidates instead: --candidates FILE with {prompt, responses: [...]})
+  2. label    Rubric-ARM writes one rubric per prompt and judges every pair of distinct responses in
+              both A/B orders; a pair is kept only if both orders prefer the same response
+  3. train    DPO (sigmoid loss) on the kept pairs; the reference is the policy with its adapter
+              disabled, its log-probs computed once per round; plus --sft-weight x the chosen NLL
+The paper's recipe is the default (beta 0.1, lr 8e-7, cutoff 2048, batch 64, 1 epoch, SFT weight
+0.2; IterDPO: --rounds 3). Paper scale:
+
+    python policy_dpo.py --model Qwen/Qwen2.5-7B-Instruct --prompts prompts.jsonl \\
+        --rm-model Qwen/Qwen3-8B --rubric-adapter runs/arm/c3_rubric/adapter \\
+        --judge-adapter runs/arm/c3_judge/adapter --rounds 3 --out runs/iterdpo \\
+        --load-4bit --micro-batch 2 --gradient-checkpointing
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+import common as C
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    C.add_model_args(ap)
+    C.add_run_args(ap)
+    ap.add_argument("--adapter", default=None, help="policy adapter to start from (default: a new LoRA)")
+    ap.add_argument("--prompts", default="data/demo_train.jsonl", help="prompts: local file or hub dataset")
+    ap.add_argument("--prompt-field", default=None, help="column holding the prompt (default: prompt/instruction)")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--limit", type=int, default=None, help="first N distinct prompts")
+    ap.add_argument("--candidates", default=None, help="round 1 reads these {prompt, responses} instead of sampling")
+    g = ap.add_argument_group("labelling with Rubric-ARM")
+    g.add_argument("--rm-model", default=None, help="Rubric-ARM base model (default: --model)")
+    g.add_argument("--rubric-adapter", required=True, help="rubric generator adapter")
+    g.add_argument("--judge-adapter", required=True, help="judge adapter")
+    g.add_argument("--n-samples", type=int, default=4, help="responses sampled per prompt")
+    g.add_argument("--sample-temperature", type=float, default=1.0)
+    g.add_argument("--max-new-tokens", type=int, default=1024, help="policy response length")
+    g.add_argument("--max-rubric-tokens", type=int, default=1024)
+    g.add_argument("--max-judge-tokens", type=int, default=4096)
+    g.add_argument("--gen-batch", type=int, default=16, help="prompts per generate call")
+    g = ap.add_argument_group("DPO (paper recipe defaults)")
+    g.add_argument("--rounds", type=int, default=1, help="IterDPO rounds (paper: 3)")
+    g.add_argument("--beta", type=float, default=0.1)
+    g.add_argument("--lr", type=float, default=8e-7)
+    g.add_argument("--cutoff-len", type=int, default=2048, help="max prompt + response tokens")
+    g.add_argument("--batch-size", type=int, default=64, help="pairs per optimizer step")
+    g.add_argument("--micro-batch", type=int, default=2, help="pairs per forward/backward")
+    g.add_argument("--epochs", type=float, default=1.0)
+    g.add_argument("--sft-weight", type=float, default=0.2, help="weight of the chosen response's NLL")
+    g.add_argument("--lr-scheduler", default="cosine", choices=["cosine", "constant"])
+    g.add_argument("--warmup-ratio", type=float, default=0.1, help="(the paper does not say; LLaMA-Factory's usual 0.1)")
+    g.add_argument("--max-grad-norm", type=float, default=1.0)
+    g.add_argument("--max-steps", type=int, default=None)
+    g.add_argument("--save-every", type=int, default=50)
+    args = ap.parse_args(argv)
+    args.rm_model = args.rm_model or args.model
+    return args
+
+
+def free(*objs) -> None:
+    del objs
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def policy_prompt_ids(tok, prompt: str) -> list[int]:
+    return C.chat_prompt_ids(tok, [{"role": "user", "content": prompt}])
+
+
+# ---- step 1: sample ------------------------------------------------------------------------------
+
+def sample_responses(args, dist, prompts: list[str], adapter: str | None, path: Path) -> None:
+    model, tok = C.load_trainable(args, dist, adapter)
+    texts = C.generate_batched(model, tok, [policy_prompt_ids(tok, p) for p in prompts], args.gen_batch,
+                               desc="sample", n=args.n_samples, max_new_tokens=args.max_new_tokens,
+                               temperature=args.sample_temperature)
+    n = args.n_samples
+    C.write_jsonl_atomic(path, [{"prompt": p, "responses": texts[i * n:(i + 1) * n]} for i, p in enumerate(prompts)])
+    free(model)
+
+
+# ---- step 2: label -------------------------------------------------------------------------------
+
+def label_pairs(rm: C.RubricARM, samples: list[dict]) -> tuple[list[dict], dict]:
+    """Every pair of distinct responses of a prompt, judged in both orders; keep the consistent ones."""
+    items = []
+    for s in samples:
+        for x, y in itertools.combinations(dict.fromkeys(r for r in s["responses"] if r.strip()), 2):
+            items.append((s["prompt"], x, y))
+    verdicts = rm.both_orders(items)
+    kept, report = [], {"pairs": len(items), "kept": 0, "dropped_inconsistent": 0, "dropped_unparsed": 0}
+    for (p, x, y), (v1, v2) in zip(items, verdicts):
+        pref = C.order_consistent_preference(v1, v2)
+        if pref is None:
+            report["dropped_unparsed" if v1 is None or v2 is None else "dropped_inconsistent"] += 1
+            continue
+        chosen, rejected = (x, y) if pref == 0 else (y, x)
+        kept.append({"id": f"pair-{len(kept)}", "prompt": p, "chosen": chosen, "rejected": rejected})
+    report["kept"] = len(kept)
+    return kept, report
+
+
+def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
+    samples = C.read_jsonl_resumable(samples_path)
+    rm = C.RubricARM.load(args.rm_model, args.rubric_adapter, args.judge_adapter, load_4bit=args.load_4bit,
+                          device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                          max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
+                          batch_size=args.gen_batch)
+    kept, report = label_pairs(rm, samples)
+    C.write_jsonl_atomic(prefs_path, kept)
+    report.update(rm.stats)
+    C.log.info("labelled %d pairs: kept %d, dropped %d inconsistent across A/B orders, %d unparsed",
+               report["pairs"], report["kept"], report["dropped_inconsistent"], report["dropped_unparsed"])
+    free(rm.model)
+    return report
+
+
+# ---- step 3: DPO ---------------------------------------------------------------------------------
+
+def tokenize_pairs(tok, prefs: list[dict], cutoff: int) -> tuple[list[tuple], dict]:
+    """(prompt, chosen, rejected) ids; a response is cut at its end to fit the cutoff (never the
+    prompt); a pair whose prompt alone leaves no room is dropped."""
+    out, counts = [], {"truncated": 0, "dropped_long_prompt": 0}
+    for r in prefs:
+        p = policy_prompt_ids(tok, r["prompt"])
+        room = cutoff - len(p)
+        if room < 2:
+            counts["dropped_long_prompt"] += 1
+            continue
+        c, j = C.completion_ids(tok, r["chosen"]), C.completion_ids(tok, r["rejected"])
+        if len(c) > room or len(j) > room:
+            counts["truncated"] += 1
+        out.append((p, c[:room], j[:room]))
+    return out, counts
+
+
+def pair_logps(model, pairs: list[tuple], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Summed log-probs of chosen and rejected, and the chosen lengths, in one forward of 2m rows."""
+    batch = C.collate_completions([(p, c) for p, c, _ in pairs] + [(p, j) for p, _, j in pairs], pad_id, device)
+    logp, n = C.sequence_logprobs(model, batch)
+    m = len(pairs)
+    return logp[:m], logp[m:], n[:m]
+
+
+@torch.no_grad()
+def reference_logps(model, pairs, mb: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Once per round: the policy with its adapter disabled is the reference."""
+    ch, rj = [], []
+    with model.disable_adapter():
+        for s in C.progress(range(0, len(pairs), mb), desc="reference"):
+            c, r, _ = pair_logps(model, pairs[s:s + mb], pad_id, device)
+            ch.append(c.float().cpu())
+            rj.append(r.float().cpu())
+    return torch.cat(ch), torch.cat(rj)
+
+
+def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> dict:
+    model, tok = C.load_trainable(args, dist, adapter)
+    prefs = C.read_jsonl_resumable(prefs_path)
+    pairs, counts = tokenize_pairs(tok, prefs, args.cutoff_len)
+    if not pairs:
+        C.log.warning("no preference pairs to train on; the adapter is carried over unchanged")
+        C.save_adapter_atomic(model, out / "adapter")
+        return {"pairs": 0, **counts}
+    C.log.info("DPO on %d pairs (%d responses truncated to --cutoff-len, %d dropped)", len(pairs),
+               counts["truncated"], counts["dropped_long_prompt"])
+    ref_path = out / "ref_logps.pt"
+    if ref_path.exists():
+        ref_c, ref_r = torch.load(ref_path).values()
+    else:
+        ref_c, ref_r = reference_logps(model, pairs, args.micro_batch, tok.pad_token_id, dist.device)
+        tmp = ref_path.with_suffix(".tmp")
+        torch.save({"chosen": ref_c, "rejected": ref_r}, tmp)
+        tmp.replace(ref_path)
+    per_rank = max(1, args.batch_size // dist.world)
+    steps_per_epoch = max(1, math.ceil(len(pairs) / (per_rank * dist.world)))
+    total = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr)
+    sched = C.make_scheduler(opt, args.lr_scheduler, total, args.warmup_ratio)
+    start = 0
+    if ck := C.latest_checkpoint(out):
+        start = C.load_checkpoint(ck, model, opt, sched)["step"]
+        C.log.info("resumed DPO from %s at step %d/%d", ck, start, total)
+    metrics = C.MetricsLogger(out, dist.main, args.wandb_project, f"dpo-{out.name}", vars(args), resume_step=start)
+    model.train()
+    last = {}
+    for step in C.progress(range(start, total), desc=f"dpo {out.name}", initial=start, total=total):
+        t0 = time.perf_counter()
+        epoch, k = divmod(step, steps_per_epoch)
+        perm = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed + epoch)).tolist()
+        lo = (k * dist.world + dist.rank) * per_rank
+        idx = perm[lo:lo + per_rank] or perm[:per_rank]
+        opt.zero_grad(set_to_none=True)
+        agg = {"loss": 0.0, "dpo_loss": 0.0, "sft_loss": 0.0, "reward_acc": 0.0, "reward_margin": 0.0}
+        for s in range(0, len(idx), args.micro_batch):
+            ids = idx[s:s + args.micro_batch]
+            c, r, n_c = pair_logps(model, [pairs[i] for i in ids], tok.pad_token_id, dist.device)
+            dpo, m = C.dpo_loss(c, r, ref_c[ids].to(c), ref_r[ids].to(r), args.beta, return_metrics=True)
+            sft = (-c / n_c).mean()  # per-token NLL of the chosen response
+            loss = dpo + args.sft_weight * sft
+            w = len(ids) / len(idx)
+            (loss * w).backward()
+            for key, v in (("loss", float(loss)), ("dpo_loss", float(dpo)), ("sft_loss", float(sft)),
+                           ("reward_acc", m["reward_acc"]), ("reward_margin", m["reward_margin"])):
+                agg[key] += v * w
+        C.average_gradients(params, dist)
+        gnorm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+        opt.step()
+        sched.step()
+        last = {**agg, "grad_norm": float(gnorm), "lr": sched.get_last_lr()[0], "time_step": time.perf_counter() - t0}
+        metrics.log(step + 1, last)
+        if dist.main and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < total:
+            C.save_checkpoint(out, step + 1, model, opt, sched, {"total": total})
+        C.maybe_crash(step + 1)
+    if dist.main:
+        C.save_adapter_atomic(model, out / "adapter")
+    metrics.close()
+    free(model)
+    return {"pairs": len(pairs), **counts, **last}
+
+
+# ---- the rounds ----------------------------------------------------------------------------------
+
+def done(rdir: Path, step: str) -> bool:
+    if (rdir / f".done_{step}").exists():
+        C.log.info("%s: %s done, skipped", rdir.name, step)
+        return True
+    return False
+
+
+def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir: Path) -> str:
+    """One IterDPO round; each finished step leaves rdir/.done_<step>. Returns the new adapter."""
+    rdir.mkdir(exist_ok=True)
+    if not done(rdir, "sample"):
+        if k == 1 and args.candidates:
+            C.write_jsonl_atomic(rdir / "samples.jsonl", C.read_jsonl_resumable(args.candidates))
+        else:
+            sample_responses(args, dist, prompts, adapter, rdir / "samples.jsonl")
+        (rdir / ".done_sample").touch()
+    if not done(rdir, "label"):
+        report = label_round(args, dist, rdir / "samples.jsonl", rdir / "prefs.jsonl")
+        C.atomic_write_text(rdir / "label_report.json", json.dumps(report, indent=2))
+        (rdir / ".done_label").touch()
+    if not done(rdir, "train"):
+        report = train_dpo(args, dist, adapter, rdir / "prefs.jsonl", rdir)
+        C.atomic_write_text(rdir / "train_report.json", json.dumps(report, indent=2))
+        (rdir / ".done_train").touch()
+    return str(rdir / "adapter")
+
+
+def main(argv=None) -> None:
+    C.setup_logging()
+    args = parse_args(argv)
+    out = C.check_writable(args.out)
+    dist = C.init_distributed(args.device)
+    C.seed_everything(args.seed)
+    prompts = C.load_prompts(args.prompts, args.split, args.limit, args.prompt_field)
+    C.log.info("%d prompts, %d round(s)", len(prompts), args.rounds)
+    adapter = args.adapter
+    for k in range(1, args.rounds + 1):
+        adapter = run_round(args, dist, prompts, k, adapter, out / f"round{k}")
+        report = json.loads((out / f"round{k}" / "label_report.json").read_text())
+        C.log.info("round %d: %d pairs kept of %d; adapter %s", k, report["kept"], report["pairs"], adapter)
+    C.atomic_write_text(out / "final_adapter.txt", adapter + "\n")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except C.DataError as e:
+        raise SystemExit(f"error: {e}") from None

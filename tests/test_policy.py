@@ -1,0 +1,120 @@
+"""Downstream policy training: dpo_loss, Rubric-ARM labelling, DPO / IterDPO, online GRPO."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import common as C
+import policy_dpo
+from conftest import YES_PROMPT, read_jsonl, run_script, write_rows
+
+
+def test_dpo_loss_by_hand():
+    c, r = torch.tensor([-10.0, -4.0]), torch.tensor([-12.0, -3.0])
+    rc, rr = torch.tensor([-11.0, -4.5]), torch.tensor([-11.0, -4.0])
+    loss, m = C.dpo_loss(c, r, rc, rr, beta=0.1, return_metrics=True)
+    z = [0.1 * ((-10 + 11) - (-12 + 11)), 0.1 * ((-4 + 4.5) - (-3 + 4))]   # 0.2, -0.05
+    want = sum(-math.log(1 / (1 + math.exp(-x))) for x in z) / 2
+    assert float(loss) == pytest.approx(want, rel=1e-6)
+    assert m["reward_acc"] == 0.5 and m["reward_margin"] == pytest.approx(sum(z) / 2)
+    assert m["reward_chosen"] == pytest.approx((0.1 + 0.05) / 2)
+
+
+def test_order_consistency_and_online_reward_arithmetic():
+    assert C.order_consistent_preference("A", "B") == 0   # x first wins, x second wins
+    assert C.order_consistent_preference("B", "A") == 1
+    assert C.order_consistent_preference("A", "A") is None  # position, not content
+    assert C.order_consistent_preference(None, "B") is None
+    assert C.pairwise_reward("A", "B") == 1.0
+    assert C.pairwise_reward("A", "A") == 0.5 and C.pairwise_reward("B", "B") == 0.5
+    assert C.pairwise_reward("B", "A") == 0.0 and C.pairwise_reward(None, "B") == 0.5
+
+
+def test_labelling_keeps_only_order_consistent_pairs(tiny_model, yes_rm, always_a_judge):
+    rm = C.RubricARM.load(str(tiny_model), str(yes_rm["rubric"]), str(yes_rm["judge"]), max_rubric_tokens=16,
+                          max_judge_tokens=8)
+    samples = [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river", "no bird", "no cloud"]}]
+    kept, report = policy_dpo.label_pairs(rm, samples)
+    assert report["pairs"] == 6  # 4 distinct responses (the duplicate is dropped): C(4, 2)
+    assert report["kept"] + report["dropped_inconsistent"] + report["dropped_unparsed"] == 6
+    assert rm.stats["rubrics"] == 1 and rm.stats["judge_calls"] == 12  # one rubric; each pair in both orders
+    yes_vs_no = [k for k in kept if k["chosen"].startswith("yes") != k["rejected"].startswith("yes")]
+    assert len(yes_vs_no) == 4 and all(k["chosen"].startswith("yes") for k in yes_vs_no)
+    # the same judge with the verdict fixed by position: nothing survives the swap
+    always_a = C.RubricARM.load(str(tiny_model), str(yes_rm["rubric"]), str(always_a_judge),
+                                max_rubric_tokens=16, max_judge_tokens=8)
+    kept, report = policy_dpo.label_pairs(always_a, samples)
+    assert kept == [] and report["dropped_inconsistent"] == 6
+
+
+DPO = ["policy_dpo.py", "--prompts", None, "--n-samples", "3", "--max-new-tokens", "6", "--max-rubric-tokens", "16",
+       "--max-judge-tokens", "8", "--batch-size", "4", "--micro-batch", "4", "--lora-r", "8", "--lora-alpha", "16",
+       "--save-every", "1", "--warmup-ratio", "0", "--lr-scheduler", "constant"]
+
+
+def test_dpo_raises_the_margin_on_its_pairs(tiny_model, yes_rm, tmp_path):
+    cands = write_rows(tmp_path / "cands.jsonl",
+                       [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river", "no bird"]}])
+    args = [a if a is not None else cands for a in DPO]
+    run_script(*args, "--model", tiny_model, "--candidates", cands, "--rubric-adapter", yes_rm["rubric"],
+               "--judge-adapter", yes_rm["judge"], "--out", tmp_path / "dpo", "--lr", "5e-3", "--epochs", "8")
+    r1 = tmp_path / "dpo" / "round1"
+    report = json.loads((r1 / "label_report.json").read_text())
+    prefs = read_jsonl(r1 / "prefs.jsonl")
+    assert report["kept"] == len(prefs) >= 4
+    log = read_jsonl(r1 / "metrics.jsonl")
+    print(f"DPO margin {log[0]['reward_margin']:.3f} -> {log[-1]['reward_margin']:.3f}, "
+          f"loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f}")
+    assert log[0]["reward_margin"] == pytest.approx(0.0, abs=1e-4)  # the policy starts at the reference
+    assert log[-1]["reward_margin"] > 1.0 and log[-1]["reward_acc"] == 1.0
+    # the saved adapter holds the margin: recompute it from the files
+    model = C.attach_lora(C.load_base_model(str(tiny_model)), str(r1 / "adapter"), trainable=False)
+    tok = C.load_tokenizer(str(tiny_model))
+    pairs, _ = policy_dpo.tokenize_pairs(tok, prefs, 2048)
+    with torch.no_grad():
+        c, r, _ = policy_dpo.pair_logps(model, pairs, tok.pad_token_id, "cpu")
+    ref = torch.load(r1 / "ref_logps.pt")
+    margins = 0.1 * ((c - ref["chosen"]) - (r - ref["rejected"]))
+    assert bool((margins > 0.5).all())
+
+
+@pytest.mark.slow
+def test_iterdpo_two_rounds_with_resume(tiny_model, yes_rm, tmp_path):
+    prompts = write_rows(tmp_path / "p.jsonl", [{"prompt": YES_PROMPT}, {"prompt": "Say yes or no."}])
+    cands = write_rows(tmp_path / "cands.jsonl", [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river"]}])
+    args = [a if a is not None else prompts for a in DPO] + [
+        "--model", tiny_model, "--rubric-adapter", yes_rm["rubric"], "--judge-adapter", yes_rm["judge"],
+        "--candidates", cands, "--rounds", "2", "--max-steps", "3", "--lr", "1e-3", "--out", tmp_path / "it"]
+    killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AFTER_STEP": "2"}, check=False)
+    assert killed.returncode == -9  # during round 1's DPO, after step 2
+    r1 = tmp_path / "it" / "round1"
+    assert (r1 / ".done_sample").exists() and (r1 / ".done_label").exists() and not (r1 / ".done_train").exists()
+    t_samples = (r1 / "samples.jsonl").stat().st_mtime_ns
+    p = run_script(*args)
+    assert "round1: sample done, skipped" in p.stderr and "resumed DPO from" in p.stderr
+    assert (r1 / "samples.jsonl").stat().st_mtime_ns == t_samples
+    assert [r["step"] for r in read_jsonl(r1 / "metrics.jsonl")] == [1, 2, 3]
+    r2 = tmp_path / "it" / "round2"
+    for step in ("sample", "label", "train"):
+        assert (r2 / f".done_{step}").exists()
+    samples = read_jsonl(r2 / "samples.jsonl")
+    assert len(samples) == 2 and all(len(s["responses"]) == 3 for s in samples)
+    assert (tmp_path / "it" / "final_adapter.txt").read_text().strip().endswith("round2/adapter")
+    p = run_script(*args)  # a third run finds everything done
+    assert "round2: train done, skipped" in p.stderr
+
+
+def test_policy_grpo_online_run(tiny_model, yes_rm, tmp_path):
+    prompts = write_rows(tmp_path / "p.jsonl", [{"prompt": YES_PROMPT}, {"prompt": "Answer yes, please."}])
+    run_script("policy_grpo.py", "--model", tiny_model, "--prompts", prompts, "--rubric-adapter", yes_rm["rubric"],
+               "--judge-adapter", yes_rm["judge"], "--group-size", "3", "--batch-size", "6", "--micro-batch", "6",
+               "--max-completion-length", "6", "--max-rubric-tokens", "16", "--max-judge-tokens", "8",
+               "--max-steps", "2", "--lr", "1e-3", "--lora-r", "8", "--lora-alpha", "16", "--out", tmp_path / "g")
+    log = read_jsonl(tmp_path / "g" / "metrics.jsonl")
+    assert [r["step"] for r in log] == [1, 2]
+    for r in log:
+        assert r["reward"] == pytest.approx((r["reward_win_shown_first"] + r["reward_win_shown_second"]) / 2, abs=1e-5)
+        assert 0.0 <= r["reward"] <= 1.0
+    assert (tmp_path / "g" / "adapter" / "adapter_model.safetensors").exists()
