@@ -115,6 +115,21 @@ def average_gradients(params: list[torch.nn.Parameter], dist: Dist) -> None:
             p.grad /= dist.world
 
 
+MEMORY_ADVICE = ("lower the memory with --micro-batch 1, --gradient-checkpointing, --load-4bit, a smaller "
+                 "--gen-batch / --judge-batch / --batch-size for generation, or shorter --max-completion-length")
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Entry point of every stage: bad input and out-of-memory end with one clear line, no traceback."""
+    try:
+        main()
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    except torch.OutOfMemoryError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
+        raise SystemExit(f"error: out of memory ({first[:200]}); {MEMORY_ADVICE}") from None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,10 +243,11 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, model, optimizer, sch
     return final
 
 
-def maybe_crash(step: int) -> None:
-    """Fault injection for the resume tests: RUBRIC_ARM_CRASH_AFTER_STEP=k SIGKILLs the process right
-    after step k (and its checkpoint, if one is due) is done."""
-    if os.environ.get("RUBRIC_ARM_CRASH_AFTER_STEP") == str(step):
+def maybe_crash(point: str, k: int) -> None:
+    """Fault injection for the resume tests: RUBRIC_ARM_CRASH_AT=point:k SIGKILLs the process when it
+    reaches that point (e.g. step:3 after training step 3 and its checkpoint, rubric_batch:2 before
+    the third batch of rubrics, judge_chunk:1, label_chunk:1)."""
+    if os.environ.get("RUBRIC_ARM_CRASH_AT") == f"{point}:{k}":
         import signal
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -502,6 +518,43 @@ def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+TRUNCATION_MARK = " [...]"
+
+
+def judge_prompt_ids(tokenizer, prompt: str, rubric: str | None, response_a: str, response_b: str,
+                     max_len: int | None = None) -> tuple[list[int] | None, bool]:
+    """Judge prompt ids, fitted to max_len tokens by one documented policy: only the two responses
+    are shortened (their tails cut, marked ' [...]', the longer one first, down to 32 tokens each);
+    the instruction and the rubric are never cut. Returns (ids, truncated), or (None, True) when the
+    prompt cannot fit even then, so that the caller drops the example and counts it."""
+    ids = chat_prompt_ids(tokenizer, judge_messages(prompt, rubric, response_a, response_b))
+    if max_len is None or len(ids) <= max_len:
+        return ids, False
+    ta = tokenizer(response_a, add_special_tokens=False)["input_ids"]
+    tb = tokenizer(response_b, add_special_tokens=False)["input_ids"]
+    for _ in range(8):  # token counts of re-tokenised text shift slightly: a few passes settle it
+        excess = len(ids) - max_len
+        if excess <= 0:
+            return ids, True
+        cut = excess + 8
+        # take the cut from the longer response first, then share what is left
+        la, lb = len(ta), len(tb)
+        new_a, new_b = la, lb
+        while cut > 0 and (new_a > 32 or new_b > 32):
+            if new_a >= new_b and new_a > 32:
+                new_a -= 1
+            elif new_b > 32:
+                new_b -= 1
+            cut -= 1
+        if (new_a, new_b) == (la, lb):
+            return None, True
+        ta, tb = ta[:new_a], tb[:new_b]
+        a = tokenizer.decode(ta) + TRUNCATION_MARK
+        b = tokenizer.decode(tb) + TRUNCATION_MARK
+        ids = chat_prompt_ids(tokenizer, judge_messages(prompt, rubric, a, b))
+    return (ids, True) if len(ids) <= max_len else (None, True)
+
+
 def completion_ids(tokenizer, text: str) -> list[int]:
     """Target ids for SFT: the text, then end-of-turn, so that the model learns to stop."""
     return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -692,7 +745,10 @@ def attach_lora(base, adapter: str | None = None, r: int = 16, alpha: int = 32, 
     from peft import LoraConfig, PeftModel, get_peft_model
     if adapter:
         check_adapter_dir(adapter)
-        model = PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
+        try:
+            model = PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise SystemExit(f"error: adapter {adapter} does not fit this base model: {_first_line(e)}") from None
     else:
         targets = target_modules if target_modules == "all-linear" else target_modules.split(",")
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
@@ -708,7 +764,10 @@ def attach_lora(base, adapter: str | None = None, r: int = 16, alpha: int = 32, 
 def add_frozen_adapter(model, adapter: str, name: str) -> None:
     """Load a second, frozen adapter onto the same network (two adapters, one base in memory)."""
     check_adapter_dir(adapter)
-    model.load_adapter(adapter, adapter_name=name, is_trainable=False)
+    try:
+        model.load_adapter(adapter, adapter_name=name, is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: adapter {adapter} does not fit this base model: {_first_line(e)}") from None
     model.set_adapter("default")  # keep the trainable adapter active
 
 
@@ -729,6 +788,11 @@ class use_adapter:
             if f".{self.name}." in n:
                 p.requires_grad_(False)
         return False
+
+
+def _first_line(e: Exception) -> str:
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    return (lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0] if lines else type(e).__name__)[:300]
 
 
 def check_adapter_dir(path: str) -> None:
@@ -1212,8 +1276,6 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
         if not finite:
             bad += 1
             log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step + 1, bad)
-            if bad >= cfg.max_bad_steps:
-                raise SystemExit(f"error: {bad} consecutive non-finite steps; lower --lr or check the data")
         else:
             bad = 0
         n_tok = sum(int(r.completion_mask.sum()) for r in rolls)
@@ -1225,12 +1287,14 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
                 "time_gen": t_gen - t0, "time_reward": t_rew - t_gen, "time_logprob": t_lp - t_rew,
                 "time_optim": t_end - t_lp, "time_step": t_end - t0}
         metrics.log(step + 1, last)
+        if bad >= cfg.max_bad_steps:
+            raise SystemExit(f"error: {bad} consecutive non-finite steps; lower --lr or check the data")
         bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.4f}")
         if on_step:
             on_step(step + 1, last)
         if dist.main and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
             save_checkpoint(out_dir, step + 1, model, opt, sched, {"total": total})
-        maybe_crash(step + 1)
+        maybe_crash("step", step + 1)
     bar.close()
     return last
 
@@ -1289,8 +1353,9 @@ class RubricARM:
     adapters to activate (None: the base model). Both decode greedily unless told otherwise."""
 
     def __init__(self, model, tok, rubric: str | None, judge: str | None, max_rubric_tokens: int = 1024,
-                 max_judge_tokens: int = 4096, batch_size: int = 16):
+                 max_judge_tokens: int = 4096, batch_size: int = 16, max_prompt_len: int | None = None):
         self.model, self.tok, self.rubric, self.judge = model, tok, rubric, judge
+        self.max_prompt_len = max_prompt_len
         self.max_rubric_tokens, self.max_judge_tokens, self.batch_size = max_rubric_tokens, max_judge_tokens, batch_size
         self.cache: dict[str, str] = {}
         self.stats = {"rubrics": 0, "rubric_tokens": 0, "judge_calls": 0, "judge_tokens": 0}
@@ -1338,7 +1403,10 @@ class RubricARM:
     def verdicts(self, items: list[tuple[str, str, str]], temperature: float = 0.0) -> tuple[list[str | None], list[str]]:
         """(prompt, response A, response B) -> judge verdicts ('A'/'B'/None) and raw texts, batched."""
         rubrics = self.rubrics_for([p for p, _, _ in items])
-        prompts = [chat_prompt_ids(self.tok, judge_messages(p, rubrics[p], a, b)) for p, a, b in items]
+        prompts = [judge_prompt_ids(self.tok, p, rubrics[p], a, b, self.max_prompt_len)[0] for p, a, b in items]
+        if any(x is None for x in prompts):
+            raise DataError(f"a judge prompt does not fit --max-prompt-length {self.max_prompt_len} even with "
+                            "both responses cut; raise the limit")
         st: dict = {}
         with adapter_ctx(self.model, self.judge):
             texts = generate_batched(self.model, self.tok, prompts, self.batch_size, stats=st, n=1,
@@ -1395,7 +1463,7 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
     if done:
         log.info("rubric cache: %d already written, %d to go", len(done), len(todo))
     for b, s in enumerate(progress(range(0, len(todo), batch_size), desc="rubrics")):
-        maybe_crash(b)  # fault injection: killed before batch b (b >= 1) is generated
+        maybe_crash("rubric_batch", b)  # fault injection: killed before batch b is generated
         chunk = todo[s:s + batch_size]
         ro = generate(model, tokenizer, [chat_prompt_ids(tokenizer, rubric_messages(r["prompt"])) for r in chunk],
                       n=1, max_new_tokens=max_new_tokens, temperature=temperature)
@@ -1483,7 +1551,4 @@ def _cli() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        _cli()
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    run_main(_cli)

@@ -33,6 +33,7 @@ import resource
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -225,8 +226,11 @@ def score_of(verdict: str | None, chosen_is: str) -> float:
 
 
 def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | None, judge_name, args,
-              stats: dict) -> list[dict]:
-    """One record per comparison and order: the raw judge texts, verdict and score."""
+              stats: dict, partial: Path) -> list[dict]:
+    """One record per comparison and order: the raw judge texts, verdict and score. Records are
+    appended to `partial` chunk by chunk, so an interrupted run keeps them and judges only the rest.
+    A judge prompt that cannot fit --max-prompt-length even with the responses cut scores 0.5 and is
+    counted as too long."""
     rng = random.Random(args.seed)
     orders = ["orig", "swap"] if args.swap else ["orig"]
     jobs = []
@@ -234,25 +238,43 @@ def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | Non
         if not c.first:  # chosen/rejected benchmarks: the original order is a seeded coin flip
             c.first = "chosen" if rng.random() < 0.5 else "rejected"
         for order in orders:
+            jobs.append((c, order))
+    done = {(r["cid"], r["order"]): r for r in C.read_jsonl_resumable(partial)}
+    if done:
+        C.log.info("resuming: %d of %d judgements already written", len(done), len(jobs))
+    todo = [j for j in jobs if (j[0].cid, j[1]) not in done]
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.votes == 1 else 1.0)
+    chunk = max(args.batch_size * 8, 1)
+    bar = C.progress(total=len(todo), desc="judge")
+    for s in range(0, len(todo), chunk):
+        C.maybe_crash("judge_chunk", s // chunk)  # fault injection for the resume test
+        part = todo[s:s + chunk]
+        built = []
+        for c, order in part:
             chosen_first = (c.first == "chosen") == (order == "orig")
             a, b = (c.chosen, c.rejected) if chosen_first else (c.rejected, c.chosen)
             rubric = None if rubrics is None else rubrics[c.prompt]
-            jobs.append((c, order, "A" if chosen_first else "B",
-                         C.chat_prompt_ids(tok, C.judge_messages(c.prompt, rubric, a, b))))
-    temperature = args.temperature if args.temperature is not None else (0.0 if args.votes == 1 else 1.0)
-    with C.adapter_ctx(model, judge_name):
-        texts = C.generate_batched(model, tok, [j[3] for j in jobs], args.batch_size, desc="judge",
-                                   stats=stats, n=args.votes, max_new_tokens=args.max_judge_tokens,
-                                   temperature=temperature, top_p=args.top_p)
-    out = []
-    for k, (c, order, chosen_is, _) in enumerate(jobs):
-        t = texts[k * args.votes:(k + 1) * args.votes]
-        votes = [C.parse_verdict(x) for x in t]
-        verdict = majority(votes)
-        out.append({"cid": c.cid, "bench": c.bench, "unit": c.unit, "subset": c.subset, "slot": c.slot,
-                    "order": order, "chosen_is": chosen_is, "rubric_key": None if rubrics is None else c.prompt[:80],
-                    "judge_texts": t, "votes": votes, "verdict": verdict, "score": score_of(verdict, chosen_is)})
-    return out
+            ids, cut = C.judge_prompt_ids(tok, c.prompt, rubric, a, b, args.max_prompt_length)
+            built.append((c, order, "A" if chosen_first else "B", ids, cut))
+        fits = [k for k, x in enumerate(built) if x[3] is not None]
+        with C.adapter_ctx(model, judge_name):
+            texts = C.generate_batched(model, tok, [built[k][3] for k in fits], args.batch_size, stats=stats,
+                                       n=args.votes, max_new_tokens=args.max_judge_tokens, temperature=temperature,
+                                       top_p=args.top_p)
+        by_job = {k: texts[n * args.votes:(n + 1) * args.votes] for n, k in enumerate(fits)}
+        for k, (c, order, chosen_is, ids, cut) in enumerate(built):
+            t = by_job.get(k, [])
+            votes = [C.parse_verdict(x) for x in t]
+            verdict = majority(votes)
+            rec = {"cid": c.cid, "bench": c.bench, "unit": c.unit, "subset": c.subset, "slot": c.slot,
+                   "order": order, "chosen_is": chosen_is, "rubric_key": None if rubrics is None else c.prompt[:80],
+                   "truncated": bool(cut), "too_long": ids is None, "judge_texts": t, "votes": votes,
+                   "verdict": verdict, "score": score_of(verdict, chosen_is)}
+            C.append_jsonl(partial, rec)
+            done[(c.cid, order)] = rec
+        bar.update(len(part))
+    bar.close()
+    return [done[(c.cid, order)] for c, order in jobs]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,6 +401,9 @@ def parse_args(argv=None):
     ap.add_argument("--max-rubric-tokens", type=int, default=1024, help="paper: 1024")
     ap.add_argument("--max-judge-tokens", type=int, default=4096, help="paper: 4096")
     ap.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
+    ap.add_argument("--max-prompt-length", type=int, default=None,
+                    help="judge prompt tokens: longer ones get their responses shortened (never the instruction "
+                         "or rubric); one that still does not fit scores 0.5 and is counted (default: no limit)")
     ap.add_argument("--out", required=True, help="run folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--label", default="ours", help="row name in the table")
@@ -412,9 +437,14 @@ def main(argv=None) -> dict:
             rubrics = C.cache_rubrics(model, tok, prompts, out / "rubrics.jsonl", args.max_rubric_tokens,
                                       args.batch_size, key="prompt", stats=rubric_stats)
     t_rub = time.perf_counter()
-    records = judge_all(model, tok, [c for cs in comps.values() for c in cs], rubrics, judge_name, args, judge_stats)
+    partial = out / "predictions.jsonl.partial"
+    if (out / "predictions.jsonl").exists() and not partial.exists():
+        partial.write_bytes((out / "predictions.jsonl").read_bytes())  # a finished run: reuse its judgements
+    records = judge_all(model, tok, [c for cs in comps.values() for c in cs], rubrics, judge_name, args, judge_stats,
+                        partial)
     t_end = time.perf_counter()
     C.write_jsonl_atomic(out / "predictions.jsonl", records)
+    partial.unlink(missing_ok=True)
 
     results, bias = {}, {}
     for name in comps:
@@ -424,7 +454,9 @@ def main(argv=None) -> dict:
             results[name]["swapped"] = aggregate(name, [r for r in recs if r["order"] == "swap"])
             bias[name] = position_bias(recs)
     all_bias = position_bias(records) if args.swap else {}
-    unparsed = sum(r["verdict"] is None for r in records)
+    unparsed = sum(r["verdict"] is None and not r["too_long"] for r in records)
+    too_long = sum(r["too_long"] for r in records)
+    truncated = sum(r["truncated"] and not r["too_long"] for r in records)
     wall = t_end - t0
     eff = {"wall_s": wall, "wall_s_per_100_prompts": 100 * wall / max(n_prompts, 1),
            "rubric_time_s": t_rub - t0, "judge_time_s": t_end - t_rub,
@@ -435,7 +467,8 @@ def main(argv=None) -> dict:
     cols = paper_columns(results)
     summary = {"accuracy": sum(r["score"] for r in records if r["order"] == "orig") /
                max(1, sum(r["order"] == "orig" for r in records)),
-               "unparsed": unparsed, "unparsed_share": unparsed / len(records)}
+               "unparsed": unparsed, "unparsed_share": unparsed / len(records), "too_long": too_long,
+               "truncated": truncated}
     if all_bias:
         summary.update({"accuracy_swapped": all_bias["accuracy_swap"], "flip_rate": all_bias["flip_rate"]})
     report = {"summary": summary, "benchmarks": results, "paper_columns": cols, "position_bias": bias,
@@ -446,7 +479,8 @@ def main(argv=None) -> dict:
         table += "\nPosition bias: " + "; ".join(
             f"{b}: acc {100 * v['accuracy_orig']:.1f} / swapped {100 * v['accuracy_swap']:.1f}, |change| "
             f"{100 * v['abs_change']:.2f}, flips {100 * v['flip_rate']:.1f}%" for b, v in bias.items() if v) + "\n"
-    table += (f"\nUnparseable verdicts (scored 0.5): {unparsed} of {len(records)}. Efficiency: "
+    table += (f"\nUnparseable verdicts (scored 0.5): {unparsed} of {len(records)}; prompts over --max-prompt-length: "
+              f"{truncated} fitted by shortening the responses, {too_long} too long (scored 0.5). Efficiency: "
               f"{eff['wall_s_per_100_prompts']:.1f} s per 100 prompts, {eff['rubrics_generated']} rubrics "
               f"({eff['rubric_tokens']} tokens), {eff['judge_tokens']} judge tokens, "
               f"{eff['tokens_per_s']:.0f} tokens/s, peak memory {eff['peak_memory_gb']:.2f} GB\n")
@@ -456,7 +490,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except C.DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    C.run_main(main)

@@ -96,15 +96,28 @@ def sample_responses(args, dist, prompts: list[str], adapter: str | None, path: 
 
 # ---- step 2: label -------------------------------------------------------------------------------
 
-def label_pairs(rm: C.RubricARM, samples: list[dict]) -> tuple[list[dict], dict]:
-    """Every pair of distinct responses of a prompt, judged in both orders; keep the consistent ones."""
+def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = None) -> tuple[list[dict], dict]:
+    """Every pair of distinct responses of a prompt, judged in both orders; keep the consistent ones.
+    Verdicts are appended to `partial` chunk by chunk, so an interrupted labelling resumes."""
     items = []
     for s in samples:
         for x, y in itertools.combinations(dict.fromkeys(r for r in s["responses"] if r.strip()), 2):
             items.append((s["prompt"], x, y))
-    verdicts = rm.both_orders(items)
+    done = {(r["prompt"], r["x"], r["y"]): (r["v1"], r["v2"]) for r in C.read_jsonl_resumable(partial)} if partial else {}
+    todo = [it for it in items if it not in done]
+    if done:
+        C.log.info("labelling: %d pairs already judged, %d to go", len(items) - len(todo), len(todo))
+    chunk = max(4 * rm.batch_size, 1)
+    for k, s in enumerate(range(0, len(todo), chunk)):
+        C.maybe_crash("label_chunk", k)  # fault injection for the resume test
+        part = todo[s:s + chunk]
+        for (p, x, y), v in zip(part, rm.both_orders(part)):
+            done[(p, x, y)] = v
+            if partial:
+                C.append_jsonl(partial, {"prompt": p, "x": x, "y": y, "v1": v[0], "v2": v[1]})
     kept, report = [], {"pairs": len(items), "kept": 0, "dropped_inconsistent": 0, "dropped_unparsed": 0}
-    for (p, x, y), (v1, v2) in zip(items, verdicts):
+    for p, x, y in items:
+        v1, v2 = done[(p, x, y)]
         pref = C.order_consistent_preference(v1, v2)
         if pref is None:
             report["dropped_unparsed" if v1 is None or v2 is None else "dropped_inconsistent"] += 1
@@ -121,8 +134,10 @@ def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
                           device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                           max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
                           batch_size=args.gen_batch)
-    kept, report = label_pairs(rm, samples)
+    partial = prefs_path.with_name("labels.partial.jsonl")
+    kept, report = label_pairs(rm, samples, partial)
     C.write_jsonl_atomic(prefs_path, kept)
+    partial.unlink(missing_ok=True)
     report.update(rm.stats)
     C.log.info("labelled %d pairs: kept %d, dropped %d inconsistent across A/B orders, %d unparsed",
                report["pairs"], report["kept"], report["dropped_inconsistent"], report["dropped_unparsed"])
@@ -227,7 +242,7 @@ def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> d
         metrics.log(step + 1, last)
         if dist.main and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < total:
             C.save_checkpoint(out, step + 1, model, opt, sched, {"total": total})
-        C.maybe_crash(step + 1)
+        C.maybe_crash("step", step + 1)
     if dist.main:
         C.save_adapter_atomic(model, out / "adapter")
     metrics.close()
@@ -281,7 +296,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except C.DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    C.run_main(main)

@@ -93,7 +93,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except C.DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    C.run_main(main)

@@ -7,7 +7,8 @@ recipe for each role (REFERENCE.md section 5); a real run on one GPU:
     python sft_warmup.py --role judge --model Qwen/Qwen3-8B --data OpenRubrics/OpenRubric-v2 \\
         --out runs/sft_judge --load-4bit --micro-batch 2 --gradient-checkpointing
 
-Examples longer than --cutoff-len tokens are dropped, and counted in the log.
+Over --cutoff-len tokens, judge examples are fitted by shortening the two responses (never the
+instruction, the rubric or the trajectory); what still does not fit is dropped. Both are counted.
 """
 
 from __future__ import annotations
@@ -55,21 +56,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def build_examples(rows: list[dict], role: str, tok, cutoff: int) -> tuple[list[tuple[list[int], list[int]]], int]:
-    """(prompt ids, completion ids) per row; rows over the cutoff are dropped and counted."""
+def build_examples(rows: list[dict], role: str, tok, cutoff: int) -> tuple[list[tuple[list[int], list[int]]], dict]:
+    """(prompt ids, completion ids) per row, fitted to the cutoff. Judge prompts are fitted by
+    shortening the two responses (common.judge_prompt_ids: the instruction and rubric are never cut);
+    a row that still does not fit, or a rubric prompt over the cutoff, is dropped. Both are counted."""
     field = "rubric" if role == "rubric" else "judge_trajectory"
-    out, dropped = [], 0
+    out, counts = [], {"truncated": 0, "dropped": 0}
     for r in rows:
-        if role == "rubric":
-            prompt = C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"]))
-        else:
-            prompt = C.chat_prompt_ids(tok, C.judge_messages(r["prompt"], r["rubric"], r["response_a"], r["response_b"]))
         target = C.completion_ids(tok, r[field])
-        if len(prompt) + len(target) > cutoff:
-            dropped += 1
+        if role == "rubric":
+            prompt, cut = C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])), False
+            if len(prompt) + len(target) > cutoff:
+                prompt = None
+        else:
+            prompt, cut = C.judge_prompt_ids(tok, r["prompt"], r["rubric"], r["response_a"], r["response_b"],
+                                             cutoff - len(target))
+        if prompt is None:
+            counts["dropped"] += 1
             continue
+        counts["truncated"] += cut
         out.append((prompt, target))
-    return out, dropped
+    return out, counts
 
 
 def completion_nll(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,8 +94,9 @@ def main(argv=None) -> None:
     required = ("rubric",) if args.role == "rubric" else ("rubric", "judge_trajectory")
     rows = C.load_pairs_from_args(args, require=required)
     model, tok = C.load_trainable(args, dist, args.adapter)
-    examples, dropped = build_examples(rows, args.role, tok, args.cutoff_len)
-    C.log.info("SFT %s: %d examples (%d dropped over --cutoff-len %d)", args.role, len(examples), dropped, args.cutoff_len)
+    examples, counts = build_examples(rows, args.role, tok, args.cutoff_len)
+    C.log.info("SFT %s: %d examples; over --cutoff-len %d: %d fitted by shortening the responses, %d dropped",
+               args.role, len(examples), args.cutoff_len, counts["truncated"], counts["dropped"])
     if not examples:
         raise SystemExit(f"error: no example fits --cutoff-len {args.cutoff_len}")
 
@@ -131,7 +139,7 @@ def main(argv=None) -> None:
         bar.set_postfix(loss=f"{loss:.4f}")
         if dist.main and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < total:
             C.save_checkpoint(out, step + 1, model, opt, sched, {"total": total})
-        C.maybe_crash(step + 1)
+        C.maybe_crash("step", step + 1)
     bar.close()
     if dist.main:
         C.save_adapter_atomic(model, Path(out) / "adapter")
@@ -140,7 +148,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except C.DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    C.run_main(main)

@@ -36,20 +36,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rubric-cache", required=True, help="JSONL of {id, rubric} from the frozen generator")
     ap.add_argument("--format-reward", default=True, action=argparse.BooleanOptionalAction,
                     help="add R_fmt to the reward (--no-format-reward: the paper's ablation)")
+    ap.add_argument("--max-prompt-length", type=int, default=5120,
+                    help="judge prompt tokens; longer prompts get their responses shortened (never the "
+                         "instruction or rubric), or are dropped if that is not enough (the paper does not say)")
     ap.add_argument("--shuffle-order", default=True, action=argparse.BooleanOptionalAction,
                     help="draw the A/B order at random per example (position-bias control)")
     C.add_grpo_args(ap, JUDGE_DEFAULTS)
     return ap.parse_args(argv)
 
 
-def make_prompt_builder(tok, rubrics: dict[str, str], shuffle: bool):
+def make_prompt_builder(tok, rubrics: dict[str, str], shuffle: bool, max_len: int | None):
     def build(row: dict) -> C.Prompted:
         swap = shuffle and random.random() < 0.5
         a, b, label = C.swap_pair(row, swap)
         rubric = rubrics[row["id"]]
-        ids = C.chat_prompt_ids(tok, C.judge_messages(row["prompt"], rubric, a, b))
+        ids, _ = C.judge_prompt_ids(tok, row["prompt"], rubric, a, b, max_len)
         return C.Prompted(ids, {"id": row["id"], "label": label, "n_criteria": len(C.parse_rubric(rubric))})
     return build
+
+
+def fit_rows(tok, rows: list[dict], rubrics: dict[str, str], max_len: int | None) -> list[dict]:
+    """Drop (and count) rows whose judge prompt cannot fit max_len; count the ones fitted by cutting."""
+    kept, cut, dropped = [], 0, 0
+    for r in rows:
+        ids, truncated = C.judge_prompt_ids(tok, r["prompt"], rubrics[r["id"]], r["response_a"], r["response_b"], max_len)
+        if ids is None:
+            dropped += 1
+            continue
+        cut += truncated
+        kept.append(r)
+    if cut or dropped:
+        C.log.warning("--max-prompt-length %s: %d judge prompt(s) fitted by shortening the responses, %d dropped",
+                      max_len, cut, dropped)
+    return kept
 
 
 def make_judge_reward(use_format: bool):
@@ -74,12 +93,13 @@ def main(argv=None) -> None:
     rows = C.load_pairs_from_args(args)
     rubrics = C.read_rubric_cache(args.rubric_cache, rows)
     model, tok = C.load_trainable(args, dist, args.adapter)
+    rows = fit_rows(tok, rows, rubrics, args.max_prompt_length)
     cfg = C.grpo_config_from_args(args)
     C.log.info("judge phase: %d examples, G=%d, batch %d, %s reward", len(rows), cfg.group_size, cfg.batch_size,
                "R_acc + R_fmt" if args.format_reward else "R_acc only")
     resume_step = int(ck.name.split("-")[1]) if args.resume and (ck := C.latest_checkpoint(out)) else 0
     metrics = C.MetricsLogger(out, dist.main, args.wandb_project, "judge-phase", vars(args), resume_step=resume_step)
-    last = C.grpo_train(model, tok, cfg, rows, make_prompt_builder(tok, rubrics, args.shuffle_order),
+    last = C.grpo_train(model, tok, cfg, rows, make_prompt_builder(tok, rubrics, args.shuffle_order, args.max_prompt_length),
                         make_judge_reward(args.format_reward), out, dist, args.resume, metrics)
     if dist.main:
         C.save_adapter_atomic(model, Path(out) / "adapter")
@@ -89,7 +109,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except C.DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    C.run_main(main)

@@ -35,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--adapter", default=None, help="rubric generator adapter to start from")
     ap.add_argument("--judge-adapter", required=True, help="the frozen judge's adapter folder")
     ap.add_argument("--judge-max-new-tokens", type=int, default=1024, help="judge tokens per verdict (greedy)")
+    ap.add_argument("--max-prompt-length", type=int, default=5120,
+                    help="judge prompt tokens (responses shortened to fit; a rubric that cannot fit gets reward 0)")
     ap.add_argument("--judge-batch", type=int, default=16, help="judge prompts per generate call")
     ap.add_argument("--rubric-format-weight", type=float, default=0.0,
                     help="weight of the rubric-format term (0 = off, the paper's reward)")
@@ -57,11 +59,16 @@ def make_rubric_reward(model, tok, args, samples_path: Path | None):
         for i, rubric in enumerate(rubrics):
             row = batch[i // G].meta["row"]
             a, b, label = C.swap_pair(row, random.random() < 0.5)
-            prompts.append(C.chat_prompt_ids(tok, C.judge_messages(row["prompt"], rubric, a, b)))
+            prompts.append(C.judge_prompt_ids(tok, row["prompt"], rubric, a, b, args.max_prompt_length)[0])
             labels.append(label)
+        # a rubric too long for the judge's prompt even with the responses cut gets no verdict (reward 0)
+        fits = [i for i, p in enumerate(prompts) if p is not None]
+        verdict_texts = [""] * len(prompts)
         with C.use_adapter(model, "judge"):
-            verdict_texts = C.generate_batched(model, tok, prompts, args.judge_batch, n=1,
-                                               max_new_tokens=args.judge_max_new_tokens, temperature=0.0)
+            texts = C.generate_batched(model, tok, [prompts[i] for i in fits], args.judge_batch, n=1,
+                                       max_new_tokens=args.judge_max_new_tokens, temperature=0.0)
+        for i, t in zip(fits, texts):
+            verdict_texts[i] = t
         verdicts = [C.parse_verdict(t) for t in verdict_texts]
         acc = torch.tensor([float(v == y) for v, y in zip(verdicts, labels)])
         fmt = torch.tensor([C.rubric_format_reward(r) for r in rubrics])
@@ -103,7 +110,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except C.DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    C.run_main(main)

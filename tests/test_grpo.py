@@ -160,7 +160,7 @@ def test_judge_phase_end_to_end_and_resume(tiny_model, tmp_path):
     assert (tmp_path / "full" / "adapter" / "adapter_model.safetensors").exists()
     C.attach_lora(C.load_base_model(str(tiny_model)), str(tmp_path / "full" / "adapter"), trainable=False)
     # interrupted after step 3 (checkpoint at 2), then resumed: same steps, same weights
-    killed = run_script(*args, "--out", tmp_path / "cut", env={"RUBRIC_ARM_CRASH_AFTER_STEP": "3"}, check=False)
+    killed = run_script(*args, "--out", tmp_path / "cut", env={"RUBRIC_ARM_CRASH_AT": "step:3"}, check=False)
     assert killed.returncode == -9
     run_script(*args, "--out", tmp_path / "cut", "--resume")
     cut = read_jsonl(tmp_path / "cut" / "metrics.jsonl")

@@ -38,7 +38,7 @@ def test_rubric_phase_reward_comes_from_the_judges_verdicts(tiny_model, always_a
 def test_rubric_cache_one_per_id_and_resumes(tiny_model, tmp_path):
     args = ["common.py", "cache-rubrics", "--model", tiny_model, "--data", TRAIN, "--limit", "12",
             "--batch-size", "4", "--max-new-tokens", "8", "--out", tmp_path / "r.jsonl"]
-    killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AFTER_STEP": "2"}, check=False)
+    killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AT": "rubric_batch:2"}, check=False)
     assert killed.returncode == -9
     assert not (tmp_path / "r.jsonl").exists()  # the finished file only appears whole
     partial = read_jsonl(tmp_path / "r.jsonl.partial")

@@ -87,7 +87,7 @@ def test_iterdpo_two_rounds_with_resume(tiny_model, yes_rm, tmp_path):
     args = [a if a is not None else prompts for a in DPO] + [
         "--model", tiny_model, "--rubric-adapter", yes_rm["rubric"], "--judge-adapter", yes_rm["judge"],
         "--candidates", cands, "--rounds", "2", "--max-steps", "3", "--lr", "1e-3", "--out", tmp_path / "it"]
-    killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AFTER_STEP": "2"}, check=False)
+    killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AT": "step:2"}, check=False)
     assert killed.returncode == -9  # during round 1's DPO, after step 2
     r1 = tmp_path / "it" / "round1"
     assert (r1 / ".done_sample").exists() and (r1 / ".done_label").exists() and not (r1 / ".done_train").exists()

@@ -44,7 +44,7 @@ def test_sft_learns_and_adapter_reloads(tiny_model, tok, tmp_path):
 def test_sft_resume_after_kill_matches_uninterrupted(tiny_model, tmp_path):
     common_args = [*SFT, "--model", tiny_model, "--max-steps", "6", "--save-every", "2"]
     run_script(*common_args, "--out", tmp_path / "full")
-    killed = run_script(*common_args, "--out", tmp_path / "cut", env={"RUBRIC_ARM_CRASH_AFTER_STEP": "3"}, check=False)
+    killed = run_script(*common_args, "--out", tmp_path / "cut", env={"RUBRIC_ARM_CRASH_AT": "step:3"}, check=False)
     assert killed.returncode == -9  # SIGKILL after step 3; the last checkpoint is step 2
     assert not (tmp_path / "cut" / "adapter").exists()
     resumed = run_script(*common_args, "--out", tmp_path / "cut", "--resume")

@@ -1,0 +1,189 @@
+"""Fault injection, bad input and numerical faults: every stage fails clearly or resumes."""
+
+import json
+
+import pytest
+import torch
+
+import common as C
+import policy_dpo
+from conftest import EVAL, TRAIN, YES_PROMPT, read_jsonl, run_script, write_rows
+
+
+def test_rubric_phase_resume_after_kill_matches_uninterrupted(tiny_model, always_a_judge, tmp_path):
+    args = ["train_rubric_phase.py", "--model", tiny_model, "--judge-adapter", always_a_judge, "--data", TRAIN,
+            "--limit", "8", "--group-size", "2", "--batch-size", "4", "--micro-batch", "4",
+            "--max-completion-length", "8", "--judge-max-new-tokens", "8", "--max-steps", "4", "--save-every", "2",
+            "--lr", "1e-3", "--lora-r", "8", "--lora-alpha", "16"]
+    run_script(*args, "--out", tmp_path / "full")
+    killed = run_script(*args, "--out", tmp_path / "cut", env={"RUBRIC_ARM_CRASH_AT": "step:3"}, check=False)
+    assert killed.returncode == -9
+    run_script(*args, "--out", tmp_path / "cut", "--resume")
+    full, cut = read_jsonl(tmp_path / "full" / "metrics.jsonl"), read_jsonl(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["step"] for r in cut] == [1, 2, 3, 4]
+    for a, b in zip(full, cut):
+        assert a["reward"] == b["reward"] and abs(a["loss"] - b["loss"]) < 1e-6
+    from safetensors.torch import load_file
+    wa = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
+    wb = load_file(str(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_resumes_after_kill(tiny_model, tmp_path):
+    args = ["evaluate.py", "--model", tiny_model, "--benchmark", "pairwise", "--data", EVAL, "--limit", "10",
+            "--swap", "--batch-size", "2", "--max-rubric-tokens", "6", "--max-judge-tokens", "6", "--out", tmp_path / "ev"]
+    killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AT": "judge_chunk:1"}, check=False)
+    assert killed.returncode == -9
+    assert len(read_jsonl(tmp_path / "ev" / "predictions.jsonl.partial")) == 16  # one chunk of 8 x batch 2 kept
+    p = run_script(*args)
+    assert "16 of 20 judgements already written" in p.stderr
+    preds = read_jsonl(tmp_path / "ev" / "predictions.jsonl")
+    assert sorted((r["cid"], r["order"]) for r in preds) == sorted(
+        (f"pairwise/eval-{i:05d}", o) for i in range(10) for o in ("orig", "swap"))
+    assert len(read_jsonl(tmp_path / "ev" / "rubrics.jsonl")) == 10
+
+
+def test_dpo_labelling_resumes_after_kill(tiny_model, yes_rm, tmp_path):
+    samples = [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river", "no bird"]},
+               {"prompt": "Say yes.", "responses": ["yes", "no", "no no"]}]
+    rm = C.RubricARM.load(str(tiny_model), str(yes_rm["rubric"]), str(yes_rm["judge"]), max_rubric_tokens=16,
+                          max_judge_tokens=8, batch_size=1)
+    ref, ref_report = policy_dpo.label_pairs(rm, samples)
+    cands = write_rows(tmp_path / "c.jsonl", samples)
+    args = ["policy_dpo.py", "--model", tiny_model, "--prompts", cands, "--candidates", cands, "--rubric-adapter",
+            yes_rm["rubric"], "--judge-adapter", yes_rm["judge"], "--max-rubric-tokens", "16", "--max-judge-tokens", "8",
+            "--gen-batch", "1", "--max-steps", "1", "--out", tmp_path / "d"]
+    killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AT": "label_chunk:1"}, check=False)
+    assert killed.returncode == -9
+    assert len(read_jsonl(tmp_path / "d" / "round1" / "labels.partial.jsonl")) == 4  # one chunk of 4 pairs
+    p = run_script(*args)
+    assert "4 pairs already judged, 5 to go" in p.stderr
+    prefs = read_jsonl(tmp_path / "d" / "round1" / "prefs.jsonl")
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in prefs] == [(r["prompt"], r["chosen"], r["rejected"]) for r in ref]
+    report = json.loads((tmp_path / "d" / "round1" / "label_report.json").read_text())
+    assert report["kept"] == ref_report["kept"] and report["pairs"] == 9
+    assert not (tmp_path / "d" / "round1" / "labels.partial.jsonl").exists()
+
+
+def one_line_error(p) -> str:
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    return p.stderr.strip().splitlines()[-1]
+
+
+def test_stage_errors_are_one_clear_line(tiny_model, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    err = one_line_error(run_script("sft_warmup.py", "--role", "judge", "--model", tiny_model, "--data",
+                                    tmp_path / "empty.jsonl", "--out", tmp_path / "o", check=False))
+    assert err == f"error: {tmp_path / 'empty.jsonl'}: file is empty"
+    write_rows(tmp_path / "norubric.jsonl", [{"prompt": "p", "response_a": "a", "response_b": "b", "winner": "A"}])
+    err = one_line_error(run_script("sft_warmup.py", "--role", "rubric", "--model", tiny_model, "--data",
+                                    tmp_path / "norubric.jsonl", "--out", tmp_path / "o", check=False))
+    assert err == f"error: {tmp_path / 'norubric.jsonl'}:1: field 'rubric' is missing (looked for column rubric / rubrics)"
+    err = one_line_error(run_script("train_judge_phase.py", "--model", tiny_model, "--adapter", tmp_path / "nope",
+                                    "--rubric-cache", tmp_path / "x.jsonl", "--out", tmp_path / "o", check=False))
+    assert "rubric cache" in err and "does not exist" in err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    err = one_line_error(run_script("sft_warmup.py", "--role", "rubric", "--model", tiny_model, "--out", blocker / "out",
+                                    check=False))
+    assert err.startswith(f"error: output folder {blocker / 'out'} is not writable")
+
+
+def test_missing_and_incompatible_adapters(tiny_model, tmp_path):
+    args = ["cache-rubrics", "--model", tiny_model, "--data", TRAIN, "--limit", "2", "--out", tmp_path / "r.jsonl"]
+    err = one_line_error(run_script("common.py", *args, "--adapter", tmp_path / "missing", check=False))
+    assert err == f"error: {tmp_path / 'missing'} is not a saved adapter folder (no adapter_config.json)"
+    other = C.make_tiny_model(tmp_path / "other", hidden=32, layers=1, vocab=300)
+    run_script("sft_warmup.py", "--role", "rubric", "--model", other, "--data", TRAIN, "--limit", "2", "--max-steps", "1",
+               "--out", tmp_path / "other_sft")
+    err = one_line_error(run_script("common.py", *args, "--adapter", tmp_path / "other_sft" / "adapter", check=False))
+    assert err.startswith(f"error: adapter {tmp_path / 'other_sft' / 'adapter'} does not fit this base model")
+    bin_only = tmp_path / "bin_only"
+    bin_only.mkdir()
+    (bin_only / "adapter_config.json").write_text("{}")
+    (bin_only / "adapter_model.bin").write_bytes(b"pickle")
+    err = one_line_error(run_script("common.py", *args, "--adapter", bin_only, check=False))
+    assert "only safetensors adapters are loaded" in err
+
+
+def test_judge_prompt_truncation_policy(tok):
+    row = read_jsonl(TRAIN)[0]
+    long_a, long_b = row["response_a"] * 30, row["response_b"] * 10
+    full, cut = C.judge_prompt_ids(tok, row["prompt"], row["rubric"], long_a, long_b)
+    assert not cut
+    ids, cut = C.judge_prompt_ids(tok, row["prompt"], row["rubric"], long_a, long_b, max_len=len(full) // 2)
+    assert cut and len(ids) <= len(full) // 2
+    text = tok.decode(ids)
+    assert row["prompt"] in text and row["rubric"] in text  # never cut
+    assert text.count(C.TRUNCATION_MARK) == 2 or text.count(C.TRUNCATION_MARK) == 1
+    assert text.index("Response A:") < text.index("Response B:")
+    none, cut = C.judge_prompt_ids(tok, row["prompt"], row["rubric"], long_a, long_b, max_len=50)
+    assert none is None and cut  # cannot fit: the caller drops it and counts it
+
+
+def test_sft_counts_fitted_and_dropped_rows(tiny_model, tmp_path):
+    rows = read_jsonl(TRAIN)[:4]
+    rows[0] = {**rows[0], "response_a": rows[0]["response_a"] * 40}
+    rows[1] = {**rows[1], "prompt": rows[1]["prompt"] * 60}
+    path = write_rows(tmp_path / "long.jsonl", rows)
+    p = run_script("sft_warmup.py", "--role", "judge", "--model", tiny_model, "--data", path, "--cutoff-len", "900",
+                   "--max-steps", "1", "--out", tmp_path / "o")
+    assert "3 examples; over --cutoff-len 900: 1 fitted by shortening the responses, 1 dropped" in p.stderr
+
+
+def test_nan_loss_skips_steps_then_stops(tiny_model, tok, tmp_path, caplog):
+    model = C.attach_lora(C.load_base_model(str(tiny_model)), r=4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    # NaN logits only in training mode: generation is fine, every optimisation pass is not
+    model.base_model.model.lm_head.register_forward_hook(lambda m, i, o: o * float("nan") if m.training else o)
+    prompts = [C.Prompted(C.chat_prompt_ids(tok, C.rubric_messages("hi")), {})]
+    cfg = C.GRPOConfig(group_size=2, batch_size=2, micro_batch=2, max_completion_length=3, beta=0.0, num_iterations=1,
+                       max_steps=10, save_every=0, max_bad_steps=3)
+    with pytest.raises(SystemExit, match="3 consecutive non-finite steps"):
+        C.grpo_train(model, tok, cfg, prompts, lambda p: p, lambda b, t, G: (torch.tensor([0.0, 1.0]), {}),
+                     tmp_path, C.Dist())
+    assert caplog.text.count("non-finite loss or gradient, update skipped") == 3
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, before[n]), n  # no update was applied
+    assert len(read_jsonl(tmp_path / "metrics.jsonl")) == 3
+
+
+def test_out_of_memory_is_answered_with_the_flags_that_lower_memory():
+    def boom():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    with pytest.raises(SystemExit) as e:
+        C.run_main(boom)
+    msg = str(e.value)
+    assert msg.startswith("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB)")
+    for flag in ("--micro-batch 1", "--gradient-checkpointing", "--load-4bit"):
+        assert flag in msg
+
+
+@pytest.mark.parametrize("script", ["sft_warmup.py", "train_judge_phase.py", "train_rubric_phase.py", "evaluate.py",
+                                    "policy_dpo.py", "policy_grpo.py"])
+def test_security_defaults(script):
+    import importlib
+    mod = importlib.import_module(script[:-3])
+    required = {"sft_warmup.py": ["--role", "judge", "--out", "o"],
+                "train_judge_phase.py": ["--rubric-cache", "r", "--out", "o"],
+                "train_rubric_phase.py": ["--judge-adapter", "j", "--out", "o"],
+                "evaluate.py": ["--benchmark", "pairwise", "--out", "o"],
+                "policy_dpo.py": ["--rubric-adapter", "r", "--judge-adapter", "j", "--out", "o"],
+                "policy_grpo.py": ["--rubric-adapter", "r", "--judge-adapter", "j", "--out", "o"]}[script]
+    args = mod.parse_args(required)
+    assert args.trust_remote_code is False
+    assert getattr(args, "wandb_project", None) is None
+
+
+def test_no_credentials_in_outputs(tiny_model, tmp_path):
+    secret = "sk-test-" + "9" * 24
+    run_script("sft_warmup.py", "--role", "rubric", "--model", tiny_model, "--data", TRAIN, "--limit", "2", "--max-steps",
+               "1", "--out", tmp_path / "o", env={"WANDB_API_KEY": secret, "HF_TOKEN": secret})
+    for f in (tmp_path / "o").rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+    assert not (tmp_path / "o" / "wandb").exists()  # wandb stays off unless asked
+    weights = [p.name for p in (tmp_path / "o" / "adapter").iterdir() if p.suffix not in (".json", ".md")]
+    assert weights == ["adapter_model.safetensors"]  # no pickle files
