@@ -1250,7 +1250,7 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
         n_seq = all_reduce_sum(torch.tensor(float(sum(m[3].shape[0] for m in mb)), device=device), dist)
         model.train()
         stats = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0}
-        finite = True
+        finite, t_opt_step = True, 0.0
         for _ in range(cfg.num_iterations):
             opt.zero_grad(set_to_none=True)
             for j, (pids, pmask, cids, cmask, sl) in enumerate(mb):
@@ -1268,9 +1268,11 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
             finite = all(torch.isfinite(p.grad).all() for p in params if p.grad is not None) and math.isfinite(stats["loss"])
             if not finite:
                 break
+            t_os = time.perf_counter()
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
             sched.step()
+            t_opt_step += time.perf_counter() - t_os
         opt.zero_grad(set_to_none=True)
         t_end = time.perf_counter()
         if not finite:
@@ -1285,7 +1287,7 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
                 "truncated_frac": float(torch.cat([r.truncated for r in rolls]).float().mean()),
                 "gen_tokens_per_s": n_tok / max(t_gen - t0, 1e-9),
                 "time_gen": t_gen - t0, "time_reward": t_rew - t_gen, "time_logprob": t_lp - t_rew,
-                "time_optim": t_end - t_lp, "time_step": t_end - t0}
+                "time_fwd_bwd": t_end - t_lp - t_opt_step, "time_optimizer": t_opt_step, "time_step": t_end - t0}
         metrics.log(step + 1, last)
         if bad >= cfg.max_bad_steps:
             raise SystemExit(f"error: {bad} consecutive non-finite steps; lower --lr or check the data")

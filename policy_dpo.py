@@ -184,6 +184,30 @@ def reference_logps(model, pairs, mb: int, pad_id: int, device) -> tuple[torch.T
     return torch.cat(ch), torch.cat(rj)
 
 
+def dpo_step(model, opt, sched, params, batch: list[tuple], ref_c, ref_r, args, pad_id: int, dist) -> dict:
+    """One optimizer step: DPO + sft_weight x chosen NLL, mean over the batch's pairs, accumulated
+    over micro-batches of --micro-batch pairs."""
+    opt.zero_grad(set_to_none=True)
+    agg = {"loss": 0.0, "dpo_loss": 0.0, "sft_loss": 0.0, "reward_acc": 0.0, "reward_margin": 0.0}
+    for s in range(0, len(batch), args.micro_batch):
+        part = batch[s:s + args.micro_batch]
+        c, r, n_c = pair_logps(model, part, pad_id, dist.device)
+        sl = slice(s, s + len(part))
+        dpo, m = C.dpo_loss(c, r, ref_c[sl].to(c), ref_r[sl].to(r), args.beta, return_metrics=True)
+        sft = (-c / n_c).mean()  # per-token NLL of the chosen response
+        loss = dpo + args.sft_weight * sft
+        w = len(part) / len(batch)
+        (loss * w).backward()
+        for key, v in (("loss", float(loss)), ("dpo_loss", float(dpo)), ("sft_loss", float(sft)),
+                       ("reward_acc", m["reward_acc"]), ("reward_margin", m["reward_margin"])):
+            agg[key] += v * w
+    C.average_gradients(params, dist)
+    agg["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm))
+    opt.step()
+    sched.step()
+    return agg
+
+
 def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> dict:
     model, tok = C.load_trainable(args, dist, adapter)
     prefs = C.read_jsonl_resumable(prefs_path)
@@ -221,24 +245,8 @@ def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> d
         perm = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed + epoch)).tolist()
         lo = (k * dist.world + dist.rank) * per_rank
         idx = perm[lo:lo + per_rank] or perm[:per_rank]
-        opt.zero_grad(set_to_none=True)
-        agg = {"loss": 0.0, "dpo_loss": 0.0, "sft_loss": 0.0, "reward_acc": 0.0, "reward_margin": 0.0}
-        for s in range(0, len(idx), args.micro_batch):
-            ids = idx[s:s + args.micro_batch]
-            c, r, n_c = pair_logps(model, [pairs[i] for i in ids], tok.pad_token_id, dist.device)
-            dpo, m = C.dpo_loss(c, r, ref_c[ids].to(c), ref_r[ids].to(r), args.beta, return_metrics=True)
-            sft = (-c / n_c).mean()  # per-token NLL of the chosen response
-            loss = dpo + args.sft_weight * sft
-            w = len(ids) / len(idx)
-            (loss * w).backward()
-            for key, v in (("loss", float(loss)), ("dpo_loss", float(dpo)), ("sft_loss", float(sft)),
-                           ("reward_acc", m["reward_acc"]), ("reward_margin", m["reward_margin"])):
-                agg[key] += v * w
-        C.average_gradients(params, dist)
-        gnorm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-        opt.step()
-        sched.step()
-        last = {**agg, "grad_norm": float(gnorm), "lr": sched.get_last_lr()[0], "time_step": time.perf_counter() - t0}
+        agg = dpo_step(model, opt, sched, params, [pairs[i] for i in idx], ref_c[idx], ref_r[idx], args, tok.pad_token_id, dist)
+        last = {**agg, "lr": sched.get_last_lr()[0], "time_step": time.perf_counter() - t0}
         metrics.log(step + 1, last)
         if dist.main and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < total:
             C.save_checkpoint(out, step + 1, model, opt, sched, {"total": total})

@@ -85,6 +85,24 @@ def completion_nll(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return -logp_sum.sum(), n.sum()
 
 
+def sft_step(model, opt, sched, params, batch, micro_batch: int, pad_id: int, dist, max_grad_norm: float):
+    """One optimizer step on `batch` (this rank's examples): the token-weighted mean completion NLL
+    over the whole batch, accumulated over micro-batches. Returns (loss, grad norm, tokens)."""
+    n_tok = C.all_reduce_sum(torch.tensor(float(sum(len(c) for _, c in batch)), device=dist.device), dist)
+    opt.zero_grad(set_to_none=True)
+    total_nll = 0.0
+    for s in range(0, len(batch), micro_batch):
+        nll, _ = completion_nll(model, C.collate_completions(batch[s:s + micro_batch], pad_id, dist.device))
+        (nll / n_tok * dist.world).backward()
+        total_nll += float(nll.detach())
+    C.average_gradients(params, dist)
+    gnorm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    opt.step()
+    sched.step()
+    loss = float(C.all_reduce_sum(torch.tensor(total_nll, device=dist.device), dist) / n_tok)
+    return loss, float(gnorm), int(n_tok)
+
+
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
@@ -121,20 +139,10 @@ def main(argv=None) -> None:
         perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed + epoch)).tolist()
         lo = (k * dist.world + dist.rank) * per_rank
         mine = [examples[i] for i in perm[lo:lo + per_rank]]
-        n_tok = C.all_reduce_sum(torch.tensor(float(sum(len(c) for _, c in mine)), device=dist.device), dist)
-        opt.zero_grad(set_to_none=True)
-        total_nll = 0.0
-        for s in range(0, len(mine), args.micro_batch):
-            nll, _ = completion_nll(model, C.collate_completions(mine[s:s + args.micro_batch], tok.pad_token_id, dist.device))
-            (nll / n_tok * dist.world).backward()  # token-weighted mean over the whole batch
-            total_nll += float(nll.detach())
-        C.average_gradients(params, dist)
-        gnorm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-        opt.step()
-        sched.step()
-        loss = float(C.all_reduce_sum(torch.tensor(total_nll, device=dist.device), dist) / n_tok)
-        metrics.log(step + 1, {"loss": loss, "grad_norm": float(gnorm), "lr": sched.get_last_lr()[0],
-                               "tokens": int(n_tok), "epoch": (step + 1) / steps_per_epoch,
+        loss, gnorm, n_tok = sft_step(model, opt, sched, params, mine, args.micro_batch, tok.pad_token_id, dist,
+                                      args.max_grad_norm)
+        metrics.log(step + 1, {"loss": loss, "grad_norm": gnorm, "lr": sched.get_last_lr()[0],
+                               "tokens": n_tok, "epoch": (step + 1) / steps_per_epoch,
                                "time_step": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{loss:.4f}")
         if dist.main and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < total:

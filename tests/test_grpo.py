@@ -155,7 +155,7 @@ def test_judge_phase_end_to_end_and_resume(tiny_model, tmp_path):
     log = read_jsonl(tmp_path / "full" / "metrics.jsonl")
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     for key in ("reward", "reward_acc", "reward_fmt", "kl", "clip_frac", "completion_len", "zero_var_groups",
-                "gen_tokens_per_s", "time_gen", "time_optim"):
+                "gen_tokens_per_s", "time_gen", "time_logprob", "time_fwd_bwd", "time_optimizer"):
         assert key in log[0]
     assert (tmp_path / "full" / "adapter" / "adapter_model.safetensors").exists()
     C.attach_lora(C.load_base_model(str(tiny_model)), str(tmp_path / "full" / "adapter"), trainable=False)
