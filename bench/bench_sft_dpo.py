@@ -1,0 +1,153 @@
+"""One SFT step (ours: sft_warmup.sft_step vs TRL SFTTrainer) and one DPO step (ours:
+policy_dpo.dpo_step vs TRL DPOTrainer), same model, data, batch, micro-batch and LoRA rank.
+
+    python bench/bench_sft_dpo.py         # writes the sft_dpo section of BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import _util as U
+import torch
+
+import common as C
+import policy_dpo
+import sft_warmup
+
+
+class Args:  # the dpo_step knobs, as policy_dpo's flags would give them
+    def __init__(self, micro: int):
+        self.micro_batch, self.beta, self.sft_weight, self.max_grad_norm = micro, 0.1, 0.0, 1.0
+
+
+def timer_callback(times: list):
+    from transformers import TrainerCallback
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+    return Timer()
+
+
+def lora(r: int):
+    from peft import LoraConfig
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def ours_sft(model_dir, rows, a) -> float:
+    torch.manual_seed(0)
+    tok = C.load_tokenizer(str(model_dir))
+    model = C.attach_lora(C.load_base_model(str(model_dir)), r=a.lora_r, alpha=2 * a.lora_r)
+    examples, _ = sft_warmup.build_examples(rows, "judge", tok, 4096)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    sched = C.make_scheduler(opt, "constant", 10, 0.0)
+    model.train()
+    ts = []
+    for step in range(a.reps + 1):
+        batch = examples[step * a.batch:(step + 1) * a.batch]
+        t = time.perf_counter()
+        sft_warmup.sft_step(model, opt, sched, params, batch, a.micro, tok.pad_token_id, C.Dist(), 1.0)
+        ts.append(time.perf_counter() - t)
+    return U.median(ts[1:])
+
+
+def trl_sft(model_dir, rows, a, work) -> float:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+    torch.manual_seed(0)
+    tok = C.load_tokenizer(str(model_dir))
+    data = [{"prompt": tok.decode(C.judge_prompt_ids(tok, r["prompt"], r["rubric"], r["response_a"], r["response_b"])[0]),
+             "completion": r["judge_trajectory"]} for r in rows]
+    times: list[float] = []
+    cfg = SFTConfig(output_dir=str(work / "trl_sft"), use_cpu=True, bf16=False, gradient_checkpointing=False,
+                    per_device_train_batch_size=a.micro, gradient_accumulation_steps=a.batch // a.micro,
+                    max_length=4096, learning_rate=1e-5, lr_scheduler_type="constant", max_steps=a.reps + 1,
+                    logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, log_level="error",
+                    completion_only_loss=True, packing=False, seed=0)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32), args=cfg,
+                         train_dataset=Dataset.from_list(data), processing_class=tok, peft_config=lora(a.lora_r),
+                         callbacks=[timer_callback(times)])
+    trainer.train()
+    return U.median(times[1:])
+
+
+def dpo_pairs(rows):
+    return [{"prompt": r["prompt"], "chosen": r["judge_trajectory"], "rejected": rows[(i + 1) % len(rows)]["judge_trajectory"]}
+            for i, r in enumerate(rows)]
+
+
+def ours_dpo(model_dir, rows, a) -> float:
+    torch.manual_seed(0)
+    tok = C.load_tokenizer(str(model_dir))
+    model = C.attach_lora(C.load_base_model(str(model_dir)), r=a.lora_r, alpha=2 * a.lora_r)
+    pairs, _ = policy_dpo.tokenize_pairs(tok, dpo_pairs(rows), 4096)
+    ref_c, ref_r = policy_dpo.reference_logps(model, pairs, a.micro, tok.pad_token_id, "cpu")  # once per round
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-6)
+    sched = C.make_scheduler(opt, "constant", 10, 0.0)
+    model.train()
+    ts = []
+    for step in range(a.reps + 1):
+        sl = slice(step * a.batch, (step + 1) * a.batch)
+        t = time.perf_counter()
+        policy_dpo.dpo_step(model, opt, sched, params, pairs[sl], ref_c[sl], ref_r[sl], Args(a.micro), tok.pad_token_id, C.Dist())
+        ts.append(time.perf_counter() - t)
+    return U.median(ts[1:])
+
+
+def trl_dpo(model_dir, rows, a, work) -> float:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+    torch.manual_seed(0)
+    tok = C.load_tokenizer(str(model_dir))
+    data = [{"prompt": tok.decode(policy_dpo.policy_prompt_ids(tok, p["prompt"])), "chosen": p["chosen"],
+             "rejected": p["rejected"]} for p in dpo_pairs(rows)]
+    times: list[float] = []
+    cfg = DPOConfig(output_dir=str(work / "trl_dpo"), use_cpu=True, bf16=False, gradient_checkpointing=False,
+                    per_device_train_batch_size=a.micro, gradient_accumulation_steps=a.batch // a.micro, max_length=4096,
+                    learning_rate=1e-6, lr_scheduler_type="constant", max_steps=a.reps + 1, beta=0.1,
+                    precompute_ref_log_probs=True, logging_steps=1, report_to="none", save_strategy="no",
+                    disable_tqdm=True, log_level="error", seed=0)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32), args=cfg,
+                         train_dataset=Dataset.from_list(data), processing_class=tok, peft_config=lora(a.lora_r),
+                         callbacks=[timer_callback(times)])
+    trainer.train()
+    return U.median(times[1:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=16, help="examples (SFT) or pairs (DPO) per step")
+    ap.add_argument("--micro", type=int, default=8)
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_sft_dpo_"))
+    model_dir = U.bench_model(work / "model")
+    rows = C.load_pairs(str(U.ROOT / "data" / "demo_train.jsonl"), limit=a.batch * (a.reps + 1),
+                        require=("rubric", "judge_trajectory"))
+    res = {"SFT": (ours_sft(model_dir, rows, a), trl_sft(model_dir, rows, a, work)),
+           "DPO": (ours_dpo(model_dir, rows, a), trl_dpo(model_dir, rows, a, work))}
+    lines = ["| step | ours s | TRL s | ours / TRL |", "|---|---|---|---|"]
+    for k, (o, t) in res.items():
+        lines.append(f"| {k} | {o:.3f} | {t:.3f} | **{o / t:.2f}** |")
+    body = (f"Median of {a.reps} steps after a warm-up step. Model: Qwen3 hidden 256, 4 layers, random, fp32; LoRA "
+            f"r={a.lora_r} on all linear layers; {a.batch} examples (SFT: judge prompt about 270 tokens + trajectory about "
+            f"220 tokens) or pairs (DPO: short prompt, two trajectories) per step, micro-batch {a.micro}. DPO reference "
+            "log-probs precomputed once in both (TRL: precompute_ref_log_probs=True), outside the timed steps.\n\n"
+            + "\n".join(lines))
+    U.write_section("sft_dpo", "SFT and DPO steps: ours vs TRL", "python bench/bench_sft_dpo.py", body, ("trl",))
+
+
+if __name__ == "__main__":
+    main()
