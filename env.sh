@@ -1,5 +1,6 @@
 # Sourced by alternate.sh and tests/run.sh: use .venv, creating it on first use.
-# RUBRIC_ARM_DEV=1 also installs the test tools (requirements-dev.txt).
+# RUBRIC_ARM_DEV=1 also installs the test tools (requirements-dev.txt), RUBRIC_ARM_BENCH=1 the
+# benchmark-only packages (bench/requirements-bench.txt: TRL, matplotlib).
 # Set RUBRIC_ARM_PYTHON to use an interpreter you already set up (e.g. on a GPU machine).
 _root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ -n "${RUBRIC_ARM_PYTHON:-}" ]; then
@@ -11,6 +12,10 @@ else
   if [ "${RUBRIC_ARM_DEV:-0}" = 1 ]; then
     _stamp="$_root/.venv/.ok-dev-$(cat "$_root/requirements-dev.txt" | cksum | cut -d' ' -f1)-$_sum"
     _req=requirements-dev.txt
+  fi
+  if [ "${RUBRIC_ARM_BENCH:-0}" = 1 ]; then
+    _stamp="$_root/.venv/.ok-bench-$(cat "$_root/bench/requirements-bench.txt" | cksum | cut -d' ' -f1)-$_sum"
+    _req=bench/requirements-bench.txt
   fi
   if [ ! -f "$_stamp" ]; then
     echo "[env] installing $_req into $_root/.venv (first run only, about a minute)" >&2

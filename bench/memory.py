@@ -1,0 +1,256 @@
+"""Peak GPU memory of each phase for a Qwen3-8B-shaped model, as a function of the flags.
+
+An analytic estimate everywhere (the model below), and on a CUDA machine the measured peak of one
+real step of the phase with random weights (--measure). The estimate counts:
+  weights     bf16: 2 bytes/param; 4-bit nf4 with double quantisation: 0.516 bytes per linear weight,
+              embeddings, output head and norms stay bf16 (bitsandbytes leaves them)
+  LoRA        fp32 parameters, gradients and two AdamW moments: 16 bytes per trainable parameter; a
+              frozen second adapter (the judge in the rubric phase) 4 bytes per parameter
+  generation  KV cache: 2 (K, V) x layers x kv_heads x head_dim x 2 bytes per token, for
+              gen_batch x G sequences of prompt + completion tokens (the prefix is expanded G times);
+              plus the last position's fp32 logits
+  training    one micro-batch of micro x (prompt + completion) tokens: activations kept for backward,
+              bf16, per token per layer (10 x hidden + 4 x intermediate) values without gradient
+              checkpointing, or one hidden state per layer plus one layer's activations with it; the
+              fp32 logits of the completion positions only (the output head runs only there), about
+              10 bytes per logit with log-softmax and its gradient; with 4-bit weights one dequantised
+              linear weight at a time
+  peak        weights + LoRA state + max(generation, training) + 1 GB for the CUDA context and
+              allocator slack
+Lengths per phase follow the paper: SFT cutoffs 3072 (rubric) and 6144 (judge); judge phase G=7,
+1024 new tokens, judge prompts up to --max-prompt-length 5120; rubric phase G=6, 512 new tokens,
+and the frozen judge's greedy verdicts (prompt up to 5120, --judge-max-new-tokens 1024); DPO
+cutoff 2048, two sequences per pair.
+
+    python bench/memory.py                       # estimates; writes the memory section of BENCHMARKS.md
+    python bench/memory.py --measure             # on a CUDA machine: also one real step per phase
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+from dataclasses import dataclass, replace
+
+import _util as U
+import torch
+
+import common as C
+
+GB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int = 4096
+    layers: int = 36
+    heads: int = 32
+    kv_heads: int = 8
+    head_dim: int = 128
+    intermediate: int = 12288
+    vocab: int = 151936
+
+
+QWEN3_8B = Shape()
+
+
+@dataclass(frozen=True)
+class Flags:
+    load_4bit: bool = True
+    lora_r: int = 16
+    G: int = 7
+    prompt_len: int = 5120
+    completion_len: int = 1024
+    micro_batch: int = 1
+    gen_batch: int = 1             # prompts per generate call
+    grad_ckpt: bool = True
+    judge_prompt_len: int = 0      # rubric phase: the frozen judge's prompt and new tokens
+    judge_new: int = 0
+    judge_batch: int = 1
+    pair: bool = False             # DPO: chosen and rejected per example
+
+
+def linear_shapes(s: Shape) -> list[tuple[int, int]]:
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    return [(s.hidden, q), (s.hidden, kv), (s.hidden, kv), (q, s.hidden),
+            (s.hidden, s.intermediate), (s.hidden, s.intermediate), (s.intermediate, s.hidden)]
+
+
+def params(s: Shape) -> dict:
+    lin = s.layers * sum(i * o for i, o in linear_shapes(s))
+    other = 2 * s.vocab * s.hidden + s.layers * (2 * s.hidden + 2 * s.head_dim) + s.hidden
+    return {"linear": lin, "other": other, "total": lin + other}
+
+
+def lora_params(s: Shape, r: int) -> int:
+    return s.layers * sum(r * (i + o) for i, o in linear_shapes(s))
+
+
+def estimate(s: Shape, f: Flags, phase: str) -> dict:
+    p = params(s)
+    weights = p["linear"] * (0.516 if f.load_4bit else 2) + p["other"] * 2
+    n_lora = lora_params(s, f.lora_r)
+    lora = 16 * n_lora + (4 * n_lora if phase == "rubric phase" else 0)
+    kv_tok = 2 * s.layers * s.kv_heads * s.head_dim * 2
+    gen = 0.0
+    if phase in ("judge phase", "rubric phase"):
+        gen = f.gen_batch * f.G * (f.prompt_len + f.completion_len) * kv_tok + f.gen_batch * f.G * s.vocab * 4
+    if phase == "rubric phase":  # the frozen judge's verdicts on every rubric of a step, judge_batch at a time
+        gen = max(gen, f.judge_batch * (f.judge_prompt_len + f.judge_new) * kv_tok + f.judge_batch * s.vocab * 4)
+    seqs = f.micro_batch * (2 if f.pair else 1)
+    tokens = seqs * (f.prompt_len + f.completion_len)
+    per_tok_layer = 2 * (10 * s.hidden + 4 * s.intermediate)
+    if f.grad_ckpt:
+        act = tokens * s.layers * 2 * s.hidden + tokens * per_tok_layer
+    else:
+        act = tokens * s.layers * per_tok_layer
+    logits = seqs * f.completion_len * s.vocab * 10
+    dequant = 2 * s.hidden * s.intermediate if f.load_4bit else 0
+    train = act + logits + dequant
+    peak = weights + lora + max(gen, train) + 1 * GB
+    return {"weights": weights / GB, "lora": lora / GB, "generation": gen / GB, "training": train / GB,
+            "peak": peak / GB}
+
+
+def phase_flags(phase: str, base: Flags) -> Flags:
+    """The paper's G and lengths for each phase, with the memory flags of `base`."""
+    if phase == "SFT rubric":
+        return replace(base, G=1, prompt_len=512, completion_len=2560)
+    if phase == "SFT judge":
+        return replace(base, G=1, prompt_len=5120, completion_len=1024)
+    if phase == "judge phase":
+        return replace(base, G=7, prompt_len=5120, completion_len=1024)
+    if phase == "rubric phase":
+        return replace(base, G=6, prompt_len=512, completion_len=512, judge_prompt_len=5120, judge_new=1024)
+    if phase == "DPO":
+        return replace(base, G=1, prompt_len=1024, completion_len=1024, pair=True)
+    raise ValueError(phase)
+
+
+PHASES = ["SFT rubric", "SFT judge", "judge phase", "rubric phase", "DPO"]
+
+
+# ---- measured: one real step with random weights (CUDA) ------------------------------------------
+
+class _IdTokenizer:
+    """Token ids only: the measured steps need pad/eos ids and no text."""
+    pad_token_id, eos_token_id = 0, 1
+
+    def decode(self, ids, **kw) -> str:
+        return ""
+
+
+def random_model(s: Shape, load_4bit: bool, device):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    cfg = Qwen3Config(vocab_size=s.vocab, hidden_size=s.hidden, intermediate_size=s.intermediate,
+                      num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
+                      head_dim=s.head_dim, tie_word_embeddings=False, eos_token_id=1, pad_token_id=0)
+    cfg._attn_implementation = C.pick_attn_implementation(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    with torch.device("cpu"):
+        model = Qwen3ForCausalLM(cfg).to(dtype)
+    if load_4bit:  # swap every linear of the layers for a 4-bit one holding the same weights
+        import bitsandbytes as bnb
+        for layer in model.model.layers:
+            for parent in (layer.self_attn, layer.mlp):
+                for name, lin in list(parent.named_children()):
+                    if isinstance(lin, torch.nn.Linear):
+                        q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
+                                              compute_dtype=dtype, quant_type="nf4", quant_storage=torch.uint8)
+                        q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, quant_type="nf4")
+                        setattr(parent, name, q)
+    model.to(device)
+    C.fix_bnb_cpu_trap(model)
+    return model
+
+
+def measure(s: Shape, f: Flags, phase: str, device) -> float | None:
+    """Peak memory (GB) of one real step of `phase`; None off CUDA (the step still runs)."""
+    torch.manual_seed(0)
+    model = random_model(s, f.load_4bit, device)
+    if f.grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = C.attach_lora(model, r=f.lora_r, alpha=2 * f.lora_r)
+    tok = _IdTokenizer()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    ids = lambda n: torch.randint(2, s.vocab, (n,)).tolist()  # noqa: E731
+    params_ = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params_, lr=1e-6)
+    if phase.startswith("SFT") or phase == "DPO":
+        seqs = f.micro_batch * (2 if f.pair else 1)
+        batch = C.collate_completions([(ids(f.prompt_len), ids(f.completion_len)) for _ in range(seqs)], 0, device)
+        logp, n = C.sequence_logprobs(model, batch)
+        (-logp.sum() / n.sum()).backward()
+        opt.step()
+    else:
+        if phase == "rubric phase":
+            model.add_adapter("judge", model.peft_config["default"])
+            model.set_adapter("default")
+            with C.use_adapter(model, "judge"):
+                C.generate(model, tok, [ids(f.judge_prompt_len) for _ in range(f.judge_batch)], n=1,
+                           max_new_tokens=f.judge_new, temperature=0.0)
+        cfg = C.GRPOConfig(group_size=f.G, batch_size=f.G * f.gen_batch, micro_batch=f.micro_batch,
+                           max_completion_length=f.completion_len, num_iterations=2, beta=0.001, max_steps=1,
+                           save_every=0, gen_batch=f.gen_batch)
+        prompts = [C.Prompted(ids(f.prompt_len), {}) for _ in range(f.gen_batch)]
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            C.grpo_train(model, tok, cfg, prompts, lambda p: p,
+                         lambda b, t, G: (torch.arange(len(t), dtype=torch.float), {}), d, C.Dist(device=device),
+                         metrics=C.MetricsLogger(d, enabled=False))
+    peak = torch.cuda.max_memory_allocated(device) / GB if device.type == "cuda" else None
+    del model, opt
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bf16", action="store_true", help="bf16 base instead of 4-bit")
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--micro-batch", type=int, default=1)
+    ap.add_argument("--gen-batch", type=int, default=1)
+    ap.add_argument("--judge-batch", type=int, default=1)
+    ap.add_argument("--no-grad-ckpt", action="store_true")
+    ap.add_argument("--measure", action="store_true", help="also run one real step per phase (CUDA for numbers)")
+    ap.add_argument("--shape", choices=["qwen3-8b", "tiny"], default="qwen3-8b",
+                    help="tiny: a small shape with short lengths, to check that the measured path runs")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    a = ap.parse_args()
+    base = Flags(load_4bit=not a.bf16, lora_r=a.lora_r, micro_batch=a.micro_batch, gen_batch=a.gen_batch,
+                 judge_batch=a.judge_batch, grad_ckpt=not a.no_grad_ckpt)
+    shape = QWEN3_8B if a.shape == "qwen3-8b" else Shape(64, 2, 4, 2, 16, 128, 512)
+    device = C.default_device()
+    rows = ["| phase | G | prompt + completion | weights | LoRA state | generation | training | **peak (est.)** | measured |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for phase in PHASES:
+        f = phase_flags(phase, base)
+        if a.shape == "tiny":
+            f = replace(f, prompt_len=16, completion_len=8, judge_prompt_len=16 if f.judge_prompt_len else 0,
+                        judge_new=8 if f.judge_new else 0)
+        e = estimate(shape, f, phase)
+        m = measure(shape, f, phase, device) if a.measure else None
+        meas = f"{m:.1f} GB" if m is not None else ("ran (no CUDA)" if a.measure else "-")
+        rows.append(f"| {phase} | {f.G} | {f.prompt_len} + {f.completion_len} | {e['weights']:.1f} | {e['lora']:.2f} | "
+                    f"{e['generation']:.1f} | {e['training']:.1f} | **{e['peak']:.1f}** | {meas} |")
+        print(rows[-1], flush=True)
+    flags = (f"{'bf16' if a.bf16 else '4-bit nf4'} base, LoRA r={a.lora_r} (all linear layers), micro-batch "
+             f"{a.micro_batch}, {a.gen_batch} prompt(s) per generate call, judge batch {a.judge_batch}, gradient "
+             f"checkpointing {'off' if a.no_grad_ckpt else 'on'}")
+    print(flags)
+    if not a.no_write and a.shape == "qwen3-8b":
+        cmd = "python bench/memory.py" + (" --bf16" if a.bf16 else "") + (" --measure" if a.measure else "")
+        body = (f"Qwen3-8B shape (hidden 4096, 36 layers, 32 heads, 8 KV heads, head dim 128, intermediate 12288, "
+                f"vocab 151936; {params(shape)['total'] / 1e9:.2f}B parameters). Flags: {flags}. GB = 2^30 bytes. "
+                "The model behind the estimate is in the script's docstring.\n\n" + "\n".join(rows))
+        U.write_section("memory" + ("_bf16" if a.bf16 else ""), "Peak GPU memory per phase, Qwen3-8B shape"
+                        + (" (bf16 base)" if a.bf16 else " (4-bit base)"), cmd, body)
+
+
+if __name__ == "__main__":
+    main()

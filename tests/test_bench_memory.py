@@ -1,0 +1,43 @@
+"""The memory model of bench/memory.py: its arithmetic, and its measured path (one real step per
+phase) running on a tiny shape (numbers come only on CUDA)."""
+
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+import memory as M  # noqa: E402
+
+
+def test_qwen3_8b_parameter_count_and_weights():
+    p = M.params(M.QWEN3_8B)
+    assert p["total"] == pytest.approx(8.19e9, rel=0.01)  # REFERENCE 10: about 8.2B
+    bf16 = M.estimate(M.QWEN3_8B, M.Flags(load_4bit=False), "SFT judge")
+    assert bf16["weights"] == pytest.approx(p["total"] * 2 / M.GB)
+    nf4 = M.estimate(M.QWEN3_8B, M.Flags(load_4bit=True), "SFT judge")
+    assert 5.0 < nf4["weights"] < 6.5  # about 5 GB of nf4 weights plus bf16 embeddings and head
+
+
+def test_estimate_scales_with_the_flags():
+    f = M.phase_flags("judge phase", M.Flags())
+    e1 = M.estimate(M.QWEN3_8B, f, "judge phase")
+    e2 = M.estimate(M.QWEN3_8B, M.replace(f, gen_batch=2), "judge phase")
+    assert e2["generation"] == pytest.approx(2 * e1["generation"])
+    kv = 2 * 36 * 8 * 128 * 2 * 7 * (5120 + 1024) / M.GB  # K and V, bf16, G sequences of prompt + completion
+    assert e1["generation"] == pytest.approx(kv + 7 * 151936 * 4 / M.GB)
+    no_ckpt = M.estimate(M.QWEN3_8B, M.replace(f, grad_ckpt=False), "judge phase")
+    assert no_ckpt["training"] > 5 * e1["training"]
+    for phase in M.PHASES:  # the README's 24 GB claim, at the paper's G and lengths
+        flags = M.Flags(micro_batch=2, gen_batch=2 if phase != "rubric phase" else 4, judge_batch=4)
+        assert M.estimate(M.QWEN3_8B, M.phase_flags(phase, flags), phase)["peak"] < 24, phase
+
+
+@pytest.mark.parametrize("phase", M.PHASES)
+def test_measured_path_runs_one_real_step(phase):
+    import torch
+    shape = M.Shape(64, 2, 4, 2, 16, 128, 512)
+    f = M.replace(M.phase_flags(phase, M.Flags(load_4bit=True)), prompt_len=12, completion_len=4,
+                  judge_prompt_len=12, judge_new=4)
+    assert M.measure(shape, f, phase, torch.device("cpu")) is None
