@@ -29,7 +29,8 @@ Flags:
   --rubric-init DIR    skip rubric SFT, start from this adapter
   --judge-init DIR     skip judge SFT, start from this adapter
   --cycles K           alternating cycles (default 3)
-  --order ORDER        judge-first (default, the paper) | rubric-first
+  --order ORDER        judge-first (default, the paper) | rubric-first (the paper's ablation) |
+                       simultaneous (both phases from the previous cycle's models)
   --gpus N             processes per training phase; >1 uses torchrun (default 1)
   --out DIR            output folder (default runs/arm)
   --seed N             seed for the data split and the stages (default 0)
@@ -53,7 +54,8 @@ while [ $# -gt 0 ]; do
     *) echo "alternate.sh: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-case "$ORDER" in judge-first|rubric-first) ;; *) echo "alternate.sh: --order must be judge-first or rubric-first" >&2; exit 2 ;; esac
+case "$ORDER" in judge-first|rubric-first|simultaneous) ;;
+  *) echo "alternate.sh: --order must be judge-first, rubric-first or simultaneous" >&2; exit 2 ;; esac
 
 cd "$HERE"
 # shellcheck source=env.sh
@@ -135,10 +137,10 @@ judge_step() {
     --seed "$SEED" --resume $MODEL_ARGS $JUDGE_ARGS
   JUDGE="$OUT/c$1_judge/adapter"
 }
-rubric_step() {
+rubric_step() {  # rubric_step CYCLE [JUDGE_ADAPTER]: against the given (default: current) judge
   # shellcheck disable=SC2086
   run_step "c$1_rubric" "${LAUNCH[@]}" train_rubric_phase.py --model "$MODEL" --adapter "$RUBRIC" \
-    --judge-adapter "$JUDGE" --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubric" \
+    --judge-adapter "${2:-$JUDGE}" --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubric" \
     --seed "$SEED" --resume $MODEL_ARGS $RUBRIC_ARGS
   RUBRIC="$OUT/c$1_rubric/adapter"
 }
@@ -146,8 +148,10 @@ for c in $(seq 1 "$CYCLES"); do
   echo "[alternate] cycle $c/$CYCLES ($ORDER)"
   if [ "$ORDER" = judge-first ]; then
     cache_step "$c"; judge_step "$c"; rubric_step "$c"
-  else
+  elif [ "$ORDER" = rubric-first ]; then
     rubric_step "$c"; cache_step "$c"; judge_step "$c"
+  else  # simultaneous: both phases start from the previous cycle's models
+    prev_judge="$JUDGE"; cache_step "$c"; judge_step "$c"; rubric_step "$c" "$prev_judge"
   fi
 done
 echo "$RUBRIC" >"$OUT/final_rubric_adapter.txt"; echo "$JUDGE" >"$OUT/final_judge_adapter.txt"

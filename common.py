@@ -1450,11 +1450,16 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
     batches finish, so an interrupted run keeps its work; the finished file appears by rename.
     `key` picks the field that identifies a rubric ('id', or 'prompt' to share one per prompt)."""
     path = Path(path)
+    partial = path.with_name(path.name + ".partial")
     if path.exists():
-        done = {r[key]: r["rubric"] for r in read_jsonl_resumable(path)}
+        finished = read_jsonl_resumable(path)
+        done = {r[key]: r["rubric"] for r in finished}
         if all(r[key] in done for r in rows):
             return done
-    partial = path.with_name(path.name + ".partial")
+        # a finished cache that lacks some rows: keep its rubrics and add the missing ones
+        for r in finished:
+            append_jsonl(partial, r)
+        path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {r[key]: r["rubric"] for r in read_jsonl_resumable(partial)}
     todo, seen = [], set(done)

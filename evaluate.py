@@ -382,6 +382,25 @@ def peak_memory_gb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
 
 
+SIGNATURE_KEYS = ("model", "rubric_adapter", "judge_adapter", "no_rubric", "votes", "temperature", "top_p",
+                  "max_rubric_tokens", "max_judge_tokens", "max_prompt_length", "seed", "load_4bit", "dtype")
+
+
+def check_run_signature(out: Path, args) -> None:
+    """Cached rubrics and judgements are reused on a rerun; refuse to mix them with another model,
+    adapter or decoding setting in the same folder."""
+    sig = {k: (str(v) if v is not None else None) for k, v in vars(args).items() if k in SIGNATURE_KEYS}
+    path = out / "run_signature.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = [k for k in SIGNATURE_KEYS if old.get(k) != sig.get(k)]
+        if diff:
+            raise SystemExit(f"error: {out} holds rubrics and judgements made with other settings ({', '.join(diff)} "
+                             f"differ); use a new --out or delete that folder")
+    else:
+        C.atomic_write_text(path, json.dumps(sig, indent=2))
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     C.add_model_args(ap)
@@ -422,6 +441,7 @@ def main(argv=None) -> dict:
         if name not in HUB and name not in GENERIC:
             raise SystemExit(f"error: unknown benchmark {name!r}")
         specs.append((name, path or args.data))
+    check_run_signature(out, args)
     comps = {name: load_benchmark(name, path, args.limit) for name, path in specs}
     n_prompts = len({c.prompt for cs in comps.values() for c in cs})
     C.log.info("loaded %s; %d distinct prompts", ", ".join(f"{k} {len(v)} comparisons" for k, v in comps.items()), n_prompts)

@@ -71,8 +71,11 @@ def satisfied(constraints: list[Constraint], text: str) -> list[bool]:
     return [c.check(text) for c in constraints]
 
 
-def _sample_constraints(rng: random.Random) -> list[Constraint]:
-    kinds = rng.sample(["include", "max_words", "lowercase", "forbid_letter"], k=rng.randint(2, 4))
+KINDS = ("include", "max_words", "lowercase", "forbid_letter")
+
+
+def _sample_constraints(rng: random.Random, kinds: tuple = KINDS) -> list[Constraint]:
+    kinds = rng.sample(list(kinds), k=rng.randint(min(2, len(kinds)), len(kinds)))
     out = []
     for kind in kinds:
         value = {"include": rng.choice(WORDS), "max_words": rng.randint(8, 14),
@@ -131,10 +134,10 @@ def make_judge_trajectory(constraints: list[Constraint], a: str, b: str, winner:
     return "\n".join(lines)
 
 
-def make_example(rng: random.Random, idx: int, prefix: str = "toy") -> dict:
+def make_example(rng: random.Random, idx: int, prefix: str = "toy", kinds: tuple = KINDS) -> dict:
     while True:
         topic = rng.choice(TOPICS)
-        constraints = _sample_constraints(rng)
+        constraints = _sample_constraints(rng, kinds)
         n = len(constraints)
         k_good = rng.randint(1, n)
         k_bad = rng.randint(0, k_good - 1)
@@ -159,9 +162,9 @@ def check_label(row: dict) -> bool:
     return sa != sb and row["winner"] == ("A" if sa > sb else "B")
 
 
-def make_split(n: int, seed: int, prefix: str) -> list[dict]:
+def make_split(n: int, seed: int, prefix: str, kinds: tuple = KINDS) -> list[dict]:
     rng = random.Random(seed)
-    return [make_example(rng, i, prefix) for i in range(n)]
+    return [make_example(rng, i, prefix, kinds) for i in range(n)]
 
 
 def main() -> None:

@@ -187,3 +187,22 @@ def test_no_credentials_in_outputs(tiny_model, tmp_path):
     assert not (tmp_path / "o" / "wandb").exists()  # wandb stays off unless asked
     weights = [p.name for p in (tmp_path / "o" / "adapter").iterdir() if p.suffix not in (".json", ".md")]
     assert weights == ["adapter_model.safetensors"]  # no pickle files
+
+
+def test_evaluate_refuses_to_mix_settings_in_one_folder(tiny_model, tmp_path):
+    args = ["evaluate.py", "--model", tiny_model, "--benchmark", "pairwise", "--data", EVAL, "--limit", "2",
+            "--max-rubric-tokens", "4", "--max-judge-tokens", "4", "--out", tmp_path / "ev"]
+    run_script(*args)
+    err = one_line_error(run_script(*args[:-2], "--max-judge-tokens", "5", "--out", tmp_path / "ev", check=False))
+    assert "holds rubrics and judgements made with other settings (max_judge_tokens differ)" in err
+
+
+def test_rubric_cache_extends_an_existing_cache(tiny_model, tok, tmp_path):
+    model = C.load_base_model(str(tiny_model))
+    rows = C.load_pairs(str(TRAIN), limit=6)
+    first = C.cache_rubrics(model, tok, rows[:4], tmp_path / "r.jsonl", max_new_tokens=4, batch_size=2)
+    stats: dict = {}
+    both = C.cache_rubrics(model, tok, rows, tmp_path / "r.jsonl", max_new_tokens=4, batch_size=2, stats=stats)
+    assert stats["generated"] == 2  # only the two new rows
+    assert [r["id"] for r in read_jsonl(tmp_path / "r.jsonl")] == [r["id"] for r in rows]
+    assert all(both[k] == v for k, v in first.items())
