@@ -1260,7 +1260,7 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
                                      return_stats=True)
                 w = (cmask.sum() / active if cfg.loss_type in ("dapo", "bnpo") else cids.shape[0] / n_seq) * dist.world
                 (loss * w).backward()
-                stats["loss"] += float(loss * w) / cfg.num_iterations / dist.world
+                stats["loss"] += float(loss.detach() * w) / cfg.num_iterations / dist.world
                 share = float(cmask.sum() / active) * dist.world / cfg.num_iterations
                 stats["clip_frac"] += st["clip_frac"] * share
                 stats["kl"] += st["kl"] * share
