@@ -20,10 +20,12 @@ else
   if [ ! -f "$_stamp" ]; then
     echo "[env] installing $_req into $_root/.venv (first run only, about a minute)" >&2
     [ -x "$_root/.venv/bin/python" ] || python3 -m venv "$_root/.venv" || return 1
-    # (the grep drops this machine's harmless "Location ... is ignored" notes from pip's output)
-    "$_root/.venv/bin/python" -m pip install -q --disable-pip-version-check -r "$_root/$_req" 2>&1 \
-      | grep -v "is ignored: it is neither a file nor a directory" >&2
-    [ "${PIPESTATUS[0]}" = 0 ] || return 1
+    if ! "$_root/.venv/bin/python" -m pip install -q --disable-pip-version-check -r "$_root/$_req" \
+        >"$_root/.venv/pip.log" 2>&1; then
+      cat "$_root/.venv/pip.log" >&2
+      echo "[env] pip install failed; full log: $_root/.venv/pip.log" >&2
+      return 1
+    fi
     touch "$_stamp" "$_root/.venv/.ok-base-$_sum"
   fi
   PY="$_root/.venv/bin/python"
