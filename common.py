@@ -1148,6 +1148,7 @@ class GRPOConfig:
     save_every: int = 50
     gen_batch: int = 8                  # prompts per generate() call
     share_prefix: bool = True
+    reuse_first_pass: bool = True       # old log-probs from the first pass (exact without dropout)
     seed: int = 0
     max_bad_steps: int = 3              # stop after this many consecutive NaN/inf losses
 
@@ -1161,6 +1162,8 @@ def add_grpo_args(ap: argparse.ArgumentParser, defaults: GRPOConfig) -> None:
              "scale_rewards": "group: divide advantages by group std; none: do not",
              "mask_truncated": "exclude completions that hit the length limit from the loss",
              "share_prefix": "prefill each prompt once for its G samples", "max_steps": "stop after N steps",
+             "reuse_first_pass": "take the old log-probs from the first optimisation pass instead of an extra "
+                                 "forward (exact when there is no dropout; off otherwise)",
              "gen_batch": "prompts per generate call", "save_every": "checkpoint every N steps",
              "max_bad_steps": "stop after N consecutive non-finite losses"}
     for f, v in asdict(defaults).items():
@@ -1206,6 +1209,7 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
     steps_per_epoch = max(1, len(examples) // (prompts_per_rank * dist.world))
     total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * steps_per_epoch)))
     params = [p for p in model.parameters() if p.requires_grad]
+    has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, cfg.lr_scheduler, total * cfg.num_iterations, cfg.warmup_ratio)
     start = 0
@@ -1237,9 +1241,14 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
         adv = group_advantages(rewards, G, cfg.scale_rewards).to(device)
         t_rew = time.perf_counter()
         mb = _micro_batches(rolls, G, cfg.micro_batch, cfg.mask_truncated)
-        # 4. old and reference log-probs, no grad, once per batch
+        # 4. old and reference log-probs, no grad, once per batch. The old log-probs are those of the
+        #    weights that sampled; the first pass runs those very weights, so without dropout its
+        #    log-probs (detached) are the old ones and no extra forward pass is needed.
+        reuse = cfg.num_iterations > 1 and cfg.reuse_first_pass and not has_dropout
         with torch.no_grad():
-            old = [token_logprobs(model, *m[:3], cfg.temperature) for m in mb] if cfg.num_iterations > 1 else None
+            old = None
+            if cfg.num_iterations > 1:
+                old = [None] * len(mb) if reuse else [token_logprobs(model, *m[:3], cfg.temperature) for m in mb]
             ref = None
             if cfg.beta != 0.0:
                 with model.disable_adapter():
@@ -1255,6 +1264,8 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
             opt.zero_grad(set_to_none=True)
             for j, (pids, pmask, cids, cmask, sl) in enumerate(mb):
                 logp = token_logprobs(model, pids, pmask, cids, cfg.temperature)
+                if old is not None and old[j] is None:
+                    old[j] = logp.detach()
                 loss, st = grpo_loss(logp, old[j] if old else None, ref[j] if ref else None, adv[sl], cmask,
                                      cfg.eps_low, cfg.eps_high, cfg.beta, cfg.loss_type, cfg.max_completion_length,
                                      return_stats=True)
