@@ -1213,9 +1213,12 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, cfg.lr_scheduler, total * cfg.num_iterations, cfg.warmup_ratio)
     start = 0
+    seed_everything(cfg.seed + dist.rank)  # each rank samples its own completions
     if resume and (ck := latest_checkpoint(out_dir)):
         start = load_checkpoint(ck, model, opt, sched)["step"]
         log.info("resumed from %s at step %d/%d", ck, start, total)
+        if dist.world > 1:  # the checkpoint holds rank 0's RNG; give the other ranks their own streams back
+            seed_everything(cfg.seed + dist.rank + 7919 * start)
     if metrics is None:
         metrics = MetricsLogger(out_dir, enabled=dist.main, resume_step=start)
     device = dist.device

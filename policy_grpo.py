@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
-    C.seed_everything(args.seed + dist.rank)
+    C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; grpo_train seeds per rank
     prompts = C.load_prompts(args.prompts, args.split, args.limit, args.prompt_field)
     policy, tok = C.load_trainable(args, dist, args.adapter)
     share = policy if args.rm_model == args.model else None

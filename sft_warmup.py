@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
-    C.seed_everything(args.seed + dist.rank)
+    C.seed_everything(args.seed)  # the same on every rank: identical LoRA init
     required = ("rubric",) if args.role == "rubric" else ("rubric", "judge_trajectory")
     rows = C.load_pairs_from_args(args, require=required)
     model, tok = C.load_trainable(args, dist, args.adapter)

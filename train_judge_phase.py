@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
-    C.seed_everything(args.seed + dist.rank)
+    C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; grpo_train seeds per rank
     rows = C.load_pairs_from_args(args)
     rubrics = C.read_rubric_cache(args.rubric_cache, rows)
     model, tok = C.load_trainable(args, dist, args.adapter)

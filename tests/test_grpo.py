@@ -202,3 +202,17 @@ def test_old_logprobs_from_the_first_pass_equal_a_separate_pass(tiny_model, tok,
     for n in w1:
         torch.testing.assert_close(w1[n], w2[n], rtol=1e-4, atol=1e-6)
     assert sum(r["time_logprob"] for r in log1) < sum(r["time_logprob"] for r in log2)
+
+
+def test_judge_phase_with_torchrun_two_ranks(tiny_model, tmp_path):
+    import sys
+
+    from conftest import ROOT
+    cache = make_cache(tmp_path / "rubrics.jsonl")
+    args = [*JUDGE[1:], "--model", tiny_model, "--rubric-cache", cache, "--max-steps", "2", "--out", tmp_path / "ddp"]
+    p = run_script(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   str(ROOT / "train_judge_phase.py"), *map(str, args))
+    log = read_jsonl(tmp_path / "ddp" / "metrics.jsonl")
+    assert [r["step"] for r in log] == [1, 2]  # one line per step, from rank 0
+    assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").exists()
+    assert p.returncode == 0
