@@ -19,7 +19,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODEL="Qwen/Qwen3-8B"; DATA="OpenRubrics/OpenRubric-v2"; SFT_DATA=""; EVAL_DATA=""; OUT="runs/arm"
 CYCLES=3; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; DEMO=0; SEED=0
 [ $# -eq 0 ] && DEMO=1
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; cat <<'TXT'
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; cat <<'TXT'
 Flags:
   --demo               the bundled tiny default on CPU (also what no arguments does)
   --model NAME         base model for both adapters (default Qwen/Qwen3-8B)
