@@ -252,6 +252,12 @@ def maybe_crash(point: str, k: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def resume_step(out_dir: str | os.PathLike, resume: bool) -> int:
+    """The step a --resume run will continue from (0 for a fresh run)."""
+    ck = latest_checkpoint(out_dir) if resume else None
+    return int(ck.name.split("-")[1]) if ck else 0
+
+
 def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     done = sorted(p for p in (Path(out_dir) / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
     return done[-1] if done else None
@@ -458,6 +464,15 @@ def load_prompts(source: str, split: str = "train", limit: int | None = None, fi
     if not out:
         raise DataError(f"{source}: no prompts")
     return list(out)
+
+
+def add_prompt_args(ap: argparse.ArgumentParser) -> None:
+    """The policy stages' prompts (no responses or labels needed)."""
+    g = ap.add_argument_group("prompts")
+    g.add_argument("--prompts", default="data/demo_train.jsonl", help="prompts: local file or hub dataset")
+    g.add_argument("--prompt-field", default=None, help="column holding the prompt (default: prompt/instruction)")
+    g.add_argument("--split", default="train")
+    g.add_argument("--limit", type=int, default=None, help="first N distinct prompts")
 
 
 def add_data_args(ap: argparse.ArgumentParser, default: str = "data/demo_train.jsonl") -> None:

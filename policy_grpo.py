@@ -31,10 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     C.add_model_args(ap)
     C.add_run_args(ap)
     ap.add_argument("--adapter", default=None, help="policy adapter to start from (default: a new LoRA)")
-    ap.add_argument("--prompts", default="data/demo_train.jsonl", help="prompts: local file or hub dataset")
-    ap.add_argument("--prompt-field", default=None)
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--limit", type=int, default=None)
+    C.add_prompt_args(ap)
     ap.add_argument("--rm-model", default=None, help="Rubric-ARM base model (default: --model, shared in memory)")
     ap.add_argument("--rubric-adapter", required=True)
     ap.add_argument("--judge-adapter", required=True)
@@ -75,7 +72,7 @@ def main(argv=None) -> None:
                           trust_remote_code=args.trust_remote_code, max_rubric_tokens=args.max_rubric_tokens,
                           max_judge_tokens=args.max_judge_tokens, batch_size=args.judge_batch)
     cfg = C.grpo_config_from_args(args)
-    resume_step = int(ck.name.split("-")[1]) if args.resume and (ck := C.latest_checkpoint(out)) else 0
+    resume_step = C.resume_step(out, args.resume)
     metrics = C.MetricsLogger(out, dist.main, args.wandb_project, "policy-grpo", vars(args), resume_step=resume_step)
     C.log.info("online GRPO: %d prompts, G=%d, Rubric-ARM %s", len(prompts), cfg.group_size,
                "on the policy's network" if share is not None else f"as a second model ({args.rm_model})")

@@ -97,7 +97,7 @@ def main(argv=None) -> None:
     cfg = C.grpo_config_from_args(args)
     C.log.info("judge phase: %d examples, G=%d, batch %d, %s reward", len(rows), cfg.group_size, cfg.batch_size,
                "R_acc + R_fmt" if args.format_reward else "R_acc only")
-    resume_step = int(ck.name.split("-")[1]) if args.resume and (ck := C.latest_checkpoint(out)) else 0
+    resume_step = C.resume_step(out, args.resume)
     metrics = C.MetricsLogger(out, dist.main, args.wandb_project, "judge-phase", vars(args), resume_step=resume_step)
     last = C.grpo_train(model, tok, cfg, rows, make_prompt_builder(tok, rubrics, args.shuffle_order, args.max_prompt_length),
                         make_judge_reward(args.format_reward), out, dist, args.resume, metrics)

@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     model, tok = C.load_trainable(args, dist, args.adapter)
     C.add_frozen_adapter(model, args.judge_adapter, "judge")
     cfg = C.grpo_config_from_args(args)
-    resume_step = int(ck.name.split("-")[1]) if args.resume and (ck := C.latest_checkpoint(out)) else 0
+    resume_step = C.resume_step(out, args.resume)
     samples = Path(out) / "judge_samples.jsonl" if dist.main and args.log_samples else None
     if samples is not None and not resume_step:
         samples.unlink(missing_ok=True)
