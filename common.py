@@ -1221,6 +1221,9 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
     if cfg.batch_size % (G * dist.world):
         raise SystemExit(f"error: --batch-size {cfg.batch_size} must be a multiple of G x ranks = {G * dist.world}")
     prompts_per_rank = cfg.batch_size // G // dist.world
+    if len(examples) < prompts_per_rank * dist.world:
+        raise SystemExit(f"error: {len(examples)} examples cannot fill one step of {cfg.batch_size // G} prompts "
+                         f"(--batch-size {cfg.batch_size} / G {G}); lower --batch-size or add data")
     steps_per_epoch = max(1, len(examples) // (prompts_per_rank * dist.world))
     total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * steps_per_epoch)))
     params = [p for p in model.parameters() if p.requires_grad]
