@@ -255,21 +255,22 @@ def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | Non
             a, b = (c.chosen, c.rejected) if chosen_first else (c.rejected, c.chosen)
             rubric = None if rubrics is None else rubrics[c.prompt]
             ids, cut = C.judge_prompt_ids(tok, c.prompt, rubric, a, b, args.max_prompt_length)
-            built.append((c, order, "A" if chosen_first else "B", ids, cut))
+            built.append((c, order, "A" if chosen_first else "B", ids, cut, rubric))
         fits = [k for k, x in enumerate(built) if x[3] is not None]
         with C.adapter_ctx(model, judge_name):
             texts = C.generate_batched(model, tok, [built[k][3] for k in fits], args.batch_size, stats=stats,
                                        n=args.votes, max_new_tokens=args.max_judge_tokens, temperature=temperature,
                                        top_p=args.top_p)
         by_job = {k: texts[n * args.votes:(n + 1) * args.votes] for n, k in enumerate(fits)}
-        for k, (c, order, chosen_is, ids, cut) in enumerate(built):
+        for k, (c, order, chosen_is, ids, cut, rubric) in enumerate(built):
             t = by_job.get(k, [])
             votes = [C.parse_verdict(x) for x in t]
             verdict = majority(votes)
             rec = {"cid": c.cid, "bench": c.bench, "unit": c.unit, "subset": c.subset, "slot": c.slot,
                    "order": order, "chosen_is": chosen_is, "rubric_key": None if rubrics is None else c.prompt[:80],
                    "truncated": bool(cut), "too_long": ids is None, "judge_texts": t, "votes": votes,
-                   "verdict": verdict, "score": score_of(verdict, chosen_is)}
+                   "verdict": verdict, "score": score_of(verdict, chosen_is),
+                   "format": sum(C.format_reward(x, len(C.parse_rubric(rubric or ""))) for x in t) / len(t) if t else 0.0}
             C.append_jsonl(partial, rec)
             done[(c.cid, order)] = rec
         bar.update(len(part))
@@ -487,6 +488,7 @@ def main(argv=None) -> dict:
     cols = paper_columns(results)
     summary = {"accuracy": sum(r["score"] for r in records if r["order"] == "orig") /
                max(1, sum(r["order"] == "orig" for r in records)),
+               "format_rate": sum(r["format"] for r in records) / len(records),
                "unparsed": unparsed, "unparsed_share": unparsed / len(records), "too_long": too_long,
                "truncated": truncated}
     if all_bias:
