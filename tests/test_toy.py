@@ -34,8 +34,10 @@ def test_short_run_judge_accuracy_after_sft_is_above_chance(tmp_path):
     both orders with generated rubrics (about 7 minutes on 2 cores)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import toy_ablation
-    toy_ablation.main(["--out", str(tmp_path / "toy"), "--seeds", "0", "--schedules", "none"])
+    toy_ablation.main(["--out", str(tmp_path / "toy"), "--seeds", "0", "--schedules", "none", "--sft-lr", "2e-4"])
     res = json.loads((tmp_path / "toy" / "results.json").read_text())["SFT only"]["after SFT"][0]
-    print(f"toy judge after SFT: accuracy {res['accuracy']:.3f}, format {res['format']:.3f}, flips {res['flip']:.3f}")
-    assert res["accuracy"] >= 0.6  # 120 judgements; chance is 0.5
+    both = (res["accuracy"] + res["accuracy_swapped"]) / 2
+    print(f"toy judge after SFT: accuracy {res['accuracy']:.3f} / swapped {res['accuracy_swapped']:.3f}, "
+          f"format {res['format']:.3f}, flips {res['flip']:.3f}")
+    assert both >= 0.58  # 120 judgements of 60 held-out pairs; chance 0.5 (measured here: 0.633)
     assert res["format"] > 0.9
