@@ -145,10 +145,14 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    """Append one complete line and flush it to disk, so a crash loses at most the line in flight."""
+def append_jsonl(path: str | os.PathLike, rows: dict | list[dict]) -> None:
+    """Append complete lines (one row or a batch) and flush them to disk with one fsync, so a crash
+    loses at most the batch in flight."""
+    rows = [rows] if isinstance(rows, dict) else rows
+    if not rows:
+        return
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         f.flush()
         os.fsync(f.fileno())
 
@@ -307,6 +311,7 @@ ALIASES = {
     "judge_trajectory": ["judge_trajectory", "judgment", "judge_output", "judge", "critique"],
     "source": ["source", "dataset"],
 }
+ALIAS_COLUMNS = {c for cols in ALIASES.values() for c in cols}
 WINNER_VALUES = {"a": "A", "b": "B", "response_a": "A", "response_b": "B", "response a": "A",
                  "response b": "B", "model_a": "A", "model_b": "B", "1": "A", "2": "B"}
 
@@ -343,7 +348,7 @@ def canonical_row(raw: dict, where: str, field_map: dict | None = None, default_
         if col is not None:
             row[name] = raw[col]
     for extra, value in raw.items():  # keep unknown columns (e.g. toy constraints) untouched
-        if extra not in row and extra not in sum(ALIASES.values(), []) and extra not in field_map.values():
+        if extra not in row and extra not in ALIAS_COLUMNS and extra not in field_map.values():
             row[extra] = value
     for name in ("prompt", "response_a", "response_b", "winner", *require):
         if name not in row:
@@ -1017,8 +1022,8 @@ def generate_batched(model, tokenizer, prompts: list[list[int]], batch_size: int
     """Texts for many prompts, batch_size prompts at a time, longest first to waste little padding.
     Generated-token counts are added to stats['tokens'] when a dict is given."""
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    texts: list[str | None] = [None] * (len(prompts) * kw.get("n", 1))
     n = kw.get("n", 1)
+    texts: list[str | None] = [None] * (len(prompts) * n)
     bar = progress(total=len(prompts), desc=desc, disable=desc is None or None)
     for s in range(0, len(order), batch_size):
         chunk = order[s:s + batch_size]
@@ -1489,8 +1494,7 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
         if all(r[key] in done for r in rows):
             return done
         # a finished cache that lacks some rows: keep its rubrics and add the missing ones
-        for r in finished:
-            append_jsonl(partial, r)
+        append_jsonl(partial, finished)
         path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {r[key]: r["rubric"] for r in read_jsonl_resumable(partial)}
@@ -1509,9 +1513,8 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
         if stats is not None:
             stats["tokens"] = stats.get("tokens", 0) + int(ro.completion_mask.sum())
             stats["generated"] = stats.get("generated", 0) + len(chunk)
-        for r, text in zip(chunk, ro.texts):
-            append_jsonl(partial, {key: r[key], "rubric": text})
-            done[r[key]] = text
+        append_jsonl(partial, [{key: r[key], "rubric": text} for r, text in zip(chunk, ro.texts)])
+        done.update((r[key], text) for r, text in zip(chunk, ro.texts))
     os.replace(partial, path) if partial.exists() else write_jsonl_atomic(path, [])
     return done
 

@@ -262,17 +262,20 @@ def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | Non
                                        n=args.votes, max_new_tokens=args.max_judge_tokens, temperature=temperature,
                                        top_p=args.top_p)
         by_job = {k: texts[n * args.votes:(n + 1) * args.votes] for n, k in enumerate(fits)}
+        recs = []
         for k, (c, order, chosen_is, ids, cut, rubric) in enumerate(built):
             t = by_job.get(k, [])
             votes = [C.parse_verdict(x) for x in t]
             verdict = majority(votes)
+            n_crit = len(C.parse_rubric(rubric or ""))
             rec = {"cid": c.cid, "bench": c.bench, "unit": c.unit, "subset": c.subset, "slot": c.slot,
                    "order": order, "chosen_is": chosen_is, "rubric_key": None if rubrics is None else c.prompt[:80],
                    "truncated": bool(cut), "too_long": ids is None, "judge_texts": t, "votes": votes,
                    "verdict": verdict, "score": score_of(verdict, chosen_is),
-                   "format": sum(C.format_reward(x, len(C.parse_rubric(rubric or ""))) for x in t) / len(t) if t else 0.0}
-            C.append_jsonl(partial, rec)
+                   "format": sum(C.format_reward(x, n_crit) for x in t) / len(t) if t else 0.0}
+            recs.append(rec)
             done[(c.cid, order)] = rec
+        C.append_jsonl(partial, recs)  # one write per chunk
         bar.update(len(part))
     bar.close()
     return [done[(c.cid, order)] for c, order in jobs]

@@ -68,8 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def free(*objs) -> None:
-    del objs
+def release_memory() -> None:
+    """Return freed model memory (call after dropping the last reference to a model)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -88,7 +88,8 @@ def sample_responses(args, dist, prompts: list[str], adapter: str | None, path: 
                                temperature=args.sample_temperature)
     n = args.n_samples
     C.write_jsonl_atomic(path, [{"prompt": p, "responses": texts[i * n:(i + 1) * n]} for i, p in enumerate(prompts)])
-    free(model)
+    del model
+    release_memory()
 
 
 # ---- step 2: label -------------------------------------------------------------------------------
@@ -108,10 +109,11 @@ def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = Non
     for k, s in enumerate(range(0, len(todo), chunk)):
         C.maybe_crash("label_chunk", k)  # fault injection for the resume test
         part = todo[s:s + chunk]
-        for (p, x, y), v in zip(part, rm.both_orders(part)):
-            done[(p, x, y)] = v
-            if partial:
-                C.append_jsonl(partial, {"prompt": p, "x": x, "y": y, "v1": v[0], "v2": v[1]})
+        verdicts = rm.both_orders(part)
+        done.update(zip(part, verdicts))
+        if partial:
+            C.append_jsonl(partial, [{"prompt": p, "x": x, "y": y, "v1": v1, "v2": v2}
+                                     for (p, x, y), (v1, v2) in zip(part, verdicts)])
     kept, report = [], {"pairs": len(items), "kept": 0, "dropped_inconsistent": 0, "dropped_unparsed": 0}
     for p, x, y in items:
         v1, v2 = done[(p, x, y)]
@@ -138,7 +140,8 @@ def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
     report.update(rm.stats)
     C.log.info("labelled %d pairs: kept %d, dropped %d inconsistent across A/B orders, %d unparsed",
                report["pairs"], report["kept"], report["dropped_inconsistent"], report["dropped_unparsed"])
-    free(rm.model)
+    del rm
+    release_memory()
     return report
 
 
@@ -251,7 +254,8 @@ def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> d
     if dist.main:
         C.save_adapter_atomic(model, out / "adapter")
     metrics.close()
-    free(model)
+    del model, opt, sched, params
+    release_memory()
     return {"pairs": len(pairs), **counts, **last}
 
 

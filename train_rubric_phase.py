@@ -74,10 +74,9 @@ def make_rubric_reward(model, tok, args, samples_path: Path | None):
         fmt = torch.tensor([C.rubric_format_reward(r) for r in rubrics])
         if samples_path is not None:
             k = len(rubrics) if args.log_samples < 0 else min(args.log_samples, len(rubrics))
-            for i in range(k):
-                C.append_jsonl(samples_path, {"id": batch[i // G].meta["row"]["id"], "rubric": rubrics[i],
-                                              "judge_text": verdict_texts[i], "verdict": verdicts[i],
-                                              "label": labels[i], "reward_acc": float(acc[i])})
+            C.append_jsonl(samples_path, [{"id": batch[i // G].meta["row"]["id"], "rubric": rubrics[i],
+                                           "judge_text": verdict_texts[i], "verdict": verdicts[i],
+                                           "label": labels[i], "reward_acc": float(acc[i])} for i in range(k)])
         return acc + args.rubric_format_weight * fmt, {"acc": acc, "fmt": fmt,
                                                         "verdict_none": torch.tensor([float(v is None) for v in verdicts])}
     return reward

@@ -90,3 +90,14 @@ def always_a_judge(tiny_model, tmp_path_factory) -> Path:
                "--out", d / "sft", "--epochs", "30", "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-2",
                "--lora-r", "8", "--lora-alpha", "16")
     return d / "sft" / "adapter"
+
+
+def assert_same_adapter(a, b, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """Two saved adapter folders hold the same tensors (within tolerance)."""
+    import torch
+    from safetensors.torch import load_file
+    wa = load_file(str(Path(a) / "adapter_model.safetensors"))
+    wb = load_file(str(Path(b) / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=rtol, atol=atol, msg=k)

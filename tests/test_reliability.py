@@ -7,7 +7,7 @@ import torch
 
 import common as C
 import policy_dpo
-from conftest import EVAL, TRAIN, YES_PROMPT, read_jsonl, run_script, write_rows
+from conftest import EVAL, TRAIN, YES_PROMPT, assert_same_adapter, read_jsonl, run_script, write_rows
 
 
 def test_rubric_phase_resume_after_kill_matches_uninterrupted(tiny_model, always_a_judge, tmp_path):
@@ -23,11 +23,7 @@ def test_rubric_phase_resume_after_kill_matches_uninterrupted(tiny_model, always
     assert [r["step"] for r in cut] == [1, 2, 3, 4]
     for a, b in zip(full, cut):
         assert a["reward"] == b["reward"] and abs(a["loss"] - b["loss"]) < 1e-6
-    from safetensors.torch import load_file
-    wa = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
-    wb = load_file(str(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    assert_same_adapter(tmp_path / "full" / "adapter", tmp_path / "cut" / "adapter")
 
 
 def test_evaluate_resumes_after_kill(tiny_model, tmp_path):

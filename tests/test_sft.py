@@ -1,11 +1,10 @@
 import pytest
 import torch
 from peft import PeftModel
-from safetensors.torch import load_file
 
 import common as C
 import sft_warmup
-from conftest import ROOT, TRAIN, read_jsonl, run_script
+from conftest import ROOT, TRAIN, assert_same_adapter, read_jsonl, run_script
 
 SFT = ["sft_warmup.py", "--role", "rubric", "--data", TRAIN, "--limit", "8", "--batch-size", "4",
        "--micro-batch", "2", "--lr", "5e-3", "--lora-r", "16", "--lora-alpha", "32"]
@@ -54,11 +53,7 @@ def test_sft_resume_after_kill_matches_uninterrupted(tiny_model, tmp_path):
     assert [r["step"] for r in cut] == [1, 2, 3, 4, 5, 6]  # each step logged exactly once
     for a, b in zip(full, cut):
         assert abs(a["loss"] - b["loss"]) < 1e-5 and a["lr"] == b["lr"]
-    wa = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
-    wb = load_file(str(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    assert_same_adapter(tmp_path / "full" / "adapter", tmp_path / "cut" / "adapter")
     sa = torch.load(tmp_path / "full" / "checkpoints" / "step-000004" / "trainer_state.pt", weights_only=False)
     sb = torch.load(tmp_path / "cut" / "checkpoints" / "step-000004" / "trainer_state.pt", weights_only=False)
     assert sa["step"] == sb["step"] == 4
@@ -80,7 +75,4 @@ def test_sft_with_torchrun_two_ranks_matches_one_process(tiny_model, tmp_path):
     assert [r["step"] for r in two] == [1, 2, 3]  # logged once, by rank 0
     for a, b in zip(one, two):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["tokens"] == b["tokens"]
-    wa = load_file(str(tmp_path / "one" / "adapter" / "adapter_model.safetensors"))
-    wb = load_file(str(tmp_path / "two" / "adapter" / "adapter_model.safetensors"))
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
+    assert_same_adapter(tmp_path / "one" / "adapter", tmp_path / "two" / "adapter", rtol=1e-4)
