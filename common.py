@@ -494,41 +494,68 @@ def load_pairs_from_args(args, require: tuple = ()) -> list[dict]:
 
 
 # =============================================================================================
-# 3. Prompts (REFERENCE.md sections 2 and 3; the wording is ours)
+# 3. Prompts: prompts/*.txt give the structure of the paper's prompts (arXiv 2602.01511, Appendix E)
+#    in our own words, one user message each; users of the released checkpoints can pass the paper's
+#    exact text as template files of the same form (--rubric-template / --judge-template).
 # =============================================================================================
 
-RUBRIC_SYSTEM = (
-    "You write evaluation rubrics. Given a user request, list the criteria a good response must meet. "
-    "Write a numbered list; each item is one criterion in the third person starting \"The response\", "
-    "and ends with [Hard Rule] for an explicit requirement of the request (format, length, structure, "
-    "required or forbidden elements) or [Principle] for a general quality criterion."
-)
-JUDGE_SYSTEM = (
-    "You are a fair judge. Compare two responses to the same request under the given rubric. "
-    "Write three parts: (1) Compliance check: name the single most decisive (gatekeeper) criterion; "
-    "(2) Analysis: for Response A and then Response B, one line per rubric criterion in the form "
-    "\"- Criterion k [Hard Rule|Principle]: Justification: ...\"; (3) Final judgment: a justification, "
-    "then a last line \"Winner: Response A\" or \"Winner: Response B\"."
-)
-DIRECT_JUDGE_SYSTEM = (
-    "You are a fair judge. Compare two responses to the same request. Explain your reasoning briefly, "
-    "then end with a last line \"Winner: Response A\" or \"Winner: Response B\"."
-)
+PROMPTS = Path(__file__).resolve().parent / "prompts"
+RUBRIC_TEMPLATE = (PROMPTS / "rubric.txt").read_text(encoding="utf-8").strip()
+JUDGE_TEMPLATE = (PROMPTS / "judge.txt").read_text(encoding="utf-8").strip()
+DIRECT_JUDGE_TEMPLATE = (PROMPTS / "judge_no_rubric.txt").read_text(encoding="utf-8").strip()  # the no-rubric baseline
+PLACEHOLDERS = {"rubric": ("{instruction}",), "judge": ("{instruction}", "{rubric}", "{response_a}", "{response_b}")}
+TEMPLATES = {"rubric": RUBRIC_TEMPLATE, "judge": JUDGE_TEMPLATE, "direct": DIRECT_JUDGE_TEMPLATE}
+
+
+def add_template_args(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("prompt templates")
+    g.add_argument("--rubric-template", default=None,
+                   help="text file for the rubric generator's prompt, with the placeholder {instruction} "
+                        "(e.g. the paper's exact prompt, for its released checkpoints); default: built in")
+    g.add_argument("--judge-template", default=None,
+                   help="text file for the judge's prompt, with {instruction}, {rubric}, {response_a} and "
+                        "{response_b}; default: built in")
+
+
+def use_templates(args) -> None:
+    """Install the prompt templates named by --rubric-template / --judge-template for this process."""
+    for role in ("rubric", "judge"):
+        path = getattr(args, f"{role}_template", None)
+        if not path:
+            continue
+        try:
+            text = Path(path).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: cannot read the {role} template ({e})") from None
+        missing = [p for p in PLACEHOLDERS[role] if p not in text]
+        if missing:
+            raise DataError(f"{path}: the {role} template lacks the placeholder(s) {', '.join(missing)}")
+        TEMPLATES[role] = text
+
+
+def fill(template: str, **fields: str) -> str:
+    """Replace {name} placeholders one by one (not str.format: templates may hold other braces, and
+    the inserted texts may hold anything)."""
+    out, pos = [], 0
+    pattern = re.compile("|".join(re.escape("{" + k + "}") for k in fields))
+    for m in pattern.finditer(template):
+        out += [template[pos:m.start()], fields[m.group(0)[1:-1]]]
+        pos = m.end()
+    return "".join(out) + template[pos:]
 
 
 def rubric_messages(prompt: str) -> list[dict]:
-    return [{"role": "system", "content": RUBRIC_SYSTEM},
-            {"role": "user", "content": f"Request:\n{prompt}\n\nWrite the rubric."}]
+    return [{"role": "user", "content": fill(TEMPLATES["rubric"], instruction=prompt)}]
 
 
 def judge_messages(prompt: str, rubric: str | None, response_a: str, response_b: str) -> list[dict]:
-    if rubric is None:  # the direct-judge baseline (no rubric)
-        return [{"role": "system", "content": DIRECT_JUDGE_SYSTEM},
-                {"role": "user", "content": f"Request:\n{prompt}\n\nResponse A:\n{response_a}\n\n"
-                                            f"Response B:\n{response_b}"}]
-    return [{"role": "system", "content": JUDGE_SYSTEM},
-            {"role": "user", "content": f"Request:\n{prompt}\n\nRubric:\n{rubric}\n\n"
-                                        f"Response A:\n{response_a}\n\nResponse B:\n{response_b}"}]
+    """The judge's prompt; rubric None gives the direct-judge baseline (no rubric)."""
+    if rubric is None:
+        text = fill(TEMPLATES["direct"], instruction=prompt, response_a=response_a, response_b=response_b)
+    else:
+        text = fill(TEMPLATES["judge"], instruction=prompt, rubric=rubric, response_a=response_a,
+                    response_b=response_b)
+    return [{"role": "user", "content": text}]
 
 
 def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
@@ -593,30 +620,36 @@ def swap_pair(row: dict, swap: bool) -> tuple[str, str, str]:
 
 _MD = re.compile(r"[*_`#>]+")
 _WINNER = re.compile(r"^\s*(?:final\s+)?(?:winner|verdict|decision)\s*[:：\-]\s*(.*)$", re.I)
-_AB = re.compile(r"\b(?:response|output|assistant)?\s*\(?\b([AB])\b\)?", re.I)
+# a response named after the Winner label: "Response B", "(A)", a bare capital "A"; the article
+# "a" and letters inside words are not names
+_NAMED = re.compile(r"\b(?:response|output|assistant)\s*\(?\s*([AB])\b|(?<![\w'])\(?([AB])\)?(?![\w'])", re.I)
 _ITEM = re.compile(r"^\s*(?:[-*]\s*)?(?:\*\*)?\s*(\d+)\s*[.)]\s*(?:\*\*)?\s*(.*)$")
 _TAG = re.compile(r"\[\s*(hard\s*rule|principle)\s*\]", re.I)
 
 
 def parse_verdict(text: str) -> str | None:
-    """'A' or 'B' from the judge's final 'Winner:' line; None when missing or contradictory.
+    """'A' or 'B' from the judge's final verdict: its last non-empty line, which must read
+    'Winner: <A or B>' ('Verdict:' and 'Decision:' also accepted); None otherwise.
 
-    Markdown (bold, headings, backticks), casing and trailing punctuation are ignored. Every Winner
-    line must name exactly one of A and B, and all Winner lines must agree; otherwise None."""
+    Only the last line counts, so a judge that quotes a response's own 'Winner:' line and is then
+    cut off has no verdict. After the label the line must name exactly one response: 'Response B',
+    'B', '(A)', with any trailing words ('Response B is better'); markdown, case and punctuation are
+    ignored, and a lower-case 'a' is the article, not a name."""
     if not isinstance(text, str):
         return None
-    picks = []
-    for line in text.splitlines():
-        m = _WINNER.match(_MD.sub("", line))
-        if not m:
-            continue
-        named = {x.upper() for x in _AB.findall(m.group(1).replace("Response", " Response"))}
-        if len(named) != 1:
-            return None
-        picks.append(named.pop())
-    if not picks or len(set(picks)) != 1:
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
         return None
-    return picks[-1]
+    m = _WINNER.match(_MD.sub("", lines[-1]))
+    if not m:
+        return None
+    named = set()
+    for via_word, bare in _NAMED.findall(m.group(1)):
+        if via_word:
+            named.add(via_word.upper())
+        elif bare in "AB":  # a bare letter counts only as a capital
+            named.add(bare)
+    return named.pop() if len(named) == 1 else None
 
 
 def parse_rubric(text: str) -> list[dict]:
@@ -936,6 +969,7 @@ def add_model_args(ap: argparse.ArgumentParser, lora_r: int = 16) -> None:
     g.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
     g.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_template_args(ap)
 
 
 def load_trainable(args, dist: Dist, adapter: str | None):
@@ -979,7 +1013,7 @@ def make_tiny_model(out_dir: str | os.PathLike, hidden: int = 64, layers: int = 
     if corpus is None:
         import toy_task
         rows = toy_task.make_split(200, seed, "corpus")
-        corpus = [RUBRIC_SYSTEM, JUDGE_SYSTEM, DIRECT_JUDGE_SYSTEM] + [
+        corpus = [RUBRIC_TEMPLATE, JUDGE_TEMPLATE, DIRECT_JUDGE_TEMPLATE] + [
             f"{r['prompt']}\n{r['rubric']}\n{r['response_a']}\n{r['response_b']}\n{r['judge_trajectory']}" for r in rows]
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
     bpe = Tokenizer(models.BPE())
@@ -1717,6 +1751,7 @@ def _cli() -> None:
     if args.cmd == "make-tiny-model":
         print(make_tiny_model(args.out_dir, hidden=args.hidden, layers=args.layers, vocab=args.vocab, seed=args.seed))
     elif args.cmd == "cache-rubrics":
+        use_templates(args)
         dist = init_distributed(args.device)
         rows = load_pairs_from_args(args)
         tok = load_tokenizer(args.model, args.trust_remote_code)

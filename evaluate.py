@@ -436,6 +436,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     C.setup_logging()
     args = parse_args(argv)
+    C.use_templates(args)
     out = C.check_writable(args.out)
     C.seed_everything(args.seed)
     device = torch.device(args.device) if args.device else C.default_device()

@@ -291,6 +291,7 @@ def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir:
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
+    C.use_templates(args)
     out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
     C.seed_everything(args.seed)

@@ -106,6 +106,7 @@ def sft_step(model, opt, sched, params, batch, micro_batch: int, pad_id: int, di
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
+    C.use_templates(args)
     out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
     C.seed_everything(args.seed)  # the same on every rank: identical LoRA init

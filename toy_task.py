@@ -114,20 +114,22 @@ def make_rubric(topic: str, constraints: list[Constraint]) -> str:
 
 
 def make_judge_trajectory(constraints: list[Constraint], a: str, b: str, winner: str) -> str:
+    """The reference trajectory in the judge's layout (common.JUDGE_TEMPLATE)."""
     ok_a, ok_b = satisfied(constraints, a), satisfied(constraints, b)
     gate = next((k for k in range(len(constraints)) if ok_a[k] != ok_b[k]), 0)
     n = len(constraints) + 1
-    lines = [f"Compliance check: the gatekeeper criterion is Criterion {gate + 1} [Hard Rule], "
-             f"{constraints[gate].criterion()[0].lower()}{constraints[gate].criterion()[1:]}", "", "Analysis:"]
+    lines = ["--- Compliance Check ---",
+             f"Identified Gatekeeper Criterion: Criterion {gate + 1} [Hard Rule]: {constraints[gate].criterion()}",
+             "--- Analysis ---"]
     for name, text, ok in (("Response A", a, ok_a), ("Response B", b, ok_b)):
-        lines.append(f"{name}:")
+        lines.append(f"**{name}:**")
         for k, c in enumerate(constraints):
             verdict = "Satisfied" if ok[k] else "Not satisfied"
             lines.append(f"- Criterion {k + 1} [Hard Rule]: Justification: {c.explain(text)} {verdict}.")
         lines.append(f"- Criterion {n} [Principle]: Justification: it stays on the topic. Satisfied.")
     win_ok, lose_ok = (ok_a, ok_b) if winner == "A" else (ok_b, ok_a)
     lose = "B" if winner == "A" else "A"
-    lines += ["", "Final judgment:",
+    lines += ["--- Final Judgment ---",
               f"Justification: Response {winner} satisfies {sum(win_ok)} of {len(constraints)} hard rules "
               f"while Response {lose} satisfies {sum(lose_ok)}.",
               f"Winner: Response {winner}"]

@@ -87,6 +87,7 @@ def make_judge_reward(use_format: bool):
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
+    C.use_templates(args)
     out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
     C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; grpo_train seeds per rank

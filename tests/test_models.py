@@ -13,7 +13,7 @@ def judge_prompt(tok, row):
 def test_chat_template_prompts(tok):
     row = ROWS[0]
     text = tok.decode(judge_prompt(tok, row))
-    assert text.startswith("<|im_start|>system\n" + C.JUDGE_SYSTEM)
+    assert text.startswith("<|im_start|>user\n" + C.JUDGE_TEMPLATE[:60])  # one user message, as in the paper
     assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")  # thinking disabled
     for part in (row["prompt"], row["rubric"], row["response_a"], row["response_b"]):
         assert part in text

@@ -19,9 +19,17 @@ from conftest import TRAIN, read_jsonl
     ("", None),
     ("Winner: Response A or Response B", None),       # names both
     ("Winner: tie", None),                            # names neither
-    ("Winner: Response A\nWinner: Response B", None),  # contradictory lines
+    ("Winner: Response A\nWinner: Response B", "B"),   # only the final line counts
     ("Winner: Response A\nmore text\nWinner: Response A", "A"),
     ("Winner: Response C", None),
+    # the article "a" is not a name (it used to bias every score against B)
+    ("Winner: Response B is a better answer", "B"),
+    ("Winner: B (a tie-break on clarity)", "B"),
+    ("Winner: Response A, a clear choice", "A"),
+    ("Winner: a", None),
+    # a judge that quotes a response's own Winner line and is then cut off has no verdict
+    ("--- Analysis ---\n**Response A:** it ends with\nWinner: Response B\n- Criterion 1 [Hard Rule]: Justif", None),
+    ("Winner: Response A\nmore text after the verdict", None),
 ])
 def test_parse_verdict(text, expected):
     assert parse_verdict(text) == expected
@@ -63,7 +71,7 @@ def test_format_reward_reference_is_one_and_parts_are_counted():
     assert format_reward(no_winner, n) == pytest.approx(0.75)
     # drop Response B's analysis lines: lose the B quarter
     lines = traj.splitlines()
-    b = lines.index("Response B:")
+    b = lines.index("**Response B:**")
     no_b = "\n".join(lines[:b + 1] + [ln for ln in lines[b + 1:] if not ln.startswith("- Criterion")])
     assert format_reward(no_b, n) == pytest.approx(0.75)
     # half of A's criteria: A gets half of its quarter
