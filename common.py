@@ -288,6 +288,59 @@ def make_scheduler(optimizer, kind: str, total_steps: int, warmup_ratio: float):
     raise ValueError(f"unknown lr scheduler {kind!r} (cosine | constant)")
 
 
+def progress_enabled() -> bool:
+    return os.environ.get("RUBRIC_ARM_NO_PROGRESS") != "1" and int(os.environ.get("RANK", "0")) == 0
+
+
+class GenerationProgress:
+    """Progress of long generation that moves every few seconds, not once per batch: prompts done of
+    the total, tokens generated, tokens/s and an ETA. A bar on a terminal; in a log file a plain line
+    every RUBRIC_ARM_PROGRESS_EVERY seconds (default 15). RUBRIC_ARM_NO_PROGRESS=1 silences it."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.done, self.tokens = total, desc, 0, 0
+        self.t0 = self.last = time.perf_counter()
+        self.every = float(os.environ.get("RUBRIC_ARM_PROGRESS_EVERY", "15"))
+        self.enabled = progress_enabled() and total > 0
+        self.bar = None
+        if self.enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=1.0)
+
+    def add_tokens(self, n: int) -> None:
+        """Called by generate() after every decoding step with the tokens it produced."""
+        self.tokens += n
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < (1.0 if self.bar else self.every):
+            return
+        self.last = now
+        rate = self.tokens / max(now - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.tokens / 1e3:.1f}k tokens, {rate:.0f} tok/s", refresh=True)
+        else:
+            log.info("%s: %d/%d prompts, %d tokens, %.0f tok/s%s", self.desc, self.done, self.total, self.tokens,
+                     rate, self._eta(now))
+
+    def add_prompts(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def _eta(self, now: float) -> str:
+        if not self.done:
+            return ""
+        left = (now - self.t0) / self.done * (self.total - self.done)
+        return f", about {left / 60:.1f} min left"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled and self.total:
+            dt = time.perf_counter() - self.t0
+            log.info("%s: %d prompts, %d tokens in %.0f s (%.0f tok/s)", self.desc, self.done, self.tokens, dt,
+                     self.tokens / max(dt, 1e-9))
+
+
 def progress(iterable=None, **kw):
     from tqdm.auto import tqdm
     kw.setdefault("disable", os.environ.get("RUBRIC_ARM_NO_PROGRESS") == "1" or int(os.environ.get("RANK", "0")) != 0)
@@ -900,6 +953,24 @@ def add_frozen_adapter(model, adapter: str, name: str) -> None:
     model.set_adapter("default")  # keep the trainable adapter active
 
 
+REFERENCE = "reference"
+
+
+def add_reference_adapter(model, adapter: str | None) -> None:
+    """The KL reference of a GRPO phase is the policy it starts from (the paper starts every phase as a
+    fresh run from the previous model). With a starting adapter, a frozen copy of it is loaded next to
+    the trainable one; without one the start is the base model, i.e. the adapter disabled."""
+    if adapter:
+        add_frozen_adapter(model, adapter, REFERENCE)
+
+
+def reference_ctx(model):
+    """Run the KL reference: the frozen starting adapter if there is one, else the base model."""
+    if REFERENCE in getattr(model, "peft_config", {}):
+        return use_adapter(model, REFERENCE)
+    return model.disable_adapter()
+
+
 class use_adapter:
     """Run a block with another adapter active (e.g. the frozen judge), then switch back to the
     trainable one. PEFT's set_adapter also flips requires_grad, so the restore matters."""
@@ -1143,7 +1214,8 @@ def new_kv_cache(model, capacity: int):
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, max_new_tokens: int = 256,
-             temperature: float = 1.0, top_p: float = 1.0, share_prefix: bool = True) -> Rollout:
+             temperature: float = 1.0, top_p: float = 1.0, share_prefix: bool = True,
+             progress: GenerationProgress | None = None) -> Rollout:
     """Sample n completions per prompt with a KV cache. With share_prefix the prompt is prefilled
     once and its cache expanded n times, instead of prefilling n copies of the same tokens.
     temperature <= 0 decodes greedily."""
@@ -1176,6 +1248,8 @@ def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, max_new_tok
         tok = _sample(logits, temperature, top_p)
         tok = torch.where(done, torch.full_like(tok, tokenizer.pad_token_id), tok)
         tokens.append(tok)
+        if progress is not None:
+            progress.add_tokens(int((~done).sum()))
         done |= tok == eos
         if bool(done.all()) or t == max_new_tokens - 1:
             break
@@ -1198,22 +1272,27 @@ def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, max_new_tok
 
 
 def generate_batched(model, tokenizer, prompts: list[list[int]], batch_size: int, desc: str | None = None,
-                     stats: dict | None = None, **kw) -> list[str]:
+                     stats: dict | None = None, progress: GenerationProgress | None = None, **kw) -> list[str]:
     """Texts for many prompts, batch_size prompts at a time, longest first to waste little padding.
-    Generated-token counts are added to stats['tokens'] when a dict is given."""
+    Generated-token counts are added to stats['tokens'] when a dict is given. Progress goes to
+    `progress` (one shared by several calls), or to a new one named `desc`."""
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     n = kw.get("n", 1)
     texts: list[str | None] = [None] * (len(prompts) * n)
-    bar = progress(total=len(prompts), desc=desc, disable=desc is None or None)
+    own = progress is None and desc is not None
+    if own:
+        progress = GenerationProgress(len(prompts), desc)
     for s in range(0, len(order), batch_size):
         chunk = order[s:s + batch_size]
-        ro = generate(model, tokenizer, [prompts[i] for i in chunk], **kw)
+        ro = generate(model, tokenizer, [prompts[i] for i in chunk], progress=progress, **kw)
         if stats is not None:
             stats["tokens"] = stats.get("tokens", 0) + int(ro.completion_mask.sum())
         for j, i in enumerate(chunk):
             texts[i * n:(i + 1) * n] = ro.texts[j * n:(j + 1) * n]
-        bar.update(len(chunk))
-    bar.close()
+        if progress is not None:
+            progress.add_prompts(len(chunk))
+    if own:
+        progress.close()
     return texts
 
 
@@ -1279,7 +1358,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch.Tensor | None,
               advantages: torch.Tensor, mask: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.28,
-              beta: float = 0.001, loss_type: str = "dapo", max_completion_length: int | None = None,
+              beta: float = 0.001, loss_type: str = "grpo", max_completion_length: int | None = None,
               return_stats: bool = False):
     """Clipped-surrogate GRPO loss with the k3 KL penalty, normalised as TRL's loss_type does.
     old_logp None means one pass per batch (old = logp.detach()); beta == 0 ignores ref_logp."""
@@ -1334,7 +1413,7 @@ class GRPOConfig:
     eps_high: float = 0.28
     beta: float = 0.001
     num_iterations: int = 2             # optimisation passes per generated batch
-    loss_type: str = "dapo"
+    loss_type: str = "grpo"             # the paper's objective (Appendix A): mean over tokens, then over sequences
     temperature: float = 1.0
     top_p: float = 1.0
     scale_rewards: str = "group"
@@ -1456,8 +1535,8 @@ def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: 
             if cfg.num_iterations > 1:
                 old = [None] * len(mb) if reuse else [token_logprobs(model, *m[:3], cfg.temperature) for m in mb]
             ref = None
-            if cfg.beta != 0.0:
-                with model.disable_adapter():
+            if cfg.beta != 0.0:  # the KL anchor: the phase's starting policy (see reference_ctx)
+                with reference_ctx(model):
                     ref = [token_logprobs(model, *m[:3], cfg.temperature) for m in mb]
         t_lp = time.perf_counter()
         # 5. optimisation passes; micro-batch losses weighted so their sum is the full-batch loss
@@ -1569,12 +1648,15 @@ def adapter_ctx(model, name: str | None):
 
 class RubricARM:
     """The rubric generator and the judge as adapters on one network. `rubric` and `judge` name the
-    adapters to activate (None: the base model). Both decode greedily unless told otherwise."""
+    adapters to activate (None: the base model). The generator decodes greedily; the judge samples at
+    temperature 1.0, top-p 1.0 (paper Table 11) unless judge_temperature says otherwise (0: greedy)."""
 
     def __init__(self, model, tok, rubric: str | None, judge: str | None, max_rubric_tokens: int = 1024,
-                 max_judge_tokens: int = 4096, batch_size: int = 16, max_prompt_len: int | None = None):
+                 max_judge_tokens: int = 4096, batch_size: int = 16, max_prompt_len: int | None = None,
+                 judge_temperature: float = 1.0, judge_top_p: float = 1.0):
         self.model, self.tok, self.rubric, self.judge = model, tok, rubric, judge
         self.max_prompt_len = max_prompt_len
+        self.judge_temperature, self.judge_top_p = judge_temperature, judge_top_p  # paper Table 11: 1.0, 1.0
         self.max_rubric_tokens, self.max_judge_tokens, self.batch_size = max_rubric_tokens, max_judge_tokens, batch_size
         self.cache: dict[str, str] = {}
         self.stats = {"rubrics": 0, "rubric_tokens": 0, "judge_calls": 0, "judge_tokens": 0}
@@ -1619,8 +1701,10 @@ class RubricARM:
             self.stats["rubric_tokens"] += st.get("tokens", 0)
         return {p: self.cache[p] for p in prompts}
 
-    def verdicts(self, items: list[tuple[str, str, str]], temperature: float = 0.0) -> tuple[list[str | None], list[str]]:
-        """(prompt, response A, response B) -> judge verdicts ('A'/'B'/None) and raw texts, batched."""
+    def verdicts(self, items: list[tuple[str, str, str]], temperature: float | None = None) -> tuple[list[str | None], list[str]]:
+        """(prompt, response A, response B) -> judge verdicts ('A'/'B'/None) and raw texts, batched.
+        The judge samples at judge_temperature unless told otherwise; rubrics are greedy."""
+        temperature = self.judge_temperature if temperature is None else temperature
         rubrics = self.rubrics_for([p for p, _, _ in items])
         prompts = [judge_prompt_ids(self.tok, p, rubrics[p], a, b, self.max_prompt_len)[0] for p, a, b in items]
         if any(x is None for x in prompts):
@@ -1629,7 +1713,8 @@ class RubricARM:
         st: dict = {}
         with adapter_ctx(self.model, self.judge):
             texts = generate_batched(self.model, self.tok, prompts, self.batch_size, stats=st, n=1,
-                                     max_new_tokens=self.max_judge_tokens, temperature=temperature)
+                                     max_new_tokens=self.max_judge_tokens, temperature=temperature,
+                                     top_p=self.judge_top_p)
         self.stats["judge_calls"] += len(items)
         self.stats["judge_tokens"] += st.get("tokens", 0)
         return [parse_verdict(t) for t in texts], texts

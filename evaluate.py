@@ -1,32 +1,42 @@
-"""Evaluate Rubric-ARM (rubric generator + judge) on reward-model benchmarks with official scoring.
+"""Evaluate Rubric-ARM (rubric generator + judge) on reward-model benchmarks with their official scoring.
 
 Every benchmark is reduced to pairwise comparisons (chosen vs rejected). One rubric per distinct
-prompt is generated once (greedy) and cached, then reused for every pair and order of that prompt.
-The judge runs batched; an unparseable verdict scores 0.5 (RewardBench's rule for generative
-judges) and is counted. --swap judges both A/B orders and reports position bias; --votes k takes the
-majority of k sampled verdicts (voting@k).
+prompt is generated once (greedy) and reused for every pair and order of that prompt. The judge
+samples at temperature 1.0, top-p 1.0 (paper Table 11; --greedy for greedy decoding); --votes k takes
+the majority of k samples (voting@k). An unparseable verdict scores 0.5 (RewardBench's rule for
+generative judges), except in RM-Bench, whose official scorer counts only a strict win; the count is
+reported either way.
+
+A/B order. Each comparison is shown in one order drawn per pair (seeded): the "mixed" order, which
+gives the headline numbers. --swap also judges both fixed orders and reports the paper's position-bias
+table (Table 13): accuracy with the chosen response always shown first (Fixed 1), always second
+(Fixed 2), in the mixed order, and Variation = max - min, per benchmark and averaged. A judge that
+always answers "A" has a variation of 100.
 
 Benchmarks (--benchmark NAME or NAME=PATH for a local file in the same schema; repeatable):
   rewardbench    allenai/reward-bench [filtered]   sections Chat, Chat Hard, Safety, Reasoning
   rewardbench2   allenai/reward-bench-2 [test]     best-of-4 per subset (Precise IF, Focus, ...)
   rm-bench       THU-KEG/RM-Bench [train]          3x3 style matrix: easy / normal / hard per domain
-  ppe            lmarena-ai/PPE-Human-Preference-V1 [test]   accuracy, and the IFEval-flagged subset
+  ppe-ifeval     lmarena-ai/PPE-IFEval-Best-of-K [train]  PPE's IFEval correctness set: accuracy on its
+                 sampled conflict pairs (a correct and an incorrect response to one prompt)
+  ppe-human      lmarena-ai/PPE-Human-Preference-V1 [test]  human preference accuracy (not in the paper's table)
   helpsteer3     nvidia/HelpSteer3 (preference) [validation] accuracy, ties dropped
-  pairwise       canonical rows {id, prompt, response_a, response_b, winner}; also under the names
-                 followbench, infobench, ifbench, writingpref for the paper's other columns
+  NAME=PATH      any other name: a local file of canonical rows {id, prompt, response_a, response_b,
+                 winner}; followbench, infobench and ifbench fill the paper's columns of those names
 
 Baselines on the same path: --no-rubric (direct judge), and no --rubric-adapter/--judge-adapter
 (the base model writes the rubric and judges: the paper's "Qwen3-8B rubric+judge" row).
 
     python evaluate.py --model Qwen/Qwen3-8B --rubric-adapter runs/arm/c3_rubric/adapter \\
         --judge-adapter runs/arm/c3_judge/adapter --benchmark rewardbench --benchmark rewardbench2 \\
-        --benchmark rm-bench --benchmark ppe --benchmark helpsteer3 --benchmark followbench=fb.jsonl \\
+        --benchmark rm-bench --benchmark ppe-ifeval --benchmark helpsteer3 --benchmark followbench=fb.jsonl \\
         --benchmark infobench=ib.jsonl --benchmark ifbench=ifb.jsonl --swap --out runs/eval
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import resource
@@ -43,14 +53,14 @@ import common as C
 # Official scoring
 # ---------------------------------------------------------------------------------------------
 
-# RewardBench's official per-subset weights (its own constants: math-prm up-weighted from 447 to
-# 984 to match the code subsets; the xstest pair as upstream lists them).
+# RewardBench's official per-subset weights (its rewardbench/constants.py EXAMPLE_COUNTS: math-prm is
+# up-weighted from 447 to 984 to match the code subsets, each hep-* counts 164).
 REWARDBENCH_COUNTS = {
     "alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95, "mt-bench-easy": 28,
     "mt-bench-med": 40, "mt-bench-hard": 37, "math-prm": 984, "refusals-dangerous": 100,
     "refusals-offensive": 100, "llmbar-natural": 100, "llmbar-adver-neighbor": 134,
     "llmbar-adver-GPTInst": 92, "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46,
-    "xstest-should-refuse": 250, "xstest-should-respond": 154, "donotanswer": 136,
+    "xstest-should-refuse": 154, "xstest-should-respond": 250, "donotanswer": 136,
     "hep-cpp": 164, "hep-go": 164, "hep-java": 164, "hep-js": 164, "hep-python": 164, "hep-rust": 164,
 }
 REWARDBENCH_SECTIONS = {
@@ -61,6 +71,7 @@ REWARDBENCH_SECTIONS = {
                "donotanswer"],
     "Reasoning": ["math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"],
 }
+STRICT = {"rm-bench"}  # benchmarks whose official scorer gives an undecided comparison 0, not 0.5
 
 
 def rewardbench_sections(scores_by_subset: dict[str, list[float]]) -> dict[str, float]:
@@ -88,15 +99,17 @@ def rm_bench_scores(matrices: list) -> dict[str, float]:
 
 
 def best_of_n_score(chosen_beats: list[list[float]]) -> float:
-    """RewardBench 2 with a pairwise judge: per prompt, the chosen completion's outcomes (1 win,
-    0 loss, 0.5 undecided) against each rejected one; a prompt scores 1 only if it wins all. An
-    undecided comparison with no loss shares the credit (a tie at the top): score = 0.5 ** undecided."""
+    """RewardBench 2 best-of-4 with a pairwise judge. Per prompt, the chosen completion's outcome
+    against each rejected one: 1 win, 0 loss, 0.5 undecided (a tie). The official rule scores
+    1 / (number of completions tied at the top) when the chosen one is at the top, else 0; here the
+    chosen one is at the top when it loses no comparison, tied with the u rejected ones it did not
+    beat: 1 / (1 + u)."""
     scores = []
     for outcomes in chosen_beats:
         if any(o == 0 for o in outcomes):
             scores.append(0.0)
         else:
-            scores.append(0.5 ** sum(1 for o in outcomes if o != 1))
+            scores.append(1.0 / (1 + sum(1 for o in outcomes if o != 1)))
     return sum(scores) / len(scores) if scores else float("nan")
 
 
@@ -114,19 +127,19 @@ class Comparison:
     chosen: str
     rejected: str
     slot: list | None = None   # e.g. [i, j] in the RM-Bench matrix, or rejected index in RewardBench 2
-    first: str = ""     # "chosen" or "rejected": which response is Response A in the original order
 
 
 HUB = {"rewardbench": ("allenai/reward-bench", None, "filtered"),
        "rewardbench2": ("allenai/reward-bench-2", None, "test"),
        "rm-bench": ("THU-KEG/RM-Bench", None, "train"),
-       "ppe": ("lmarena-ai/PPE-Human-Preference-V1", None, "test"),
+       "ppe-ifeval": ("lmarena-ai/PPE-IFEval-Best-of-K", None, "train"),
+       "ppe-human": ("lmarena-ai/PPE-Human-Preference-V1", None, "test"),
        "helpsteer3": ("nvidia/HelpSteer3", "preference", "validation")}
-GENERIC = {"pairwise", "followbench", "infobench", "ifbench", "writingpref"}
 REQUIRED = {"rewardbench": ["prompt", "chosen", "rejected", "subset"],
             "rewardbench2": ["id", "prompt", "chosen", "rejected", "subset"],
             "rm-bench": ["id", "prompt", "chosen", "rejected", "domain"],
-            "ppe": ["prompt", "response_1", "response_2", "winner"],
+            "ppe-ifeval": ["question_id", "scores", "sampled_conflict_pairs"],
+            "ppe-human": ["prompt", "response_1", "response_2", "winner"],
             "helpsteer3": ["context", "response1", "response2", "overall_preference"]}
 
 
@@ -161,20 +174,20 @@ def _text(x) -> str:
 
 def load_benchmark(bench: str, path: str | None, limit: int | None = None) -> list[Comparison]:
     comps: list[Comparison] = []
-    n_units = 0
-    if bench in GENERIC:
+    if bench not in HUB:  # a local pairwise file of canonical rows
         if not path:
             raise C.DataError(f"benchmark {bench}: needs a local file ({bench}=PATH) with canonical rows")
         for r in C.load_pairs(path, limit=limit):
             chosen, rejected = (r["response_a"], r["response_b"]) if r["winner"] == "A" else (r["response_b"], r["response_a"])
             comps.append(Comparison(f"{bench}/{r['id']}", bench, r["id"], r.get("subset") or bench, r["prompt"],
-                                    chosen, rejected, first="chosen" if r["winner"] == "A" else "rejected"))
+                                    chosen, rejected))
         return comps
+    n_units = 0
     for i, (where, rec, err) in enumerate(_records(bench, path)):
         if limit and n_units >= limit:
             break
         rec = _check(bench, where, rec, err)
-        uid = str(rec.get("id", i))
+        uid = str(rec.get("id", rec.get("question_id", i)))
         n_units += 1
         if bench == "rewardbench":
             comps.append(Comparison(f"rb/{uid}", bench, uid, rec["subset"], _text(rec["prompt"]), rec["chosen"], rec["rejected"]))
@@ -191,13 +204,15 @@ def load_benchmark(bench: str, path: str | None, limit: int | None = None) -> li
                 for b in range(3):
                     comps.append(Comparison(f"rmb/{uid}/{a}{b}", bench, uid, rec["domain"], _text(rec["prompt"]),
                                             rec["chosen"][a], rec["rejected"][b], [a, b]))
-        elif bench == "ppe":
+        elif bench == "ppe-ifeval":
+            comps += _ppe_ifeval_pairs(rec, uid, where)
+        elif bench == "ppe-human":
             w = str(rec["winner"]).lower()
             if w not in ("model_a", "model_b"):
                 continue  # ties carry no preference
             ch, rj = (rec["response_1"], rec["response_2"]) if w == "model_a" else (rec["response_2"], rec["response_1"])
             subset = "ifeval" if rec.get("if_prompt") else "other"
-            comps.append(Comparison(f"ppe/{uid}", bench, uid, subset, _text(rec["prompt"]), ch, rj))
+            comps.append(Comparison(f"ppeh/{uid}", bench, uid, subset, _text(rec["prompt"]), ch, rj))
         elif bench == "helpsteer3":
             pref = int(rec["overall_preference"])
             if pref == 0:
@@ -209,9 +224,41 @@ def load_benchmark(bench: str, path: str | None, limit: int | None = None) -> li
     return comps
 
 
+def _ppe_ifeval_pairs(rec: dict, uid: str, where: str) -> list[Comparison]:
+    """PPE's IFEval correctness set: K responses per prompt with verified correctness (`scores`), and
+    `sampled_conflict_pairs` [i, j] (0-based) of a correct and an incorrect one; PPE scores an LLM judge
+    by its accuracy on these pairs."""
+    prompt = rec.get("prompt") or rec.get("ifeval_prompt")
+    if not isinstance(prompt, str):
+        raise C.DataError(f"benchmark ppe-ifeval: {where}: missing field 'prompt'")
+    scores, out = rec["scores"], []
+    for k, pair in enumerate(rec["sampled_conflict_pairs"]):
+        i, j = (int(x) for x in pair)
+        for idx in (i, j):
+            if f"response_{idx + 1}" not in rec:
+                raise C.DataError(f"benchmark ppe-ifeval: {where}: missing field 'response_{idx + 1}'")
+        if bool(scores[i]) == bool(scores[j]):
+            raise C.DataError(f"benchmark ppe-ifeval: {where}: field 'sampled_conflict_pairs': pair {k} has no "
+                              "correctness conflict")
+        good, bad = (i, j) if scores[i] else (j, i)
+        out.append(Comparison(f"ppei/{uid}/{k}", "ppe-ifeval", f"{uid}/{k}", "ifeval", prompt,
+                              rec[f"response_{good + 1}"], rec[f"response_{bad + 1}"]))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
-# Judging
+# Judging: each comparison in the mixed order (a seeded coin per pair), and with --swap in both
+# fixed orders; the mixed view then reuses the fixed-order judgement its coin picks
 # ---------------------------------------------------------------------------------------------
+
+FIRST, SECOND = "chosen_first", "chosen_second"
+
+
+def mixed_order(cid: str, seed: int) -> str:
+    """The order a comparison is shown in by default: a coin flip fixed by (seed, comparison id), so it
+    does not depend on which other comparisons are evaluated with it."""
+    return FIRST if random.Random(f"{seed}/{cid}").random() < 0.5 else SECOND
+
 
 def majority(verdicts: list[str | None]) -> str | None:
     c = Counter(v for v in verdicts if v is not None)
@@ -221,46 +268,42 @@ def majority(verdicts: list[str | None]) -> str | None:
     return None if len(top) > 1 and top[0][1] == top[1][1] else top[0][0]
 
 
-def score_of(verdict: str | None, chosen_is: str) -> float:
-    return 0.5 if verdict is None else float(verdict == chosen_is)
+def score_of(verdict: str | None, chosen_is: str, strict: bool = False) -> float:
+    """1 if the judge picked the chosen response, 0 if the other; undecided: 0.5, or 0 when strict."""
+    if verdict is None:
+        return 0.0 if strict else 0.5
+    return float(verdict == chosen_is)
 
 
 def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | None, judge_name, args,
               stats: dict, partial: Path) -> list[dict]:
     """One record per comparison and order: the raw judge texts, verdict and score. Records are
     appended to `partial` chunk by chunk, so an interrupted run keeps them and judges only the rest.
-    A judge prompt that cannot fit --max-prompt-length even with the responses cut scores 0.5 and is
-    counted as too long."""
-    rng = random.Random(args.seed)
-    orders = ["orig", "swap"] if args.swap else ["orig"]
-    jobs = []
-    for c in comps:
-        if not c.first:  # chosen/rejected benchmarks: the original order is a seeded coin flip
-            c.first = "chosen" if rng.random() < 0.5 else "rejected"
-        for order in orders:
-            jobs.append((c, order))
+    A judge prompt that cannot fit --max-prompt-length even with the responses cut counts as
+    undecided and is counted as too long."""
+    jobs = [(c, order) for c in comps for order in ([FIRST, SECOND] if args.swap else [mixed_order(c.cid, args.seed)])]
     done = {(r["cid"], r["order"]): r for r in C.read_jsonl_resumable(partial)}
     if done:
-        C.log.info("resuming: %d of %d judgements already written", len(done), len(jobs))
+        C.log.info("resuming: %d of %d judgements already written", sum(j in done for j in
+                   ((c.cid, o) for c, o in jobs)), len(jobs))
     todo = [j for j in jobs if (j[0].cid, j[1]) not in done]
-    temperature = args.temperature if args.temperature is not None else (0.0 if args.votes == 1 else 1.0)
+    temperature = 0.0 if args.greedy else args.temperature
     chunk = max(args.batch_size * 8, 1)
-    bar = C.progress(total=len(todo), desc="judge")
+    bar = C.GenerationProgress(len(todo), "judge")
     for s in range(0, len(todo), chunk):
         C.maybe_crash("judge_chunk", s // chunk)  # fault injection for the resume test
         part = todo[s:s + chunk]
         built = []
         for c, order in part:
-            chosen_first = (c.first == "chosen") == (order == "orig")
-            a, b = (c.chosen, c.rejected) if chosen_first else (c.rejected, c.chosen)
+            a, b = (c.chosen, c.rejected) if order == FIRST else (c.rejected, c.chosen)
             rubric = None if rubrics is None else rubrics[c.prompt]
             ids, cut = C.judge_prompt_ids(tok, c.prompt, rubric, a, b, args.max_prompt_length)
-            built.append((c, order, "A" if chosen_first else "B", ids, cut, rubric))
+            built.append((c, order, "A" if order == FIRST else "B", ids, cut, rubric))
         fits = [k for k, x in enumerate(built) if x[3] is not None]
         with C.adapter_ctx(model, judge_name):
             texts = C.generate_batched(model, tok, [built[k][3] for k in fits], args.batch_size, stats=stats,
                                        n=args.votes, max_new_tokens=args.max_judge_tokens, temperature=temperature,
-                                       top_p=args.top_p)
+                                       top_p=args.top_p, progress=bar)
         by_job = {k: texts[n * args.votes:(n + 1) * args.votes] for n, k in enumerate(fits)}
         recs = []
         for k, (c, order, chosen_is, ids, cut, rubric) in enumerate(built):
@@ -271,12 +314,11 @@ def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | Non
             rec = {"cid": c.cid, "bench": c.bench, "unit": c.unit, "subset": c.subset, "slot": c.slot,
                    "order": order, "chosen_is": chosen_is, "rubric_key": None if rubrics is None else c.prompt[:80],
                    "truncated": bool(cut), "too_long": ids is None, "judge_texts": t, "votes": votes,
-                   "verdict": verdict, "score": score_of(verdict, chosen_is),
+                   "verdict": verdict, "score": score_of(verdict, chosen_is, c.bench in STRICT),
                    "format": sum(C.format_reward(x, n_crit) for x in t) / len(t) if t else 0.0}
             recs.append(rec)
             done[(c.cid, order)] = rec
         C.append_jsonl(partial, recs)  # one write per chunk
-        bar.update(len(part))
     bar.close()
     return [done[(c.cid, order)] for c, order in jobs]
 
@@ -286,29 +328,53 @@ def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | Non
 # ---------------------------------------------------------------------------------------------
 
 PAPER_COLUMNS = ["Chat", "ChatH", "Follow", "PPE-IF", "Info", "IFB", "RMB", "RB2-PIF", "RB2-Foc", "HS3"]
-PAPER_ROWS = {
+PAPER_ROWS = {  # arXiv 2602.01511, Table 1
     "Rubric-ARM (paper)": [89.4, 79.6, 85.7, 70.8, 86.1, 65.9, 69.2, 41.9, 89.4, 69.8, 74.8],
     "Rubric-ARM voting@5 (paper)": [90.3, 80.7, 87.4, 72.0, 87.7, 67.1, 69.1, 46.2, 90.3, 71.1, 76.2],
     "Rubric-RM (paper)": [88.2, 74.1, 76.1, 67.0, 80.8, 65.4, 65.7, 34.4, 82.2, 67.0, 70.1],
     "Qwen3-8B rubric+judge (paper)": [73.9, 63.6, 63.0, 53.8, 74.6, 55.6, 64.2, 21.9, 56.6, 61.8, 58.9],
 }
+TIES_NOTE = ("RewardBench 2 Ties: accuracy part only (every correct answer beats every incorrect one); the "
+             "official Ties score also weighs reward margins, which a pairwise judge does not give")
+
+
+def order_views(records: list[dict], seed: int) -> dict[str, list[dict]]:
+    """The records as the paper's three orders (Table 13): 'fixed1' chosen shown first, 'fixed2' chosen
+    shown second, 'mixed' the seeded coin per pair. Without --swap only 'mixed' exists."""
+    by = {(r["cid"], r["order"]): r for r in records}
+    cids = list(dict.fromkeys(r["cid"] for r in records))
+    views = {"mixed": [by[(c, mixed_order(c, seed))] for c in cids if (c, mixed_order(c, seed)) in by]}
+    if all((c, FIRST) in by and (c, SECOND) in by for c in cids):
+        views["fixed1"] = [by[(c, FIRST)] for c in cids]
+        views["fixed2"] = [by[(c, SECOND)] for c in cids]
+    return views
 
 
 def aggregate(bench: str, recs: list[dict]) -> dict:
-    """Official score of one benchmark from its per-comparison records (one order)."""
+    """Official score of one benchmark from its per-comparison records (one order each)."""
     if not recs:
         return {}
     by_subset = defaultdict(list)
     for r in recs:
         by_subset[r["subset"]].append(r["score"])
-    res: dict = {"n": len(recs), "accuracy": sum(r["score"] for r in recs) / len(recs)}
+    res: dict = {"n": len(recs), "accuracy": sum(r["score"] for r in recs) / len(recs),
+                 "unparsed": sum(r["verdict"] is None and not r["too_long"] for r in recs)}
     if bench == "rewardbench":
         res["sections"] = rewardbench_sections(by_subset)
     elif bench == "rewardbench2":
         subsets = defaultdict(lambda: defaultdict(list))
         for r in recs:
             subsets[r["subset"]][r["unit"]].append(r["score"])
-        res["subsets"] = {s: best_of_n_score(list(u.values())) for s, u in subsets.items()}
+        res["subsets"] = {}
+        for s, units in subsets.items():
+            if s.lower() == "ties":
+                prompts = defaultdict(list)  # every correct answer of a prompt against every incorrect one
+                for unit, outcomes in units.items():
+                    prompts[unit.rsplit("/", 1)[0]] += outcomes
+                res["subsets"][s] = sum(all(o == 1 for o in v) for v in prompts.values()) / len(prompts)
+                res["ties_note"] = TIES_NOTE
+            else:
+                res["subsets"][s] = best_of_n_score(list(units.values()))
     elif bench == "rm-bench":
         per = defaultdict(lambda: defaultdict(dict))
         for r in recs:
@@ -321,6 +387,7 @@ def aggregate(bench: str, recs: list[dict]) -> dict:
 
 
 def paper_columns(results: dict) -> dict[str, float]:
+    """Our results under the paper's column names; local pairwise files keep their own names."""
     cols = {}
     if (rb := results.get("rewardbench")) and "sections" in rb:
         cols["Chat"], cols["ChatH"] = rb["sections"].get("Chat"), rb["sections"].get("Chat Hard")
@@ -329,14 +396,14 @@ def paper_columns(results: dict) -> dict[str, float]:
         cols["RB2-PIF"], cols["RB2-Foc"] = subs.get("precise if"), subs.get("focus")
     if rmb := results.get("rm-bench"):
         cols["RMB"] = rmb.get("domains", {}).get("chat", {}).get("avg")
-    if ppe := results.get("ppe"):
-        cols["PPE-IF"] = ppe.get("subsets", {}).get("ifeval")
+    if ppe := results.get("ppe-ifeval"):
+        cols["PPE-IF"] = ppe["accuracy"]
     if hs3 := results.get("helpsteer3"):
         cols["HS3"] = hs3["accuracy"]
-    for bench, col in (("followbench", "Follow"), ("infobench", "Info"), ("ifbench", "IFB"),
-                       ("writingpref", "WritingPref"), ("pairwise", "Pairwise")):
-        if r := results.get(bench):
-            cols[col] = r["accuracy"]
+    named = {"followbench": "Follow", "infobench": "Info", "ifbench": "IFB"}
+    for bench, res in results.items():
+        if bench not in HUB and res:
+            cols[named.get(bench, bench)] = res["accuracy"]
     return {k: v for k, v in cols.items() if v is not None}
 
 
@@ -360,24 +427,35 @@ def markdown_table(ours: dict[str, float], label: str, extra: dict[str, dict] | 
                 table += "; " + ", ".join(f"{k} {100 * v:.1f}" for k, v in res[key].items())
         if "domains" in res:
             table += "; " + ", ".join(f"{d} {100 * v['avg']:.1f}" for d, v in res["domains"].items())
+        if res.get("unparsed"):
+            table += f"; {res['unparsed']} unparseable verdict(s)" + (" (scored 0, the official rule)"
+                                                                      if bench in STRICT else " (scored 0.5)")
+        if "ties_note" in res:
+            table += f"\n  ({res['ties_note']})"
     return table + "\n"
 
 
-def position_bias(recs: list[dict]) -> dict:
-    """Accuracy in each order, their mean absolute change, and the share of comparisons whose
-    verdict names a different response when A/B are swapped."""
-    orig = {r["cid"]: r for r in recs if r["order"] == "orig"}
-    swap = {r["cid"]: r for r in recs if r["order"] == "swap"}
-    both = [c for c in orig if c in swap]
-    if not both:
-        return {}
-    acc_o = sum(orig[c]["score"] for c in both) / len(both)
-    acc_s = sum(swap[c]["score"] for c in both) / len(both)
-    # the same response preferred in both orders <=> verdict letters differ
-    flips = sum(1 for c in both if orig[c]["verdict"] is not None and swap[c]["verdict"] is not None
-                and orig[c]["verdict"] == swap[c]["verdict"])
-    return {"accuracy_orig": acc_o, "accuracy_swap": acc_s, "abs_change": abs(acc_o - acc_s),
-            "flip_rate": flips / len(both), "n": len(both)}
+def position_table(by_order: dict[str, dict[str, float]]) -> dict:
+    """Paper Table 13 from each order's columns: per column Fixed 1, Fixed 2, Mixed and Variation
+    (max - min), and the variation averaged over the columns."""
+    out = {}
+    for col in by_order.get("mixed", {}):
+        accs = {o: by_order[o].get(col) for o in ("fixed1", "fixed2", "mixed") if o in by_order}
+        if len(accs) == 3 and None not in accs.values():
+            out[col] = {**accs, "variation": max(accs.values()) - min(accs.values())}
+    if out:
+        out["average_variation"] = sum(v["variation"] for v in out.values()) / len(out)
+    return out
+
+
+def flip_rate(records: list[dict]) -> float | None:
+    """Share of comparisons whose two fixed-order verdicts name the same letter, i.e. a different
+    response each time: the judge followed the position, not the content."""
+    by = defaultdict(dict)
+    for r in records:
+        by[r["cid"]][r["order"]] = r["verdict"]
+    both = [v for v in by.values() if v.get(FIRST) is not None and v.get(SECOND) is not None]
+    return sum(v[FIRST] == v[SECOND] for v in both) / len(both) if both else None
 
 
 def peak_memory_gb(device) -> float:
@@ -386,21 +464,33 @@ def peak_memory_gb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
 
 
-SIGNATURE_KEYS = ("model", "rubric_adapter", "judge_adapter", "no_rubric", "votes", "temperature", "top_p",
-                  "max_rubric_tokens", "max_judge_tokens", "max_prompt_length", "seed", "load_4bit", "dtype")
+SIGNATURE_KEYS = ("model", "rubric_adapter", "judge_adapter", "no_rubric", "votes", "temperature", "top_p", "greedy",
+                  "max_rubric_tokens", "max_judge_tokens", "max_prompt_length", "seed", "load_4bit", "dtype",
+                  "limit", "rubric_template", "judge_template")
 
 
-def check_run_signature(out: Path, args) -> None:
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def check_run_signature(out: Path, args, specs: list[tuple[str, str | None]]) -> None:
     """Cached rubrics and judgements are reused on a rerun; refuse to mix them with another model,
-    adapter or decoding setting in the same folder."""
+    adapter, decoding setting or data in the same folder."""
     sig = {k: (str(v) if v is not None else None) for k, v in vars(args).items() if k in SIGNATURE_KEYS}
+    for name, path in specs:  # the data itself: a local file by its content, a hub set by its name
+        sig[f"data:{name}"] = _file_digest(path) if path else HUB[name][0]
     path = out / "run_signature.json"
     if path.exists():
         old = json.loads(path.read_text())
-        diff = [k for k in SIGNATURE_KEYS if old.get(k) != sig.get(k)]
+        diff = [k for k in sorted(set(old) | set(sig)) if old.get(k) != sig.get(k)
+                and (k.startswith("data:") or k in SIGNATURE_KEYS)]
         if diff:
-            raise SystemExit(f"error: {out} holds rubrics and judgements made with other settings ({', '.join(diff)} "
-                             f"differ); use a new --out or delete that folder")
+            raise SystemExit(f"error: {out} holds rubrics and judgements made with other settings or data "
+                             f"({', '.join(diff)} differ); use a new --out or delete that folder")
     else:
         C.atomic_write_text(path, json.dumps(sig, indent=2))
 
@@ -409,26 +499,27 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     C.add_model_args(ap)
     ap.add_argument("--benchmark", action="append", required=True, metavar="NAME[=PATH]",
-                    help="rewardbench | rewardbench2 | rm-bench | ppe | helpsteer3 | pairwise | followbench | "
-                         "infobench | ifbench | writingpref; =PATH reads a local file in the same schema")
+                    help="rewardbench | rewardbench2 | rm-bench | ppe-ifeval | ppe-human | helpsteer3, or NAME=PATH "
+                         "for a local file (followbench, infobench, ifbench fill the paper's columns)")
     ap.add_argument("--data", default=None, help="local file for a single --benchmark (same as NAME=PATH)")
     ap.add_argument("--limit", type=int, default=None, help="first N examples of each benchmark")
     ap.add_argument("--rubric-adapter", default=None, help="rubric generator adapter (none: the base model)")
     ap.add_argument("--judge-adapter", default=None, help="judge adapter (none: the base model)")
     ap.add_argument("--no-rubric", action="store_true", help="direct-judge baseline: no rubric in the prompt")
-    ap.add_argument("--swap", action="store_true", help="judge both A/B orders; report position bias")
+    ap.add_argument("--swap", action="store_true",
+                    help="also judge both fixed A/B orders: the paper's position-bias table (Table 13)")
     ap.add_argument("--votes", type=int, default=1, help="voting@k: majority of k sampled verdicts")
-    ap.add_argument("--temperature", type=float, default=None,
-                    help="judge temperature (default: greedy for --votes 1, 1.0 for voting)")
-    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--temperature", type=float, default=1.0, help="judge sampling temperature (paper Table 11: 1.0)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="judge nucleus sampling (paper Table 11: 1.0, no top-k)")
+    ap.add_argument("--greedy", action="store_true", help="judge greedily instead (not the paper's setting)")
     ap.add_argument("--max-rubric-tokens", type=int, default=1024, help="paper: 1024")
     ap.add_argument("--max-judge-tokens", type=int, default=4096, help="paper: 4096")
     ap.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
-    ap.add_argument("--max-prompt-length", type=int, default=None,
+    ap.add_argument("--max-prompt-length", type=int, default=8192,
                     help="judge prompt tokens: longer ones get their responses shortened (never the instruction "
-                         "or rubric); one that still does not fit scores 0.5 and is counted (default: no limit)")
+                         "or rubric); one that still does not fit counts as undecided and is counted")
     ap.add_argument("--out", required=True, help="run folder")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="fixes the mixed A/B order of every pair and the sampling")
     ap.add_argument("--label", default="ours", help="row name in the table")
     return ap.parse_args(argv)
 
@@ -437,17 +528,28 @@ def main(argv=None) -> dict:
     C.setup_logging()
     args = parse_args(argv)
     C.use_templates(args)
-    out = C.check_writable(args.out)
-    C.seed_everything(args.seed)
-    device = torch.device(args.device) if args.device else C.default_device()
     specs = []
     for spec in args.benchmark:
         name, _, path = spec.partition("=")
-        if name not in HUB and name not in GENERIC:
-            raise SystemExit(f"error: unknown benchmark {name!r}")
-        specs.append((name, path or args.data))
-    check_run_signature(out, args)
-    comps = {name: load_benchmark(name, path, args.limit) for name, path in specs}
+        path = path or args.data
+        if name not in HUB and not path:
+            raise SystemExit(f"error: unknown benchmark {name!r} (a local pairwise file needs {name}=PATH)")
+        specs.append((name, path))
+    out = C.check_writable(args.out)
+    C.seed_everything(args.seed)
+    device = torch.device(args.device) if args.device else C.default_device()
+    check_run_signature(out, args, specs)
+    comps = {}
+    for name, path in specs:
+        loaded = load_benchmark(name, path, args.limit)
+        same = [c for c in loaded if c.chosen.strip() == c.rejected.strip()]
+        if same:  # no judge can be right or wrong on these: they would only add noise around 50%
+            C.log.warning("benchmark %s: %d comparison(s) have identical chosen and rejected responses "
+                          "(first %s); left out of the scores", name, len(same), same[0].cid)
+            loaded = [c for c in loaded if c.chosen.strip() != c.rejected.strip()]
+        if not loaded:
+            raise C.DataError(f"benchmark {name}: every comparison has identical responses")
+        comps[name] = loaded
     n_prompts = len({c.prompt for cs in comps.values() for c in cs})
     C.log.info("loaded %s; %d distinct prompts", ", ".join(f"{k} {len(v)} comparisons" for k, v in comps.items()), n_prompts)
     rm = C.RubricARM.load(args.model, args.rubric_adapter, args.judge_adapter, load_4bit=args.load_4bit, device=device,
@@ -471,14 +573,14 @@ def main(argv=None) -> dict:
     C.write_jsonl_atomic(out / "predictions.jsonl", records)
     partial.unlink(missing_ok=True)
 
-    results, bias = {}, {}
-    for name in comps:
-        recs = [r for r in records if r["bench"] == name]
-        results[name] = aggregate(name, [r for r in recs if r["order"] == "orig"])
-        if args.swap:
-            results[name]["swapped"] = aggregate(name, [r for r in recs if r["order"] == "swap"])
-            bias[name] = position_bias(recs)
-    all_bias = position_bias(records) if args.swap else {}
+    views = order_views(records, args.seed)
+    by_order = {}  # order -> {benchmark: official result}
+    for order, recs in views.items():
+        by_order[order] = {name: aggregate(name, [r for r in recs if r["bench"] == name]) for name in comps}
+    results = by_order["mixed"]
+    cols = paper_columns(results)
+    position = position_table({o: paper_columns(res) for o, res in by_order.items()})
+    mixed = views["mixed"]
     unparsed = sum(r["verdict"] is None and not r["too_long"] for r in records)
     too_long = sum(r["too_long"] for r in records)
     truncated = sum(r["truncated"] and not r["too_long"] for r in records)
@@ -489,24 +591,27 @@ def main(argv=None) -> dict:
            "judge_tokens": judge_stats.get("tokens", 0),
            "tokens_per_s": (rubric_stats.get("tokens", 0) + judge_stats.get("tokens", 0)) / max(wall, 1e-9),
            "peak_memory_gb": peak_memory_gb(device)}
-    cols = paper_columns(results)
-    summary = {"accuracy": sum(r["score"] for r in records if r["order"] == "orig") /
-               max(1, sum(r["order"] == "orig" for r in records)),
+    summary = {"accuracy": sum(r["score"] for r in mixed) / len(mixed),
                "format_rate": sum(r["format"] for r in records) / len(records),
                "unparsed": unparsed, "unparsed_share": unparsed / len(records), "too_long": too_long,
-               "truncated": truncated}
-    if all_bias:
-        summary.update({"accuracy_swapped": all_bias["accuracy_swap"], "flip_rate": all_bias["flip_rate"]})
-    report = {"summary": summary, "benchmarks": results, "paper_columns": cols, "position_bias": bias,
-              "efficiency": eff, "config": {k: v for k, v in vars(args).items()}}
+               "truncated": truncated, "judgements": len(records)}
+    if "fixed1" in views:
+        summary.update({"accuracy_fixed1": sum(r["score"] for r in views["fixed1"]) / len(views["fixed1"]),
+                        "accuracy_fixed2": sum(r["score"] for r in views["fixed2"]) / len(views["fixed2"]),
+                        "flip_rate": flip_rate(records)})
+    report = {"summary": summary, "benchmarks": results, "paper_columns": cols, "by_order": by_order,
+              "position_bias": position, "efficiency": eff, "config": {k: v for k, v in vars(args).items()}}
     C.atomic_write_text(out / "results.json", json.dumps(report, indent=2))
     table = markdown_table(cols, args.label, results)
-    if args.swap:
-        table += "\nPosition bias: " + "; ".join(
-            f"{b}: acc {100 * v['accuracy_orig']:.1f} / swapped {100 * v['accuracy_swap']:.1f}, |change| "
-            f"{100 * v['abs_change']:.2f}, flips {100 * v['flip_rate']:.1f}%" for b, v in bias.items() if v) + "\n"
-    table += (f"\nUnparseable verdicts (scored 0.5): {unparsed} of {len(records)}; prompts over --max-prompt-length: "
-              f"{truncated} fitted by shortening the responses, {too_long} too long (scored 0.5). Efficiency: "
+    if position:
+        flips = summary.get("flip_rate")
+        table += ("\nPosition bias (paper Table 13; accuracy %, chosen shown first / second / mixed order):\n"
+                  + "\n".join(f"  {c}: {100 * v['fixed1']:.1f} / {100 * v['fixed2']:.1f} / {100 * v['mixed']:.1f}, "
+                              f"variation {100 * v['variation']:.2f}" for c, v in position.items() if c != "average_variation")
+                  + f"\n  average variation {100 * position['average_variation']:.2f}; verdicts naming the same letter "
+                    f"in both orders: {'n/a' if flips is None else f'{100 * flips:.1f}%'}\n")
+    table += (f"\nUnparseable verdicts: {unparsed} of {len(records)}; prompts over --max-prompt-length: "
+              f"{truncated} fitted by shortening the responses, {too_long} too long (undecided). Efficiency: "
               f"{eff['wall_s_per_100_prompts']:.1f} s per 100 prompts, {eff['rubrics_generated']} rubrics "
               f"({eff['rubric_tokens']} tokens), {eff['judge_tokens']} judge tokens, "
               f"{eff['tokens_per_s']:.0f} tokens/s, peak memory {eff['peak_memory_gb']:.2f} GB\n")

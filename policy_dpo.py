@@ -43,11 +43,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--rm-model", default=None, help="Rubric-ARM base model (default: --model)")
     g.add_argument("--rubric-adapter", required=True, help="rubric generator adapter")
     g.add_argument("--judge-adapter", required=True, help="judge adapter")
-    g.add_argument("--n-samples", type=int, default=4, help="responses sampled per prompt")
+    g.add_argument("--n-samples", type=int, default=2, help="responses sampled per prompt (paper Eq. 13: 2)")
     g.add_argument("--sample-temperature", type=float, default=1.0)
     g.add_argument("--max-new-tokens", type=int, default=1024, help="policy response length")
     g.add_argument("--max-rubric-tokens", type=int, default=1024)
     g.add_argument("--max-judge-tokens", type=int, default=4096)
+    g.add_argument("--judge-temperature", type=float, default=1.0, help="paper Table 11: 1.0 (0: greedy)")
     g.add_argument("--gen-batch", type=int, default=16, help="prompts per generate call")
     g = ap.add_argument_group("DPO (paper recipe defaults)")
     g.add_argument("--rounds", type=int, default=1, help="IterDPO rounds (paper: 3)")
@@ -132,7 +133,7 @@ def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
     rm = C.RubricARM.load(args.rm_model, args.rubric_adapter, args.judge_adapter, load_4bit=args.load_4bit,
                           device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                           max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
-                          batch_size=args.gen_batch)
+                          judge_temperature=args.judge_temperature, batch_size=args.gen_batch)
     partial = prefs_path.with_name("labels.partial.jsonl")
     kept, report = label_pairs(rm, samples, partial)
     C.write_jsonl_atomic(prefs_path, kept)

@@ -37,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--judge-adapter", required=True)
     ap.add_argument("--max-rubric-tokens", type=int, default=1024)
     ap.add_argument("--max-judge-tokens", type=int, default=4096)
+    ap.add_argument("--judge-temperature", type=float, default=1.0, help="paper Table 11: 1.0 (0: greedy)")
     ap.add_argument("--judge-batch", type=int, default=16, help="judge prompts per generate call")
     C.add_grpo_args(ap, POLICY_DEFAULTS)
     args = ap.parse_args(argv)
@@ -67,11 +68,12 @@ def main(argv=None) -> None:
     C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; grpo_train seeds per rank
     prompts = C.load_prompts(args.prompts, args.split, args.limit, args.prompt_field)
     policy, tok = C.load_trainable(args, dist, args.adapter)
+    C.add_reference_adapter(policy, args.adapter)  # KL anchor: the starting policy
     share = policy if args.rm_model == args.model else None
     rm = C.RubricARM.load(args.rm_model, args.rubric_adapter, args.judge_adapter, share=share,
                           load_4bit=args.load_4bit, device=dist.device, dtype=args.dtype,
                           trust_remote_code=args.trust_remote_code, max_rubric_tokens=args.max_rubric_tokens,
-                          max_judge_tokens=args.max_judge_tokens, batch_size=args.judge_batch)
+                          max_judge_tokens=args.max_judge_tokens, judge_temperature=args.judge_temperature, batch_size=args.judge_batch)
     cfg = C.grpo_config_from_args(args)
     resume_step = C.resume_step(out, args.resume)
     metrics = C.MetricsLogger(out, dist.main, args.wandb_project, "policy-grpo", vars(args), resume_step=resume_step)

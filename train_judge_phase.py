@@ -94,6 +94,7 @@ def main(argv=None) -> None:
     rows = C.load_pairs_from_args(args)
     rubrics = C.read_rubric_cache(args.rubric_cache, rows)
     model, tok = C.load_trainable(args, dist, args.adapter)
+    C.add_reference_adapter(model, args.adapter)  # KL anchor: the phase's starting adapter, frozen
     rows = fit_rows(tok, rows, rubrics, args.max_prompt_length)
     cfg = C.grpo_config_from_args(args)
     C.log.info("judge phase: %d examples, G=%d, batch %d, %s reward", len(rows), cfg.group_size, cfg.batch_size,

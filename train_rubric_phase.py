@@ -2,7 +2,7 @@
 
 The generator (trainable LoRA) samples G rubrics per prompt. The frozen judge (the same base
 network with the judge adapter: two adapters, one base in memory) then decodes greedily on the
-example's response pair under each rubric, in a random A/B order, all rubrics of a step in one
+example's response pair under each rubric, in one random A/B order per example, all rubrics of a step in one
 batched call. Reward R_r = 1 if the judge's verdict equals the label, else 0, plus an optional
 rubric-format term (--rubric-format-weight: share of numbered items tagged [Hard Rule]/[Principle]).
 Defaults are the paper's generator settings (G=6, 512 new tokens, batch 288, lr 1e-6, eps 0.2/0.28,
@@ -48,7 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_prompt_fn(tok):
     def build(row: dict) -> C.Prompted:
-        return C.Prompted(C.chat_prompt_ids(tok, C.rubric_messages(row["prompt"])), {"row": row})
+        # one A/B order per example, shared by its G rubrics: the group's rewards then differ by the
+        # rubric alone, not by the judge's position bias (as in the judge phase)
+        return C.Prompted(C.chat_prompt_ids(tok, C.rubric_messages(row["prompt"])), {"row": row, "swap": random.random() < 0.5})
     return build
 
 
@@ -57,8 +59,8 @@ def make_rubric_reward(model, tok, args, samples_path: Path | None):
     def reward(batch: list[C.Prompted], rubrics: list[str], G: int):
         prompts, labels = [], []
         for i, rubric in enumerate(rubrics):
-            row = batch[i // G].meta["row"]
-            a, b, label = C.swap_pair(row, random.random() < 0.5)
+            row, swap = batch[i // G].meta["row"], batch[i // G].meta["swap"]
+            a, b, label = C.swap_pair(row, swap)
             prompts.append(C.judge_prompt_ids(tok, row["prompt"], rubric, a, b, args.max_prompt_length)[0])
             labels.append(label)
         # a rubric too long for the judge's prompt even with the responses cut gets no verdict (reward 0)
@@ -91,6 +93,7 @@ def main(argv=None) -> None:
     C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; grpo_train seeds per rank
     rows = C.load_pairs_from_args(args)
     model, tok = C.load_trainable(args, dist, args.adapter)
+    C.add_reference_adapter(model, args.adapter)  # KL anchor: the phase's starting adapter, frozen
     C.add_frozen_adapter(model, args.judge_adapter, "judge")
     cfg = C.grpo_config_from_args(args)
     resume_step = C.resume_step(out, args.resume)

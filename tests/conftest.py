@@ -72,11 +72,25 @@ def yes_rm(tiny_model, tmp_path_factory) -> dict:
         rows.append({"id": f"y{i}", "prompt": YES_PROMPT, "response_a": a, "response_b": b, "winner": w,
                      "rubric": YES_RUBRIC, "judge_trajectory": f"Winner: Response {w}"})
     write_rows(d / "rows.jsonl", rows)
+    # a short judge prompt (--judge-template): the tiny random model cannot learn to look past the
+    # built-in prompt's 300 tokens of instructions in a few steps; the stages take this file as a user would
+    template = d / "judge_template.txt"
+    template.write_text("{instruction}\n{rubric}\nA: {response_a}\nB: {response_b}\n")
     common = ["--model", tiny_model, "--data", d / "rows.jsonl", "--batch-size", "16", "--micro-batch", "16",
-              "--lr", "1e-2", "--lora-r", "16", "--lora-alpha", "32"]
+              "--lr", "1e-2", "--lora-r", "16", "--lora-alpha", "32", "--judge-template", template]
     run_script("sft_warmup.py", "--role", "judge", *common, "--out", d / "judge", "--epochs", "30")
     run_script("sft_warmup.py", "--role", "rubric", *common, "--out", d / "rubric", "--epochs", "10")
-    return {"rubric": d / "rubric" / "adapter", "judge": d / "judge" / "adapter", "dir": d}
+    return {"rubric": d / "rubric" / "adapter", "judge": d / "judge" / "adapter", "dir": d, "template": template}
+
+
+@pytest.fixture
+def yes_template(yes_rm):
+    """In-process callers of the yes_rm judge use its judge prompt (the scripts take --judge-template)."""
+    import argparse
+    saved = dict(C.TEMPLATES)
+    C.use_templates(argparse.Namespace(judge_template=str(yes_rm["template"]), rubric_template=None))
+    yield
+    C.TEMPLATES.update(saved)
 
 
 @pytest.fixture(scope="session")

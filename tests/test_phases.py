@@ -14,21 +14,23 @@ from conftest import ROOT, TRAIN, read_jsonl, run_script
 def test_rubric_phase_reward_comes_from_the_judges_verdicts(tiny_model, always_a_judge, tmp_path):
     out = tmp_path / "rubric"
     run_script("train_rubric_phase.py", "--model", tiny_model, "--judge-adapter", always_a_judge,
-               "--data", TRAIN, "--limit", "8", "--group-size", "4", "--batch-size", "8", "--micro-batch", "8",
+               "--data", TRAIN, "--limit", "16", "--group-size", "4", "--batch-size", "16", "--micro-batch", "16",
                "--max-completion-length", "12", "--judge-max-new-tokens", "24", "--max-steps", "3",
                "--lr", "1e-3", "--log-samples", "-1", "--out", out, "--lora-r", "8", "--lora-alpha", "16")
     samples = read_jsonl(out / "judge_samples.jsonl")
-    assert len(samples) == 3 * 8  # every rubric of every step was judged
+    assert len(samples) == 3 * 16  # every rubric of every step was judged
     for s in samples:
         assert s["verdict"] == C.parse_verdict(s["judge_text"])
         assert s["reward_acc"] == float(s["verdict"] == s["label"])
     verdicts = [s["verdict"] for s in samples]
     assert verdicts.count("A") >= 0.75 * len(samples), verdicts  # the judge's trained answer
-    assert {s["label"] for s in samples} == {"A", "B"}       # the A/B order is drawn at random
+    assert {s["label"] for s in samples} == {"A", "B"}       # the A/B order is drawn at random...
+    for g in range(0, len(samples), 4):                      # ...once per example: one label per group of G
+        assert len({(s["id"], s["label"]) for s in samples[g:g + 4]}) == 1
     log = read_jsonl(out / "metrics.jsonl")
     for step, m in enumerate(log):
-        chunk = samples[step * 8:(step + 1) * 8]
-        assert m["reward_acc"] == pytest.approx(sum(s["reward_acc"] for s in chunk) / 8)
+        chunk = samples[step * 16:(step + 1) * 16]
+        assert m["reward_acc"] == pytest.approx(sum(s["reward_acc"] for s in chunk) / 16)
         assert m["reward"] == pytest.approx(m["reward_acc"])  # no format term by default
     assert (out / "adapter" / "adapter_model.safetensors").exists()
     # the judge adapter is untouched: only the generator's adapter is saved

@@ -32,9 +32,10 @@ def test_order_consistency_and_online_reward_arithmetic():
     assert C.pairwise_reward("B", "A") == 0.0 and C.pairwise_reward(None, "B") == 0.5
 
 
-def test_labelling_keeps_only_order_consistent_pairs(tiny_model, yes_rm, always_a_judge):
+def test_labelling_keeps_only_order_consistent_pairs(tiny_model, yes_rm, yes_template, always_a_judge):
+    # greedy judges (judge_temperature 0): the test checks the labelling logic, not sampling
     rm = C.RubricARM.load(str(tiny_model), str(yes_rm["rubric"]), str(yes_rm["judge"]), max_rubric_tokens=16,
-                          max_judge_tokens=8)
+                          max_judge_tokens=8, judge_temperature=0.0)
     samples = [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river", "no bird", "no cloud"]}]
     kept, report = policy_dpo.label_pairs(rm, samples)
     assert report["pairs"] == 6  # 4 distinct responses (the duplicate is dropped): C(4, 2)
@@ -44,12 +45,13 @@ def test_labelling_keeps_only_order_consistent_pairs(tiny_model, yes_rm, always_
     assert len(yes_vs_no) == 4 and all(k["chosen"].startswith("yes") for k in yes_vs_no)
     # the same judge with the verdict fixed by position: nothing survives the swap
     always_a = C.RubricARM.load(str(tiny_model), str(yes_rm["rubric"]), str(always_a_judge),
-                                max_rubric_tokens=16, max_judge_tokens=8)
+                                max_rubric_tokens=16, max_judge_tokens=8, judge_temperature=0.0)
     kept, report = policy_dpo.label_pairs(always_a, samples)
     assert kept == [] and report["dropped_inconsistent"] == 6
 
 
 DPO = ["policy_dpo.py", "--prompts", None, "--n-samples", "3", "--max-new-tokens", "6", "--max-rubric-tokens", "16",
+       "--judge-temperature", "0",
        "--max-judge-tokens", "8", "--batch-size", "4", "--micro-batch", "4", "--lora-r", "8", "--lora-alpha", "16",
        "--save-every", "1", "--warmup-ratio", "0", "--lr-scheduler", "constant"]
 
@@ -59,7 +61,8 @@ def test_dpo_raises_the_margin_on_its_pairs(tiny_model, yes_rm, tmp_path):
                        [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river", "no bird"]}])
     args = [a if a is not None else cands for a in DPO]
     run_script(*args, "--model", tiny_model, "--candidates", cands, "--rubric-adapter", yes_rm["rubric"],
-               "--judge-adapter", yes_rm["judge"], "--out", tmp_path / "dpo", "--lr", "5e-3", "--epochs", "8")
+               "--judge-adapter", yes_rm["judge"], "--judge-template", yes_rm["template"], "--out", tmp_path / "dpo",
+               "--lr", "5e-3", "--epochs", "8")
     r1 = tmp_path / "dpo" / "round1"
     report = json.loads((r1 / "label_report.json").read_text())
     prefs = read_jsonl(r1 / "prefs.jsonl")
@@ -86,6 +89,7 @@ def test_iterdpo_two_rounds_with_resume(tiny_model, yes_rm, tmp_path):
     cands = write_rows(tmp_path / "cands.jsonl", [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river"]}])
     args = [a if a is not None else prompts for a in DPO] + [
         "--model", tiny_model, "--rubric-adapter", yes_rm["rubric"], "--judge-adapter", yes_rm["judge"],
+        "--judge-template", yes_rm["template"],
         "--candidates", cands, "--rounds", "2", "--max-steps", "3", "--lr", "1e-3", "--out", tmp_path / "it"]
     killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AT": "step:2"}, check=False)
     assert killed.returncode == -9  # during round 1's DPO, after step 2
@@ -109,7 +113,8 @@ def test_iterdpo_two_rounds_with_resume(tiny_model, yes_rm, tmp_path):
 def test_policy_grpo_online_run(tiny_model, yes_rm, tmp_path):
     prompts = write_rows(tmp_path / "p.jsonl", [{"prompt": YES_PROMPT}, {"prompt": "Answer yes, please."}])
     run_script("policy_grpo.py", "--model", tiny_model, "--prompts", prompts, "--rubric-adapter", yes_rm["rubric"],
-               "--judge-adapter", yes_rm["judge"], "--group-size", "3", "--batch-size", "6", "--micro-batch", "6",
+               "--judge-adapter", yes_rm["judge"], "--judge-template", yes_rm["template"], "--group-size", "3",
+               "--batch-size", "6", "--micro-batch", "6",
                "--max-completion-length", "6", "--max-rubric-tokens", "16", "--max-judge-tokens", "8",
                "--max-steps", "2", "--lr", "1e-3", "--lora-r", "8", "--lora-alpha", "16", "--out", tmp_path / "g")
     log = read_jsonl(tmp_path / "g" / "metrics.jsonl")

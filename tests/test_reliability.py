@@ -36,20 +36,21 @@ def test_evaluate_resumes_after_kill(tiny_model, tmp_path):
     assert "16 of 20 judgements already written" in p.stderr
     preds = read_jsonl(tmp_path / "ev" / "predictions.jsonl")
     assert sorted((r["cid"], r["order"]) for r in preds) == sorted(
-        (f"pairwise/eval-{i:05d}", o) for i in range(10) for o in ("orig", "swap"))
+        (f"pairwise/eval-{i:05d}", o) for i in range(10) for o in ("chosen_first", "chosen_second"))
     assert len(read_jsonl(tmp_path / "ev" / "rubrics.jsonl")) == 10
 
 
-def test_dpo_labelling_resumes_after_kill(tiny_model, yes_rm, tmp_path):
+def test_dpo_labelling_resumes_after_kill(tiny_model, yes_rm, yes_template, tmp_path):
     samples = [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river", "no bird"]},
                {"prompt": "Say yes.", "responses": ["yes", "no", "no no"]}]
     rm = C.RubricARM.load(str(tiny_model), str(yes_rm["rubric"]), str(yes_rm["judge"]), max_rubric_tokens=16,
-                          max_judge_tokens=8, batch_size=1)
+                          max_judge_tokens=8, batch_size=1, judge_temperature=0.0)
     ref, ref_report = policy_dpo.label_pairs(rm, samples)
     cands = write_rows(tmp_path / "c.jsonl", samples)
     args = ["policy_dpo.py", "--model", tiny_model, "--prompts", cands, "--candidates", cands, "--rubric-adapter",
             yes_rm["rubric"], "--judge-adapter", yes_rm["judge"], "--max-rubric-tokens", "16", "--max-judge-tokens", "8",
-            "--gen-batch", "1", "--max-steps", "1", "--out", tmp_path / "d"]
+            "--judge-temperature", "0", "--judge-template", yes_rm["template"], "--gen-batch", "1", "--max-steps", "1",
+            "--out", tmp_path / "d"]
     killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AT": "label_chunk:1"}, check=False)
     assert killed.returncode == -9
     assert len(read_jsonl(tmp_path / "d" / "round1" / "labels.partial.jsonl")) == 4  # one chunk of 4 pairs
@@ -108,8 +109,10 @@ def test_judge_prompt_truncation_policy(tok):
     long_a, long_b = row["response_a"] * 30, row["response_b"] * 10
     full, cut = C.judge_prompt_ids(tok, row["prompt"], row["rubric"], long_a, long_b)
     assert not cut
-    ids, cut = C.judge_prompt_ids(tok, row["prompt"], row["rubric"], long_a, long_b, max_len=len(full) // 2)
-    assert cut and len(ids) <= len(full) // 2
+    fixed, _ = C.judge_prompt_ids(tok, row["prompt"], row["rubric"], "x", "y")  # the template, instruction, rubric
+    half = (len(full) + len(fixed)) // 2  # room for about half of the two responses
+    ids, cut = C.judge_prompt_ids(tok, row["prompt"], row["rubric"], long_a, long_b, max_len=half)
+    assert cut and len(ids) <= half
     text = tok.decode(ids)
     assert row["prompt"] in text and row["rubric"] in text  # never cut
     assert text.count(C.TRUNCATION_MARK) == 2 or text.count(C.TRUNCATION_MARK) == 1
@@ -190,7 +193,14 @@ def test_evaluate_refuses_to_mix_settings_in_one_folder(tiny_model, tmp_path):
             "--max-rubric-tokens", "4", "--max-judge-tokens", "4", "--out", tmp_path / "ev"]
     run_script(*args)
     err = one_line_error(run_script(*args[:-2], "--max-judge-tokens", "5", "--out", tmp_path / "ev", check=False))
-    assert "holds rubrics and judgements made with other settings (max_judge_tokens differ)" in err
+    assert "holds rubrics and judgements made with other settings or data (max_judge_tokens differ)" in err
+    # the data too: another --limit, another file under the same benchmark name (issue: judgements reused)
+    err = one_line_error(run_script(*args[:-2], "--limit", "3", "--out", tmp_path / "ev", check=False))
+    assert "(limit differ)" in err
+    other = write_rows(tmp_path / "other.jsonl", read_jsonl(EVAL)[5:9])
+    i = args.index("--data")
+    err = one_line_error(run_script(*args[:i + 1], other, *args[i + 2:], check=False))
+    assert "(data:pairwise differ)" in err
 
 
 def test_rubric_cache_extends_an_existing_cache(tiny_model, tok, tmp_path):

@@ -1,0 +1,592 @@
+"""A verifiable instruction-following preference task, labelled by the official IFEval / IFBench checkers.
+
+Each request is a short writing task plus 1 to 3 constraints whose wording comes from the official
+`build_description` of the IFEval (or IFBench) instruction classes shipped by the `if-verifiable`
+package. The responses are written by a real model (SmolLM2-135M-Instruct by default, two samples
+per request), reduced to plain sentences, and then edited deterministically so that both passing and
+failing responses exist:
+
+    chosen    sample 1 with every constraint enforced (e.g. commas removed, a title added, a P.S. added)
+    rejected  sample 2 with every constraint enforced but one ("hard" pairs, 70%), or sample 2 as the
+              model wrote it ("easy" pairs)
+
+The label always comes from the official `check_following` of every constraint: a pair is kept only
+if exactly one of its responses satisfies all constraints, so an edit that fails to do what it meant
+costs a pair, never a wrong label. Each row also carries a reference rubric (one [Hard Rule] per
+constraint, restating its wording, plus one [Principle]) and a reference judge trajectory in the
+judge's layout, for SFT warm-up.
+
+Splits (the paper's IFBench column is the out-of-distribution idea):
+    if_train.jsonl   IFEval constraint types, training writing tasks
+    if_test.jsonl    IFEval constraint types, held-out writing tasks
+    if_ood.jsonl     IFBench constraint types (never seen in training), held-out writing tasks
+
+    python if_preference_task.py --out-dir data --seed 0       # builds once; a rerun reuses the files
+
+Checkers left out, and why: IFEval number_sentences and capital_word_frequency, IFBench title_case,
+start_verb, words_position and stop_words need NLTK data that is not installed (and must not be
+downloaded at run time); response_language, letter_frequency, keyword frequency, constrained_response,
+json_format, two_responses and repeat_prompt have no edit that keeps a response natural; most other
+IFBench types (palindromic sentences, alliteration, syllable parity, ...) cannot be enforced by an edit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# ---------------------------------------------------------------------------------------------
+# The official checkers (imported quietly: ifbench tries to download NLTK stop words at import,
+# which fails offline with a printed error; none of the checkers used here needs them)
+# ---------------------------------------------------------------------------------------------
+
+
+def _registries() -> tuple[dict, dict, dict]:
+    import langdetect
+    langdetect.DetectorFactory.seed = 0  # the lowercase / capital checkers detect English: make it deterministic
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        from if_verifiable.ifbench.instructions_registry import INSTRUCTION_DICT as IFBENCH
+        from if_verifiable.ifeval.instructions_registry import INSTRUCTION_CONFLICTS
+        from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT as IFEVAL
+    return IFEVAL, IFBENCH, INSTRUCTION_CONFLICTS
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing tasks (ours); the test and OOD splits use tasks never seen in training
+# ---------------------------------------------------------------------------------------------
+
+TRAIN_TASKS = [
+    "Write a short note to a neighbour asking them to water your plants while you are away.",
+    "Explain in a few sentences why people should drink enough water.",
+    "Describe a quiet morning in a small village.",
+    "Give a friend some advice on starting to run.",
+    "Write a short description of a cozy reading corner.",
+    "Explain how to make a cup of tea.",
+    "Write a few sentences about why libraries matter.",
+    "Describe the smell of rain to someone who has never noticed it.",
+    "Write a short thank-you message to a teacher.",
+    "Explain what a budget is to a teenager.",
+    "Describe a walk along a beach in winter.",
+    "Give three tips for keeping a desk tidy.",
+    "Write a short invitation to a birthday picnic.",
+    "Explain why sleep is important for students.",
+    "Describe your ideal weekend in a few sentences.",
+    "Write a short review of a imaginary coffee shop.",
+    "Explain how bees help plants grow.",
+    "Write a short message welcoming a new member to a book club.",
+    "Describe a busy train station at rush hour.",
+    "Give advice to someone learning to cook.",
+    "Explain why it helps to stretch before exercise.",
+    "Write a few sentences about a favourite season.",
+    "Describe an old tree in a park.",
+    "Write a short apology for arriving late to a meeting.",
+    "Explain how to plant a seed in a pot.",
+    "Write a few sentences encouraging someone before an exam.",
+    "Describe a market on a Saturday morning.",
+    "Explain why recycling is useful.",
+    "Write a short note reminding a team about a deadline.",
+    "Describe the view from a mountain top.",
+    "Give tips for a first day at a new job.",
+    "Explain what makes a good friend.",
+    "Write a short story opening about a lost key.",
+    "Describe a kitchen while bread is baking.",
+    "Explain how to stay calm before a presentation.",
+    "Write a few sentences about the joy of music.",
+    "Describe a rainy afternoon at home.",
+    "Give advice on saving money for a trip.",
+    "Explain why people enjoy gardening.",
+    "Write a short postcard message from a seaside town.",
+    "Describe a snowy street at night.",
+    "Explain how to write a good shopping list.",
+    "Write a short message congratulating a colleague on a promotion.",
+    "Describe a family dinner on a holiday.",
+    "Give tips for learning a new language.",
+]
+HELD_OUT_TASKS = [
+    "Write a short note asking a landlord to fix a leaking tap.",
+    "Explain in a few sentences why walking is good for health.",
+    "Describe a lighthouse on a stormy evening.",
+    "Give advice to someone adopting their first cat.",
+    "Write a short message inviting friends to a board game night.",
+    "Explain how to wash vegetables properly.",
+    "Describe a small bakery early in the morning.",
+    "Write a few sentences about why trees matter in cities.",
+    "Give tips for keeping houseplants alive.",
+    "Explain what a volunteer does at a food bank.",
+    "Describe a fairground at dusk.",
+    "Write a short farewell message to a coworker who is moving away.",
+    "Explain why breakfast can help people focus.",
+    "Describe a river in early spring.",
+    "Give advice on packing for a weekend trip.",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Constraints: the official checker, the arguments we pass to build_description, and a "draft"
+# edit that enforces it. Drafts keep the parts of a response apart (prefix lines, body sentences,
+# suffix lines, whole-text transforms), so that edits compose in one fixed order.
+# ---------------------------------------------------------------------------------------------
+
+NAMES = ["Emma", "Liam", "Sophia", "Jackson", "Olivia", "Noah", "Ava", "Lucas", "Isabella", "Mason"]
+PALINDROMES = ["level", "radar", "civic", "refer", "rotor", "madam", "kayak", "stats", "tenet", "racecar"]
+CONJUNCTION_SENTENCES = [  # k distinct coordinating conjunctions in the k-th sentence
+    "Take your time and enjoy it.",
+    "Take your time and enjoy it, but stay focused.",
+    "Take your time and enjoy it, but stay focused, or ask for help.",
+    "Take your time and enjoy it, but stay focused, or ask for help, so nothing is missed.",
+    "Take your time and enjoy it, but stay focused, or ask for help, so nothing is missed, yet keep it simple.",
+]
+
+
+@dataclass
+class Draft:
+    prefix: list[str] = field(default_factory=list)    # lines before the body (a title)
+    body: list[str] = field(default_factory=list)      # sentences
+    layout: str = "paragraph"                          # how the body is written out
+    layout_arg: object = None
+    extra: list[str] = field(default_factory=list)     # sentences appended to the body
+    suffix: list[str] = field(default_factory=list)    # lines after the body (a P.S.)
+    ending: str | None = None                          # a phrase the text must end with
+    transforms: list[str] = field(default_factory=list)  # whole-text edits, applied last, in order
+    max_words: int | None = None                       # the whole text has fewer words than this
+
+    def render(self) -> str:
+        body = self.body + self.extra
+        if self.max_words is not None:
+            body = _fit_words(self, body)
+        text = "\n\n".join(self.prefix + [_layout(body, self.layout, self.layout_arg)] + self.suffix)
+        if self.ending:
+            text = text.rstrip() + " " + self.ending
+        for t in self.transforms:
+            text = TRANSFORMS[t[0]](text, *t[1:])
+        return text
+
+
+def _words(text: str) -> int:
+    return len(re.findall(r"\w+", text))
+
+
+def _fit_words(d: Draft, body: list[str]) -> list[str]:
+    """Drop body sentences (then words) until the whole text is under the word limit."""
+    fixed = _words(" ".join(d.prefix + d.suffix + [d.ending or ""])) + 6  # headroom for layout words
+    kept = list(body)
+    while kept and _words(" ".join(kept)) + fixed >= d.max_words:
+        if len(kept) > 1:
+            kept.pop(len(kept) - 1 - len(d.extra) if len(kept) > len(d.extra) else -1)
+        else:
+            words = kept[0].split()
+            kept = [" ".join(words[:max(1, d.max_words - fixed - 1)]).rstrip(",;:") + "."]
+            break
+    return kept
+
+
+def _layout(body: list[str], kind: str, arg) -> str:
+    if kind == "paragraph":
+        return " ".join(body)
+    if kind == "bullets":  # exactly arg bullet lines
+        n = arg
+        groups = [body[i::n] for i in range(n)] if len(body) >= n else [[s] for s in body] + [["More to add."]] * (n - len(body))
+        return "\n".join("* " + " ".join(g) for g in groups)
+    if kind == "paragraphs":  # arg paragraphs separated by ***
+        n = arg
+        chunks = _chunks(body, n)
+        return "\n***\n".join(" ".join(c) for c in chunks)
+    if kind == "sections":  # arg sections marked "Section k" (or another splitter word)
+        n, word = arg
+        return "\n\n".join(f"{word} {k + 1}\n" + " ".join(c) for k, c in enumerate(_chunks(body, n)))
+    if kind == "template":
+        parts = _chunks(body, 3)
+        return (f"My Answer: {' '.join(parts[0])}\nMy Conclusion: {' '.join(parts[1])}\n"
+                f"Future Outlook: {' '.join(parts[2])}")
+    if kind == "separator":
+        return "\n".join(f"{arg} {s}" for s in body)
+    if kind == "lines":
+        return "\n".join(body)
+    if kind == "flat_bullets":
+        return "\n".join(f"* {s}" for s in body)
+    if kind == "stairs":
+        return "\n".join(" " * (2 * k) + s for k, s in enumerate(body))
+    if kind == "sub_bullets":
+        return "\n".join(f"* {s}\n  - {'In short, it helps.' if k % 2 else 'This matters.'}" for k, s in enumerate(body))
+    if kind == "one_word_per_line":
+        return "\n".join(" ".join(body).split())
+    raise ValueError(kind)
+
+
+def _chunks(items: list[str], n: int) -> list[list[str]]:
+    items = items + ["There is more to say."] * max(0, n - len(items))
+    size = len(items) / n
+    return [items[round(k * size):round((k + 1) * size)] for k in range(n)]
+
+
+def _remove_words(text: str, words: list[str]) -> str:
+    for w in words:
+        text = re.sub(r"\b" + re.escape(w) + r"\b", "", text, flags=re.I)
+    return re.sub(r"[ \t]{2,}", " ", text).replace(" .", ".").replace(" ,", ",")
+
+
+TRANSFORMS = {
+    "no_comma": lambda t: re.sub(r"\s*,\s*", " ", t),
+    "lower": lambda t: t.lower(),
+    "upper": lambda t: t.upper(),
+    "quote": lambda t: '"' + t.strip().strip('"') + '"',
+    "remove_words": _remove_words,
+    "no_whitespace": lambda t: re.sub(r"\s+", "", t),
+}
+
+
+def _highlight(body: list[str], n: int) -> list[str]:
+    out = list(body) + ["Here is one more point."] * max(0, n - len(body))
+    for k in range(n):
+        out[k] = f"*{out[k].strip('*')}*"
+    return out
+
+
+def _title(task: str) -> str:
+    words = [w for w in re.findall(r"[A-Za-z]+", task) if len(w) > 3][:3] or ["Note"]
+    return "<<" + " ".join(w.capitalize() for w in words) + ">>"
+
+
+# id -> (kwargs sampler, enforce(draft, args, task) -> None). The kwargs are passed to the official
+# build_description; `args` is what the checker reports back (get_instruction_args()). VIOLATE holds
+# the edits that make a rejected response break a constraint that plain sentences would pass anyway.
+IFEVAL_SPECS = {
+    "punctuation:no_comma": (lambda r: {}, lambda d, a, t: d.transforms.append(("no_comma",))),
+    "change_case:english_lowercase": (lambda r: {}, lambda d, a, t: d.transforms.append(("lower",))),
+    "change_case:english_capital": (lambda r: {}, lambda d, a, t: d.transforms.append(("upper",))),
+    "detectable_content:postscript": (
+        lambda r: {"postscript_marker": r.choice(["P.S.", "P.P.S"])},
+        lambda d, a, t: d.suffix.append(f"{a['postscript_marker']} I hope this helps.")),
+    "detectable_format:title": (lambda r: {}, lambda d, a, t: d.prefix.insert(0, _title(t))),
+    "startend:end_checker": (
+        lambda r: {"end_phrase": r.choice(["Any other questions?", "Is there anything else I can help with?",
+                                           "Let me know if you have additional questions."])},
+        lambda d, a, t: setattr(d, "ending", a["end_phrase"][0].upper() + a["end_phrase"][1:])),
+    "startend:quotation": (lambda r: {}, lambda d, a, t: d.transforms.append(("quote",))),
+    "detectable_format:number_highlighted_sections": (
+        lambda r: {"num_highlights": r.randint(1, 3)},
+        lambda d, a, t: setattr(d, "body", _highlight(d.body, a["num_highlights"]))),
+    "keywords:existence": (
+        lambda r: {"keywords": r.sample(["plan", "simple", "morning", "light", "friend", "careful", "garden", "future"], 2)},
+        lambda d, a, t: d.extra.append(f"It is also about {a['keywords'][0]} and {a['keywords'][1]}.")),
+    "keywords:forbidden_words": (
+        lambda r: {"forbidden_words": r.sample(["the", "and", "very", "you", "is", "it"], 2)},
+        lambda d, a, t: d.transforms.append(("remove_words", a["forbidden_words"]))),
+    "length_constraints:number_words": (
+        lambda r: {"num_words": r.randint(25, 50), "relation": "less than"},
+        lambda d, a, t: setattr(d, "max_words", a["num_words"])),
+    "detectable_content:number_placeholders": (
+        lambda r: {"num_placeholders": r.randint(1, 3)},
+        lambda d, a, t: d.extra.append(
+            "Reach me at " + " or ".join(["[name]", "[phone number]", "[email]"][:a["num_placeholders"]]) + ".")),
+    "detectable_format:number_bullet_lists": (
+        lambda r: {"num_bullets": r.randint(2, 4)},
+        lambda d, a, t: (setattr(d, "layout", "bullets"), setattr(d, "layout_arg", a["num_bullets"]))),
+    "length_constraints:number_paragraphs": (
+        lambda r: {"num_paragraphs": r.randint(2, 3)},
+        lambda d, a, t: (setattr(d, "layout", "paragraphs"), setattr(d, "layout_arg", a["num_paragraphs"]))),
+    "detectable_format:multiple_sections": (
+        lambda r: {"section_spliter": r.choice(["Section", "SECTION"]), "num_sections": r.randint(2, 3)},
+        lambda d, a, t: (setattr(d, "layout", "sections"),
+                         setattr(d, "layout_arg", (a["num_sections"], a["section_spliter"])))),
+}
+IFBENCH_SPECS = {
+    "format:output_template": (lambda r: {}, lambda d, a, t: setattr(d, "layout", "template")),
+    "count:person_names": (
+        lambda r: {"N": r.randint(2, 4)},
+        lambda d, a, t: d.extra.append("Ask " + ", ".join(NAMES[:a["N"]]) + " for their view.")),
+    "format:list": (
+        lambda r: {"sep": r.choice(["SEPARATOR", "-->", ">>>"])},
+        lambda d, a, t: (setattr(d, "layout", "separator"), setattr(d, "layout_arg", a["sep"]))),
+    "count:conjunctions": (
+        lambda r: {"small_n": r.randint(2, 4)},
+        lambda d, a, t: d.extra.append(CONJUNCTION_SENTENCES[a["small_n"] - 1])),
+    "count:numbers": (
+        lambda r: {"N": r.randint(1, 3)},
+        lambda d, a, t: (setattr(d, "body", [re.sub(r"\d+", "", s) for s in d.body]),
+                         d.extra.append("Remember these numbers: " + " and ".join(str(7 * k + 3) for k in range(a["N"])) + "."))),
+    "format:parentheses": (lambda r: {}, lambda d, a, t: d.extra.append("(See the notes [on this {topic (in [detail])}].)")),
+    "words:palindrome": (lambda r: {}, lambda d, a, t: d.extra.append("Some palindromes: " + " ".join(PALINDROMES) + ".")),
+    "format:line_indent": (lambda r: {}, lambda d, a, t: setattr(d, "layout", "stairs")),
+    "format:sub-bullets": (lambda r: {}, lambda d, a, t: setattr(d, "layout", "sub_bullets")),
+    "format:newline": (lambda r: {}, lambda d, a, t: setattr(d, "layout", "one_word_per_line")),
+}
+CONJUNCTIONS = ["and", "but", "or", "so", "yet", "for", "nor"]
+VIOLATE = {
+    "format:line_indent": lambda d, a, t: setattr(d, "layout", "lines"),          # one sentence a line, no indent
+    "format:sub-bullets": lambda d, a, t: setattr(d, "layout", "flat_bullets"),   # bullets without sub-bullets
+    "count:conjunctions": lambda d, a, t: d.transforms.append(("remove_words", CONJUNCTIONS)),
+}
+# Pairs we do not combine (beyond the official IFEval conflicts): two layouts, or edits that undo each other.
+LAYOUTS = {"detectable_format:number_bullet_lists", "length_constraints:number_paragraphs", "detectable_format:multiple_sections",
+           "format:output_template", "format:list", "format:line_indent", "format:sub-bullets", "format:newline"}
+EXTRA_CONFLICTS = [
+    {"change_case:english_lowercase", "change_case:english_capital"},
+    {"change_case:english_lowercase", "detectable_format:multiple_sections"},
+    {"change_case:english_capital", "keywords:existence"},
+    {"detectable_format:number_highlighted_sections", "detectable_format:number_bullet_lists"},
+    {"length_constraints:number_words", "detectable_format:multiple_sections"},
+    {"format:newline", "count:person_names"}, {"format:newline", "format:parentheses"},
+    {"format:newline", "words:palindrome"}, {"format:newline", "count:numbers"},
+]
+
+
+@dataclass
+class Constraint:
+    iid: str
+    registry: str          # "ifeval" | "ifbench"
+    kwargs: dict
+    description: str
+    args: dict             # the checker's own view of its arguments
+
+    def checker(self, regs):
+        cls = (regs[0] if self.registry == "ifeval" else regs[1])[self.iid]
+        c = cls(self.iid)
+        c.build_description(**self.kwargs)
+        return c
+
+
+def _check(regs, constraints: list[Constraint], text: str) -> list[bool]:
+    return [bool(text.strip()) and bool(c.checker(regs).check_following(text)) for c in constraints]
+
+
+def _sample_constraints(rng: random.Random, regs, registry: str, k: int) -> list[Constraint]:
+    specs = IFEVAL_SPECS if registry == "ifeval" else IFBENCH_SPECS
+    conflicts = regs[2]
+    chosen: list[str] = []
+    for iid in rng.sample(sorted(specs), len(specs)):
+        if len(chosen) == k:
+            break
+        if any(iid in conflicts.get(c, ()) or c in conflicts.get(iid, ()) for c in chosen):
+            continue
+        if iid in LAYOUTS and any(c in LAYOUTS for c in chosen):
+            continue
+        if any({iid, c} in EXTRA_CONFLICTS for c in chosen):
+            continue
+        chosen.append(iid)
+    out = []
+    for iid in chosen:
+        kwargs = specs[iid][0](rng)
+        cls = (regs[0] if registry == "ifeval" else regs[1])[iid]
+        c = cls(iid)
+        desc = c.build_description(**kwargs)
+        out.append(Constraint(iid, registry, kwargs, desc, dict(c.get_instruction_args() or {})))
+    return out
+
+
+def _enforce(body: list[str], constraints: list[Constraint], task: str, skip: int | None = None) -> str:
+    """The sentences written out with every constraint enforced, except `skip`, which is broken."""
+    d = Draft(body=list(body))
+    for k, c in enumerate(constraints):
+        if k != skip:
+            (IFEVAL_SPECS if c.registry == "ifeval" else IFBENCH_SPECS)[c.iid][1](d, c.args, task)
+        elif c.iid in VIOLATE:
+            VIOLATE[c.iid](d, c.args, task)
+    return d.render()
+
+
+def plain_sentences(text: str, max_sentences: int = 4, max_words: int = 70) -> list[str]:
+    """A model response as plain sentences: markdown and list markers dropped, a sentence cut off
+    by the length limit removed, at most max_sentences sentences and about max_words words."""
+    text = re.sub(r"(?im)^\s*p\.\s?(?:p\.\s?)?s\b.*$", "", text)  # the model's own postscripts
+    text = re.sub(r"[*#_`<>\[\]{}\"]+", "", text)  # markdown, titles, placeholders, quotes: the edits add these
+    text = re.sub(r"(?im)^\s*section\s*\d+\s*$", "", text)
+    text = re.sub(r"(?m)^\s*(?:[-•]|\d+[.)])\s+", "", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+    if sentences and not re.search(r"[.!?]$", sentences[-1]) and len(sentences) > 1:
+        sentences = sentences[:-1]
+    out, n = [], 0
+    for s in sentences[:max_sentences]:
+        if out and n + _words(s) > max_words:
+            break
+        out.append(s if re.search(r"[.!?]$", s) else s + ".")
+        n += _words(s)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference rubric and judge trajectory (the formats of prompts/rubric.txt and prompts/judge.txt)
+# ---------------------------------------------------------------------------------------------
+
+PRINCIPLE = "The response should carry out the requested writing task sensibly and stay on its subject."
+
+
+def make_rubric(constraints: list[Constraint]) -> str:
+    items = [f'The response must follow this explicit requirement: "{" ".join(c.description.split())}" [Hard Rule]'
+             for c in constraints]
+    items.append(f"{PRINCIPLE} [Principle]")
+    return "\n".join(f"{k}. {item}" for k, item in enumerate(items, 1))
+
+
+def make_judge_trajectory(constraints: list[Constraint], ok_a: list[bool], ok_b: list[bool], winner: str) -> str:
+    n = len(constraints)
+    gate = next((k for k in range(n) if ok_a[k] != ok_b[k]), 0)
+    lines = ["--- Compliance Check ---", f"Identified Gatekeeper Criterion: Criterion {gate + 1} [Hard Rule]",
+             "--- Analysis ---"]
+    for name, ok in (("Response A", ok_a), ("Response B", ok_b)):
+        lines.append(f"**{name}:**")
+        for k in range(n):
+            lines.append(f"- Criterion {k + 1} [Hard Rule]: Justification: "
+                         + ("Met; the response follows this requirement." if ok[k]
+                            else "Not met; the response does not follow this requirement."))
+        lines.append(f"- Criterion {n + 1} [Principle]: Justification: Met; the response carries out the task.")
+    loser = "B" if winner == "A" else "A"
+    failed = [k + 1 for k in range(n) if not (ok_b if winner == "A" else ok_a)[k]]
+    lines += ["--- Final Judgment ---",
+              f"Justification: Response {winner} meets every hard rule, while Response {loser} fails "
+              + ", ".join(f"criterion {k}" for k in failed) + ".",
+              f"Winner: Response {winner}"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the splits
+# ---------------------------------------------------------------------------------------------
+
+SPLITS = {  # name -> (registry, writing tasks, id prefix)
+    "train": ("ifeval", TRAIN_TASKS, "if-train"),
+    "test": ("ifeval", HELD_OUT_TASKS, "if-test"),
+    "ood": ("ifbench", HELD_OUT_TASKS, "if-ood"),
+}
+
+
+def make_requests(split: str, n: int, seed: int, regs) -> list[dict]:
+    registry, tasks, prefix = SPLITS[split]
+    rng = random.Random(f"{seed}-{split}")
+    out = []
+    for i in range(n):
+        task = rng.choice(tasks)
+        k = rng.choice([1, 2, 2, 3]) if registry == "ifeval" else rng.choice([1, 2])
+        random.seed(f"{seed}-{split}-{i}")  # build_description draws anything we leave out from `random`
+        cs = _sample_constraints(rng, regs, registry, k)
+        prompt = task + " " + " ".join(" ".join(c.description.split()) for c in cs)
+        out.append({"id": f"{prefix}-{i:05d}", "task": task, "prompt": prompt, "constraints": cs, "registry": registry,
+                    "hard": rng.random() < 0.7, "skip": rng.randrange(len(cs)), "swap": rng.random() < 0.5})
+    return out
+
+
+def make_pair(req: dict, sample_1: str, sample_2: str, regs) -> dict | None:
+    """The labelled row of one request and two model samples, or None when no clean pair exists."""
+    cs = req["constraints"]
+    s1, s2 = plain_sentences(sample_1), plain_sentences(sample_2)
+    if not s1 or not s2:
+        return None
+    chosen = _enforce(s1, cs, req["task"])
+    rejected = _enforce(s2, cs, req["task"], skip=req["skip"]) if req["hard"] else " ".join(s2)
+    ok_c, ok_r = _check(regs, cs, chosen), _check(regs, cs, rejected)
+    if not all(ok_c) or all(ok_r) or chosen.strip() == rejected.strip():
+        return None  # the label must come out of the official checkers: exactly one passes everything
+    winner = "B" if req["swap"] else "A"
+    a, b = (rejected, chosen) if req["swap"] else (chosen, rejected)
+    ok_a, ok_b = (ok_r, ok_c) if req["swap"] else (ok_c, ok_r)
+    return {"id": req["id"], "prompt": req["prompt"], "response_a": a, "response_b": b, "winner": winner,
+            "rubric": make_rubric(cs), "judge_trajectory": make_judge_trajectory(cs, ok_a, ok_b, winner),
+            "source": f"if-{req['registry']}",
+            "constraints": [{"id": c.iid, "registry": c.registry, "kwargs": c.kwargs} for c in cs],
+            "pair": "hard" if req["hard"] else "easy", "satisfied_a": ok_a, "satisfied_b": ok_b}
+
+
+def check_row(row: dict, regs=None) -> bool:
+    """True when the row's label agrees with the official checkers (chosen passes all, the other not)."""
+    regs = regs or _registries()
+    cs = [Constraint(c["id"], c["registry"], c["kwargs"], "", {}) for c in row["constraints"]]
+    ok_a, ok_b = all(_check(regs, cs, row["response_a"])), all(_check(regs, cs, row["response_b"]))
+    return ok_a != ok_b and row["winner"] == ("A" if ok_a else "B")
+
+
+def sample_responses(model_name: str, prompts: list[str], seed: int, cache: Path, batch: int,
+                     max_new_tokens: int, temperature: float, dtype: str) -> dict[str, list[str]]:
+    """Two samples per prompt from the model, appended to `cache` batch by batch (resumable)."""
+    import torch
+
+    import common as C
+    done = {r["prompt"]: r["samples"] for r in C.read_jsonl_resumable(cache)}
+    todo = [p for p in dict.fromkeys(prompts) if p not in done]
+    if todo:
+        tok = C.load_tokenizer(model_name)
+        model = C.load_base_model(model_name, device=torch.device("cpu"), dtype=dtype)
+        bar = C.progress(total=len(todo), desc="responses")
+        for s in range(0, len(todo), batch):
+            chunk = todo[s:s + batch]
+            torch.manual_seed(seed * 100003 + len(done))  # fixed per batch position: a resumed build draws the same
+            ro = C.generate(model, tok, [C.chat_prompt_ids(tok, [{"role": "user", "content": p}]) for p in chunk],
+                            n=2, max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.95)
+            rows = [{"prompt": p, "samples": ro.texts[2 * j:2 * j + 2]} for j, p in enumerate(chunk)]
+            C.append_jsonl(cache, rows)
+            done.update((r["prompt"], r["samples"]) for r in rows)
+            bar.update(len(chunk))
+        bar.close()
+    return done
+
+
+def build(out_dir: Path, sizes: dict[str, int], seed: int, model: str, batch: int, max_new_tokens: int,
+          temperature: float, dtype: str, force: bool = False) -> dict:
+    import common as C
+    manifest_path = out_dir / "if_task_manifest.json"
+    settings = {"sizes": sizes, "seed": seed, "model": model, "max_new_tokens": max_new_tokens,
+                "temperature": temperature, "dtype": dtype}
+    if manifest_path.exists() and not force:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("settings") == settings and all((out_dir / f"if_{s}.jsonl").exists() for s in sizes):
+            print(f"{out_dir}: the task is built with these settings (built in {manifest['build_seconds']:.0f} s); "
+                  "nothing to do (--force rebuilds)")
+            return manifest
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    regs = _registries()
+    # over-ask: some requests yield no clean pair (about 10-30%, see the manifest)
+    requests = {split: make_requests(split, int(n * 1.5) + 8, seed, regs) for split, n in sizes.items()}
+    prompts = [r["prompt"] for rs in requests.values() for r in rs]
+    samples = sample_responses(model, prompts, seed, out_dir / ".if_task_samples.jsonl", batch, max_new_tokens,
+                               temperature, dtype)
+    counts = {}
+    for split, n in sizes.items():
+        rows, tried = [], 0
+        for req in requests[split]:
+            if len(rows) == n:
+                break
+            tried += 1
+            row = make_pair(req, *samples[req["prompt"]], regs)
+            if row is not None:
+                rows.append(row)
+        if len(rows) < n:
+            raise SystemExit(f"error: only {len(rows)} clean {split} pairs of {n} asked; raise the over-ask in build()")
+        C.write_jsonl_atomic(out_dir / f"if_{split}.jsonl", rows)
+        counts[split] = {"rows": n, "requests_tried": tried,
+                         "constraint_types": sorted({c["id"] for r in rows for c in r["constraints"]})}
+    manifest = {"settings": settings, "counts": counts, "build_seconds": time.perf_counter() - t0}
+    C.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    print(f"built {', '.join(f'{n} {s}' for s, n in sizes.items())} pairs in {manifest['build_seconds']:.0f} s "
+          f"into {out_dir}")
+    return manifest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out-dir", default="data", help="folder for if_{train,test,ood}.jsonl")
+    ap.add_argument("--n-train", type=int, default=480)
+    ap.add_argument("--n-test", type=int, default=96)
+    ap.add_argument("--n-ood", type=int, default=96)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="smollm2-135m", help="the model that writes the responses")
+    ap.add_argument("--batch", type=int, default=32, help="requests per generate call (2 samples each)")
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    ap.add_argument("--force", action="store_true", help="rebuild even if the files exist with these settings")
+    args = ap.parse_args()
+    import common as C
+    C.setup_logging()
+    build(Path(args.out_dir), {"train": args.n_train, "test": args.n_test, "ood": args.n_ood}, args.seed, args.model,
+          args.batch, args.max_new_tokens, args.temperature, args.dtype, args.force)
+
+
+if __name__ == "__main__":
+    main()
