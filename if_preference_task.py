@@ -22,6 +22,7 @@ Splits (the paper's IFBench column is the out-of-distribution idea):
     if_ood.jsonl     IFBench constraint types (never seen in training), held-out writing tasks
 
     python if_preference_task.py --out-dir data --seed 0       # builds once; a rerun reuses the files
+    python if_preference_task.py score-policy --adapter runs/dpo/round1/adapter --out runs/dpo/ifeval.json
 
 Checkers left out, and why: IFEval number_sentences and capital_word_frequency, IFBench title_case,
 start_verb, words_position and stop_words need NLTK data that is not installed (and must not be
@@ -38,6 +39,7 @@ import io
 import json
 import random
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -418,6 +420,59 @@ def plain_sentences(text: str, max_sentences: int = 4, max_words: int = 70) -> l
 PRINCIPLE = "The response should carry out the requested writing task sensibly and stay on its subject."
 
 
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}" + ("" if k == 1 else "s")
+
+
+def evidence(iid: str, args: dict, text: str) -> str:
+    """What a careful reader sees when checking one IFEval constraint: the fact behind the verdict
+    (a count, a missing word), computed the way the official checker does. The reference judge
+    writes it before its "Met" / "Not met", so that the verdict rests on the response's content."""
+    a = args or {}
+    if iid == "punctuation:no_comma":
+        return f"it has {_n(text.count(','), 'comma')}"
+    if iid == "change_case:english_lowercase":
+        return "it has capital letters" if any(c.isupper() for c in text) else "every letter is lowercase"
+    if iid == "change_case:english_capital":
+        return "it has lowercase letters" if any(c.islower() for c in text) else "every letter is a capital"
+    if iid == "detectable_content:postscript":
+        marker = a.get("postscript_marker", "P.S.")
+        has = re.search(r"(?im)^\s*" + re.escape(marker.lower()).replace(r"\ ", r"\s?"), text.lower())
+        return f"it has {'a' if has else 'no'} postscript starting with {marker}"
+    if iid == "detectable_format:title":
+        return "it has a title in double angular brackets" if re.search(r"<<[^\n]+>>", text) else \
+            "it has no title in double angular brackets"
+    if iid == "startend:end_checker":
+        ends = text.strip().strip('"').lower().endswith(a.get("end_phrase", "").strip().lower())
+        return f"it {'ends' if ends else 'does not end'} with the required phrase"
+    if iid == "startend:quotation":
+        t = text.strip()
+        return f"it {'is' if len(t) > 1 and t[0] == t[-1] == chr(34) else 'is not'} wrapped in double quotation marks"
+    if iid == "detectable_format:number_highlighted_sections":
+        k = len([h for h in re.findall(r"\*[^\n\*]*\*", text) if h.strip("*").strip()])
+        return f"it has {_n(k, 'highlighted section')}"
+    if iid == "keywords:existence":
+        missing = [k for k in a.get("keywords", []) if not re.search(k, text, re.I)]
+        return f"the keyword {missing[0]} is missing" if missing else "every keyword appears"
+    if iid == "keywords:forbidden_words":
+        present = [w for w in a.get("forbidden_words", []) if re.search(r"\b" + w + r"\b", text, re.I)]
+        return f"the word {present[0]} appears" if present else "no forbidden word appears"
+    if iid == "length_constraints:number_words":
+        return f"it has {_n(_words(text), 'word')}"
+    if iid == "detectable_content:number_placeholders":
+        k = len(re.findall(r"\[.*?\]", text))
+        return f"it has {_n(k, 'placeholder')} in square brackets"
+    if iid == "detectable_format:number_bullet_lists":
+        k = len(re.findall(r"^\s*\*[^\*].*$", text, re.M)) + len(re.findall(r"^\s*-.*$", text, re.M))
+        return f"it has {_n(k, 'bullet point')}"
+    if iid == "length_constraints:number_paragraphs":
+        return f"it has {_n(len([p for p in re.split(r'[ ]?[*][*][*][ ]?', text) if p.strip()]), 'paragraph')}"
+    if iid == "detectable_format:multiple_sections":
+        word = a.get("section_spliter", "Section")
+        return f"it has {_n(len(re.split(r'[ ]?' + word + r'[ ]?[0-9]+[ ]?', text)) - 1, 'section')} marked {word}"
+    return "checked against the requirement"  # IFBench types (held out, never trained on)
+
+
 def make_rubric(constraints: list[Constraint]) -> str:
     items = [f'The response must follow this explicit requirement: "{" ".join(c.description.split())}" [Hard Rule]'
              for c in constraints]
@@ -425,18 +480,18 @@ def make_rubric(constraints: list[Constraint]) -> str:
     return "\n".join(f"{k}. {item}" for k, item in enumerate(items, 1))
 
 
-def make_judge_trajectory(constraints: list[Constraint], ok_a: list[bool], ok_b: list[bool], winner: str) -> str:
+def make_judge_trajectory(constraints: list[Constraint], a: str, b: str, ok_a: list[bool], ok_b: list[bool],
+                          winner: str) -> str:
     n = len(constraints)
     gate = next((k for k in range(n) if ok_a[k] != ok_b[k]), 0)
     lines = ["--- Compliance Check ---", f"Identified Gatekeeper Criterion: Criterion {gate + 1} [Hard Rule]",
              "--- Analysis ---"]
-    for name, ok in (("Response A", ok_a), ("Response B", ok_b)):
+    for name, text, ok in (("Response A", a, ok_a), ("Response B", b, ok_b)):
         lines.append(f"**{name}:**")
-        for k in range(n):
-            lines.append(f"- Criterion {k + 1} [Hard Rule]: Justification: "
-                         + ("Met; the response follows this requirement." if ok[k]
-                            else "Not met; the response does not follow this requirement."))
-        lines.append(f"- Criterion {n + 1} [Principle]: Justification: Met; the response carries out the task.")
+        for k, c in enumerate(constraints):
+            lines.append(f"- Criterion {k + 1} [Hard Rule]: Justification: {evidence(c.iid, c.args, text)}; "
+                         + ("met." if ok[k] else "not met."))
+        lines.append(f"- Criterion {n + 1} [Principle]: Justification: it carries out the task; met.")
     loser = "B" if winner == "A" else "A"
     failed = [k + 1 for k in range(n) if not (ok_b if winner == "A" else ok_a)[k]]
     lines += ["--- Final Judgment ---",
@@ -450,6 +505,7 @@ def make_judge_trajectory(constraints: list[Constraint], ok_a: list[bool], ok_b:
 # Building the splits
 # ---------------------------------------------------------------------------------------------
 
+FORMAT_VERSION = 2  # of the rows (2: judge trajectories carry the evidence behind each verdict)
 SPLITS = {  # name -> (registry, writing tasks, id prefix)
     "train": ("ifeval", TRAIN_TASKS, "if-train"),
     "test": ("ifeval", HELD_OUT_TASKS, "if-test"),
@@ -487,7 +543,7 @@ def make_pair(req: dict, sample_1: str, sample_2: str, regs) -> dict | None:
     a, b = (rejected, chosen) if req["swap"] else (chosen, rejected)
     ok_a, ok_b = (ok_r, ok_c) if req["swap"] else (ok_c, ok_r)
     return {"id": req["id"], "prompt": req["prompt"], "response_a": a, "response_b": b, "winner": winner,
-            "rubric": make_rubric(cs), "judge_trajectory": make_judge_trajectory(cs, ok_a, ok_b, winner),
+            "rubric": make_rubric(cs), "judge_trajectory": make_judge_trajectory(cs, a, b, ok_a, ok_b, winner),
             "source": f"if-{req['registry']}",
             "constraints": [{"id": c.iid, "registry": c.registry, "kwargs": c.kwargs} for c in cs],
             "pair": "hard" if req["hard"] else "easy", "satisfied_a": ok_a, "satisfied_b": ok_b}
@@ -499,6 +555,48 @@ def check_row(row: dict, regs=None) -> bool:
     cs = [Constraint(c["id"], c["registry"], c["kwargs"], "", {}) for c in row["constraints"]]
     ok_a, ok_b = all(_check(regs, cs, row["response_a"])), all(_check(regs, cs, row["response_b"]))
     return ok_a != ok_b and row["winner"] == ("A" if ok_a else "B")
+
+
+def ifeval_scores(rows: list[dict], responses: list[str], regs=None) -> dict:
+    """IFEval's four numbers for a policy's responses to the rows' requests, with the official
+    checkers and their loose variants (first/last line dropped, asterisks removed): prompt-level (all
+    of a request's constraints met) and instruction-level (share of constraints met), strict and loose."""
+    from if_verifiable.common import evaluate_instructions
+    regs = regs or _registries()
+    per = []
+    for row, text in zip(rows, responses):
+        ids = [c["id"] for c in row["constraints"]]
+        registry = regs[0] if row["constraints"][0]["registry"] == "ifeval" else regs[1]
+        results, _ = evaluate_instructions(text, ids, [c["kwargs"] for c in row["constraints"]], row["prompt"], registry)
+        per.append(results)
+    n_inst = sum(len(r) for r in per)
+    out = {"prompt_strict": sum(all(x.strict_pass for x in r) for r in per) / len(per),
+           "prompt_loose": sum(all(x.loose_pass for x in r) for r in per) / len(per),
+           "instruction_strict": sum(x.strict_pass for r in per for x in r) / n_inst,
+           "instruction_loose": sum(x.loose_pass for r in per for x in r) / n_inst}
+    out["average"] = sum(out.values()) / 4
+    out["prompts"] = len(per)
+    return out
+
+
+def score_policy(model_name: str, adapter: str | None, data: str, out: Path, max_new_tokens: int, dtype: str,
+                 batch: int) -> dict:
+    """A policy's greedy responses to the requests of `data`, scored by the official checkers."""
+    import torch
+
+    import common as C
+    rows = [json.loads(line) for line in open(data, encoding="utf-8") if line.strip()]
+    tok = C.load_tokenizer(model_name)
+    model = C.load_base_model(model_name, device=torch.device("cpu"), dtype=dtype)
+    if adapter:
+        model = C.attach_lora(model, adapter, trainable=False)
+    prompts = [C.chat_prompt_ids(tok, [{"role": "user", "content": r["prompt"]}]) for r in rows]
+    texts = C.generate_batched(model, tok, prompts, batch, desc="policy", n=1, max_new_tokens=max_new_tokens,
+                               temperature=0.0)
+    scores = ifeval_scores(rows, texts)
+    C.write_jsonl_atomic(out.with_suffix(".responses.jsonl"), [{"id": r["id"], "response": t} for r, t in zip(rows, texts)])
+    C.atomic_write_text(out, json.dumps({"model": model_name, "adapter": adapter, "data": data, **scores}, indent=2))
+    return scores
 
 
 def sample_responses(model_name: str, prompts: list[str], seed: int, cache: Path, batch: int,
@@ -531,7 +629,7 @@ def build(out_dir: Path, sizes: dict[str, int], seed: int, model: str, batch: in
     import common as C
     manifest_path = out_dir / "if_task_manifest.json"
     settings = {"sizes": sizes, "seed": seed, "model": model, "max_new_tokens": max_new_tokens,
-                "temperature": temperature, "dtype": dtype}
+                "temperature": temperature, "dtype": dtype, "format": FORMAT_VERSION}
     if manifest_path.exists() and not force:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("settings") == settings and all((out_dir / f"if_{s}.jsonl").exists() for s in sizes):
@@ -544,8 +642,13 @@ def build(out_dir: Path, sizes: dict[str, int], seed: int, model: str, batch: in
     # over-ask: some requests yield no clean pair (about 10-30%, see the manifest)
     requests = {split: make_requests(split, int(n * 1.5) + 8, seed, regs) for split, n in sizes.items()}
     prompts = [r["prompt"] for rs in requests.values() for r in rs]
+    t_sample = time.perf_counter()
     samples = sample_responses(model, prompts, seed, out_dir / ".if_task_samples.jsonl", batch, max_new_tokens,
                                temperature, dtype)
+    sampling_seconds = time.perf_counter() - t_sample
+    if manifest_path.exists() and sampling_seconds < 60:  # the samples came from the cache: keep their cost
+        old = json.loads(manifest_path.read_text())
+        sampling_seconds = old.get("sampling_seconds", old.get("build_seconds", sampling_seconds))
     counts = {}
     for split, n in sizes.items():
         rows, tried = [], 0
@@ -561,7 +664,8 @@ def build(out_dir: Path, sizes: dict[str, int], seed: int, model: str, batch: in
         C.write_jsonl_atomic(out_dir / f"if_{split}.jsonl", rows)
         counts[split] = {"rows": n, "requests_tried": tried,
                          "constraint_types": sorted({c["id"] for r in rows for c in r["constraints"]})}
-    manifest = {"settings": settings, "counts": counts, "build_seconds": time.perf_counter() - t0}
+    manifest = {"settings": settings, "counts": counts, "build_seconds": time.perf_counter() - t0,
+                "sampling_seconds": sampling_seconds}
     C.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     print(f"built {', '.join(f'{n} {s}' for s, n in sizes.items())} pairs in {manifest['build_seconds']:.0f} s "
           f"into {out_dir}")
@@ -569,6 +673,8 @@ def build(out_dir: Path, sizes: dict[str, int], seed: int, model: str, batch: in
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "score-policy":
+        return score_policy_cli(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", default="data", help="folder for if_{train,test,ood}.jsonl")
     ap.add_argument("--n-train", type=int, default=480)
@@ -586,6 +692,23 @@ def main() -> None:
     C.setup_logging()
     build(Path(args.out_dir), {"train": args.n_train, "test": args.n_test, "ood": args.n_ood}, args.seed, args.model,
           args.batch, args.max_new_tokens, args.temperature, args.dtype, args.force)
+
+
+def score_policy_cli(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="if_preference_task.py score-policy",
+                                 description="IFEval scores (official checkers) of a policy's greedy responses")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--adapter", default=None, help="the policy's LoRA adapter (none: the base model)")
+    ap.add_argument("--data", default="data/if_test.jsonl", help="rows with prompt and constraints")
+    ap.add_argument("--out", required=True, help="JSON file for the scores (responses go beside it)")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    args = ap.parse_args(argv)
+    import common as C
+    C.setup_logging()
+    scores = score_policy(args.model, args.adapter, args.data, Path(args.out), args.max_new_tokens, args.dtype, args.batch)
+    print(json.dumps(scores, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ first unfinished step of the first unfinished round:
               both A/B orders; a pair is kept only if both orders prefer the same response
   3. train    DPO (sigmoid loss) on the kept pairs; the reference is the policy with its adapter
               disabled, its log-probs computed once per round; plus --sft-weight x the chosen NLL
-The paper's recipe is the default (beta 0.1, lr 8e-7, cutoff 2048, batch 64, 1 epoch, SFT weight
+The paper's recipe is the default (beta 0.1, lr 8e-7 x 10 for LoRA, cutoff 2048, batch 64, 1 epoch, SFT weight
 0.2; IterDPO: --rounds 3). Paper scale:
 
     python policy_dpo.py --model Qwen/Qwen2.5-7B-Instruct --prompts prompts.jsonl \\
@@ -53,7 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = ap.add_argument_group("DPO (paper recipe defaults)")
     g.add_argument("--rounds", type=int, default=1, help="IterDPO rounds (paper: 3)")
     g.add_argument("--beta", type=float, default=0.1)
-    g.add_argument("--lr", type=float, default=8e-7)
+    g.add_argument("--lr", type=float, default=8e-7 * C.LORA_LR_MULTIPLIER,
+                   help="LoRA: 8e-6, 10x the paper's full fine-tuning 8e-7")
     g.add_argument("--cutoff-len", type=int, default=2048, help="max prompt + response tokens")
     g.add_argument("--batch-size", type=int, default=64, help="pairs per optimizer step")
     g.add_argument("--micro-batch", type=int, default=2, help="pairs per forward/backward")

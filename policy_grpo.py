@@ -4,7 +4,7 @@ Per step the policy samples G responses per prompt and one greedy answer (the "R
 Rubric-ARM writes one rubric per prompt (greedy, kept for the run) and judges each sample y against
 the baseline b in both orders:
     R(y) = 1/2 [ verdict(y shown as A, b as B) == A  +  verdict(b as A, y as B) == B ]
-Defaults are the paper's (G=6, batch 288, lr 5e-7, beta 0.001, eps 0.2/0.28, 2 iterations). When
+Defaults are the paper's (G=6, batch 288, lr 5e-7 x 10 for LoRA, beta 0.001, eps 0.2/0.28, 2 iterations). When
 Rubric-ARM shares the policy's base model its adapters sit on the policy's network (one base in
 memory); otherwise it is loaded as a second, frozen model. Paper scale:
 
@@ -22,7 +22,7 @@ import torch
 
 import common as C
 
-POLICY_DEFAULTS = C.GRPOConfig(group_size=6, batch_size=288, max_completion_length=1024, lr=5e-7,
+POLICY_DEFAULTS = C.GRPOConfig(group_size=6, batch_size=288, max_completion_length=1024, lr=5e-7 * C.LORA_LR_MULTIPLIER,
                                eps_low=0.2, eps_high=0.28, beta=0.001, num_iterations=2, epochs=1.0)
 
 

@@ -5,7 +5,7 @@ generator: `python common.py cache-rubrics`), the A/B order is drawn at random (
 and the judge samples G trajectories. Reward = R_acc + R_fmt:
     R_acc = 1 if the trajectory's final verdict equals the label, else 0
     R_fmt = common.format_reward (criteria covered for both responses, final justification, decision)
-Defaults are the paper's judge settings (G=7, 1024 new tokens, batch 224, lr 1e-6, eps 0.2/0.28,
+Defaults are the paper's judge settings (G=7, 1024 new tokens, batch 224, lr 1e-6 x 10 for LoRA, eps 0.2/0.28,
 beta 0.001, 2 iterations, 1 epoch). A real run on one GPU:
 
     python train_judge_phase.py --model Qwen/Qwen3-8B --adapter runs/sft_judge/adapter \\
@@ -23,7 +23,7 @@ import torch
 
 import common as C
 
-JUDGE_DEFAULTS = C.GRPOConfig(group_size=7, batch_size=224, max_completion_length=1024, lr=1e-6,
+JUDGE_DEFAULTS = C.GRPOConfig(group_size=7, batch_size=224, max_completion_length=1024, lr=1e-6 * C.LORA_LR_MULTIPLIER,
                               eps_low=0.2, eps_high=0.28, beta=0.001, num_iterations=2, epochs=1.0)
 
 

@@ -5,7 +5,7 @@ network with the judge adapter: two adapters, one base in memory) then decodes g
 example's response pair under each rubric, in one random A/B order per example, all rubrics of a step in one
 batched call. Reward R_r = 1 if the judge's verdict equals the label, else 0, plus an optional
 rubric-format term (--rubric-format-weight: share of numbered items tagged [Hard Rule]/[Principle]).
-Defaults are the paper's generator settings (G=6, 512 new tokens, batch 288, lr 1e-6, eps 0.2/0.28,
+Defaults are the paper's generator settings (G=6, 512 new tokens, batch 288, lr 1e-6 x 10 for LoRA, eps 0.2/0.28,
 beta 0.001, 2 iterations). A real run on one GPU:
 
     python train_rubric_phase.py --model Qwen/Qwen3-8B --adapter runs/sft_rubric/adapter \\
@@ -23,7 +23,7 @@ import torch
 
 import common as C
 
-RUBRIC_DEFAULTS = C.GRPOConfig(group_size=6, batch_size=288, max_completion_length=512, lr=1e-6,
+RUBRIC_DEFAULTS = C.GRPOConfig(group_size=6, batch_size=288, max_completion_length=512, lr=1e-6 * C.LORA_LR_MULTIPLIER,
                                eps_low=0.2, eps_high=0.28, beta=0.001, num_iterations=2, epochs=1.0)
 
 

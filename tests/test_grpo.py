@@ -216,3 +216,30 @@ def test_judge_phase_with_torchrun_two_ranks(tiny_model, tmp_path):
     assert [r["step"] for r in log] == [1, 2]  # one line per step, from rank 0
     assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").exists()
     assert p.returncode == 0
+
+
+def test_shared_prompt_forward_equals_one_prompt_per_completion(tiny_model, tok):
+    """A GRPO group's prompt runs once with its KV cache expanded G times: the log-probs and the LoRA
+    gradients equal those of G separate copies of the prompt (the path it replaces)."""
+    torch.manual_seed(0)
+    model = C.attach_lora(C.load_base_model(str(tiny_model)), r=8, alpha=16)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.05)  # a non-zero adapter, so its gradients are not trivially equal
+    prompts = [tok("a short prompt")["input_ids"], tok("a much longer prompt with more words in it")["input_ids"]]
+    ro = C.generate(model, tok, prompts, n=3, max_new_tokens=7, temperature=1.0)
+    shared = C._micro_batches([ro], 3, 6, False, share_prompt=True)
+    copies = C._micro_batches([ro], 3, 6, False, share_prompt=False)
+    assert shared[0].group_size == 3 and shared[0].prompt_ids.shape[0] == 2 and copies[0].prompt_ids.shape[0] == 6
+    assert C._micro_batches([ro], 3, 4, False, share_prompt=True)[0].group_size == 1  # not whole groups: no sharing
+    model.train()
+    grads, logps = [], []
+    for mb in (shared, copies):
+        model.zero_grad()
+        lp = mb[0].logprobs(model, 0.7)
+        (lp * mb[0].completion_mask).sum().backward()
+        logps.append(lp.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    torch.testing.assert_close(logps[0], logps[1], rtol=1e-5, atol=1e-5)
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-5)

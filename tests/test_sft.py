@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from peft import PeftModel
@@ -76,3 +78,17 @@ def test_sft_with_torchrun_two_ranks_matches_one_process(tiny_model, tmp_path):
     for a, b in zip(one, two):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["tokens"] == b["tokens"]
     assert_same_adapter(tmp_path / "one" / "adapter", tmp_path / "two" / "adapter", rtol=1e-4)
+
+
+def test_lora_default_rate_moves_as_far_as_full_finetuning_at_the_paper_rate(tmp_path):
+    """The paper's rates are for full fine-tuning. On the tiny model, 20 AdamW steps: LoRA at the
+    paper's rate barely moves the NLL; LoRA at the default (C.LORA_LR_MULTIPLIER x the paper's rate)
+    moves it at least as far as full fine-tuning at the paper's rate."""
+    run_script("bench/lora_lr.py", "--model", "tiny", "--data", TRAIN, "--steps", "20", "--dtype", "fp32",
+               "--multipliers", f"1,{C.LORA_LR_MULTIPLIER}", "--out", tmp_path)
+    full, lora_paper, lora_default = json.loads((tmp_path / "tiny.json").read_text())
+    print(f"NLL drop: full FT {full['drop']:.3f}, LoRA at the paper's rate {lora_paper['drop']:.3f}, "
+          f"LoRA at the default {lora_default['drop']:.3f}")
+    assert full["drop"] > 0
+    assert lora_paper["drop"] < 0.3 * full["drop"]
+    assert lora_default["drop"] >= full["drop"]
