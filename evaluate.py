@@ -41,7 +41,7 @@ import json
 import random
 import resource
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,14 +260,6 @@ def mixed_order(cid: str, seed: int) -> str:
     return FIRST if random.Random(f"{seed}/{cid}").random() < 0.5 else SECOND
 
 
-def majority(verdicts: list[str | None]) -> str | None:
-    c = Counter(v for v in verdicts if v is not None)
-    if not c:
-        return None
-    top = c.most_common()
-    return None if len(top) > 1 and top[0][1] == top[1][1] else top[0][0]
-
-
 def score_of(verdict: str | None, chosen_is: str, strict: bool = False) -> float:
     """1 if the judge picked the chosen response, 0 if the other; undecided: 0.5, or 0 when strict."""
     if verdict is None:
@@ -293,29 +285,22 @@ def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | Non
     for s in range(0, len(todo), chunk):
         C.maybe_crash("judge_chunk", s // chunk)  # fault injection for the resume test
         part = todo[s:s + chunk]
-        built = []
+        items = []
         for c, order in part:
             a, b = (c.chosen, c.rejected) if order == FIRST else (c.rejected, c.chosen)
-            rubric = None if rubrics is None else rubrics[c.prompt]
-            ids, cut = C.judge_prompt_ids(tok, c.prompt, rubric, a, b, args.max_prompt_length)
-            built.append((c, order, "A" if order == FIRST else "B", ids, cut, rubric))
-        fits = [k for k, x in enumerate(built) if x[3] is not None]
-        with C.adapter_ctx(model, judge_name):
-            texts = C.generate_batched(model, tok, [built[k][3] for k in fits], args.batch_size, stats=stats,
-                                       n=args.votes, max_new_tokens=args.max_judge_tokens, temperature=temperature,
-                                       top_p=args.top_p, progress=bar)
-        by_job = {k: texts[n * args.votes:(n + 1) * args.votes] for n, k in enumerate(fits)}
+            items.append((c.prompt, None if rubrics is None else rubrics[c.prompt], a, b))
+        judged = C.judge(model, tok, items, judge_name, max_new_tokens=args.max_judge_tokens, temperature=temperature,
+                         top_p=args.top_p, votes=args.votes, batch_size=args.batch_size,
+                         max_prompt_len=args.max_prompt_length, stats=stats, progress=bar)
         recs = []
-        for k, (c, order, chosen_is, ids, cut, rubric) in enumerate(built):
-            t = by_job.get(k, [])
-            votes = [C.parse_verdict(x) for x in t]
-            verdict = majority(votes)
+        for (c, order), (_, rubric, _, _), j in zip(part, items, judged):
+            chosen_is = "A" if order == FIRST else "B"
             n_crit = len(C.parse_rubric(rubric or ""))
             rec = {"cid": c.cid, "bench": c.bench, "unit": c.unit, "subset": c.subset, "slot": c.slot,
                    "order": order, "chosen_is": chosen_is, "rubric_key": None if rubrics is None else c.prompt[:80],
-                   "truncated": bool(cut), "too_long": ids is None, "judge_texts": t, "votes": votes,
-                   "verdict": verdict, "score": score_of(verdict, chosen_is, c.bench in STRICT),
-                   "format": sum(C.format_reward(x, n_crit) for x in t) / len(t) if t else 0.0}
+                   "truncated": j.truncated, "too_long": j.too_long, "judge_texts": j.texts, "votes": j.votes,
+                   "verdict": j.verdict, "score": score_of(j.verdict, chosen_is, c.bench in STRICT),
+                   "format": sum(C.format_reward(x, n_crit) for x in j.texts) / len(j.texts) if j.texts else 0.0}
             recs.append(rec)
             done[(c.cid, order)] = rec
         C.append_jsonl(partial, recs)  # one write per chunk
@@ -560,7 +545,7 @@ def main(argv=None) -> dict:
     rubrics = None
     if not args.no_rubric:  # one rubric per distinct prompt, cached and reused for every pair and order
         prompts = [{"prompt": p} for p in dict.fromkeys(c.prompt for cs in comps.values() for c in cs)]
-        with C.adapter_ctx(model, rubric_name):
+        with C.adapter(model, rubric_name):
             rubrics = C.cache_rubrics(model, tok, prompts, out / "rubrics.jsonl", args.max_rubric_tokens,
                                       args.batch_size, key="prompt", stats=rubric_stats)
     t_rub = time.perf_counter()

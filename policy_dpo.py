@@ -23,11 +23,11 @@ import argparse
 import gc
 import itertools
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import common as C
 
@@ -68,6 +68,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     args.rm_model = args.rm_model or args.model
     return args
+
+
+def order_consistent_preference(v_xy: str | None, v_yx: str | None) -> int | None:
+    """0 if x is preferred in both orders, 1 if y is, None if the orders disagree or a verdict is missing."""
+    if v_xy == "A" and v_yx == "B":
+        return 0
+    if v_xy == "B" and v_yx == "A":
+        return 1
+    return None
+
+
+def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
+             ref_rejected_logps: torch.Tensor, beta: float = 0.1, return_metrics: bool = False):
+    """Sigmoid DPO: -log sigmoid(beta * ((logp_c - ref_c) - (logp_r - ref_r))), mean over pairs.
+    Log-probs are sums over completion tokens. Metrics: implicit rewards, their accuracy and margin."""
+    chosen_r = beta * (chosen_logps - ref_chosen_logps)
+    rejected_r = beta * (rejected_logps - ref_rejected_logps)
+    loss = -F.logsigmoid(chosen_r - rejected_r).mean()
+    if not return_metrics:
+        return loss
+    with torch.no_grad():
+        m = {"reward_acc": float((chosen_r > rejected_r).float().mean()),
+             "reward_margin": float((chosen_r - rejected_r).mean()),
+             "reward_chosen": float(chosen_r.mean()), "reward_rejected": float(rejected_r.mean())}
+    return loss, m
 
 
 def release_memory() -> None:
@@ -119,7 +144,7 @@ def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = Non
     kept, report = [], {"pairs": len(items), "kept": 0, "dropped_inconsistent": 0, "dropped_unparsed": 0}
     for p, x, y in items:
         v1, v2 = done[(p, x, y)]
-        pref = C.order_consistent_preference(v1, v2)
+        pref = order_consistent_preference(v1, v2)
         if pref is None:
             report["dropped_unparsed" if v1 is None or v2 is None else "dropped_inconsistent"] += 1
             continue
@@ -186,16 +211,16 @@ def reference_logps(model, pairs, mb: int, pad_id: int, device) -> tuple[torch.T
     return torch.cat(ch), torch.cat(rj)
 
 
-def dpo_step(model, opt, sched, params, batch: list[tuple], ref_c, ref_r, args, pad_id: int, dist) -> dict:
+def dpo_step(model, run: C.TrainingRun, batch: list[tuple], ref_c, ref_r, args, pad_id: int) -> tuple[dict, bool]:
     """One optimizer step: DPO + sft_weight x chosen NLL, mean over the batch's pairs, accumulated
     over micro-batches of --micro-batch pairs."""
-    opt.zero_grad(set_to_none=True)
+    run.opt.zero_grad(set_to_none=True)
     agg = {"loss": 0.0, "dpo_loss": 0.0, "sft_loss": 0.0, "reward_acc": 0.0, "reward_margin": 0.0}
     for s in range(0, len(batch), args.micro_batch):
         part = batch[s:s + args.micro_batch]
-        c, r, n_c = pair_logps(model, part, pad_id, dist.device)
+        c, r, n_c = pair_logps(model, part, pad_id, run.dist.device)
         sl = slice(s, s + len(part))
-        dpo, m = C.dpo_loss(c, r, ref_c[sl].to(c), ref_r[sl].to(r), args.beta, return_metrics=True)
+        dpo, m = dpo_loss(c, r, ref_c[sl].to(c), ref_r[sl].to(r), args.beta, return_metrics=True)
         sft = (-c / n_c).mean()  # per-token NLL of the chosen response
         loss = dpo + args.sft_weight * sft
         w = len(part) / len(batch)
@@ -203,11 +228,8 @@ def dpo_step(model, opt, sched, params, batch: list[tuple], ref_c, ref_r, args, 
         for key, v in (("loss", float(loss)), ("dpo_loss", float(dpo)), ("sft_loss", float(sft)),
                        ("reward_acc", m["reward_acc"]), ("reward_margin", m["reward_margin"])):
             agg[key] += v * w
-    C.average_gradients(params, dist)
-    agg["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm))
-    opt.step()
-    sched.step()
-    return agg
+    finite, agg["grad_norm"] = run.optimizer_step(args.max_grad_norm)
+    return agg, finite
 
 
 def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> dict:
@@ -229,34 +251,20 @@ def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> d
         torch.save({"chosen": ref_c, "rejected": ref_r}, tmp)
         tmp.replace(ref_path)
     per_rank = max(1, args.batch_size // dist.world)
-    steps_per_epoch = max(1, math.ceil(len(pairs) / (per_rank * dist.world)))
-    total = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr)
-    sched = C.make_scheduler(opt, args.lr_scheduler, total, args.warmup_ratio)
-    start = 0
-    if ck := C.latest_checkpoint(out):
-        start = C.load_checkpoint(ck, model, opt, sched)["step"]
-        C.log.info("resumed DPO from %s at step %d/%d", ck, start, total)
-    metrics = C.MetricsLogger(out, dist.main, args.wandb_project, f"dpo-{out.name}", vars(args), resume_step=start)
+    run = C.TrainingRun(out, model, dist, lr=args.lr, n_examples=len(pairs), per_rank=min(per_rank, len(pairs)),
+                        epochs=args.epochs, max_steps=args.max_steps, scheduler=args.lr_scheduler,
+                        warmup_ratio=args.warmup_ratio, save_every=args.save_every, resume=True, data_seed=args.seed,
+                        name=f"dpo {out.name}", config=vars(args), wandb_project=args.wandb_project)
     model.train()
     last = {}
-    for step in C.progress(range(start, total), desc=f"dpo {out.name}", initial=start, total=total):
+    for step in run.steps():
         t0 = time.perf_counter()
-        epoch, k = divmod(step, steps_per_epoch)
-        perm = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed + epoch)).tolist()
-        lo = (k * dist.world + dist.rank) * per_rank
-        idx = perm[lo:lo + per_rank] or perm[:per_rank]
-        agg = dpo_step(model, opt, sched, params, [pairs[i] for i in idx], ref_c[idx], ref_r[idx], args, tok.pad_token_id, dist)
-        last = {**agg, "lr": sched.get_last_lr()[0], "time_step": time.perf_counter() - t0}
-        metrics.log(step + 1, last)
-        if dist.main and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < total:
-            C.save_checkpoint(out, step + 1, model, opt, sched, {"total": total})
-        C.maybe_crash("step", step + 1)
-    if dist.main:
-        C.save_adapter_atomic(model, out / "adapter")
-    metrics.close()
-    del model, opt, sched, params
+        idx = run.rank_share(run.step_indices(step))
+        agg, finite = dpo_step(model, run, [pairs[i] for i in idx], ref_c[idx], ref_r[idx], args, tok.pad_token_id)
+        last = {**agg, "lr": run.lr(), "time_step": time.perf_counter() - t0}
+        run.end_step(step, last, finite)
+    run.finish(model)
+    del model, run
     release_memory()
     return {"pairs": len(pairs), **counts, **last}
 

@@ -1,12 +1,12 @@
-"""Downstream: online GRPO of a policy with Rubric-ARM as the reward (REFERENCE section 7).
+"""Downstream: online GRPO of a policy with Rubric-ARM as the reward (paper Section 6).
 
 Per step the policy samples G responses per prompt and one greedy answer (the "ReMax" baseline).
 Rubric-ARM writes one rubric per prompt (greedy, kept for the run) and judges each sample y against
 the baseline b in both orders:
     R(y) = 1/2 [ verdict(y shown as A, b as B) == A  +  verdict(b as A, y as B) == B ]
-Defaults are the paper's (G=6, batch 288, lr 5e-7 x 10 for LoRA, beta 0.001, eps 0.2/0.28, 2 iterations). When
-Rubric-ARM shares the policy's base model its adapters sit on the policy's network (one base in
-memory); otherwise it is loaded as a second, frozen model. Paper scale:
+Defaults are the paper's (G=6, batch 288, beta 0.001, eps 0.2/0.28, 2 iterations; lr 5e-7 for full
+fine-tuning, x10 for LoRA). When Rubric-ARM shares the policy's base model its adapters sit on the
+policy's network (one base in memory); otherwise it is loaded as a second, frozen model. Paper scale:
 
     python policy_grpo.py --model Qwen/Qwen2.5-7B-Instruct --prompts prompts.jsonl \\
         --rm-model Qwen/Qwen3-8B --rubric-adapter runs/arm/c3_rubric/adapter \\
@@ -16,14 +16,13 @@ memory); otherwise it is loaded as a second, frozen model. Paper scale:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 import common as C
 
-POLICY_DEFAULTS = C.GRPOConfig(group_size=6, batch_size=288, max_completion_length=1024, lr=5e-7 * C.LORA_LR_MULTIPLIER,
-                               eps_low=0.2, eps_high=0.28, beta=0.001, num_iterations=2, epochs=1.0)
+PAPER = dict(group_size=6, batch_size=288, max_completion_length=1024, lr=5e-7 * C.LORA_LR_MULTIPLIER,
+             eps_low=0.2, eps_high=0.28, beta=0.001, num_iterations=2, epochs=1.0)  # Section 6, online GRPO
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,24 +38,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-judge-tokens", type=int, default=4096)
     ap.add_argument("--judge-temperature", type=float, default=1.0, help="paper Table 11: 1.0 (0: greedy)")
     ap.add_argument("--judge-batch", type=int, default=16, help="judge prompts per generate call")
-    C.add_grpo_args(ap, POLICY_DEFAULTS)
+    C.add_grpo_args(ap, PAPER)
     args = ap.parse_args(argv)
     args.rm_model = args.rm_model or args.model
     return args
 
 
-def make_policy_reward(policy, tok, rm: C.RubricARM, cfg: C.GRPOConfig):
-    def reward(batch: list[C.Prompted], texts: list[str], G: int):
-        # the baseline: the current policy's greedy answer to each prompt
-        base = C.generate(policy, tok, [b.ids for b in batch], n=1, max_new_tokens=cfg.max_completion_length,
-                          temperature=0.0, share_prefix=cfg.share_prefix).texts
-        items = [(batch[i // G].meta["prompt"], y, base[i // G]) for i, y in enumerate(texts)]
-        verdicts = rm.both_orders(items)
-        first = torch.tensor([float(v1 == "A") for v1, _ in verdicts])
-        second = torch.tensor([float(v2 == "B") for _, v2 in verdicts])
-        r = torch.tensor([C.pairwise_reward(v1, v2) for v1, v2 in verdicts])
-        return r, {"win_shown_first": first, "win_shown_second": second}
-    return reward
+def pairwise_reward(v_first: str | None, v_second: str | None) -> float:
+    """The reward of a sample y against the baseline b: 1/2 [verdict with y shown first says A +
+    verdict with y shown second says B]."""
+    return 0.5 * (float(v_first == "A") + float(v_second == "B"))
+
+
+def policy_rewards(policy, tok, rm: C.RubricARM, batch: list[C.GroupPrompt], texts: list[str], cfg: C.GRPOConfig):
+    """Each sample against the policy's own greedy answer to its prompt, judged in both orders."""
+    base = C.generate(policy, tok, [b.ids for b in batch], n=1, max_new_tokens=cfg.max_completion_length,
+                      temperature=0.0, share_prefix=cfg.share_prefix).texts
+    G = cfg.group_size
+    verdicts = rm.both_orders([(batch[i // G].meta["prompt"], y, base[i // G]) for i, y in enumerate(texts)])
+    first = torch.tensor([float(v1 == "A") for v1, _ in verdicts])
+    second = torch.tensor([float(v2 == "B") for _, v2 in verdicts])
+    r = torch.tensor([pairwise_reward(v1, v2) for v1, v2 in verdicts])
+    return r, {"win_shown_first": first, "win_shown_second": second}
 
 
 def main(argv=None) -> None:
@@ -65,7 +68,7 @@ def main(argv=None) -> None:
     C.use_templates(args)
     out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
-    C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; grpo_train seeds per rank
+    C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; sampling is seeded per rank below
     prompts = C.load_prompts(args.prompts, args.split, args.limit, args.prompt_field)
     policy, tok = C.load_trainable(args, dist, args.adapter)
     C.add_reference_adapter(policy, args.adapter)  # KL anchor: the starting policy
@@ -73,23 +76,41 @@ def main(argv=None) -> None:
     rm = C.RubricARM.load(args.rm_model, args.rubric_adapter, args.judge_adapter, share=share,
                           load_4bit=args.load_4bit, device=dist.device, dtype=args.dtype,
                           trust_remote_code=args.trust_remote_code, max_rubric_tokens=args.max_rubric_tokens,
-                          max_judge_tokens=args.max_judge_tokens, judge_temperature=args.judge_temperature, batch_size=args.judge_batch)
+                          max_judge_tokens=args.max_judge_tokens, judge_temperature=args.judge_temperature,
+                          batch_size=args.judge_batch)
     cfg = C.grpo_config_from_args(args)
-    resume_step = C.resume_step(out, args.resume)
-    metrics = C.MetricsLogger(out, dist.main, args.wandb_project, "policy-grpo", vars(args), resume_step=resume_step)
-    C.log.info("online GRPO: %d prompts, G=%d, Rubric-ARM %s", len(prompts), cfg.group_size,
+    G = cfg.group_size
+    C.log.info("online GRPO: %d prompts, G=%d, Rubric-ARM %s", len(prompts), G,
                "on the policy's network" if share is not None else f"as a second model ({args.rm_model})")
-
-    def build(prompt: str) -> C.Prompted:
-        return C.Prompted(C.chat_prompt_ids(tok, [{"role": "user", "content": prompt}]), {"prompt": prompt})
-
-    last = C.grpo_train(policy, tok, cfg, prompts, build, make_policy_reward(policy, tok, rm, cfg), out, dist,
-                        args.resume, metrics)
-    if dist.main:
-        C.save_adapter_atomic(policy, Path(out) / "adapter")
-        C.log.info("policy GRPO done: reward %.3f; %d rubrics, %d judge calls; adapter in %s", last.get("reward", 0),
-                   rm.stats["rubrics"], rm.stats["judge_calls"], Path(out) / "adapter")
-    metrics.close()
+    run = C.grpo_run(out, policy, dist, cfg, len(prompts), args, "policy grpo")
+    share_prompt = cfg.share_prefix and not C.checkpointing_on(policy)
+    for step in run.steps():
+        timer = C.StepTimer()
+        # 1. this step's prompts
+        batch = [C.GroupPrompt(C.chat_prompt_ids(tok, [{"role": "user", "content": prompts[i]}]), {"prompt": prompts[i]})
+                 for i in run.rank_share(run.step_indices(step))]
+        # 2. G responses per prompt, sampled
+        rolls = C.rollouts(policy, tok, [b.ids for b in batch], cfg)
+        texts = [t for r in rolls for t in r.texts]
+        t_gen = timer.mark("gen")
+        # 3. rewards: Rubric-ARM's pairwise verdicts against the greedy baseline; advantages per group
+        rewards, parts = policy_rewards(policy, tok, rm, batch, texts, cfg)
+        adv = C.group_advantages(rewards, G, cfg.scale_rewards).to(dist.device)
+        timer.mark("reward")
+        # 4. micro-batches, reference (beta > 0) and sampling-policy (2+ passes) log-probs
+        mbs = C.micro_batches(rolls, G, cfg.micro_batch, cfg.mask_truncated, share_prompt)
+        ref = C.reference_logprobs(policy, mbs, cfg.temperature) if cfg.beta else None
+        old = C.old_logprobs(policy, mbs, cfg)
+        timer.mark("logprob")
+        # 5. num_iterations passes of the clipped GRPO loss, an optimizer step each
+        stats = C.grpo_passes(policy, run, mbs, adv, old, ref, cfg)
+        # 6. log, checkpoint
+        finite = stats.pop("finite")
+        run.end_step(step, {**C.reward_metrics(rewards, G, parts), **stats, **C.rollout_metrics(rolls, t_gen),
+                            "lr": run.lr(), **timer.times()}, finite)
+    path = run.finish(policy)
+    C.log.info("policy GRPO done: %d rubrics, %d judge calls; adapter in %s", rm.stats["rubrics"],
+               rm.stats["judge_calls"], path)
 
 
 if __name__ == "__main__":

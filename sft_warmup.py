@@ -14,9 +14,7 @@ instruction, the rubric or the trajectory); what still does not fit is dropped. 
 from __future__ import annotations
 
 import argparse
-import math
 import time
-from pathlib import Path
 
 import torch
 
@@ -87,22 +85,21 @@ def completion_nll(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return -logp_sum.sum(), n.sum()
 
 
-def sft_step(model, opt, sched, params, batch, micro_batch: int, pad_id: int, dist, max_grad_norm: float):
+def sft_step(model, run: C.TrainingRun, batch, micro_batch: int, pad_id: int, max_grad_norm: float):
     """One optimizer step on `batch` (this rank's examples): the token-weighted mean completion NLL
-    over the whole batch, accumulated over micro-batches. Returns (loss, grad norm, tokens)."""
+    over the whole batch (all ranks), accumulated over micro-batches. Returns (loss, grad norm,
+    tokens, finite)."""
+    dist = run.dist
     n_tok = C.all_reduce_sum(torch.tensor(float(sum(len(c) for _, c in batch)), device=dist.device), dist)
-    opt.zero_grad(set_to_none=True)
+    run.opt.zero_grad(set_to_none=True)
     total_nll = 0.0
     for s in range(0, len(batch), micro_batch):
         nll, _ = completion_nll(model, C.collate_completions(batch[s:s + micro_batch], pad_id, dist.device))
         (nll / n_tok * dist.world).backward()
         total_nll += float(nll.detach())
-    C.average_gradients(params, dist)
-    gnorm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    opt.step()
-    sched.step()
+    finite, gnorm = run.optimizer_step(max_grad_norm)
     loss = float(C.all_reduce_sum(torch.tensor(total_nll, device=dist.device), dist) / n_tok)
-    return loss, float(gnorm), int(n_tok)
+    return loss, gnorm, int(n_tok), finite
 
 
 def main(argv=None) -> None:
@@ -120,45 +117,24 @@ def main(argv=None) -> None:
                args.role, len(examples), args.cutoff_len, counts["truncated"], counts["dropped"])
     if not examples:
         raise SystemExit(f"error: no example fits --cutoff-len {args.cutoff_len}")
-
     per_rank = max(1, args.batch_size // dist.world)
-    steps_per_epoch = max(1, math.ceil(len(examples) / (per_rank * dist.world)))
-    total = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    sched = C.make_scheduler(opt, args.lr_scheduler, total, args.warmup_ratio)
-    start = 0
-    if args.resume and (ck := C.latest_checkpoint(out)):
-        start = C.load_checkpoint(ck, model, opt, sched)["step"]
-        C.log.info("resumed from %s at step %d/%d", ck, start, total)
-    metrics = C.MetricsLogger(out, dist.main, args.wandb_project, f"sft-{args.role}", vars(args), resume_step=start)
-
+    run = C.TrainingRun(out, model, dist, lr=args.lr, n_examples=len(examples), per_rank=per_rank, epochs=args.epochs,
+                        max_steps=args.max_steps, scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio,
+                        weight_decay=args.weight_decay, save_every=args.save_every, resume=args.resume,
+                        data_seed=args.seed, name=f"sft {args.role}", config=vars(args),
+                        wandb_project=args.wandb_project)
     model.train()
-    bar = C.progress(range(start, total), desc=f"sft {args.role}", initial=start, total=total)
-    for step in bar:
+    for step in run.steps():
         t0 = time.perf_counter()
-        # this step's examples: a fixed permutation per epoch (seeded, so a resumed run sees the same)
-        epoch, k = divmod(step, steps_per_epoch)
-        perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed + epoch)).tolist()
-        step_rows = perm[k * dist.world * per_rank:(k + 1) * dist.world * per_rank]
         # sorted by length, so that micro-batches pad less (the loss is a sum over examples: the order
         # is free); sorted before the split across ranks, so that ranks hold the same micro-batches as one process
-        step_rows = sorted(step_rows, key=lambda i: (len(examples[i][0]), len(examples[i][1]), i))
-        mine = [examples[i] for i in step_rows[dist.rank * per_rank:(dist.rank + 1) * per_rank]]
-        loss, gnorm, n_tok = sft_step(model, opt, sched, params, mine, args.micro_batch, tok.pad_token_id, dist,
-                                      args.max_grad_norm)
-        metrics.log(step + 1, {"loss": loss, "grad_norm": gnorm, "lr": sched.get_last_lr()[0],
-                               "tokens": n_tok, "epoch": (step + 1) / steps_per_epoch,
-                               "time_step": time.perf_counter() - t0})
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if dist.main and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < total:
-            C.save_checkpoint(out, step + 1, model, opt, sched, {"total": total})
-        C.maybe_crash("step", step + 1)
-    bar.close()
-    if dist.main:
-        C.save_adapter_atomic(model, Path(out) / "adapter")
-        C.log.info("saved adapter to %s", Path(out) / "adapter")
-    metrics.close()
+        step_rows = sorted(run.step_indices(step), key=lambda i: (len(examples[i][0]), len(examples[i][1]), i))
+        mine = [examples[i] for i in run.rank_share(step_rows)]
+        loss, gnorm, n_tok, finite = sft_step(model, run, mine, args.micro_batch, tok.pad_token_id, args.max_grad_norm)
+        run.end_step(step, {"loss": loss, "grad_norm": gnorm, "lr": run.lr(), "tokens": n_tok,
+                            "epoch": (step + 1) / run.steps_per_epoch, "time_step": time.perf_counter() - t0}, finite)
+    path = run.finish(model)
+    C.log.info("saved adapter to %s", path)
 
 
 if __name__ == "__main__":

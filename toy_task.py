@@ -7,13 +7,21 @@ a reference rubric in the project's rubric format and a reference judge trajecto
 format (REFERENCE.md sections 2 and 3), so the same rows serve SFT warm-up, GRPO and evaluation.
 
     python toy_task.py --out-dir data --n-train 240 --n-eval 60 --seed 0
+    python toy_task.py make-tiny-model tiny-model     # the random tiny model of the tests
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import common as C
 
 TOPICS = ["the river", "a garden", "the night sky", "a small town", "the ocean", "a forest walk",
           "an old library", "the first snow", "a busy market", "a mountain trail", "a quiet lake",
@@ -169,18 +177,74 @@ def make_split(n: int, seed: int, prefix: str, kinds: tuple = KINDS) -> list[dic
     return [make_example(rng, i, prefix, kinds) for i in range(n)]
 
 
+# ---------------------------------------------------------------------------------------------
+# The tiny offline model of the tests and the toy ablation: a byte-level BPE tokenizer trained on
+# this task's text, with a Qwen-style chat template, and a small random Qwen3
+# ---------------------------------------------------------------------------------------------
+
+TINY_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false -%}{{ '<think>\n\n</think>\n\n' }}{%- endif -%}"
+    "{%- endif -%}"
+)
+
+
+def make_tiny_model(out_dir: str | os.PathLike, hidden: int = 64, layers: int = 2, heads: int = 4,
+                    kv_heads: int = 2, vocab: int = 1024, seed: int = 0, corpus: list[str] | None = None,
+                    init_std: float = 0.2) -> Path:
+    """A byte-level BPE tokenizer with a Qwen-style chat template and a small random Qwen3 model,
+    saved with save_pretrained, so that tests and the demo need no hub."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if corpus is None:
+        rows = make_split(200, seed, "corpus")
+        corpus = [C.RUBRIC_TEMPLATE, C.JUDGE_TEMPLATE, C.DIRECT_JUDGE_TEMPLATE] + [
+            f"{r['prompt']}\n{r['rubric']}\n{r['response_a']}\n{r['response_b']}\n{r['judge_trajectory']}" for r in rows]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  padding_side="left", additional_special_tokens=specials[1:])
+    tok.chat_template = TINY_CHAT_TEMPLATE
+    tok.save_pretrained(out)
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 3,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                      head_dim=hidden // heads, max_position_embeddings=8192, tie_word_embeddings=True,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+                      initializer_range=init_std)
+    Qwen3ForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    return out
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "make-tiny-model":
+        ap = argparse.ArgumentParser(prog="toy_task.py make-tiny-model", description="build the offline tiny model")
+        ap.add_argument("out_dir", nargs="?", default="tiny-model")
+        ap.add_argument("--hidden", type=int, default=64)
+        ap.add_argument("--layers", type=int, default=2)
+        ap.add_argument("--vocab", type=int, default=1024)
+        ap.add_argument("--seed", type=int, default=0)
+        a = ap.parse_args(sys.argv[2:])
+        print(make_tiny_model(a.out_dir, hidden=a.hidden, layers=a.layers, vocab=a.vocab, seed=a.seed))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", default="data", help="folder for demo_train.jsonl and demo_eval.jsonl")
     ap.add_argument("--n-train", type=int, default=240, help="training rows")
     ap.add_argument("--n-eval", type=int, default=60, help="held-out rows")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    import os
-
-    from common import write_jsonl_atomic
-    write_jsonl_atomic(os.path.join(args.out_dir, "demo_train.jsonl"), make_split(args.n_train, args.seed, "train"))
-    write_jsonl_atomic(os.path.join(args.out_dir, "demo_eval.jsonl"), make_split(args.n_eval, args.seed + 1, "eval"))
+    C.write_jsonl_atomic(os.path.join(args.out_dir, "demo_train.jsonl"), make_split(args.n_train, args.seed, "train"))
+    C.write_jsonl_atomic(os.path.join(args.out_dir, "demo_eval.jsonl"), make_split(args.n_eval, args.seed + 1, "eval"))
     print(f"wrote {args.n_train} train and {args.n_eval} eval rows to {args.out_dir}/")
 
 

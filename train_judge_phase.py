@@ -2,11 +2,12 @@
 
 For each example the rubric comes from a cache (one rubric per example, written once by the frozen
 generator: `python common.py cache-rubrics`), the A/B order is drawn at random (the label follows),
-and the judge samples G trajectories. Reward = R_acc + R_fmt:
+and the judge samples G trajectories. Reward = R_acc + R_fmt (paper Section 4):
     R_acc = 1 if the trajectory's final verdict equals the label, else 0
     R_fmt = common.format_reward (criteria covered for both responses, final justification, decision)
-Defaults are the paper's judge settings (G=7, 1024 new tokens, batch 224, lr 1e-6 x 10 for LoRA, eps 0.2/0.28,
-beta 0.001, 2 iterations, 1 epoch). A real run on one GPU:
+The KL reference is the phase's starting judge (a frozen copy of --adapter). Defaults are the paper's
+judge settings (Table 9: G=7, 1024 new tokens, batch 224, eps 0.2/0.28, beta 0.001, 2 iterations,
+1 epoch; lr 1e-6 for full fine-tuning, x10 for LoRA). A real run on one GPU:
 
     python train_judge_phase.py --model Qwen/Qwen3-8B --adapter runs/sft_judge/adapter \\
         --data part1.jsonl --rubric-cache rubrics1.jsonl --out runs/judge1 \\
@@ -23,8 +24,8 @@ import torch
 
 import common as C
 
-JUDGE_DEFAULTS = C.GRPOConfig(group_size=7, batch_size=224, max_completion_length=1024, lr=1e-6 * C.LORA_LR_MULTIPLIER,
-                              eps_low=0.2, eps_high=0.28, beta=0.001, num_iterations=2, epochs=1.0)
+PAPER = dict(group_size=7, batch_size=224, max_completion_length=1024, lr=1e-6 * C.LORA_LR_MULTIPLIER,
+             eps_low=0.2, eps_high=0.28, beta=0.001, num_iterations=2, epochs=1.0)  # Table 9, judge
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,18 +42,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "instruction or rubric), or are dropped if that is not enough (the paper does not say)")
     ap.add_argument("--shuffle-order", default=True, action=argparse.BooleanOptionalAction,
                     help="draw the A/B order at random per example (position-bias control)")
-    C.add_grpo_args(ap, JUDGE_DEFAULTS)
+    C.add_grpo_args(ap, PAPER)
     return ap.parse_args(argv)
 
 
-def make_prompt_builder(tok, rubrics: dict[str, str], shuffle: bool, max_len: int | None):
-    def build(row: dict) -> C.Prompted:
-        swap = shuffle and random.random() < 0.5
-        a, b, label = C.swap_pair(row, swap)
-        rubric = rubrics[row["id"]]
-        ids, _ = C.judge_prompt_ids(tok, row["prompt"], rubric, a, b, max_len)
-        return C.Prompted(ids, {"id": row["id"], "label": label, "n_criteria": len(C.parse_rubric(rubric))})
-    return build
+def read_rubric_cache(path: str, rows: list[dict]) -> dict[str, str]:
+    """{id: rubric}; an example without a rubric is an error naming its id."""
+    if not Path(path).exists():
+        raise SystemExit(f"error: rubric cache {path} does not exist")
+    cache = {}
+    for n, r in enumerate(C.read_jsonl_resumable(path), 1):
+        if "id" not in r or "rubric" not in r:
+            raise SystemExit(f"error: {path}:{n}: each line needs fields 'id' and 'rubric'")
+        cache[str(r["id"])] = r["rubric"]
+    missing = [r["id"] for r in rows if r["id"] not in cache]
+    if missing:
+        raise SystemExit(f"error: rubric cache {path} has no rubric for {len(missing)} example(s), "
+                         f"first id {missing[0]!r}")
+    return cache
 
 
 def fit_rows(tok, rows: list[dict], rubrics: dict[str, str], max_len: int | None) -> list[dict]:
@@ -71,17 +78,18 @@ def fit_rows(tok, rows: list[dict], rubrics: dict[str, str], max_len: int | None
     return kept
 
 
-def make_judge_reward(use_format: bool):
-    def reward(batch: list[C.Prompted], texts: list[str], G: int):
-        acc, fmt = [], []
-        for i, text in enumerate(texts):
-            meta = batch[i // G].meta
-            acc.append(float(C.parse_verdict(text) == meta["label"]))
-            fmt.append(C.format_reward(text, meta["n_criteria"]))
-        acc_t, fmt_t = torch.tensor(acc), torch.tensor(fmt)
-        total = acc_t + fmt_t if use_format else acc_t
-        return total, {"acc": acc_t, "fmt": fmt_t}
-    return reward
+def judge_prompt(tok, row: dict, rubric: str, shuffle: bool, max_len: int | None) -> C.GroupPrompt:
+    """The judge's prompt for one example in a random A/B order; the label follows the order."""
+    a, b, label = C.swap_pair(row, shuffle and random.random() < 0.5)
+    ids, _ = C.judge_prompt_ids(tok, row["prompt"], rubric, a, b, max_len)
+    return C.GroupPrompt(ids, {"id": row["id"], "label": label, "n_criteria": len(C.parse_rubric(rubric))})
+
+
+def judge_rewards(batch: list[C.GroupPrompt], texts: list[str], G: int, use_format: bool):
+    """R_acc (+ R_fmt) of each trajectory; trajectory i belongs to the prompt i // G."""
+    acc = torch.tensor([float(C.parse_verdict(t) == batch[i // G].meta["label"]) for i, t in enumerate(texts)])
+    fmt = torch.tensor([C.format_reward(t, batch[i // G].meta["n_criteria"]) for i, t in enumerate(texts)])
+    return (acc + fmt if use_format else acc), {"acc": acc, "fmt": fmt}
 
 
 def main(argv=None) -> None:
@@ -90,24 +98,45 @@ def main(argv=None) -> None:
     C.use_templates(args)
     out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
-    C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; grpo_train seeds per rank
+    C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; sampling is seeded per rank below
     rows = C.load_pairs_from_args(args)
-    rubrics = C.read_rubric_cache(args.rubric_cache, rows)
+    rubrics = read_rubric_cache(args.rubric_cache, rows)
     model, tok = C.load_trainable(args, dist, args.adapter)
     C.add_reference_adapter(model, args.adapter)  # KL anchor: the phase's starting adapter, frozen
     rows = fit_rows(tok, rows, rubrics, args.max_prompt_length)
     cfg = C.grpo_config_from_args(args)
-    C.log.info("judge phase: %d examples, G=%d, batch %d, %s reward", len(rows), cfg.group_size, cfg.batch_size,
+    G = cfg.group_size
+    C.log.info("judge phase: %d examples, G=%d, batch %d, %s reward", len(rows), G, cfg.batch_size,
                "R_acc + R_fmt" if args.format_reward else "R_acc only")
-    resume_step = C.resume_step(out, args.resume)
-    metrics = C.MetricsLogger(out, dist.main, args.wandb_project, "judge-phase", vars(args), resume_step=resume_step)
-    last = C.grpo_train(model, tok, cfg, rows, make_prompt_builder(tok, rubrics, args.shuffle_order, args.max_prompt_length),
-                        make_judge_reward(args.format_reward), out, dist, args.resume, metrics)
-    if dist.main:
-        C.save_adapter_atomic(model, Path(out) / "adapter")
-        C.log.info("judge phase done: reward %.3f (acc %.3f, fmt %.3f); adapter in %s", last.get("reward", 0),
-                   last.get("reward_acc", 0), last.get("reward_fmt", 0), Path(out) / "adapter")
-    metrics.close()
+    run = C.grpo_run(out, model, dist, cfg, len(rows), args, "judge phase")
+    share_prompt = cfg.share_prefix and not C.checkpointing_on(model)  # checkpointing drops the shared cache
+    for step in run.steps():
+        timer = C.StepTimer()
+        # 1. this step's prompts: B = batch / G examples on this rank, each in a random A/B order
+        batch = [judge_prompt(tok, rows[i], rubrics[rows[i]["id"]], args.shuffle_order, args.max_prompt_length)
+                 for i in run.rank_share(run.step_indices(step))]
+        # 2. G judge trajectories per prompt, sampled (the prompt prefilled once for its G samples)
+        rolls = C.rollouts(model, tok, [b.ids for b in batch], cfg)
+        texts = [t for r in rolls for t in r.texts]
+        t_gen = timer.mark("gen")
+        # 3. rewards, and advantages within each group of G: (r - mean) / (std + 1e-4)
+        rewards, parts = judge_rewards(batch, texts, G, args.format_reward)
+        adv = C.group_advantages(rewards, G, cfg.scale_rewards).to(dist.device)
+        timer.mark("reward")
+        # 4. micro-batches of whole groups (each prompt runs once), the reference's log-probs (beta > 0)
+        #    and the sampling policy's (2+ passes), both without gradients, once per step
+        mbs = C.micro_batches(rolls, G, cfg.micro_batch, cfg.mask_truncated, share_prompt)
+        ref = C.reference_logprobs(model, mbs, cfg.temperature) if cfg.beta else None
+        old = C.old_logprobs(model, mbs, cfg)
+        timer.mark("logprob")
+        # 5. num_iterations passes of the clipped GRPO loss over the micro-batches, an optimizer step each
+        stats = C.grpo_passes(model, run, mbs, adv, old, ref, cfg)
+        # 6. log, checkpoint
+        finite = stats.pop("finite")
+        run.end_step(step, {**C.reward_metrics(rewards, G, parts), **stats, **C.rollout_metrics(rolls, t_gen),
+                            "lr": run.lr(), **timer.times()}, finite)
+    path = run.finish(model)
+    C.log.info("judge phase done; adapter in %s", path)
 
 
 if __name__ == "__main__":

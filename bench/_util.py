@@ -17,6 +17,7 @@ os.environ.setdefault("RUBRIC_ARM_NO_PROGRESS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import common as C  # noqa: E402
+import toy_task  # noqa: E402
 
 BENCH_MD = ROOT / "BENCHMARKS.md"
 
@@ -24,7 +25,7 @@ BENCH_MD = ROOT / "BENCHMARKS.md"
 def bench_model(out_dir: Path, hidden: int = 256, layers: int = 4) -> Path:
     """The tiny-but-not-trivial model of the benches: Qwen3, hidden 256, 4 layers, random weights."""
     if not (out_dir / "config.json").exists():
-        C.make_tiny_model(out_dir, hidden=hidden, layers=layers, heads=4, kv_heads=2, vocab=1024)
+        toy_task.make_tiny_model(out_dir, hidden=hidden, layers=layers, heads=4, kv_heads=2, vocab=1024)
     return out_dir
 
 

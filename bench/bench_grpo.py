@@ -1,4 +1,4 @@
-"""One GRPO step of the judge phase: ours (common.grpo_train) vs TRL's GRPOTrainer, side by side.
+"""One GRPO step of the judge phase: ours (train_judge_phase.py) vs TRL's GRPOTrainer, side by side.
 
 Same model (Qwen3, hidden 256, 4 layers, random), same judge prompts from data/demo_train.jsonl,
 same G, batch, micro-batch, max completion length, LoRA rank, reward (R_acc + R_fmt), for 1 and 2
@@ -28,15 +28,17 @@ def judge_rows(n: int) -> list[dict]:
 
 
 def ours(model_dir: Path, rows, a, iters: int, beta: float, work: Path) -> dict:
-    torch.manual_seed(0)
-    tok = C.load_tokenizer(str(model_dir))
-    model = C.attach_lora(C.load_base_model(str(model_dir)), r=a.lora_r, alpha=2 * a.lora_r)
-    cfg = C.GRPOConfig(group_size=a.G, batch_size=a.batch, micro_batch=a.micro, max_completion_length=a.max_len,
-                       lr=1e-6, beta=beta, num_iterations=iters, max_steps=a.reps + 1, save_every=0, gen_batch=a.batch // a.G)
-    rubrics = {r["id"]: r["rubric"] for r in rows}
+    """The judge phase script itself (train_judge_phase.main) on these rows, timed per step."""
     out = work / f"ours_{iters}_{beta}"
-    C.grpo_train(model, tok, cfg, rows, J.make_prompt_builder(tok, rubrics, True, None), J.make_judge_reward(True),
-                 out, C.Dist())
+    data, cache = work / "rows.jsonl", work / "rubrics.jsonl"
+    C.write_jsonl_atomic(data, rows)
+    C.write_jsonl_atomic(cache, [{"id": r["id"], "rubric": r["rubric"]} for r in rows])
+    J.main(["--model", str(model_dir), "--data", str(data), "--rubric-cache", str(cache), "--out", str(out),
+            "--group-size", str(a.G), "--batch-size", str(a.batch), "--micro-batch", str(a.micro),
+            "--max-completion-length", str(a.max_len), "--lr", "1e-6", "--beta", str(beta),
+            "--num-iterations", str(iters), "--max-steps", str(a.reps + 1), "--save-every", "0",
+            "--gen-batch", str(a.batch // a.G), "--lora-r", str(a.lora_r), "--lora-alpha", str(2 * a.lora_r),
+            "--dtype", a.dtype, *a.ours_args.split()])
     log = [r for r in C.read_jsonl_resumable(out / "metrics.jsonl")][1:]  # the first step warms up
     keys = ("time_step", "time_gen", "time_reward", "time_logprob", "time_fwd_bwd", "time_optimizer", "completion_len")
     return {k: U.median([r[k] for r in log]) for k in keys}
@@ -54,11 +56,9 @@ def trl(model_dir: Path, rows, a, iters: int, beta: float, work: Path) -> dict:
     for r in rows:
         ids = C.judge_prompt_ids(tok, r["prompt"], r["rubric"], r["response_a"], r["response_b"])[0]
         data.append({"prompt": tok.decode(ids), "label": r["winner"], "n_criteria": len(C.parse_rubric(r["rubric"]))})
-    reward = J.make_judge_reward(True)
-
     def reward_func(prompts, completions, label, n_criteria, **kw):
-        batch = [C.Prompted([], {"label": y, "n_criteria": n}) for y, n in zip(label, n_criteria)]
-        return reward(batch, completions, 1)[0].tolist()
+        batch = [C.GroupPrompt([], {"label": y, "n_criteria": n}) for y, n in zip(label, n_criteria)]
+        return J.judge_rewards(batch, completions, 1, True)[0].tolist()
 
     times: list[float] = []
 
@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=64, help="max completion tokens")
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--reps", type=int, default=3, help="timed steps after one warm-up step")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--ours-args", default="--loss-type dapo", help="extra flags for our judge phase")
     a = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     work = Path(tempfile.mkdtemp(prefix="bench_grpo_"))

@@ -46,15 +46,14 @@ def ours_sft(model_dir, rows, a) -> float:
     tok = C.load_tokenizer(str(model_dir))
     model = C.attach_lora(C.load_base_model(str(model_dir)), r=a.lora_r, alpha=2 * a.lora_r)
     examples, _ = sft_warmup.build_examples(rows, "judge", tok, 4096)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5)
-    sched = C.make_scheduler(opt, "constant", 10, 0.0)
+    run = C.TrainingRun(tempfile.mkdtemp(), model, C.Dist(), lr=1e-5, n_examples=len(examples), per_rank=a.batch,
+                        scheduler="constant")
     model.train()
     ts = []
     for step in range(a.reps + 1):
         batch = examples[step * a.batch:(step + 1) * a.batch]
         t = time.perf_counter()
-        sft_warmup.sft_step(model, opt, sched, params, batch, a.micro, tok.pad_token_id, C.Dist(), 1.0)
+        sft_warmup.sft_step(model, run, batch, a.micro, tok.pad_token_id, 1.0)
         ts.append(time.perf_counter() - t)
     return U.median(ts[1:])
 
@@ -91,15 +90,14 @@ def ours_dpo(model_dir, rows, a) -> float:
     model = C.attach_lora(C.load_base_model(str(model_dir)), r=a.lora_r, alpha=2 * a.lora_r)
     pairs, _ = policy_dpo.tokenize_pairs(tok, dpo_pairs(rows), 4096)
     ref_c, ref_r = policy_dpo.reference_logps(model, pairs, a.micro, tok.pad_token_id, "cpu")  # once per round
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-6)
-    sched = C.make_scheduler(opt, "constant", 10, 0.0)
+    run = C.TrainingRun(tempfile.mkdtemp(), model, C.Dist(), lr=1e-6, n_examples=len(pairs), per_rank=a.batch,
+                        scheduler="constant")
     model.train()
     ts = []
     for step in range(a.reps + 1):
         sl = slice(step * a.batch, (step + 1) * a.batch)
         t = time.perf_counter()
-        policy_dpo.dpo_step(model, opt, sched, params, pairs[sl], ref_c[sl], ref_r[sl], Args(a.micro), tok.pad_token_id, C.Dist())
+        policy_dpo.dpo_step(model, run, pairs[sl], ref_c[sl], ref_r[sl], Args(a.micro), tok.pad_token_id)
         ts.append(time.perf_counter() - t)
     return U.median(ts[1:])
 

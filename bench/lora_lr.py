@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import write_section  # noqa: E402
 
 import common as C  # noqa: E402
+import toy_task  # noqa: E402
 
 
 def nll(model, batch) -> float:
@@ -71,7 +72,7 @@ def main() -> None:
     C.setup_logging()
     model = args.model
     if model == "tiny":
-        model = str(C.make_tiny_model(Path(args.out) / "tiny-model"))
+        model = str(toy_task.make_tiny_model(Path(args.out) / "tiny-model"))
     tok = C.load_tokenizer(model)
     rows = C.load_pairs(args.data, limit=args.examples, require=("rubric",))
     examples = [(C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])), C.completion_ids(tok, r["rubric"])) for r in rows]

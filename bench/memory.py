@@ -189,18 +189,21 @@ def measure(s: Shape, f: Flags, phase: str, device) -> float | None:
         if phase == "rubric phase":
             model.add_adapter("judge", model.peft_config["default"])
             model.set_adapter("default")
-            with C.use_adapter(model, "judge"):
+            with C.adapter(model, "judge"):
                 C.generate(model, tok, [ids(f.judge_prompt_len) for _ in range(f.judge_batch)], n=1,
                            max_new_tokens=f.judge_new, temperature=0.0)
         cfg = C.GRPOConfig(group_size=f.G, batch_size=f.G * f.gen_batch, micro_batch=f.micro_batch,
                            max_completion_length=f.completion_len, num_iterations=2, beta=0.001, max_steps=1,
                            save_every=0, gen_batch=f.gen_batch)
-        prompts = [C.Prompted(ids(f.prompt_len), {}) for _ in range(f.gen_batch)]
         import tempfile
-        with tempfile.TemporaryDirectory() as d:
-            C.grpo_train(model, tok, cfg, prompts, lambda p: p,
-                         lambda b, t, G: (torch.arange(len(t), dtype=torch.float), {}), d, C.Dist(device=device),
-                         metrics=C.MetricsLogger(d, enabled=False))
+        with tempfile.TemporaryDirectory() as d:  # one GRPO step, as the phase scripts run it
+            run = C.TrainingRun(d, model, C.Dist(device=device), lr=1e-6, n_examples=f.gen_batch, per_rank=f.gen_batch,
+                                optimizer_steps_per_step=2)
+            rolls = C.rollouts(model, tok, [ids(f.prompt_len) for _ in range(f.gen_batch)], cfg)
+            adv = C.group_advantages(torch.arange(f.G * f.gen_batch, dtype=torch.float), f.G).to(device)
+            mbs = C.micro_batches(rolls, f.G, f.micro_batch, False, not C.checkpointing_on(model))
+            ref = C.reference_logprobs(model, mbs, 1.0)
+            C.grpo_passes(model, run, mbs, adv, C.old_logprobs(model, mbs, cfg), ref, cfg)
     peak = torch.cuda.max_memory_allocated(device) / GB if device.type == "cuda" else None
     del model, opt
     gc.collect()

@@ -84,9 +84,9 @@ def pretrain_base(out: Path, data: Path, steps: int, seed: int = 0) -> Path:
     if (final / "config.json").exists():
         return final
     rows = C.read_jsonl_resumable(data)
-    corpus = [C.RUBRIC_SYSTEM, C.JUDGE_SYSTEM] + [
+    corpus = [C.RUBRIC_TEMPLATE, C.JUDGE_TEMPLATE] + [
         f"{r['prompt']}\n{r['rubric']}\n{r['response_a']}\n{r['response_b']}\n{r['judge_trajectory']}" for r in rows[:500]]
-    init = C.make_tiny_model(out / "base_init", seed=seed, corpus=corpus, **MODEL)
+    init = toy_task.make_tiny_model(out / "base_init", seed=seed, corpus=corpus, **MODEL)
     from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
     tok = C.load_tokenizer(str(init))

@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import common as C  # noqa: E402
+import toy_task  # noqa: E402
 
 C.setup_logging()
 TRAIN = ROOT / "data" / "demo_train.jsonl"
@@ -24,7 +25,7 @@ EVAL = ROOT / "data" / "demo_eval.jsonl"
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    return C.make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+    return toy_task.make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")
@@ -115,3 +116,36 @@ def assert_same_adapter(a, b, rtol: float = 1e-5, atol: float = 1e-6) -> None:
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=rtol, atol=atol, msg=k)
+
+
+def grpo_loop(model, tok, cfg, prompts: list, reward, out, dist=None, on_step=None) -> None:
+    """The GRPO loop of the phase scripts (train_judge_phase.main), with the reward given by the test:
+    reward(batch, texts, G) -> (rewards, parts). The same common pieces in the same order."""
+    dist = dist or C.Dist()
+    G = cfg.group_size
+    per_rank = cfg.batch_size // G // dist.world
+    run = C.TrainingRun(out, model, dist, lr=cfg.lr, n_examples=len(prompts), per_rank=per_rank, epochs=cfg.epochs,
+                        max_steps=cfg.max_steps, optimizer_steps_per_step=cfg.num_iterations,
+                        scheduler=cfg.lr_scheduler, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+                        save_every=cfg.save_every, data_seed=cfg.seed, sampling_seed=cfg.seed,
+                        max_bad_steps=cfg.max_bad_steps, progress_key="reward")
+    for step in run.steps():
+        timer = C.StepTimer()
+        batch = [prompts[i] for i in run.rank_share(run.step_indices(step))]
+        rolls = C.rollouts(model, tok, [b.ids for b in batch], cfg)
+        texts = [t for r in rolls for t in r.texts]
+        t_gen = timer.mark("gen")
+        rewards, parts = reward(batch, texts, G)
+        adv = C.group_advantages(rewards, G, cfg.scale_rewards)
+        timer.mark("reward")
+        mbs = C.micro_batches(rolls, G, cfg.micro_batch, cfg.mask_truncated, cfg.share_prefix)
+        ref = C.reference_logprobs(model, mbs, cfg.temperature) if cfg.beta else None
+        old = C.old_logprobs(model, mbs, cfg)
+        timer.mark("logprob")
+        stats = C.grpo_passes(model, run, mbs, adv, old, ref, cfg)
+        finite = stats.pop("finite")
+        metrics = {**C.reward_metrics(rewards, G, parts), **stats, **C.rollout_metrics(rolls, t_gen), **timer.times()}
+        run.end_step(step, metrics, finite)
+        if on_step:
+            on_step(step + 1, metrics)
+    run.finish(model)

@@ -39,9 +39,9 @@ def test_best_of_n_score_by_hand():
 
 
 def test_majority_and_scores():
-    assert E.majority(["A", "B", "A"]) == "A"
-    assert E.majority(["A", "B", None, None]) is None  # tie
-    assert E.majority([None, None, "B"]) == "B"
+    assert C.majority(["A", "B", "A"]) == "A"
+    assert C.majority(["A", "B", None, None]) is None  # tie
+    assert C.majority([None, None, "B"]) == "B"
     assert E.score_of(None, "A") == 0.5 and E.score_of("A", "A") == 1.0 and E.score_of("B", "A") == 0.0
     assert E.score_of(None, "A", strict=True) == 0.0
 
@@ -177,7 +177,7 @@ def test_evaluate_end_to_end_with_rubric_reuse_swap_and_votes(tiny_model, tmp_pa
     assert all(len(r["judge_texts"]) == 3 and len(r["votes"]) == 3 for r in preds)
     for r in preds:
         assert r["votes"] == [C.parse_verdict(t) for t in r["judge_texts"]]
-        assert r["verdict"] == E.majority(r["votes"]) and r["score"] == E.score_of(r["verdict"], r["chosen_is"])
+        assert r["verdict"] == C.majority(r["votes"]) and r["score"] == E.score_of(r["verdict"], r["chosen_is"])
         assert r["chosen_is"] == ("A" if r["order"] == E.FIRST else "B")
     assert res["summary"]["unparsed"] == sum(r["verdict"] is None for r in preds)
     assert set(res["by_order"]) == {"fixed1", "fixed2", "mixed"} and "Pairwise" not in res["paper_columns"]

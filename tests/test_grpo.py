@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import common as C
-from conftest import TRAIN, assert_same_adapter, read_jsonl, run_script
+from conftest import TRAIN, assert_same_adapter, grpo_loop, read_jsonl, run_script
 
 
 def test_group_advantages_by_hand():
@@ -84,7 +84,7 @@ def test_grpo_learns_a_learnable_reward(tiny_model, tok, tmp_path):
     torch.manual_seed(0)
     model = C.attach_lora(C.load_base_model(str(tiny_model)), r=8, alpha=16)
     rows = read_jsonl(TRAIN)[:8]
-    prompts = [C.Prompted(C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])), {}) for r in rows]
+    prompts = [C.GroupPrompt(C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])), {}) for r in rows]
     probe = C.generate(model, tok, [p.ids for p in prompts], n=8, max_new_tokens=8, temperature=1.0)
     # a token the model already emits sometimes, and one that a run of it re-tokenises to itself (the
     # reward re-tokenises the text; a token that merges with its neighbours caps the reward below 1)
@@ -100,7 +100,7 @@ def test_grpo_learns_a_learnable_reward(tiny_model, tok, tmp_path):
     cfg = C.GRPOConfig(group_size=8, batch_size=32, micro_batch=32, max_completion_length=8, lr=2e-2, beta=0.0,
                        num_iterations=1, lr_scheduler="constant", max_steps=30, save_every=0, gen_batch=4)
     t0 = time.perf_counter()
-    C.grpo_train(model, tok, cfg, prompts, lambda p: p, reward, tmp_path, C.Dist())
+    grpo_loop(model, tok, cfg, prompts, reward, tmp_path)
     log = read_jsonl(tmp_path / "metrics.jsonl")
     start = sum(r["reward"] for r in log[:3]) / 3
     end = sum(r["reward"] for r in log[-3:]) / 3
@@ -135,9 +135,9 @@ def test_reference_logprobs_are_the_base_model_and_no_copy(tiny_model, tok, tmp_
 
     cfg = C.GRPOConfig(group_size=2, batch_size=2, micro_batch=2, max_completion_length=4, beta=0.1,
                        num_iterations=2, max_steps=2, save_every=0)
-    prompts = [C.Prompted(prompt[0], {})]
-    C.grpo_train(model, tok, cfg, prompts, lambda p: p, lambda b, t, G: (torch.tensor([0.0, 1.0]), {}), tmp_path,
-                 C.Dist(), on_step=lambda step, m: counts.append(n_models()))
+    prompts = [C.GroupPrompt(prompt[0], {})]
+    grpo_loop(model, tok, cfg, prompts, lambda b, t, G: (torch.tensor([0.0, 1.0]), {}), tmp_path,
+              on_step=lambda step, m: counts.append(n_models()))
     assert counts == [before, before]  # beta > 0 and 2 passes, yet no second model
     assert all(r["kl"] > 0 for r in read_jsonl(tmp_path / "metrics.jsonl"))
 
@@ -184,7 +184,7 @@ def test_judge_phase_missing_rubric_is_an_error(tiny_model, tmp_path):
 def test_old_logprobs_from_the_first_pass_equal_a_separate_pass(tiny_model, tok, tmp_path):
     """Two optimisation passes: taking the old log-probs from pass 1 gives the same training as an
     extra forward pass after generation (no dropout), one forward pass cheaper."""
-    prompts = [C.Prompted(C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])), {}) for r in read_jsonl(TRAIN)[:4]]
+    prompts = [C.GroupPrompt(C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])), {}) for r in read_jsonl(TRAIN)[:4]]
     results = {}
     for reuse in (True, False):
         torch.manual_seed(0)
@@ -192,7 +192,7 @@ def test_old_logprobs_from_the_first_pass_equal_a_separate_pass(tiny_model, tok,
         cfg = C.GRPOConfig(group_size=4, batch_size=8, micro_batch=4, max_completion_length=6, lr=1e-2, beta=0.01,
                            num_iterations=2, max_steps=3, save_every=0, reuse_first_pass=reuse)
         reward = lambda b, t, G: (torch.tensor([float(len(x) % 3) for x in t]), {})  # noqa: E731
-        C.grpo_train(model, tok, cfg, prompts, lambda p: p, reward, tmp_path / str(reuse), C.Dist())
+        grpo_loop(model, tok, cfg, prompts, reward, tmp_path / str(reuse))
         results[reuse] = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
                           read_jsonl(tmp_path / str(reuse) / "metrics.jsonl"))
     (w1, log1), (w2, log2) = results[True], results[False]
@@ -228,10 +228,10 @@ def test_shared_prompt_forward_equals_one_prompt_per_completion(tiny_model, tok)
             p.data.normal_(0, 0.05)  # a non-zero adapter, so its gradients are not trivially equal
     prompts = [tok("a short prompt")["input_ids"], tok("a much longer prompt with more words in it")["input_ids"]]
     ro = C.generate(model, tok, prompts, n=3, max_new_tokens=7, temperature=1.0)
-    shared = C._micro_batches([ro], 3, 6, False, share_prompt=True)
-    copies = C._micro_batches([ro], 3, 6, False, share_prompt=False)
+    shared = C.micro_batches([ro], 3, 6, False, share_prompt=True)
+    copies = C.micro_batches([ro], 3, 6, False, share_prompt=False)
     assert shared[0].group_size == 3 and shared[0].prompt_ids.shape[0] == 2 and copies[0].prompt_ids.shape[0] == 6
-    assert C._micro_batches([ro], 3, 4, False, share_prompt=True)[0].group_size == 1  # not whole groups: no sharing
+    assert C.micro_batches([ro], 3, 4, False, share_prompt=True)[0].group_size == 1  # not whole groups: no sharing
     model.train()
     grads, logps = [], []
     for mb in (shared, copies):

@@ -2,8 +2,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import format_reward, parse_rubric, parse_verdict, rubric_format_reward
+from common import format_reward, parse_rubric, parse_verdict
 from conftest import TRAIN, read_jsonl
+from train_rubric_phase import rubric_format_reward
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -8,13 +8,14 @@ import torch
 
 import common as C
 import policy_dpo
+import policy_grpo
 from conftest import YES_PROMPT, read_jsonl, run_script, write_rows
 
 
 def test_dpo_loss_by_hand():
     c, r = torch.tensor([-10.0, -4.0]), torch.tensor([-12.0, -3.0])
     rc, rr = torch.tensor([-11.0, -4.5]), torch.tensor([-11.0, -4.0])
-    loss, m = C.dpo_loss(c, r, rc, rr, beta=0.1, return_metrics=True)
+    loss, m = policy_dpo.dpo_loss(c, r, rc, rr, beta=0.1, return_metrics=True)
     z = [0.1 * ((-10 + 11) - (-12 + 11)), 0.1 * ((-4 + 4.5) - (-3 + 4))]   # 0.2, -0.05
     want = sum(-math.log(1 / (1 + math.exp(-x))) for x in z) / 2
     assert float(loss) == pytest.approx(want, rel=1e-6)
@@ -23,13 +24,13 @@ def test_dpo_loss_by_hand():
 
 
 def test_order_consistency_and_online_reward_arithmetic():
-    assert C.order_consistent_preference("A", "B") == 0   # x first wins, x second wins
-    assert C.order_consistent_preference("B", "A") == 1
-    assert C.order_consistent_preference("A", "A") is None  # position, not content
-    assert C.order_consistent_preference(None, "B") is None
-    assert C.pairwise_reward("A", "B") == 1.0
-    assert C.pairwise_reward("A", "A") == 0.5 and C.pairwise_reward("B", "B") == 0.5
-    assert C.pairwise_reward("B", "A") == 0.0 and C.pairwise_reward(None, "B") == 0.5
+    assert policy_dpo.order_consistent_preference("A", "B") == 0   # x first wins, x second wins
+    assert policy_dpo.order_consistent_preference("B", "A") == 1
+    assert policy_dpo.order_consistent_preference("A", "A") is None  # position, not content
+    assert policy_dpo.order_consistent_preference(None, "B") is None
+    assert policy_grpo.pairwise_reward("A", "B") == 1.0
+    assert policy_grpo.pairwise_reward("A", "A") == 0.5 and policy_grpo.pairwise_reward("B", "B") == 0.5
+    assert policy_grpo.pairwise_reward("B", "A") == 0.0 and policy_grpo.pairwise_reward(None, "B") == 0.5
 
 
 def test_labelling_keeps_only_order_consistent_pairs(tiny_model, yes_rm, yes_template, always_a_judge):
@@ -97,7 +98,7 @@ def test_iterdpo_two_rounds_with_resume(tiny_model, yes_rm, tmp_path):
     assert (r1 / ".done_sample").exists() and (r1 / ".done_label").exists() and not (r1 / ".done_train").exists()
     t_samples = (r1 / "samples.jsonl").stat().st_mtime_ns
     p = run_script(*args)
-    assert "round1: sample done, skipped" in p.stderr and "resumed DPO from" in p.stderr
+    assert "round1: sample done, skipped" in p.stderr and "resumed from" in p.stderr
     assert (r1 / "samples.jsonl").stat().st_mtime_ns == t_samples
     assert [r["step"] for r in read_jsonl(r1 / "metrics.jsonl")] == [1, 2, 3]
     r2 = tmp_path / "it" / "round2"

@@ -7,7 +7,8 @@ import torch
 
 import common as C
 import policy_dpo
-from conftest import EVAL, TRAIN, YES_PROMPT, assert_same_adapter, read_jsonl, run_script, write_rows
+import toy_task
+from conftest import EVAL, TRAIN, YES_PROMPT, assert_same_adapter, grpo_loop, read_jsonl, run_script, write_rows
 
 
 def test_rubric_phase_resume_after_kill_matches_uninterrupted(tiny_model, always_a_judge, tmp_path):
@@ -91,7 +92,7 @@ def test_missing_and_incompatible_adapters(tiny_model, tmp_path):
     args = ["cache-rubrics", "--model", tiny_model, "--data", TRAIN, "--limit", "2", "--out", tmp_path / "r.jsonl"]
     err = one_line_error(run_script("common.py", *args, "--adapter", tmp_path / "missing", check=False))
     assert err == f"error: {tmp_path / 'missing'} is not a saved adapter folder (no adapter_config.json)"
-    other = C.make_tiny_model(tmp_path / "other", hidden=32, layers=1, vocab=300)
+    other = toy_task.make_tiny_model(tmp_path / "other", hidden=32, layers=1, vocab=300)
     run_script("sft_warmup.py", "--role", "rubric", "--model", other, "--data", TRAIN, "--limit", "2", "--max-steps", "1",
                "--out", tmp_path / "other_sft")
     err = one_line_error(run_script("common.py", *args, "--adapter", tmp_path / "other_sft" / "adapter", check=False))
@@ -136,12 +137,11 @@ def test_nan_loss_skips_steps_then_stops(tiny_model, tok, tmp_path, caplog):
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     # NaN logits only in training mode: generation is fine, every optimisation pass is not
     model.base_model.model.lm_head.register_forward_hook(lambda m, i, o: o * float("nan") if m.training else o)
-    prompts = [C.Prompted(C.chat_prompt_ids(tok, C.rubric_messages("hi")), {})]
+    prompts = [C.GroupPrompt(C.chat_prompt_ids(tok, C.rubric_messages("hi")), {})]
     cfg = C.GRPOConfig(group_size=2, batch_size=2, micro_batch=2, max_completion_length=3, beta=0.0, num_iterations=1,
                        max_steps=10, save_every=0, max_bad_steps=3)
     with pytest.raises(SystemExit, match="3 consecutive non-finite steps"):
-        C.grpo_train(model, tok, cfg, prompts, lambda p: p, lambda b, t, G: (torch.tensor([0.0, 1.0]), {}),
-                     tmp_path, C.Dist())
+        grpo_loop(model, tok, cfg, prompts, lambda b, t, G: (torch.tensor([0.0, 1.0]), {}), tmp_path)
     assert caplog.text.count("non-finite loss or gradient, update skipped") == 3
     for n, p in model.named_parameters():
         if p.requires_grad:
