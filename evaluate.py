@@ -520,7 +520,17 @@ def main(argv=None) -> dict:
         if name not in HUB and not path:
             raise SystemExit(f"error: unknown benchmark {name!r} (a local pairwise file needs {name}=PATH)")
         specs.append((name, path))
+    C.check_flags(*C.model_flag_rules(args),
+                  (args.votes >= 1, f"--votes {args.votes}: must be at least 1"),
+                  (args.temperature >= 0, f"--temperature {args.temperature}: must not be negative"),
+                  (0 < args.top_p <= 1, f"--top-p {args.top_p}: must be in (0, 1]"),
+                  (args.max_judge_tokens >= 1 and args.max_rubric_tokens >= 1,
+                   "--max-judge-tokens and --max-rubric-tokens: must be at least 1"),
+                  (args.batch_size >= 1, f"--batch-size {args.batch_size}: must be at least 1"),
+                  (args.max_prompt_length >= 64, f"--max-prompt-length {args.max_prompt_length}: must be at least 64"),
+                  (args.limit is None or args.limit >= 1, f"--limit {args.limit}: must be at least 1"))
     out = C.check_writable(args.out)
+    C.lock_output(out)
     C.seed_everything(args.seed)
     device = torch.device(args.device) if args.device else C.default_device()
     check_run_signature(out, args, specs)

@@ -102,19 +102,21 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def policy_prompt_ids(tok, prompt: str) -> list[int]:
-    return C.chat_prompt_ids(tok, [{"role": "user", "content": prompt}])
+def policy_prompt_ids(tok, prompt: str | list[dict]) -> list[int]:
+    """The policy's prompt through the chat template: a text is one user turn, a list is the chat."""
+    return C.chat_prompt_ids(tok, prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}])
 
 
 # ---- step 1: sample ------------------------------------------------------------------------------
 
-def sample_responses(args, dist, prompts: list[str], adapter: str | None, path: Path) -> None:
+def sample_responses(args, dist, prompts: list[list[dict]], adapter: str | None, path: Path) -> None:
     model, tok = C.load_trainable(args, dist, adapter)
     texts = C.generate_batched(model, tok, [policy_prompt_ids(tok, p) for p in prompts], args.gen_batch,
                                desc="sample", n=args.n_samples, max_new_tokens=args.max_new_tokens,
                                temperature=args.sample_temperature)
     n = args.n_samples
-    C.write_jsonl_atomic(path, [{"prompt": p, "responses": texts[i * n:(i + 1) * n]} for i, p in enumerate(prompts)])
+    C.write_jsonl_atomic(path, [{"prompt": C.messages_text(p, "prompt"), "messages": p, "responses": texts[i * n:(i + 1) * n]}
+                                for i, p in enumerate(prompts)])
     del model
     release_memory()
 
@@ -124,10 +126,12 @@ def sample_responses(args, dist, prompts: list[str], adapter: str | None, path: 
 def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = None) -> tuple[list[dict], dict]:
     """Every pair of distinct responses of a prompt, judged in both orders; keep the consistent ones.
     Verdicts are appended to `partial` chunk by chunk, so an interrupted labelling resumes."""
-    items = []
+    items, chats = [], {}
     for s in samples:
+        text = s["prompt"] if isinstance(s["prompt"], str) else C.messages_text(s["prompt"], "candidates")
+        chats[text] = s.get("messages") or (s["prompt"] if isinstance(s["prompt"], list) else None)
         for x, y in itertools.combinations(dict.fromkeys(r for r in s["responses"] if r.strip()), 2):
-            items.append((s["prompt"], x, y))
+            items.append((text, x, y))
     done = {(r["prompt"], r["x"], r["y"]): (r["v1"], r["v2"]) for r in C.read_jsonl_resumable(partial)} if partial else {}
     todo = [it for it in items if it not in done]
     if done:
@@ -149,7 +153,8 @@ def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = Non
             report["dropped_unparsed" if v1 is None or v2 is None else "dropped_inconsistent"] += 1
             continue
         chosen, rejected = (x, y) if pref == 0 else (y, x)
-        kept.append({"id": f"pair-{len(kept)}", "prompt": p, "chosen": chosen, "rejected": rejected})
+        kept.append({"id": f"pair-{len(kept)}", "prompt": p, "chosen": chosen, "rejected": rejected,
+                     **({"messages": chats[p]} if chats.get(p) else {})})
     report["kept"] = len(kept)
     return kept, report
 
@@ -179,7 +184,7 @@ def tokenize_pairs(tok, prefs: list[dict], cutoff: int) -> tuple[list[tuple], di
     prompt); a pair whose prompt alone leaves no room is dropped."""
     out, counts = [], {"truncated": 0, "dropped_long_prompt": 0}
     for r in prefs:
-        p = policy_prompt_ids(tok, r["prompt"])
+        p = policy_prompt_ids(tok, r.get("messages") or r["prompt"])
         room = cutoff - len(p)
         if room < 2:
             counts["dropped_long_prompt"] += 1
@@ -301,9 +306,21 @@ def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir:
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
+    C.check_flags(*C.model_flag_rules(args),
+                  (args.n_samples >= 2, f"--n-samples {args.n_samples}: must be at least 2 (pairs of responses)"),
+                  (args.rounds >= 1, f"--rounds {args.rounds}: must be at least 1"),
+                  (args.beta > 0, f"--beta {args.beta}: must be positive"),
+                  (args.lr > 0, f"--lr {args.lr}: must be positive"),
+                  (args.batch_size >= 1 and args.micro_batch >= 1, "--batch-size and --micro-batch: must be at least 1"),
+                  (args.epochs > 0, f"--epochs {args.epochs}: must be positive"),
+                  (args.cutoff_len >= 16, f"--cutoff-len {args.cutoff_len}: must be at least 16"),
+                  (args.sft_weight >= 0, f"--sft-weight {args.sft_weight}: must not be negative"),
+                  (args.judge_temperature >= 0, f"--judge-temperature {args.judge_temperature}: must not be negative"),
+                  (args.max_new_tokens >= 1, f"--max-new-tokens {args.max_new_tokens}: must be at least 1"),
+                  (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"))
     C.use_templates(args)
-    out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
+    out = C.prepare_output(args, dist)
     C.seed_everything(args.seed)
     prompts = C.load_prompts(args.prompts, args.split, args.limit, args.prompt_field)
     C.log.info("%d prompts, %d round(s)", len(prompts), args.rounds)

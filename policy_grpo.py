@@ -65,9 +65,12 @@ def policy_rewards(policy, tok, rm: C.RubricARM, batch: list[C.GroupPrompt], tex
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
+    C.check_flags(*C.model_flag_rules(args), *C.grpo_flag_rules(args),
+                  (args.judge_temperature >= 0, f"--judge-temperature {args.judge_temperature}: must not be negative"),
+                  (args.judge_batch >= 1, f"--judge-batch {args.judge_batch}: must be at least 1"))
     C.use_templates(args)
-    out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
+    out = C.prepare_output(args, dist)
     C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; sampling is seeded per rank below
     prompts = C.load_prompts(args.prompts, args.split, args.limit, args.prompt_field)
     policy, tok = C.load_trainable(args, dist, args.adapter)
@@ -87,7 +90,7 @@ def main(argv=None) -> None:
     for step in run.steps():
         timer = C.StepTimer()
         # 1. this step's prompts
-        batch = [C.GroupPrompt(C.chat_prompt_ids(tok, [{"role": "user", "content": prompts[i]}]), {"prompt": prompts[i]})
+        batch = [C.GroupPrompt(C.chat_prompt_ids(tok, prompts[i]), {"prompt": C.messages_text(prompts[i], "prompt")})
                  for i in run.rank_share(run.step_indices(step))]
         # 2. G responses per prompt, sampled
         rolls = C.rollouts(policy, tok, [b.ids for b in batch], cfg)

@@ -2,7 +2,8 @@
 
 The loss is the mean negative log-likelihood of the completion tokens only (the rubric, or the judge
 trajectory), the prompt being the chat-templated rubric or judge prompt. Defaults are the paper's
-recipe for each role (REFERENCE.md section 5); a real run on one GPU:
+recipe for each role (the paper's SFT warm-up settings; the learning rate scaled for LoRA, see
+LORA_LR_MULTIPLIER in common.py); a real run on one GPU:
 
     python sft_warmup.py --role judge --model Qwen/Qwen3-8B --data OpenRubrics/OpenRubric-v2 \\
         --out runs/sft_judge --load-4bit --micro-batch 2 --gradient-checkpointing
@@ -105,9 +106,19 @@ def sft_step(model, run: C.TrainingRun, batch, micro_batch: int, pad_id: int, ma
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
+    C.check_flags(*C.model_flag_rules(args),
+                  (args.batch_size >= 1, f"--batch-size {args.batch_size}: must be at least 1"),
+                  (args.micro_batch >= 1, f"--micro-batch {args.micro_batch}: must be at least 1"),
+                  (args.lr > 0, f"--lr {args.lr}: must be positive"),
+                  (args.epochs > 0, f"--epochs {args.epochs}: must be positive"),
+                  (args.cutoff_len >= 16, f"--cutoff-len {args.cutoff_len}: must be at least 16"),
+                  (args.max_steps is None or args.max_steps >= 1, f"--max-steps {args.max_steps}: must be at least 1"),
+                  (args.save_every >= 0, f"--save-every {args.save_every}: must not be negative"),
+                  (0 <= args.warmup_ratio < 1, f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)"),
+                  (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"))
     C.use_templates(args)
-    out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
+    out = C.prepare_output(args, dist)
     C.seed_everything(args.seed)  # the same on every rank: identical LoRA init
     required = ("rubric",) if args.role == "rubric" else ("rubric", "judge_trajectory")
     rows = C.load_pairs_from_args(args, require=required)

@@ -4,7 +4,7 @@ Each instruction asks for a short text on a topic under explicit constraints (a 
 limit, lowercase only, a forbidden letter). Candidate responses satisfy some of the constraints; the
 preferred response is the one that satisfies more, as decided by the checkers below. Each row carries
 a reference rubric in the project's rubric format and a reference judge trajectory in the judge
-format (REFERENCE.md sections 2 and 3), so the same rows serve SFT warm-up, GRPO and evaluation.
+format (paper Section 4 and Appendix E), so the same rows serve SFT warm-up, GRPO and evaluation.
 
     python toy_task.py --out-dir data --n-train 240 --n-eval 60 --seed 0
     python toy_task.py make-tiny-model tiny-model     # the random tiny model of the tests

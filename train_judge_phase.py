@@ -50,11 +50,7 @@ def read_rubric_cache(path: str, rows: list[dict]) -> dict[str, str]:
     """{id: rubric}; an example without a rubric is an error naming its id."""
     if not Path(path).exists():
         raise SystemExit(f"error: rubric cache {path} does not exist")
-    cache = {}
-    for n, r in enumerate(C.read_jsonl_resumable(path), 1):
-        if "id" not in r or "rubric" not in r:
-            raise SystemExit(f"error: {path}:{n}: each line needs fields 'id' and 'rubric'")
-        cache[str(r["id"])] = r["rubric"]
+    cache = {str(r["id"]): r["rubric"] for r in C.read_rubric_lines(path)}
     missing = [r["id"] for r in rows if r["id"] not in cache]
     if missing:
         raise SystemExit(f"error: rubric cache {path} has no rubric for {len(missing)} example(s), "
@@ -95,9 +91,10 @@ def judge_rewards(batch: list[C.GroupPrompt], texts: list[str], G: int, use_form
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
+    C.check_flags(*C.model_flag_rules(args), *C.grpo_flag_rules(args))
     C.use_templates(args)
-    out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
+    out = C.prepare_output(args, dist)
     C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; sampling is seeded per rank below
     rows = C.load_pairs_from_args(args)
     rubrics = read_rubric_cache(args.rubric_cache, rows)

@@ -82,9 +82,12 @@ def rubric_rewards(model, tok, batch: list[C.GroupPrompt], rubrics: list[str], G
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
+    C.check_flags(*C.model_flag_rules(args), *C.grpo_flag_rules(args),
+                  (args.judge_max_new_tokens >= 1, f"--judge-max-new-tokens {args.judge_max_new_tokens}: must be at least 1"),
+                  (args.judge_batch >= 1, f"--judge-batch {args.judge_batch}: must be at least 1"))
     C.use_templates(args)
-    out = C.check_writable(args.out)
     dist = C.init_distributed(args.device)
+    out = C.prepare_output(args, dist)
     C.seed_everything(args.seed)  # the same on every rank: identical LoRA init; sampling is seeded per rank below
     rows = C.load_pairs_from_args(args)
     model, tok = C.load_trainable(args, dist, args.adapter)

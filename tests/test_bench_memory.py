@@ -13,7 +13,7 @@ import memory as M  # noqa: E402
 
 def test_qwen3_8b_parameter_count_and_weights():
     p = M.params(M.QWEN3_8B)
-    assert p["total"] == pytest.approx(8.19e9, rel=0.01)  # REFERENCE 10: about 8.2B
+    assert p["total"] == pytest.approx(8.19e9, rel=0.01)  # Qwen3-8B's published count: about 8.2B
     bf16 = M.estimate(M.QWEN3_8B, M.Flags(load_4bit=False), "SFT judge")
     assert bf16["weights"] == pytest.approx(p["total"] * 2 / M.GB)
     nf4 = M.estimate(M.QWEN3_8B, M.Flags(load_4bit=True), "SFT judge")

@@ -22,7 +22,8 @@ def test_openrubric_column_names_and_field_map(tmp_path):
     assert rows[0]["rubric"].startswith("1. The response is short. [Hard Rule]\n2.")
     raw2 = {"question": "Q?", "x": "a", "y": "b", "label": 2}
     fm = C.parse_field_map("prompt=question,response_a=x,response_b=y")
-    rows = C.load_pairs(str(write_rows(tmp_path / "m.jsonl", [raw2])), field_map=fm)
+    # numeric labels say nothing by themselves (0/1? 1/2?): --winner-map reads them
+    rows = C.load_pairs(str(write_rows(tmp_path / "m.jsonl", [raw2])), field_map=fm, winner_map={"1": "A", "2": "B"})
     assert (rows[0]["response_a"], rows[0]["winner"]) == ("a", "B")
     with pytest.raises(C.DataError, match="not a canonical field"):
         C.parse_field_map("promt=question")
@@ -89,3 +90,18 @@ def test_atomic_write_and_partial_last_line(tmp_path):
         f.write('{"id": 3, "rub')  # a crash in the middle of a line
     assert C.read_jsonl_resumable(path) == [{"id": 1}, {"id": 2}]
     assert path.read_text() == '{"id": 1}\n{"id": 2}\n'
+
+
+def test_where_keeps_one_portion_of_a_dataset(tmp_path):
+    rows = [{"id": f"r{i}", "prompt": f"p{i}", "response_a": "x", "response_b": "y", "winner": "A",
+             "source": "general" if i % 2 else "code"} for i in range(6)]
+    path = write_rows(tmp_path / "d.jsonl", rows)
+    kept = C.load_pairs(str(path), where=C.parse_where("source=general"))
+    assert [r["id"] for r in kept] == ["r1", "r3", "r5"]
+    assert len(C.load_pairs(str(path), where=C.parse_where("source=general|code"))) == 6
+    with pytest.raises(C.DataError, match="no valid rows with source in"):
+        C.load_pairs(str(path), where=C.parse_where("source=science"))
+    with pytest.raises(C.DataError, match="d.jsonl:1: field 'domain': missing"):
+        C.load_pairs(str(path), where=C.parse_where("domain=general"))
+    with pytest.raises(C.DataError, match="--where"):
+        C.parse_where("source")

@@ -74,7 +74,7 @@ def test_token_logprobs_equal_full_logits(tiny_model, tok):
 
 
 def test_lora_grads_over_4bit_after_generate_match_full_precision(tiny_model, tok):
-    """REFERENCE.md 9: bitsandbytes' CPU repack after a no-grad forward must not corrupt LoRA grads."""
+    """Known bitsandbytes trap: its CPU repack after a no-grad forward must not corrupt LoRA grads."""
     import bitsandbytes as bnb
     q = C.load_base_model(str(tiny_model), load_4bit=True, device=torch.device("cpu"))
     ref = C.load_base_model(str(tiny_model), device=torch.device("cpu"))

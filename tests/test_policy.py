@@ -97,7 +97,7 @@ def test_iterdpo_two_rounds_with_resume(tiny_model, yes_rm, tmp_path):
     r1 = tmp_path / "it" / "round1"
     assert (r1 / ".done_sample").exists() and (r1 / ".done_label").exists() and not (r1 / ".done_train").exists()
     t_samples = (r1 / "samples.jsonl").stat().st_mtime_ns
-    p = run_script(*args)
+    p = run_script(*args, "--resume")
     assert "round1: sample done, skipped" in p.stderr and "resumed from" in p.stderr
     assert (r1 / "samples.jsonl").stat().st_mtime_ns == t_samples
     assert [r["step"] for r in read_jsonl(r1 / "metrics.jsonl")] == [1, 2, 3]
@@ -107,7 +107,7 @@ def test_iterdpo_two_rounds_with_resume(tiny_model, yes_rm, tmp_path):
     samples = read_jsonl(r2 / "samples.jsonl")
     assert len(samples) == 2 and all(len(s["responses"]) == 3 for s in samples)
     assert (tmp_path / "it" / "final_adapter.txt").read_text().strip().endswith("round2/adapter")
-    p = run_script(*args)  # a third run finds everything done
+    p = run_script(*args, "--resume")  # a third run finds everything done
     assert "round2: train done, skipped" in p.stderr
 
 

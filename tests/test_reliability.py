@@ -55,7 +55,7 @@ def test_dpo_labelling_resumes_after_kill(tiny_model, yes_rm, yes_template, tmp_
     killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AT": "label_chunk:1"}, check=False)
     assert killed.returncode == -9
     assert len(read_jsonl(tmp_path / "d" / "round1" / "labels.partial.jsonl")) == 4  # one chunk of 4 pairs
-    p = run_script(*args)
+    p = run_script(*args, "--resume")
     assert "4 pairs already judged, 5 to go" in p.stderr
     prefs = read_jsonl(tmp_path / "d" / "round1" / "prefs.jsonl")
     assert [(r["prompt"], r["chosen"], r["rejected"]) for r in prefs] == [(r["prompt"], r["chosen"], r["rejected"]) for r in ref]
