@@ -67,7 +67,7 @@ case "$ORDER" in judge-first|rubric-first|simultaneous) ;; *) die "--order must 
 
 # Paths are the caller's: make them absolute before moving to the project folder. A name that is no
 # local path (a hub dataset or model) stays as it is.
-abs() { case "$1" in "" | /*) printf '%s' "$1" ;; *) if [ -e "$1" ] || [ "$2" = out ]; then printf '%s/%s' "$PWD" "$1"; else printf '%s' "$1"; fi ;; esac; }
+abs() { case "$1" in "" | /*) printf '%s' "$1" ;; *) if [ -e "$1" ] || [ "${2:-}" = out ]; then printf '%s/%s' "$PWD" "$1"; else printf '%s' "$1"; fi ;; esac; }
 OUT="$(abs "$OUT" out)"; DATA="$(abs "$DATA")"; SFT_DATA="$(abs "$SFT_DATA")"; EVAL_DATA="$(abs "$EVAL_DATA")"
 RUBRIC_INIT="$(abs "$RUBRIC_INIT")"; JUDGE_INIT="$(abs "$JUDGE_INIT")"; MODEL="$(abs "$MODEL")"
 
@@ -112,10 +112,11 @@ fi
 mkdir -p "$OUT/.done" "$OUT/logs"
 T0=$(date +%s)
 
-# One alternate.sh per output folder: a second one stops at once, naming the first.
+# One alternate.sh per output folder: a second one stops, naming the first (after up to 10 s of grace,
+# in which the steps of a killed run finish exiting).
 if command -v flock >/dev/null 2>&1; then
   exec 9>>"$OUT/.lock"
-  if ! flock -n 9; then
+  if ! flock -w 10 9; then
     echo "alternate.sh: $OUT is in use by process $(cat "$OUT/.lock.pid" 2>/dev/null || echo '?'); wait for it or stop it first" >&2
     exit 1
   fi
@@ -145,7 +146,7 @@ run_step() {
   local log="$OUT/logs/$name.log" t rc=0
   t=$(date +%s)
   echo "[alternate] $name: running (log $log)"
-  "$@" >>"$log" 2>&1 &
+  "$@" >>"$log" 2>&1 9>&- &  # the lock stays with this script: a step never holds it
   CHILD=$!
   wait "$CHILD" || rc=$?
   CHILD=""
@@ -156,7 +157,7 @@ run_step() {
   fi
   if [ "$check" != "-" ]; then
     # shellcheck disable=SC2086
-    if ! "$PY" common.py check-output $check >>"$log" 2>&1; then
+    if ! "$PY" common.py check-output $check >>"$log" 2>&1 9>&-; then
       echo "[alternate] $name: its output does not read back whole; see $log" >&2
       tail -n 2 "$log" >&2
       exit 1

@@ -1,17 +1,25 @@
 """One GRPO step of the judge phase: ours (train_judge_phase.py) vs TRL's GRPOTrainer, side by side.
 
-Same model (Qwen3, hidden 256, 4 layers, random), same judge prompts from data/demo_train.jsonl,
-same G, batch, micro-batch, max completion length, LoRA rank, reward (R_acc + R_fmt), for 1 and 2
+Same model (default: Qwen3, hidden 256, 4 layers, random; --model smollm2-135m for the real one), same
+judge prompts (the toy demo data, or --data if: the instruction-following task, 600-1,000 tokens), same
+G, batch, micro-batch, max completion length, LoRA rank, reward (R_acc + R_fmt), for 1 and 2
 optimisation passes and beta 0 and 0.001. One of our steps (one generation + num_iterations optimizer
-steps) is timed against TRL's num_iterations optimizer steps that consume one generation batch. The
-random model never emits EOS, so both generate exactly max-completion-length tokens.
+steps) is timed against TRL's num_iterations optimizer steps that consume one generation batch. Each
+side runs in a process of its own, so that its peak memory (RSS on CPU, tracked allocations on CUDA)
+is its own. The random model never emits EOS, so both generate exactly max-completion-length tokens;
+the real model stops at EOS, so lengths differ from step to step (both sample at T=1).
 
-    python bench/bench_grpo.py            # writes the grpo section of BENCHMARKS.md
+    python bench/bench_grpo.py                        # writes the grpo section of BENCHMARKS.md
+    python bench/bench_grpo.py --model smollm2-135m --data if --dtype bf16 --max-len 128 --reps 1
+    python bench/bench_grpo.py --sweep ...            # cost as the completion length doubles and G grows
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +31,9 @@ import common as C
 import train_judge_phase as J
 
 
-def judge_rows(n: int) -> list[dict]:
-    return C.load_pairs(str(U.ROOT / "data" / "demo_train.jsonl"), limit=n, require=("rubric",))
+def judge_rows(n: int, data: str = "demo") -> list[dict]:
+    path = U.ROOT / "data" / ("demo_train.jsonl" if data == "demo" else "if_train.jsonl")
+    return C.load_pairs(str(path), limit=n, require=("rubric",))
 
 
 def ours(model_dir: Path, rows, a, iters: int, beta: float, work: Path) -> dict:
@@ -70,13 +79,14 @@ def trl(model_dir: Path, rows, a, iters: int, beta: float, work: Path) -> dict:
             times.append(time.perf_counter() - self.t)
 
     accum = a.batch // a.micro
-    cfg = GRPOConfig(output_dir=str(work / f"trl_{iters}_{beta}"), use_cpu=True, bf16=False, gradient_checkpointing=False,
+    on_gpu = C.default_device().type == "cuda"
+    cfg = GRPOConfig(output_dir=str(work / f"trl_{iters}_{beta}"), use_cpu=not on_gpu, bf16=a.dtype == "bf16", gradient_checkpointing=False,
                      per_device_train_batch_size=a.micro, gradient_accumulation_steps=accum, steps_per_generation=accum,
                      num_generations=a.G, max_completion_length=a.max_len, num_iterations=iters, beta=beta,
                      epsilon=0.2, epsilon_high=0.28, loss_type="dapo", learning_rate=1e-6, temperature=1.0,
                      max_steps=iters * (a.reps + 1), logging_steps=1, report_to="none", save_strategy="no",
                      disable_tqdm=True, log_level="error", seed=0)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.bfloat16 if a.dtype == "bf16" else torch.float32)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_func, args=cfg, train_dataset=Dataset.from_list(data),
                           processing_class=tok, peft_config=LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r,
                                                                        target_modules="all-linear", task_type="CAUSAL_LM"),
@@ -84,6 +94,39 @@ def trl(model_dir: Path, rows, a, iters: int, beta: float, work: Path) -> dict:
     trainer.train()
     per_gen = [sum(times[i:i + iters]) for i in range(0, len(times), iters)][1:]  # one generation cycle each
     return {"time_step": U.median(per_gen)}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: tracked CUDA allocations on a GPU, else the peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_side(a) -> None:
+    """One side (ours or TRL) of one configuration, in its own process so its peak memory is its own;
+    prints one JSON line."""
+    work = Path(tempfile.mkdtemp(prefix="bench_grpo_"))
+    model_dir = Path(C.resolve_model(a.model)) if a.model else U.bench_model(work / "model")
+    rows = judge_rows(a.batch // a.G * (a.reps + 2), a.data)
+    fn = ours if a.side == "ours" else trl
+    res = fn(model_dir, rows, a, a.iters, a.beta, work)
+    res["peak_mb"] = peak_memory_mb(C.default_device())
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def measure(a, side: str, iters: int, beta: float, **over) -> dict:
+    args = {**vars(a), **over}
+    cmd = [sys.executable, __file__, "--side", side, "--iters", str(iters), "--beta", str(beta)]
+    for k in ("G", "batch", "micro", "max_len", "lora_r", "reps", "dtype", "ours_args", "model", "data"):
+        if args[k] not in (None, ""):
+            cmd += [f"--{k.replace('_', '-')}", str(args[k])]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    if p.returncode != 0 or not line:
+        raise SystemExit(f"{side} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return json.loads(line[-1][len("RESULT "):])
 
 
 def main() -> None:
@@ -96,29 +139,92 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3, help="timed steps after one warm-up step")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--ours-args", default="--loss-type dapo", help="extra flags for our judge phase")
+    ap.add_argument("--model", default="", help="a model folder or smollm2-135m (default: the random bench model)")
+    ap.add_argument("--data", default="demo", choices=["demo", "if"],
+                    help="judge prompts from the toy demo data, or the instruction-following task (600-1,000 tokens)")
+    ap.add_argument("--configs", default="1:0,1:0.001,2:0,2:0.001", help="passes:beta pairs to time")
+    ap.add_argument("--sweep", action="store_true", help="instead: how cost grows with completion length and G")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    ap.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--iters", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--beta", type=float, default=0.0, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    work = Path(tempfile.mkdtemp(prefix="bench_grpo_"))
-    model_dir = U.bench_model(work / "model")
-    rows = judge_rows(a.batch // a.G * (a.reps + 2))
+    if a.side:
+        return run_side(a)
+    if a.sweep:
+        return sweep(a)
+    model_dir = Path(C.resolve_model(a.model)) if a.model else U.bench_model(Path(tempfile.mkdtemp()) / "model")
+    rows = judge_rows(1, a.data)
     plen = len(C.judge_prompt_ids(C.load_tokenizer(str(model_dir)), rows[0]["prompt"], rows[0]["rubric"],
                                   rows[0]["response_a"], rows[0]["response_b"])[0])
-    lines = ["| passes | beta | ours s/step | TRL s/step | ours / TRL | ours: generation | reward | old+ref log-probs "
-             "| fwd+bwd | optimizer |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for iters in (1, 2):
-        for beta in (0.0, 0.001):
-            o = ours(model_dir, rows, a, iters, beta, work)
-            t = trl(model_dir, rows, a, iters, beta, work)
-            lines.append(f"| {iters} | {beta} | {o['time_step']:.3f} | {t['time_step']:.3f} | "
-                         f"**{o['time_step'] / t['time_step']:.2f}** | {o['time_gen']:.3f} | {o['time_reward']:.3f} | "
-                         f"{o['time_logprob']:.3f} | {o['time_fwd_bwd']:.3f} | {o['time_optimizer']:.3f} |")
-            print(lines[-1], flush=True)
-    body = (f"Judge-phase GRPO step, median of {a.reps} steps after a warm-up step. Model: Qwen3 hidden 256, 4 layers, "
-            f"random weights, fp32; LoRA r={a.lora_r} on all linear layers; G={a.G}, {a.batch} completions per step, "
-            f"micro-batch {a.micro}, {a.max_len} new tokens (every completion runs to the limit), judge prompts of about "
-            f"{plen} tokens. Ours' time split is per step (seconds).\n\n" + "\n".join(lines))
-    U.write_section("grpo", "GRPO judge-phase step: ours vs TRL GRPOTrainer", "python bench/bench_grpo.py", body, ("trl",))
+    mem = "tracked CUDA allocations" if C.default_device().type == "cuda" else "peak RSS of the process"
+    lines = ["| passes | beta | ours s/step | TRL s/step | ours / TRL | ours peak MB | TRL peak MB | ours / TRL memory "
+             "| ours: generation | reward | old+ref log-probs | fwd+bwd | optimizer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for cfg in a.configs.split(","):
+        iters, beta = int(cfg.split(":")[0]), float(cfg.split(":")[1])
+        o, t = measure(a, "ours", iters, beta), measure(a, "trl", iters, beta)
+        lines.append(f"| {iters} | {beta} | {o['time_step']:.2f} | {t['time_step']:.2f} | "
+                     f"**{o['time_step'] / t['time_step']:.2f}** | {o['peak_mb']:.0f} | {t['peak_mb']:.0f} | "
+                     f"**{o['peak_mb'] / t['peak_mb']:.2f}** | {o['time_gen']:.2f} | {o['time_reward']:.2f} | "
+                     f"{o['time_logprob']:.2f} | {o['time_fwd_bwd']:.2f} | {o['time_optimizer']:.2f} |")
+        print(lines[-1], flush=True)
+    model = a.model or "Qwen3 hidden 256, 4 layers, random weights"
+    body = (f"Judge-phase GRPO step, median of {a.reps} steps after a warm-up step. Model: {model}, {a.dtype}; LoRA "
+            f"r={a.lora_r} on all linear layers; G={a.G}, {a.batch} completions per step, micro-batch {a.micro}, at "
+            f"most {a.max_len} new tokens, judge prompts of about {plen} tokens ({a.data} data). Each side runs in its "
+            f"own process; memory = {mem}, model loading included. Ours' time split is per step (seconds).\n\n"
+            + "\n".join(lines))
+    if not a.no_write:
+        section = "grpo" if not a.model else f"grpo_{Path(a.model).name}"
+        cmd = "python bench/bench_grpo.py" + (f" --model {a.model} --data {a.data} --dtype {a.dtype} --G {a.G} --batch "
+                                               f"{a.batch} --micro {a.micro} --max-len {a.max_len} --reps {a.reps}"
+                                               if a.model else "")
+        U.write_section(section, f"GRPO judge-phase step: ours vs TRL GRPOTrainer ({model})", cmd, body, ("trl",))
+
+
+def sweep(a) -> None:
+    """Step time and peak memory as the completion length doubles and as G grows (1 pass, beta 0.001)."""
+    rows, points = [], [("max_len", v) for v in (a.max_len, 2 * a.max_len, 4 * a.max_len)] + \
+        [("G", g) for g in (2, 4, 8)]
+    lines = ["| varied | value | ours s/step | TRL s/step | ours / TRL | ours peak MB | TRL peak MB |",
+             "|---|---|---|---|---|---|---|"]
+    for key, val in points:
+        over = {key: val}
+        if key == "G":  # the same number of prompts per step: the batch grows with G
+            over["batch"] = a.batch // a.G * val
+            over["micro"] = min(a.micro, over["batch"])
+        o, t = measure(a, "ours", 1, 0.001, **over), measure(a, "trl", 1, 0.001, **over)
+        rows.append({"key": key, "value": val, "ours": o, "trl": t})
+        lines.append(f"| {key} | {val} | {o['time_step']:.2f} | {t['time_step']:.2f} | **{o['time_step'] / t['time_step']:.2f}** "
+                     f"| {o['peak_mb']:.0f} | {t['peak_mb']:.0f} |")
+        print(lines[-1], flush=True)
+    plot = U.ROOT / "docs" / "grpo_scaling.png"
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for j, key in enumerate(("max_len", "G")):
+        pts = [r for r in rows if r["key"] == key]
+        for k, (metric, label) in enumerate((("time_step", "s/step"), ("peak_mb", "peak MB"))):
+            ax = axes[2 * j + k]
+            for side in ("ours", "trl"):
+                ax.plot([r["value"] for r in pts], [r[side][metric] for r in pts], marker="o", label=side)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel(key)
+            ax.set_title(label)
+            ax.legend()
+    fig.tight_layout()
+    plot.parent.mkdir(exist_ok=True)
+    fig.savefig(plot, dpi=100)
+    model = a.model or "Qwen3 hidden 256, 4 layers, random weights"
+    body = (f"Model {model}, {a.dtype}, {a.data} judge prompts, 1 pass, beta 0.001, {a.batch // a.G} prompts per step, "
+            f"median of {a.reps} steps after a warm-up; each side in its own process.\n\n" + "\n".join(lines)
+            + "\n\n![scaling](docs/grpo_scaling.png)")
+    if not a.no_write:
+        U.write_section("grpo_scaling", f"GRPO step: how cost grows ({model})",
+                        f"python bench/bench_grpo.py --sweep --model {a.model} --data {a.data} --max-len {a.max_len}",
+                        body, ("trl",))
 
 
 if __name__ == "__main__":

@@ -221,13 +221,15 @@ def main() -> None:
     ap.add_argument("--judge-batch", type=int, default=1)
     ap.add_argument("--no-grad-ckpt", action="store_true")
     ap.add_argument("--measure", action="store_true", help="also run one real step per phase (CUDA for numbers)")
-    ap.add_argument("--shape", choices=["qwen3-8b", "tiny"], default="qwen3-8b",
-                    help="tiny: a small shape with short lengths, to check that the measured path runs")
+    ap.add_argument("--shape", choices=["qwen3-8b", "mid", "tiny"], default="qwen3-8b",
+                    help="mid: a random Qwen3 of hidden 1024 x 12 layers at 2,048 + 512 tokens (a quick GPU check of "
+                         "the estimate); tiny: a small shape with short lengths, to check that the measured path runs")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     a = ap.parse_args()
     base = Flags(load_4bit=not a.bf16, lora_r=a.lora_r, micro_batch=a.micro_batch, gen_batch=a.gen_batch,
                  judge_batch=a.judge_batch, grad_ckpt=not a.no_grad_ckpt)
-    shape = QWEN3_8B if a.shape == "qwen3-8b" else Shape(64, 2, 4, 2, 16, 128, 512)
+    shape = {"qwen3-8b": QWEN3_8B, "mid": Shape(1024, 12, 16, 8, 64, 3072, 151936),
+             "tiny": Shape(64, 2, 4, 2, 16, 128, 512)}[a.shape]
     device = C.default_device()
     rows = ["| phase | G | prompt + completion | weights | LoRA state | generation | training | **peak (est.)** | measured |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -236,6 +238,9 @@ def main() -> None:
         if a.shape == "tiny":
             f = replace(f, prompt_len=16, completion_len=8, judge_prompt_len=16 if f.judge_prompt_len else 0,
                         judge_new=8 if f.judge_new else 0)
+        elif a.shape == "mid":
+            f = replace(f, prompt_len=min(f.prompt_len, 2048), completion_len=min(f.completion_len, 512),
+                        judge_prompt_len=min(f.judge_prompt_len, 2048), judge_new=min(f.judge_new, 512))
         e = estimate(shape, f, phase)
         m = measure(shape, f, phase, device) if a.measure else None
         meas = f"{m:.1f} GB" if m is not None else ("ran (no CUDA)" if a.measure else "-")

