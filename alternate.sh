@@ -82,8 +82,8 @@ if [ "$DEMO" = real ]; then
   [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/demo"
   MODEL="smollm2-135m"; CYCLES=1; EVAL_BASE=1
   mkdir -p "$OUT/data"
-  head -n 96 data/if_train.jsonl >"$OUT/data/sft.jsonl"
-  sed -n '97,112p' data/if_train.jsonl >"$OUT/data/rl.jsonl"
+  head -n 64 data/if_train.jsonl >"$OUT/data/sft.jsonl"
+  sed -n '65,80p' data/if_train.jsonl >"$OUT/data/rl.jsonl"
   head -n 32 data/if_test.jsonl >"$OUT/data/eval.jsonl"
   SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
   : "${MODEL_ARGS:=--dtype bf16}"
@@ -258,7 +258,9 @@ for c in range(1, cycles + 1):
 rows = [(name, out / name / "results.json") for name in ("eval_base", "eval_sft", "eval_final")]
 rows = [(n, json.loads(p.read_text())) for n, p in rows if p.exists()]
 if rows:
-    print("\nHeld-out accuracy (judge sampled at T=1.0, each pair in a random A/B order):")
+    n = rows[0][1]["summary"]["judgements"]
+    print(f"\nHeld-out accuracy on {n} pairs (judge sampled at T=1.0, each pair in a random A/B order; an unparseable "
+          "verdict counts as half; chance is 50%):")
     print("| model | accuracy | unparseable | format |\n|---|---|---|---|")
     label = {"eval_base": "base model (rubric + judge by prompting)", "eval_sft": "after SFT",
              "eval_final": f"after {cycles} Rubric-ARM cycle(s)"}

@@ -8,7 +8,7 @@ Sections follow the data, top to bottom:
   5. Generation           the sampler, rollouts, log-probs, and the one path from (prompt, rubric, A, B) to verdicts
   6. Losses               group advantages and the clipped GRPO loss, the GRPO optimisation passes
   7. Run plumbing         the training skeleton (optimizer, schedule, resume, checkpoints, metrics), files, logging
-  8. CLI                  python common.py cache-rubrics | split | merge-adapter
+  8. CLI                  python common.py cache-rubrics | split | check-output | merge-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """

@@ -132,7 +132,8 @@ def evaluate(base: Path, rubric: Path, judge: Path, data: Path, out: Path) -> di
         sh([sys.executable, "evaluate.py", "--model", base, "--rubric-adapter", rubric, "--judge-adapter", judge,
             "--benchmark", "pairwise", "--data", data, "--out", out, *EVAL_ARGS], out.parent / "logs" / f"{out.name}.log")
     s = json.loads((out / "results.json").read_text())["summary"]
-    return {"accuracy": s["accuracy"], "accuracy_swapped": s.get("accuracy_swapped", float("nan")),
+    # each pair judged in both orders: "accuracy" with the chosen response first, "swapped" second
+    return {"accuracy": s.get("accuracy_fixed1", s["accuracy"]), "accuracy_swapped": s.get("accuracy_fixed2", float("nan")),
             "format": s["format_rate"], "flip": s.get("flip_rate", float("nan"))}
 
 

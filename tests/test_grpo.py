@@ -1,3 +1,4 @@
+import argparse
 import gc
 import math
 import time
@@ -243,3 +244,48 @@ def test_shared_prompt_forward_equals_one_prompt_per_completion(tiny_model, tok)
     torch.testing.assert_close(logps[0], logps[1], rtol=1e-5, atol=1e-5)
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-5)
+
+
+def test_kl_reference_is_the_phases_starting_adapter_frozen(tiny_model, tok, tmp_path):
+    """Paper: each phase is a fresh run from the previous model, so the KL anchor is the adapter the phase
+    starts from (not the base model), and it stays fixed while the trainable copy moves."""
+    torch.manual_seed(0)
+    start = C.attach_lora(C.load_base_model(str(tiny_model)), r=8)
+    for n, p in start.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)  # a starting adapter that changes the outputs
+    start.save_pretrained(tmp_path / "start")
+    model = C.attach_lora(C.load_base_model(str(tiny_model)), adapter=str(tmp_path / "start"))
+    C.add_reference_adapter(model, str(tmp_path / "start"))
+    prompt = [C.chat_prompt_ids(tok, C.rubric_messages("Write a haiku."))]
+    ro = C.generate(model, tok, prompt, n=2, max_new_tokens=5)
+    args = (ro.prompt_ids.repeat_interleave(2, 0), ro.prompt_mask.repeat_interleave(2, 0), ro.completion_ids)
+    with torch.no_grad():
+        want = C.token_logprobs(start, *args)
+        with C.reference(model):
+            ref0 = C.token_logprobs(model, *args)
+        with model.disable_adapter():
+            base = C.token_logprobs(model, *args)
+    torch.testing.assert_close(ref0, want)  # the starting adapter ...
+    assert not torch.allclose(ref0, base)    # ... not the base model
+    # train the default adapter; the reference must not move, and only the default adapter is trainable
+    assert all("reference" not in n for n, p in model.named_parameters() if p.requires_grad)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        loss = -C.token_logprobs(model, *args).sum()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        with C.reference(model):
+            torch.testing.assert_close(C.token_logprobs(model, *args), want)
+        assert not torch.allclose(C.token_logprobs(model, *args), want)
+
+
+def test_paper_loss_normalisation_is_the_default():
+    import train_judge_phase as J
+    import train_rubric_phase as R
+    for mod in (J, R):
+        ap = argparse.ArgumentParser()
+        C.add_grpo_args(ap, mod.PAPER)
+        assert ap.parse_args([]).loss_type == "grpo"
