@@ -1125,11 +1125,17 @@ def generate_batched(model, tokenizer, prompts: list[list[int]], batch_size: int
 
 
 def rollouts(model, tokenizer, prompts: list[list[int]], cfg: GRPOConfig) -> list[Rollout]:
-    """G samples per prompt at the training temperature, cfg.gen_batch prompts per generate() call."""
-    return [generate(model, tokenizer, prompts[s:s + cfg.gen_batch], n=cfg.group_size,
-                     max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p,
-                     share_prefix=cfg.share_prefix)
-            for s in range(0, len(prompts), cfg.gen_batch)]
+    """G samples per prompt at the training temperature, cfg.gen_batch prompts per generate() call.
+    Progress (tokens, tokens/s, ETA) is logged every few seconds: a step's rollouts can take minutes."""
+    bar = GenerationProgress(len(prompts), "rollouts")
+    out = []
+    for s in range(0, len(prompts), cfg.gen_batch):
+        out.append(generate(model, tokenizer, prompts[s:s + cfg.gen_batch], n=cfg.group_size,
+                            max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p,
+                            share_prefix=cfg.share_prefix, progress=bar))
+        bar.add_prompts(len(prompts[s:s + cfg.gen_batch]))
+    bar.close()
+    return out
 
 
 def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
@@ -1413,8 +1419,8 @@ class RubricARM:
             st: dict = {}
             with adapter(self.model, self.rubric):
                 texts = generate_batched(self.model, self.tok, [chat_prompt_ids(self.tok, rubric_messages(p)) for p in todo],
-                                         self.batch_size, stats=st, n=1, max_new_tokens=self.max_rubric_tokens,
-                                         temperature=0.0)
+                                         self.batch_size, desc="rubrics", stats=st, n=1,
+                                         max_new_tokens=self.max_rubric_tokens, temperature=0.0)
             self.cache.update(zip(todo, texts))
             self.stats["rubrics"] += len(todo)
             self.stats["rubric_tokens"] += st.get("tokens", 0)
@@ -1425,10 +1431,13 @@ class RubricARM:
         The judge samples at judge_temperature unless told otherwise; rubrics are greedy."""
         rubrics = self.rubrics_for([p for p, _, _ in items])
         st: dict = {}
+        bar = GenerationProgress(len(items), "judge")
         out = judge(self.model, self.tok, [(p, rubrics[p], a, b) for p, a, b in items], self.judge,
                     max_new_tokens=self.max_judge_tokens,
                     temperature=self.judge_temperature if temperature is None else temperature,
-                    top_p=self.judge_top_p, batch_size=self.batch_size, max_prompt_len=self.max_prompt_len, stats=st)
+                    top_p=self.judge_top_p, batch_size=self.batch_size, max_prompt_len=self.max_prompt_len, stats=st,
+                    progress=bar)
+        bar.close()
         if any(j.too_long for j in out):
             raise DataError(f"a judge prompt does not fit --max-prompt-length {self.max_prompt_len} even with "
                             "both responses cut; raise the limit")

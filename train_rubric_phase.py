@@ -68,8 +68,10 @@ def rubric_rewards(model, tok, batch: list[C.GroupPrompt], rubrics: list[str], G
         a, b, label = C.swap_pair(row, swap)
         items.append((row["prompt"], rubric, a, b))
         labels.append(label)
+    bar = C.GenerationProgress(len(items), "judge reward")
     judged = C.judge(model, tok, items, "judge", max_new_tokens=args.judge_max_new_tokens, temperature=0.0,
-                     batch_size=args.judge_batch, max_prompt_len=args.max_prompt_length)
+                     batch_size=args.judge_batch, max_prompt_len=args.max_prompt_length, progress=bar)
+    bar.close()
     verdicts = [j.verdict for j in judged]
     acc = torch.tensor([float(v == y) for v, y in zip(verdicts, labels)])
     fmt = torch.tensor([rubric_format_reward(r) for r in rubrics])

@@ -234,6 +234,20 @@ def test_long_generation_reports_progress_in_logs(tiny_model, tmp_path):
     assert "INFO judge:" not in quiet.stderr
 
 
+def test_labelling_and_rollouts_report_progress_too(tiny_model, tmp_path):
+    loud = {"RUBRIC_ARM_NO_PROGRESS": "0", "RUBRIC_ARM_PROGRESS_EVERY": "0"}
+    prompts = write_rows(tmp_path / "p.jsonl", [{"prompt": f"Say {w}."} for w in ("hi", "yes", "no")])
+    C.attach_lora(C.load_base_model(str(tiny_model)), r=8).save_pretrained(tmp_path / "rm")  # a fresh adapter as RM
+    p = run_script("policy_dpo.py", "--model", tiny_model, "--prompts", prompts, "--n-samples", "2", "--max-new-tokens", "6",
+                   "--rubric-adapter", tmp_path / "rm", "--judge-adapter", tmp_path / "rm",
+                   "--max-rubric-tokens", "8", "--max-judge-tokens", "8", "--batch-size", "2", "--micro-batch", "2",
+                   "--lora-r", "8", "--lora-alpha", "16", "--out", tmp_path / "dpo", env=loud, check=False)
+    assert "INFO rubrics:" in p.stderr and "INFO judge:" in p.stderr, p.stderr[-2000:]  # DPO labelling
+    p = run_script(*JUDGE, "--model", tiny_model, "--rubric-cache", rubric_cache(tmp_path / "r.jsonl"), "--max-steps", "1",
+                   "--out", tmp_path / "j", env=loud)
+    assert "INFO rollouts:" in p.stderr  # GRPO rollouts
+
+
 # ---- 17: inputs that gave wrong results silently -------------------------------------------------------------
 
 
