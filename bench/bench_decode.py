@@ -60,9 +60,9 @@ def decode_step(model, tok, ids, rows: int, hf: bool, steps: int = 24) -> float:
         sync(device)
         t = time.perf_counter()
         if hf:
-            x = torch.tensor([ids], device=device)
+            x = torch.tensor([ids] * rows, device=device)  # HF greedy takes no num_return_sequences: one row each
             model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=n_new, min_new_tokens=n_new,
-                           do_sample=False, num_return_sequences=rows, pad_token_id=tok.pad_token_id)
+                           do_sample=False, pad_token_id=tok.pad_token_id)
         else:
             C.generate(model, tok, [ids], n=rows, max_new_tokens=n_new, temperature=0.0)
         sync(device)
