@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 log = logging.getLogger("rubric_arm")
 
@@ -1141,8 +1142,9 @@ def rollouts(model, tokenizer, prompts: list[list[int]], cfg: GRPOConfig) -> lis
 def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
                    temperature: float = 1.0, group_size: int = 1) -> torch.Tensor:
     """log pi(token) for each completion token, [N, T]. Prompts are left-padded and completions start
-    at the same column, so the output head runs only on the last T+1 positions (logits_to_keep):
-    no logits over the prompt, which is where the memory goes on long judge prompts.
+    at the same column, so the output head runs only on the last T+1 positions: no logits over the
+    prompt, which is where the memory goes on long judge prompts. The head itself runs in chunks of
+    positions (head_logprobs), so the [N, T, vocab] logits never exist at once.
 
     group_size G > 1: prompt_ids holds one row per group of G consecutive completions sharing that
     prompt (a GRPO group). The prompt then runs once and its KV cache, still attached to the graph,
@@ -1156,9 +1158,68 @@ def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, c
         ids = torch.cat([prompt_ids, completion_ids], dim=1)
         mask = torch.cat([prompt_mask, torch.ones_like(completion_ids)], dim=1)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
-                       logits_to_keep=T + 1).logits[:, :-1]
-    return _picked_logprobs(logits, completion_ids, temperature)
+        _, states = lm_states(model, T + 1, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+        return states_logprobs(model, states[:, :-1], completion_ids, temperature)
+
+
+# Architectures whose logits are exactly lm_head(last hidden state): no soft-capping, scaling or bias.
+# For these the head runs in chunks; any other model gets its logits from its own forward.
+PLAIN_HEAD_MODELS = {"llama", "qwen2", "qwen3", "mistral", "olmo2", "smollm3"}
+HEAD_CHUNK_LOGITS = 2 ** 25  # logits per chunk of the output head (128 MB in fp32); 0 = the full logits at once
+
+
+def output_head(model) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+    """(decoder, output head) when the head can run on its own in chunks, else None."""
+    if not HEAD_CHUNK_LOGITS:
+        return None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(getattr(base, "config", None), "model_type", None) not in PLAIN_HEAD_MODELS:
+        return None
+    head = base.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.bias is not None:  # a LoRA- or 4-bit-wrapped head: keep the plain path
+        return None
+    return base.get_decoder(), head
+
+
+def lm_states(model, keep: int, **inputs):
+    """One forward pass. Returns (its output, with .cache; the states of its last `keep` positions):
+    the last hidden states when output_head(model) applies, for states_logprobs to finish; else logits."""
+    split = output_head(model)
+    if split is None:
+        out = model(**inputs, logits_to_keep=keep)
+        return out, out.logits
+    out = split[0](**inputs)
+    return out, out.last_hidden_state[:, -keep:] if keep else out.last_hidden_state
+
+
+def states_logprobs(model, states: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log pi(targets) [N, K] from lm_states' states [N, K, H or V]."""
+    split = output_head(model)
+    if split is None:
+        return _picked_logprobs(states, targets, temperature)
+    return head_logprobs(split[1].weight, states, targets, temperature)
+
+
+def head_logprobs(weight: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log-softmax of the picked tokens through the output head, HEAD_CHUNK_LOGITS logits at a time.
+    With gradients and more than one chunk, each chunk is checkpointed: backward recomputes its logits
+    (one more head matmul: about 7% of a SmolLM2-135M step, 2.5% of a Qwen3-8B one) instead of keeping
+    [N, K, vocab] fp32 logits and their softmax alive (10+ bytes per logit: 3 GB for 8 x 768
+    completion tokens at vocab 49k; 1.5 MB per completion token at Qwen3's 152k)."""
+    N, K, H = hidden.shape
+    flat_h, flat_t = hidden.reshape(N * K, H), targets.reshape(N * K)
+    rows = max(1, HEAD_CHUNK_LOGITS // weight.shape[0])
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad) and N * K > rows
+    parts = []
+    for s in range(0, N * K, rows):
+        args = (flat_h[s:s + rows], weight, flat_t[s:s + rows], temperature)
+        parts.append(torch.utils.checkpoint.checkpoint(_head_chunk, *args, use_reentrant=False) if grad
+                     else _head_chunk(*args))
+    return torch.cat(parts).view(N, K) if parts else hidden.new_zeros((N, K), dtype=torch.float32)
+
+
+def _head_chunk(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    return _picked_logprobs(F.linear(h, weight), targets, temperature)
 
 
 def _picked_logprobs(logits: torch.Tensor, completion_ids: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -1174,16 +1235,16 @@ def _shared_prompt_logprobs(model, prompt_ids, prompt_mask, completion_ids, temp
     from transformers.cache_utils import DynamicCache
     T = completion_ids.shape[1]
     ppos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=ppos, cache=DynamicCache(),
-                use_cache=True, logits_to_keep=1)
-    first = out.logits[:, -1:].repeat_interleave(G, 0)  # [N, 1, V]: predicts completion token 0
+    out, first = lm_states(model, 1, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=ppos,
+                           cache=DynamicCache(), use_cache=True)
+    first = first[:, -1:].repeat_interleave(G, 0)  # [N, 1, H or V]: predicts completion token 0
     cache = out.cache
     cache.batch_repeat_interleave(G)  # differentiable: the G completions' gradients add up in the prompt
     mask = torch.cat([prompt_mask.repeat_interleave(G, 0), torch.ones_like(completion_ids)], dim=1)
     cpos = ppos[:, -1:].repeat_interleave(G, 0) + 1 + torch.arange(T, device=completion_ids.device)
-    rest = model(input_ids=completion_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=cpos[:, :-1],
-                 cache=cache, use_cache=True).logits if T > 1 else first[:, :0]
-    return _picked_logprobs(torch.cat([first, rest], dim=1), completion_ids, temperature)
+    rest = lm_states(model, 0, input_ids=completion_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=cpos[:, :-1],
+                     cache=cache, use_cache=True)[1] if T > 1 else first[:, :0]
+    return states_logprobs(model, torch.cat([first, rest], dim=1), completion_ids, temperature)
 
 
 def collate_completions(examples: list[tuple[list[int], list[int]]], pad_id: int, device):

@@ -93,7 +93,8 @@ def trl(model_dir: Path, rows, a, iters: int, beta: float, work: Path) -> dict:
                           callbacks=[Timer()])
     trainer.train()
     per_gen = [sum(times[i:i + iters]) for i in range(0, len(times), iters)][1:]  # one generation cycle each
-    return {"time_step": U.median(per_gen)}
+    lens = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    return {"time_step": U.median(per_gen), "completion_len": U.median(lens[iters:]) if lens else float("nan")}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -104,11 +105,30 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def random_copy(model_dir: Path, out: Path) -> Path:
+    """The same architecture and tokenizer with fresh random weights (seed 0): it practically never
+    samples EOS, so both sides generate exactly the length limit and the lengths compare."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    if not (out / "config.json").exists():
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir)))
+        model.save_pretrained(str(out))
+        C.load_tokenizer(str(model_dir)).save_pretrained(str(out))
+    return out
+
+
+def bench_model_dir(a, work: Path) -> Path:
+    if not a.model:
+        return U.bench_model(work / "model")
+    real = Path(C.resolve_model(a.model))
+    return random_copy(real, work / "random_model") if a.random_weights else real
+
+
 def run_side(a) -> None:
     """One side (ours or TRL) of one configuration, in its own process so its peak memory is its own;
     prints one JSON line."""
     work = Path(tempfile.mkdtemp(prefix="bench_grpo_"))
-    model_dir = Path(C.resolve_model(a.model)) if a.model else U.bench_model(work / "model")
+    model_dir = bench_model_dir(a, work)
     rows = judge_rows(a.batch // a.G * (a.reps + 2), a.data)
     fn = ours if a.side == "ours" else trl
     res = fn(model_dir, rows, a, a.iters, a.beta, work)
@@ -122,6 +142,7 @@ def measure(a, side: str, iters: int, beta: float, **over) -> dict:
     for k in ("G", "batch", "micro", "max_len", "lora_r", "reps", "dtype", "ours_args", "model", "data"):
         if args[k] not in (None, ""):
             cmd += [f"--{k.replace('_', '-')}", str(args[k])]
+    cmd += ["--random-weights"] if args["random_weights"] else []
     p = subprocess.run(cmd, capture_output=True, text=True)
     line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     if p.returncode != 0 or not line:
@@ -142,6 +163,9 @@ def main() -> None:
     ap.add_argument("--model", default="", help="a model folder or smollm2-135m (default: the random bench model)")
     ap.add_argument("--data", default="demo", choices=["demo", "if"],
                     help="judge prompts from the toy demo data, or the instruction-following task (600-1,000 tokens)")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="with --model: its architecture and tokenizer with random weights, which never stop early, so "
+                         "both sides generate exactly --max-len tokens (the real weights stop at EOS, at lengths that differ)")
     ap.add_argument("--configs", default="1:0,1:0.001,2:0,2:0.001", help="passes:beta pairs to time")
     ap.add_argument("--sweep", action="store_true", help="instead: how cost grows with completion length and G")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
@@ -153,42 +177,50 @@ def main() -> None:
         return run_side(a)
     if a.sweep:
         return sweep(a)
-    model_dir = Path(C.resolve_model(a.model)) if a.model else U.bench_model(Path(tempfile.mkdtemp()) / "model")
+    model_dir = bench_model_dir(a, Path(tempfile.mkdtemp()))
     rows = judge_rows(1, a.data)
     plen = len(C.judge_prompt_ids(C.load_tokenizer(str(model_dir)), rows[0]["prompt"], rows[0]["rubric"],
                                   rows[0]["response_a"], rows[0]["response_b"])[0])
     mem = "tracked CUDA allocations" if C.default_device().type == "cuda" else "peak RSS of the process"
     lines = ["| passes | beta | ours s/step | TRL s/step | ours / TRL | ours peak MB | TRL peak MB | ours / TRL memory "
-             "| ours: generation | reward | old+ref log-probs | fwd+bwd | optimizer |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ours: generation | reward | old+ref log-probs | fwd+bwd | optimizer | new tokens ours / TRL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg in a.configs.split(","):
         iters, beta = int(cfg.split(":")[0]), float(cfg.split(":")[1])
         o, t = measure(a, "ours", iters, beta), measure(a, "trl", iters, beta)
         lines.append(f"| {iters} | {beta} | {o['time_step']:.2f} | {t['time_step']:.2f} | "
                      f"**{o['time_step'] / t['time_step']:.2f}** | {o['peak_mb']:.0f} | {t['peak_mb']:.0f} | "
                      f"**{o['peak_mb'] / t['peak_mb']:.2f}** | {o['time_gen']:.2f} | {o['time_reward']:.2f} | "
-                     f"{o['time_logprob']:.2f} | {o['time_fwd_bwd']:.2f} | {o['time_optimizer']:.2f} |")
+                     f"{o['time_logprob']:.2f} | {o['time_fwd_bwd']:.2f} | {o['time_optimizer']:.2f} | "
+                     f"{o['completion_len']:.0f} / {t.get('completion_len', float('nan')):.0f} |")
         print(lines[-1], flush=True)
-    model = a.model or "Qwen3 hidden 256, 4 layers, random weights"
+    model = describe_model(a)
     body = (f"Judge-phase GRPO step, median of {a.reps} steps after a warm-up step. Model: {model}, {a.dtype}; LoRA "
             f"r={a.lora_r} on all linear layers; G={a.G}, {a.batch} completions per step, micro-batch {a.micro}, at "
             f"most {a.max_len} new tokens, judge prompts of about {plen} tokens ({a.data} data). Each side runs in its "
             f"own process; memory = {mem}, model loading included. Ours' time split is per step (seconds).\n\n"
             + "\n".join(lines))
     if not a.no_write:
-        section = "grpo" if not a.model else f"grpo_{Path(a.model).name}"
+        section = "grpo" if not a.model else f"grpo_{Path(a.model).name}" + ("_random" if a.random_weights else "")
         cmd = "python bench/bench_grpo.py" + (f" --model {a.model} --data {a.data} --dtype {a.dtype} --G {a.G} --batch "
-                                               f"{a.batch} --micro {a.micro} --max-len {a.max_len} --reps {a.reps}"
+                                               f"{a.batch} --micro {a.micro} --max-len {a.max_len} --reps {a.reps} "
+                                               f"--configs {a.configs}" + (" --random-weights" if a.random_weights else "")
                                                if a.model else "")
         U.write_section(section, f"GRPO judge-phase step: ours vs TRL GRPOTrainer ({model})", cmd, body, ("trl",))
+
+
+def describe_model(a) -> str:
+    if not a.model:
+        return "Qwen3 hidden 256, 4 layers, random weights"
+    return f"{a.model} architecture with random weights (exact lengths)" if a.random_weights else a.model
 
 
 def sweep(a) -> None:
     """Step time and peak memory as the completion length doubles and as G grows (1 pass, beta 0.001)."""
     rows, points = [], [("max_len", v) for v in (a.max_len, 2 * a.max_len, 4 * a.max_len)] + \
         [("G", g) for g in (2, 4, 8)]
-    lines = ["| varied | value | ours s/step | TRL s/step | ours / TRL | ours peak MB | TRL peak MB |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| varied | value | ours s/step | TRL s/step | ours / TRL | ours peak MB | TRL peak MB | ours / TRL memory "
+             "| new tokens ours / TRL |", "|---|---|---|---|---|---|---|---|---|"]
     for key, val in points:
         over = {key: val}
         if key == "G":  # the same number of prompts per step: the batch grows with G
@@ -197,7 +229,8 @@ def sweep(a) -> None:
         o, t = measure(a, "ours", 1, 0.001, **over), measure(a, "trl", 1, 0.001, **over)
         rows.append({"key": key, "value": val, "ours": o, "trl": t})
         lines.append(f"| {key} | {val} | {o['time_step']:.2f} | {t['time_step']:.2f} | **{o['time_step'] / t['time_step']:.2f}** "
-                     f"| {o['peak_mb']:.0f} | {t['peak_mb']:.0f} |")
+                     f"| {o['peak_mb']:.0f} | {t['peak_mb']:.0f} | {o['peak_mb'] / t['peak_mb']:.2f} | "
+                     f"{o['completion_len']:.0f} / {t.get('completion_len', float('nan')):.0f} |")
         print(lines[-1], flush=True)
     plot = U.ROOT / "docs" / "grpo_scaling.png"
     import matplotlib
@@ -217,13 +250,15 @@ def sweep(a) -> None:
     fig.tight_layout()
     plot.parent.mkdir(exist_ok=True)
     fig.savefig(plot, dpi=100)
-    model = a.model or "Qwen3 hidden 256, 4 layers, random weights"
+    model = describe_model(a)
     body = (f"Model {model}, {a.dtype}, {a.data} judge prompts, 1 pass, beta 0.001, {a.batch // a.G} prompts per step, "
             f"median of {a.reps} steps after a warm-up; each side in its own process.\n\n" + "\n".join(lines)
             + "\n\n![scaling](docs/grpo_scaling.png)")
     if not a.no_write:
         U.write_section("grpo_scaling", f"GRPO step: how cost grows ({model})",
-                        f"python bench/bench_grpo.py --sweep --model {a.model} --data {a.data} --max-len {a.max_len}",
+                        f"python bench/bench_grpo.py --sweep --model {a.model} --data {a.data} --dtype {a.dtype} --G {a.G} "
+                        f"--batch {a.batch} --micro {a.micro} --max-len {a.max_len} --reps {a.reps}"
+                        + (" --random-weights" if a.random_weights else ""),
                         body, ("trl",))
 
 

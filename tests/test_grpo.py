@@ -246,6 +246,36 @@ def test_shared_prompt_forward_equals_one_prompt_per_completion(tiny_model, tok)
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("share", [True, False])
+def test_chunked_output_head_equals_the_full_logits(tiny_model, tok, monkeypatch, share):
+    """The output head run a few positions at a time, each chunk recomputed in backward, gives the
+    log-probs and LoRA gradients of the full [N, T, vocab] logits (the path it replaces), with and
+    without a shared group prompt, at a temperature other than 1."""
+    torch.manual_seed(0)
+    model = C.attach_lora(C.load_base_model(str(tiny_model)), r=8, alpha=16)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.05)
+    prompts = [tok("a short prompt")["input_ids"], tok("a much longer prompt with more words in it")["input_ids"]]
+    ro = C.generate(model, tok, prompts, n=3, max_new_tokens=7, temperature=1.0)
+    mb = C.micro_batches([ro], 3, 6, False, share_prompt=share)[0]
+    vocab = model.get_output_embeddings().weight.shape[0]
+    model.train()
+    grads, logps = [], []
+    for chunk in (3 * vocab, 10 ** 9, 0):  # 3 positions per chunk (recomputed), one chunk, then the plain path
+        monkeypatch.setattr(C, "HEAD_CHUNK_LOGITS", chunk)
+        assert (C.output_head(model) is None) == (chunk == 0)
+        model.zero_grad()
+        lp = mb.logprobs(model, 0.7)
+        (lp * mb.completion_mask).sum().backward()
+        logps.append(lp.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    for k in (0, 1):
+        torch.testing.assert_close(logps[k], logps[2], rtol=1e-5, atol=1e-5)
+        for n in grads[k]:  # fp32 sums in another order: differences of a few 1e-6
+            torch.testing.assert_close(grads[k][n], grads[2][n], rtol=1e-4, atol=1e-5)
+
+
 def test_kl_reference_is_the_phases_starting_adapter_frozen(tiny_model, tok, tmp_path):
     """Paper: each phase is a fresh run from the previous model, so the KL anchor is the adapter the phase
     starts from (not the base model), and it stays fixed while the trainable copy moves."""
