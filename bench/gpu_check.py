@@ -103,7 +103,8 @@ def check_bf16(model_dir: Path, device: torch.device) -> None:
 
 def check_memory(dry: bool) -> None:
     shape = "tiny" if dry else "mid"
-    p = run([sys.executable, "bench/memory.py", "--measure", "--no-write", "--shape", shape, "--bf16"], 300)
+    p = run([sys.executable, "bench/memory.py", "--measure", "--no-write", "--shape", shape, "--bf16", "--allocator", "default"],
+            300)
     if p.returncode != 0:
         return report("FAIL", "memory", (p.stderr.strip().splitlines() or ["?"])[-1])
     rows = [r for r in p.stdout.splitlines() if r.startswith("| ") and not r.startswith("| phase")]

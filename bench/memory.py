@@ -11,7 +11,10 @@ real step of the phase with random weights (--measure). The estimate counts:
               plus the last position's fp32 logits
   training    one micro-batch of micro x (prompt + completion) tokens: activations kept for backward,
               bf16, per token per layer (10 x hidden + 4 x intermediate) values without gradient
-              checkpointing, or one hidden state per layer plus one layer's activations with it; the
+              checkpointing, or one hidden state per layer plus one layer's activations with it, and
+              the attention's K and V repeated to every query head over prompt + completion (what
+              SDPA with a padding mask keeps; a GRPO group's shared prompt counts once per completion
+              here, and its expanded cache once more); the
               fp32 logits of one chunk of completion positions (the output head runs only there, 2^24
               logits at a time, recomputed in backward), about 10 bytes per logit with log-softmax and
               its gradient; with 4-bit weights one dequantised linear weight at a time
@@ -78,6 +81,7 @@ class Flags:
     pair: bool = False             # DPO: chosen and rejected per example
     passes: int = 2                # GRPO optimisation passes per generated batch (--num-iterations)
     share_prefix: bool = True      # a GRPO micro-batch of whole groups runs each prompt once
+    gqa_repeat: bool = True        # attention keeps K/V repeated to every query head (SDPA with a mask)
 
 
 def linear_shapes(s: Shape) -> list[tuple[int, int]]:
@@ -111,20 +115,26 @@ def estimate(s: Shape, f: Flags, phase: str, context_gb: float = 1.0) -> dict:
         gen = max(gen, f.judge_batch * (f.judge_prompt_len + f.judge_new) * kv_tok + f.judge_batch * s.vocab * 4)
     seqs = f.micro_batch * (2 if f.pair else 1)
     tokens = seqs * (f.prompt_len + f.completion_len)
-    expanded_kv = 0
+    # every sequence attends over its prompt + completion: SDPA with a padding mask gets K and V repeated
+    # to all query heads (transformers' repeat_kv; flash-attention-2 reads the grouped heads instead) and
+    # keeps them for backward, bf16
+    kv_rows = seqs * (f.prompt_len + f.completion_len)
+    attn_kv = 2 * 2 * s.heads * s.head_dim if f.gqa_repeat else kv_tok // s.layers
+    cache = 0
     if phase in ("judge phase", "rubric phase") and f.share_prefix and f.G > 1 and f.micro_batch % f.G == 0:
-        # whole groups per micro-batch: each prompt runs once, its K/V expanded G times for the completions
+        # whole groups per micro-batch: each prompt runs once, its K/V cache expanded G times and extended
+        # by the completions' K/V, kept in the graph
         tokens = f.micro_batch // f.G * f.prompt_len + f.micro_batch * f.completion_len
-        expanded_kv = f.micro_batch * f.prompt_len * kv_tok
+        cache = f.micro_batch * (f.prompt_len + f.completion_len) * kv_tok
     per_tok_layer = 2 * (10 * s.hidden + 4 * s.intermediate)
     if f.grad_ckpt:
-        act = tokens * s.layers * 2 * s.hidden + tokens * per_tok_layer
+        act = tokens * s.layers * 2 * s.hidden + tokens * per_tok_layer + kv_rows * attn_kv
     else:
-        act = tokens * s.layers * per_tok_layer
+        act = tokens * s.layers * per_tok_layer + kv_rows * s.layers * attn_kv
     # the output head runs HEAD_CHUNK_LOGITS logits at a time (common.head_logprobs), each chunk recomputed in backward
     logits = min(seqs * f.completion_len * s.vocab, C.HEAD_CHUNK_LOGITS or float("inf")) * 10
     dequant = 2 * s.hidden * s.intermediate if f.load_4bit else 0
-    train = act + logits + dequant + expanded_kv
+    train = act + logits + dequant + cache
     peak = weights + lora + max(gen, train) + context_gb * GB
     return {"weights": weights / GB, "lora": lora / GB, "generation": gen / GB, "training": train / GB,
             "peak": peak / GB}
@@ -328,6 +338,9 @@ def main() -> None:
                          "experiment (bench/paper_tables.py), the estimate checked on CPU; mid: a random Qwen3 of "
                          "hidden 1024 x 12 layers at 2,048 + 512 tokens (a quick GPU check of the estimate); tiny: "
                          "a small shape with short lengths, to check that the measured path runs")
+    ap.add_argument("--allocator", choices=["both", "default", "fixed"], default="both",
+                    help="CPU measurement: glibc's default allocator settings, a fixed mmap threshold, or both")
+    ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases to estimate (and measure)")
     ap.add_argument("--only-phase", choices=PHASES, help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     a = ap.parse_args()
@@ -346,23 +359,29 @@ def main() -> None:
         return
     context = 1.0 if device.type == "cuda" else 0.0
     child_argv = [x for x in sys.argv[1:] if x not in ("--measure", "--no-write")]
-    child_argv = [x for i, x in enumerate(child_argv) if x != "--shape" and (i == 0 or child_argv[i - 1] != "--shape")]
+    own = ("--shape", "--allocator", "--phases")
+    child_argv = [x for i, x in enumerate(child_argv) if x not in own and (i == 0 or child_argv[i - 1] not in own)]
     cpu = a.measure and device.type == "cpu"
     rows = ["| phase | G | prompt + completion | weights | LoRA state | generation | training | **peak (est.)** | measured "
             "| measured / est. |" + (" measured, fixed mmap threshold | that / est. |" if cpu else ""),
             "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if cpu else "")]
-    for phase in PHASES:
+    phases = [x.strip() for x in a.phases.split(",") if x.strip()]
+    for bad in set(phases) - set(PHASES):
+        raise SystemExit(f"memory.py: unknown phase {bad!r} in --phases (choose from {', '.join(PHASES)})")
+    for phase in phases:
         f = flags_for(phase, a.shape, base)
         e = estimate(shape, f, phase, context)
         m = None
-        if a.measure:
-            m = measure(shape, f, phase, device, dtype) if device.type == "cuda" else measure_in_child(a.shape, phase, child_argv)
-        meas = f"{m:.2f} GB" if m is not None else ("ran (no reading)" if a.measure else "-")
+        if a.measure and device.type == "cuda":
+            m = measure(shape, f, phase, device, dtype)
+        elif a.measure and a.allocator != "fixed":
+            m = measure_in_child(a.shape, phase, child_argv)
+        meas = f"{m:.2f} GB" if m is not None else ("ran (no reading)" if a.measure and a.allocator != "fixed" else "-")
         ratio = f"{m / e['peak']:.2f}" if m is not None else "-"
         rows.append(f"| {phase} | {f.G} | {f.prompt_len} + {f.completion_len} | {e['weights']:.2f} | {e['lora']:.2f} | "
                     f"{e['generation']:.2f} | {e['training']:.2f} | **{e['peak']:.2f}** | {meas} | {ratio} |")
         if cpu:
-            m2 = measure_in_child(a.shape, phase, child_argv, FIXED_MMAP)
+            m2 = measure_in_child(a.shape, phase, child_argv, FIXED_MMAP) if a.allocator != "default" else None
             rows[-1] += f" {m2:.2f} GB | **{m2 / e['peak']:.2f}** |" if m2 is not None else " - | - |"
         print(rows[-1], flush=True)
     if a.shape == "smollm2":
@@ -396,7 +415,8 @@ def main() -> None:
                 "same model as for the GPU tables, without the 1 GB CUDA context. GB = 2^30 bytes.\n\n"
                 + "\n".join(rows))
         U.write_section("memory_smollm2_cpu", "Memory planner against a measured CPU step, SmolLM2-135M shape",
-                        "python bench/memory.py --shape smollm2 --measure", body)
+                        "python bench/memory.py --shape smollm2 --measure"
+                        + (f" --allocator {a.allocator}" if a.allocator != "both" else ""), body)
 
 
 if __name__ == "__main__":

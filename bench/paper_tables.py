@@ -269,6 +269,15 @@ def report(out: Path) -> None:
     lines += ["", "## Time", "", "| step | minutes |", "|---|---|"]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in times.items()]
     lines.append(f"| total | {sum(times.values()) / 60:.1f} |")
+    missing = [n for n in ["vote5", "eval_ablate_rubric_first", "eval_ablate_no_format"] +
+               [f"eval_s{s}_c{c}" for s in SEEDS for c in range(1, CYCLES + 1)] if not results(out, n)]
+    missing += [f"policy_{rm}" for rm in ("sft", "arm") if not (out / f"policy_{rm}.json").exists()]
+    lines += ["", "Times are wall-clock minutes on 2 CPU cores. A step that shared the cores with another PyTorch "
+              "job (the test suite, a benchmark) ran 2-10x slower: two processes of 2 threads each on 2 cores "
+              "oversubscribe them (the rubric phase's judge-reward generation: 66 s alone, 677 s shared). A step that "
+              "was killed and resumed counts its last run only."]
+    if missing:
+        lines += ["", "Not run yet: " + ", ".join(missing) + " (rerunning the driver's command resumes into them)."]
     lines += ["", "![training curves](paper_tables_curves.png)", ""]
     plot_curves(out, ROOT / "docs" / "paper_tables_curves.png")
     (ROOT / "docs").mkdir(exist_ok=True)
