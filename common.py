@@ -1197,10 +1197,10 @@ def states_logprobs(model, states: torch.Tensor, targets: torch.Tensor, temperat
     split = output_head(model)
     if split is None:
         return _picked_logprobs(states, targets, temperature)
-    return head_logprobs(split[1].weight, states, targets, temperature)
+    return head_logprobs(split[1], states, targets, temperature)
 
 
-def head_logprobs(weight: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+def head_logprobs(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
     """log-softmax of the picked tokens through the output head, HEAD_CHUNK_LOGITS logits at a time.
     With gradients and more than one chunk, each chunk is checkpointed: backward recomputes its logits
     (one more head matmul: about 7% of a SmolLM2-135M step, 2.5% of a Qwen3-8B one) instead of keeping
@@ -1208,18 +1208,18 @@ def head_logprobs(weight: torch.Tensor, hidden: torch.Tensor, targets: torch.Ten
     completion tokens at vocab 49k; 1.5 MB per completion token at Qwen3's 152k)."""
     N, K, H = hidden.shape
     flat_h, flat_t = hidden.reshape(N * K, H), targets.reshape(N * K)
-    rows = max(1, HEAD_CHUNK_LOGITS // weight.shape[0])
-    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad) and N * K > rows
+    rows = max(1, HEAD_CHUNK_LOGITS // head.out_features)
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or head.weight.requires_grad) and N * K > rows
     parts = []
     for s in range(0, N * K, rows):
-        args = (flat_h[s:s + rows], weight, flat_t[s:s + rows], temperature)
+        args = (flat_h[s:s + rows], head, flat_t[s:s + rows], temperature)
         parts.append(torch.utils.checkpoint.checkpoint(_head_chunk, *args, use_reentrant=False) if grad
                      else _head_chunk(*args))
     return torch.cat(parts).view(N, K) if parts else hidden.new_zeros((N, K), dtype=torch.float32)
 
 
-def _head_chunk(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    return _picked_logprobs(F.linear(h, weight), targets, temperature)
+def _head_chunk(h: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    return _picked_logprobs(head(h), targets, temperature)  # the module, so its hooks (offloading, tests) still run
 
 
 def _picked_logprobs(logits: torch.Tensor, completion_ids: torch.Tensor, temperature: float) -> torch.Tensor:

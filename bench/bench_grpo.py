@@ -94,7 +94,8 @@ def trl(model_dir: Path, rows, a, iters: int, beta: float, work: Path) -> dict:
     trainer.train()
     per_gen = [sum(times[i:i + iters]) for i in range(0, len(times), iters)][1:]  # one generation cycle each
     lens = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    return {"time_step": U.median(per_gen), "completion_len": U.median(lens[iters:]) if lens else float("nan")}
+    # the length is logged once per generation batch or once per optimizer step, depending on the version
+    return {"time_step": U.median(per_gen), "completion_len": U.median(lens[1:] or lens) if lens else float("nan")}
 
 
 def peak_memory_mb(device: torch.device) -> float:
