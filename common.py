@@ -1158,8 +1158,8 @@ def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, c
         ids = torch.cat([prompt_ids, completion_ids], dim=1)
         mask = torch.cat([prompt_mask, torch.ones_like(completion_ids)], dim=1)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        _, states = lm_states(model, T + 1, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-        return states_logprobs(model, states[:, :-1], completion_ids, temperature)
+        _, states, head = lm_states(model, T + 1, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+        return states_logprobs(head, states[:, :-1], completion_ids, temperature)
 
 
 # Architectures whose logits are exactly lm_head(last hidden state): no soft-capping, scaling or bias.
@@ -1182,22 +1182,23 @@ def output_head(model) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
 
 
 def lm_states(model, keep: int, **inputs):
-    """One forward pass. Returns (its output, with .cache; the states of its last `keep` positions):
-    the last hidden states when output_head(model) applies, for states_logprobs to finish; else logits."""
+    """One forward pass. Returns (its output, with .cache; the states of its last `keep` positions; the
+    output head still to apply): hidden states and the head when output_head(model) applies, else
+    logits and None. states_logprobs finishes either."""
     split = output_head(model)
     if split is None:
         out = model(**inputs, logits_to_keep=keep)
-        return out, out.logits
+        return out, out.logits, None
     out = split[0](**inputs)
-    return out, out.last_hidden_state[:, -keep:] if keep else out.last_hidden_state
+    return out, out.last_hidden_state[:, -keep:] if keep else out.last_hidden_state, split[1]
 
 
-def states_logprobs(model, states: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log pi(targets) [N, K] from lm_states' states [N, K, H or V]."""
-    split = output_head(model)
-    if split is None:
+def states_logprobs(head: torch.nn.Linear | None, states: torch.Tensor, targets: torch.Tensor,
+                    temperature: float) -> torch.Tensor:
+    """log pi(targets) [N, K] from lm_states' states [N, K, H or V] and head."""
+    if head is None:
         return _picked_logprobs(states, targets, temperature)
-    return head_logprobs(split[1], states, targets, temperature)
+    return head_logprobs(head, states, targets, temperature)
 
 
 def head_logprobs(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -1235,8 +1236,8 @@ def _shared_prompt_logprobs(model, prompt_ids, prompt_mask, completion_ids, temp
     from transformers.cache_utils import DynamicCache
     T = completion_ids.shape[1]
     ppos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-    out, first = lm_states(model, 1, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=ppos,
-                           cache=DynamicCache(), use_cache=True)
+    out, first, head = lm_states(model, 1, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=ppos,
+                                 cache=DynamicCache(), use_cache=True)
     first = first[:, -1:].repeat_interleave(G, 0)  # [N, 1, H or V]: predicts completion token 0
     cache = out.cache
     cache.batch_repeat_interleave(G)  # differentiable: the G completions' gradients add up in the prompt
@@ -1244,7 +1245,7 @@ def _shared_prompt_logprobs(model, prompt_ids, prompt_mask, completion_ids, temp
     cpos = ppos[:, -1:].repeat_interleave(G, 0) + 1 + torch.arange(T, device=completion_ids.device)
     rest = lm_states(model, 0, input_ids=completion_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=cpos[:, :-1],
                      cache=cache, use_cache=True)[1] if T > 1 else first[:, :0]
-    return states_logprobs(model, torch.cat([first, rest], dim=1), completion_ids, temperature)
+    return states_logprobs(head, torch.cat([first, rest], dim=1), completion_ids, temperature)
 
 
 def collate_completions(examples: list[tuple[list[int], list[int]]], pad_id: int, device):
