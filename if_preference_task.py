@@ -23,6 +23,7 @@ Splits (the paper's IFBench column is the out-of-distribution idea):
 
     python if_preference_task.py --out-dir data --seed 0       # builds once; a rerun reuses the files
     python if_preference_task.py score-policy --adapter runs/dpo/round1/adapter --out runs/dpo/ifeval.json
+    python if_preference_task.py judge-claims runs/eval      # the judge's per-constraint claims vs the checkers
 
 Checkers left out, and why: IFEval number_sentences and capital_word_frequency, IFBench title_case,
 start_verb, words_position and stop_words need NLTK data that is not installed (and must not be
@@ -599,6 +600,100 @@ def score_policy(model_name: str, adapter: str | None, data: str, out: Path, max
     return scores
 
 
+# ---------------------------------------------------------------------------------------------
+# Where a judge fails: its met / not met claim for each hard rule against the official checkers
+# ---------------------------------------------------------------------------------------------
+
+_CLAIM = re.compile(r"\bcriterion\s+(\d+)\b.*?\b(not\s+met|met)\W*$", re.I)
+_SHOWN = re.compile(r"^\s*response\s+([AB])\b", re.I)
+
+
+def judge_claims(text: str) -> dict[str, dict[int, bool]]:
+    """The judge's claim per criterion for each response shown, from the analysis part of its text:
+    {'A': {1: True, 2: False}, 'B': {...}} (True = 'met'). A criterion line without a closing
+    'met' / 'not met' makes no claim; the final judgment is not read."""
+    claims: dict[str, dict[int, bool]] = {"A": {}, "B": {}}
+    shown = None
+    for line in text.splitlines():
+        line = re.sub(r"[*_`#>]+", "", line)
+        if re.search(r"final\s+judg", line, re.I):
+            break
+        if m := _SHOWN.match(line):
+            shown = m.group(1).upper()
+        elif shown and (m := _CLAIM.search(line)):
+            claims[shown].setdefault(int(m.group(1)), not m.group(2).lower().startswith("not"))
+    return claims
+
+
+def claims_report(rows: dict[str, dict], predictions: list[dict], rubrics: dict[str, str] | None) -> dict:
+    """How right a judge's per-constraint claims are, and whether its verdict follows from them.
+
+    rows: benchmark rows by id (those with satisfied_a / satisfied_b); predictions: evaluate.py's
+    predictions.jsonl; rubrics: the rubric each prompt was judged with (evaluate.py's rubrics.jsonl;
+    None for a judge without rubric). A claim counts only where criterion k of the rubric used is the
+    reference rubric's criterion k (the hard rule of constraint k), so it can be checked. Returns:
+      claims             checkable claims made; no_claim: checkable criteria the text left unclaimed
+      said_met_if_met    P(judge says met | the checker says met); said_not_met_if_not: the converse
+      balanced           their mean: 0.5 is no information about the response, 1.0 is the checker
+      decisive           share of judgements whose own hard-rule claims single out one response
+      follows_claims     of those, the share whose Winner is that response
+      claims_accuracy    accuracy of the verdict the claims imply (0.5 where they single out none)
+      accuracy           accuracy of the judge's own verdicts on the same judgements (0.5 if unparseable)"""
+    import common as C
+    said = {True: [0, 0], False: [0, 0]}  # truth -> [claims agreeing, claims]
+    no_claim = decisive = follows = 0
+    implied, actual, judgements = [], [], 0
+    for p in predictions:
+        row = rows.get(p["unit"])
+        if row is None or "satisfied_a" not in row:
+            continue
+        chosen = row["satisfied_a"] if row["winner"] == "A" else row["satisfied_b"]
+        rejected = row["satisfied_b"] if row["winner"] == "A" else row["satisfied_a"]
+        truth = {"A": chosen, "B": rejected} if p["chosen_is"] == "A" else {"A": rejected, "B": chosen}
+        reference = C.parse_rubric(row["rubric"])
+        used = C.parse_rubric(rubrics.get(row["prompt"], "")) if rubrics is not None else []
+        checkable = [k for k in range(len(chosen)) if k < len(used) and used[k]["text"] == reference[k]["text"]]
+        hard = [it["index"] for it in used if it["kind"] == "hard_rule"]
+        for text, vote in zip(p["judge_texts"], p["votes"]):
+            judgements += 1
+            claims = judge_claims(text)
+            for shown in "AB":
+                for k in checkable:
+                    claim = claims[shown].get(used[k]["index"])
+                    if claim is None:
+                        no_claim += 1
+                        continue
+                    t = truth[shown][k]
+                    said[t][1] += 1
+                    said[t][0] += claim == t
+            passes = {s: bool(hard) and all(claims[s].get(i) is True for i in hard) for s in "AB"}
+            single = passes["A"] != passes["B"]
+            pick = ("A" if passes["A"] else "B") if single else None
+            decisive += single
+            follows += single and vote == pick
+            implied.append(0.5 if pick is None else float(pick == p["chosen_is"]))
+            actual.append(0.5 if vote is None else float(vote == p["chosen_is"]))
+    rate = {t: (said[t][0] / said[t][1] if said[t][1] else None) for t in (True, False)}
+    both = None not in rate.values()
+    return {"judgements": judgements, "claims": said[True][1] + said[False][1], "no_claim": no_claim,
+            "said_met_if_met": rate[True], "said_not_met_if_not": rate[False],
+            "balanced": (rate[True] + rate[False]) / 2 if both else None,
+            "decisive": decisive / judgements if judgements else None,
+            "follows_claims": follows / decisive if decisive else None,
+            "claims_accuracy": sum(implied) / len(implied) if implied else None,
+            "accuracy": sum(actual) / len(actual) if actual else None}
+
+
+def claims_of_eval(eval_dir: Path, data: list[Path]) -> dict:
+    """claims_report of one evaluate.py output folder over the benchmark files it judged."""
+    rows = {r["id"]: r for path in data for r in (json.loads(x) for x in open(path, encoding="utf-8") if x.strip())}
+    preds = [json.loads(x) for x in open(eval_dir / "predictions.jsonl", encoding="utf-8") if x.strip()]
+    rub_path = eval_dir / "rubrics.jsonl"
+    rubrics = ({r["prompt"]: r["rubric"] for r in (json.loads(x) for x in open(rub_path, encoding="utf-8") if x.strip())}
+               if rub_path.exists() else None)
+    return claims_report(rows, preds, rubrics)
+
+
 def sample_responses(model_name: str, prompts: list[str], seed: int, cache: Path, batch: int,
                      max_new_tokens: int, temperature: float, dtype: str) -> dict[str, list[str]]:
     """Two samples per prompt from the model, appended to `cache` batch by batch (resumable)."""
@@ -675,6 +770,8 @@ def build(out_dir: Path, sizes: dict[str, int], seed: int, model: str, batch: in
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "score-policy":
         return score_policy_cli(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "judge-claims":
+        return judge_claims_cli(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", default="data", help="folder for if_{train,test,ood}.jsonl")
     ap.add_argument("--n-train", type=int, default=480)
@@ -709,6 +806,26 @@ def score_policy_cli(argv: list[str]) -> None:
     C.setup_logging()
     scores = score_policy(args.model, args.adapter, args.data, Path(args.out), args.max_new_tokens, args.dtype, args.batch)
     print(json.dumps(scores, indent=2))
+
+
+def judge_claims_cli(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="if_preference_task.py judge-claims",
+                                 description="Checks a judge's per-constraint met / not met claims (evaluate.py's "
+                                 "predictions) against the official checkers, and whether its verdicts follow them")
+    ap.add_argument("eval_dirs", nargs="+", help="evaluate.py --out folders (predictions.jsonl, rubrics.jsonl)")
+    ap.add_argument("--data", action="append", default=None,
+                    help="benchmark file(s) the evaluation judged (repeatable; default data/if_test.jsonl and data/if_ood.jsonl)")
+    args = ap.parse_args(argv)
+    data = [Path(d) for d in (args.data or ["data/if_test.jsonl", "data/if_ood.jsonl"])]
+    keys = ("claims", "balanced", "said_met_if_met", "said_not_met_if_not", "decisive", "follows_claims", "claims_accuracy",
+            "accuracy")
+    print("| eval | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
+    for d in args.eval_dirs:
+        if not (Path(d) / "predictions.jsonl").exists():
+            raise SystemExit(f"error: {d}: no predictions.jsonl (an evaluate.py --out folder is expected)")
+        rep = claims_of_eval(Path(d), data)
+        print(f"| {d} | " + " | ".join("-" if rep[k] is None else f"{rep[k]:.3f}" if isinstance(rep[k], float)
+                                        else str(rep[k]) for k in keys) + " |")
 
 
 if __name__ == "__main__":

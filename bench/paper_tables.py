@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 # ---- configuration: the settings of the miniature, chosen by measurement (docs/paper_tables.md says why) ----
 MODEL = "smollm2-135m"
-SEEDS = [0]                      # RL seeds of the default schedule (one shared SFT warm-up); add 1 for a spread
+SEEDS = [0, 1]                   # RL seeds of the default schedule (one shared SFT warm-up): the spread of the RL cycles
 CYCLES = 1                       # 2 cycles did not fit the 3-hour budget next to the evaluations
 N_SFT = 256                      # rows of data/if_train.jsonl for the SFT warm-up
 N_RL = 128                       # the next rows: RL data, CYCLES equal disjoint parts
@@ -248,6 +248,7 @@ def report(out: Path) -> None:
                  f"{100 * pb[c]['variation']:.1f}" if c in pb else "-" for c in COLS]
         data["table13"][label] = pb
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * pb.get('average_variation', float('nan')):.1f} |")
+    lines += claims_section(out, data)
     lines += ["", "## Table 3 analogue: the base model as a policy, DPO on labelled pairs", "",
               f"IFEval scores of greedy responses to the {POLICY_EVAL} requests (official checkers; prompt- and "
               "instruction-level, strict and loose).", "",
@@ -284,6 +285,38 @@ def report(out: Path) -> None:
     (ROOT / "docs" / "paper_tables.md").write_text("\n".join(lines) + "\n")
     (out / "tables.json").write_text(json.dumps(data, indent=2))
     print("\n".join(lines))
+
+
+def claims_section(out: Path, data: dict) -> list[str]:
+    """Where the judge fails: its met / not met claim per hard rule against the official checkers
+    (if_preference_task.py judge-claims), on the IF test and IFBench-OOD pairs."""
+    from if_preference_task import claims_of_eval
+    files = [out / EVAL_SETS[name] for name in ("IF test", "IFBench-OOD")]
+    lines = ["", "## Where the judge fails: its claims per hard rule against the official checkers", "",
+             "The judge's analysis says, for each response and each [Hard Rule] of the rubric, *met* or *not met*. "
+             "Where the rubric's criterion k is the reference rubric's (the hard rule of constraint k), that claim "
+             "can be checked against the official checker (IF test and IFBench-OOD pairs). *Balanced* is the mean "
+             "of P(says met | met) and P(says not met | not met): 50% carries no information about the response. "
+             "*Decisive*: the judge's own claims single out one response (it meets every hard rule, the other "
+             "not); *follows*: of those, the verdict names that response; *claims' verdict*: the accuracy of the "
+             "verdict the claims imply (half a point where they single out none); *accuracy*: of the judge's own "
+             "verdicts on the same judgements (both A/B orders where the evaluation ran both).", "",
+             "| model | checkable claims | says met if met | says not met if not | balanced | decisive | follows | "
+             "claims' verdict | accuracy |", "|---|---|---|---|---|---|---|---|---|"]
+    data["claims"] = {}
+    for label, name in (("SFT only", "eval_s0_sft"), (f"Rubric-ARM cycle {CYCLES}", f"eval_s0_c{CYCLES}"),
+                        ("Rubric-first order", "eval_ablate_rubric_first"), ("No format reward", "eval_ablate_no_format"),
+                        ("Rubric-ARM voting@5 (each of the 5 texts)", "vote5")):
+        res = results(out, name)
+        if not res:
+            continue
+        rep = claims_of_eval(out / name, files)
+        data["claims"][label] = rep
+        pct = ["-" if rep[k] is None else f"{100 * rep[k]:.1f}" for k in ("said_met_if_met", "said_not_met_if_not",
+               "balanced", "decisive", "follows_claims", "claims_accuracy", "accuracy")]
+        lines.append(f"| {label} | {rep['claims']} | " + " | ".join(pct) + " |")
+    lines += ["", "The base model's texts make no readable claim (it does not follow the judge's layout)."]
+    return lines
 
 
 def plot_curves(out: Path, path: Path) -> None:

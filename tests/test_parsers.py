@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common import format_reward, parse_rubric, parse_verdict
-from conftest import TRAIN, read_jsonl
+from conftest import ROOT, TRAIN, read_jsonl
 from train_rubric_phase import rubric_format_reward
 
 
@@ -104,3 +104,63 @@ def test_parsers_on_shuffled_structure(lines):
     text = "\n".join(lines)
     assert parse_verdict(text) in ("A", "B", None)
     assert 0.0 <= format_reward(text, 3) <= 1.0
+
+
+# ---- the judge's per-constraint claims, checked against the official checkers' results ----
+
+def _reference_judgements(rows, text_of=lambda r: r["judge_trajectory"], vote_of=lambda r: r["winner"]):
+    preds = [{"unit": r["id"], "chosen_is": r["winner"], "judge_texts": [text_of(r)], "votes": [vote_of(r)]} for r in rows]
+    return {r["id"]: r for r in rows}, preds, {r["prompt"]: r["rubric"] for r in rows}
+
+
+def test_judge_claims_reads_the_analysis_not_the_final_judgment():
+    from if_preference_task import judge_claims
+    text = ("--- Compliance Check ---\nIdentified Gatekeeper Criterion: Criterion 2 [Hard Rule]\n--- Analysis ---\n"
+            "**Response A:**\n- Criterion 1 [Hard Rule]: Justification: no commas; met.\n"
+            "- Criterion 2 [Hard Rule]: Justification: 2 paragraphs; not met.\n- Criterion 3 [Principle]: Justification: ok\n"
+            "**Response B:**\n- Criterion 1 [Hard Rule]: Justification: 3 commas; **not met**.\n"
+            "--- Final Judgment ---\nJustification: Response B fails criterion 1; met.\nWinner: Response A")
+    assert judge_claims(text) == {"A": {1: True, 2: False}, "B": {1: False}}
+    assert judge_claims("") == {"A": {}, "B": {}}
+
+
+def test_claims_report_on_the_reference_trajectories_and_their_corruptions():
+    """The reference trajectories state what the checkers found: every claim is right and the verdict
+    follows from the claims; flipping every claim, or only the verdict, shows up in the right figure."""
+    from if_preference_task import claims_report
+    rows = read_jsonl(ROOT / "data" / "if_test.jsonl")[:40]
+    rep = claims_report(*_reference_judgements(rows))
+    n_claims = sum(2 * len(r["constraints"]) for r in rows)
+    assert rep["claims"] == n_claims and rep["no_claim"] == 0
+    assert rep["balanced"] == rep["decisive"] == rep["follows_claims"] == rep["claims_accuracy"] == rep["accuracy"] == 1.0
+
+    def flipped(r):  # every "met" <-> "not met" of the analysis
+        return "\n".join(line.replace("; met.", "; NOTMET.").replace("; not met.", "; met.").replace("; NOTMET.", "; not met.")
+                         for line in r["judge_trajectory"].splitlines())
+    rep = claims_report(*_reference_judgements(rows, text_of=flipped))
+    assert rep["said_met_if_met"] == rep["said_not_met_if_not"] == rep["balanced"] == 0.0
+    wrong_vote = claims_report(*_reference_judgements(rows, vote_of=lambda r: "B" if r["winner"] == "A" else "A"))
+    assert wrong_vote["balanced"] == 1.0 and wrong_vote["follows_claims"] == wrong_vote["accuracy"] == 0.0
+    # a rubric whose criteria are not the reference's makes no claim checkable
+    idx, preds, rubrics = _reference_judgements(rows)
+    rep = claims_report(idx, preds, {p: "1. Be helpful. [Principle]" for p in rubrics})
+    assert rep["claims"] == 0 and rep["balanced"] is None
+
+
+def test_judge_claims_cli(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    rows = read_jsonl(ROOT / "data" / "if_test.jsonl")[:8]
+    _, preds, rubrics = _reference_judgements(rows)
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    (tmp_path / "ev" / "rubrics.jsonl").write_text("".join(json.dumps({"prompt": k, "rubric": v}) + "\n"
+                                                           for k, v in rubrics.items()))
+    cmd = [sys.executable, str(ROOT / "if_preference_task.py"), "judge-claims", "--data", str(ROOT / "data" / "if_test.jsonl")]
+    p = subprocess.run(cmd + [str(tmp_path / "ev")], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert "| 1.000 |" in p.stdout.splitlines()[-1]
+    p = subprocess.run(cmd + [str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode != 0 and "no predictions.jsonl" in p.stderr
