@@ -238,10 +238,11 @@ if [ -n "$EVAL_DATA" ]; then
 fi
 
 # Summary: the phases' first and last logged steps, and the held-out table.
-"$PY" - "$OUT" "$CYCLES" <<'PYEOF'
+"$PY" - "$OUT" "$CYCLES" "$HERE" "$EVAL_DATA" <<'PYEOF'
 import json, sys
 from pathlib import Path
-out, cycles = Path(sys.argv[1]), int(sys.argv[2])
+out, cycles, eval_data = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
+sys.path.insert(0, sys.argv[3])
 def log(p):
     return [json.loads(l) for l in (p / "metrics.jsonl").read_text().splitlines() if l.strip()] if (p / "metrics.jsonl").exists() else []
 print("\n== Rubric-ARM run summary:", out)
@@ -261,11 +262,23 @@ if rows:
     n = rows[0][1]["summary"]["judgements"]
     print(f"\nHeld-out accuracy on {n} pairs (judge sampled at T=1.0, each pair in a random A/B order; an unparseable "
           "verdict counts as half; chance is 50%):")
-    print("| model | accuracy | unparseable | format |\n|---|---|---|---|")
+    # on the instruction-following task each met / not met claim of the judge can be checked too
+    first = next((json.loads(x) for x in open(eval_data, encoding="utf-8") if x.strip()), {})
+    claims = None
+    if "satisfied_a" in first:
+        from if_preference_task import claims_of_eval
+        claims = {n: claims_of_eval(out / n, [Path(eval_data)])["balanced"] for n, _ in rows}
+    print("| model | accuracy | unparseable | format |" + (" claims right (balanced) |" if claims else "")
+          + "\n|---|---|---|---|" + ("---|" if claims else ""))
     label = {"eval_base": "base model (rubric + judge by prompting)", "eval_sft": "after SFT",
              "eval_final": f"after {cycles} Rubric-ARM cycle(s)"}
     for n, r in rows:
         s = r["summary"]
-        print(f"| {label[n]} | {100 * s['accuracy']:.1f}% | {100 * s['unparsed_share']:.0f}% | {100 * s['format_rate']:.0f}% |")
+        cell = "" if not claims else " - |" if claims[n] is None else f" {100 * claims[n]:.0f}% |"
+        print(f"| {label[n]} | {100 * s['accuracy']:.1f}% | {100 * s['unparsed_share']:.0f}% | {100 * s['format_rate']:.0f}% |{cell}")
+    if claims:
+        print("claims right (balanced): the mean of P(judge says met | the official checker says met) and P(says not met "
+              "| not met) over the rubric's hard rules; 50% means the judge's analysis carries no information "
+              "(if_preference_task.py judge-claims)")
 PYEOF
 echo "[alternate] all steps done in $(( $(date +%s) - T0 ))s; outputs in $OUT"

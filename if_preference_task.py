@@ -625,13 +625,32 @@ def judge_claims(text: str) -> dict[str, dict[int, bool]]:
     return claims
 
 
+def _requirement(criterion: str) -> str:
+    """The requirement a criterion states: its quoted part if any, lower-cased, spacing collapsed."""
+    m = re.search(r'"(.+)"', criterion)
+    return " ".join((m.group(1) if m else criterion).lower().split()).strip(' ."')
+
+
+def checkable_criteria(used: list[dict], constraints: list[dict]) -> dict[int, int]:
+    """{criterion number in the rubric used: k} for each [Hard Rule] whose requirement is all or part
+    of the wording of exactly one constraint k (given as the reference rubric's hard rules, in order),
+    so the official checker of constraint k can say whether a claim about it is right."""
+    out = {}
+    for it in used:
+        req = _requirement(it["text"])
+        ks = [k for k, c in enumerate(constraints) if len(req) >= 12 and req in _requirement(c["text"])]
+        if it["kind"] == "hard_rule" and len(ks) == 1:
+            out[it["index"]] = ks[0]
+    return out
+
+
 def claims_report(rows: dict[str, dict], predictions: list[dict], rubrics: dict[str, str] | None) -> dict:
     """How right a judge's per-constraint claims are, and whether its verdict follows from them.
 
     rows: benchmark rows by id (those with satisfied_a / satisfied_b); predictions: evaluate.py's
     predictions.jsonl; rubrics: the rubric each prompt was judged with (evaluate.py's rubrics.jsonl;
-    None for a judge without rubric). A claim counts only where criterion k of the rubric used is the
-    reference rubric's criterion k (the hard rule of constraint k), so it can be checked. Returns:
+    None for a judge without rubric). A claim counts only where its criterion quotes all or part of
+    one constraint's wording (checkable_criteria), so the checker can say if it is right. Returns:
       claims             checkable claims made; no_claim: checkable criteria the text left unclaimed
       said_met_if_met    P(judge says met | the checker says met); said_not_met_if_not: the converse
       balanced           their mean: 0.5 is no information about the response, 1.0 is the checker
@@ -652,14 +671,14 @@ def claims_report(rows: dict[str, dict], predictions: list[dict], rubrics: dict[
         truth = {"A": chosen, "B": rejected} if p["chosen_is"] == "A" else {"A": rejected, "B": chosen}
         reference = C.parse_rubric(row["rubric"])
         used = C.parse_rubric(rubrics.get(row["prompt"], "")) if rubrics is not None else []
-        checkable = [k for k in range(len(chosen)) if k < len(used) and used[k]["text"] == reference[k]["text"]]
+        checkable = checkable_criteria(used, reference[:len(chosen)])
         hard = [it["index"] for it in used if it["kind"] == "hard_rule"]
         for text, vote in zip(p["judge_texts"], p["votes"]):
             judgements += 1
             claims = judge_claims(text)
             for shown in "AB":
-                for k in checkable:
-                    claim = claims[shown].get(used[k]["index"])
+                for index, k in checkable.items():
+                    claim = claims[shown].get(index)
                     if claim is None:
                         no_claim += 1
                         continue

@@ -15,6 +15,7 @@ OUT/tables.json.
   arm_s{S}      alternate.sh: SFT warm-up of both adapters, then CYCLES alternating cycles, judge first
   eval_s{S}_*   evaluate.py after SFT (the paper's Rubric-RM) and after each cycle, both A/B orders
   vote5         voting@5 of the final seed-0 model (Table 1)
+  greedy_s0_*   the seed-0 judge after SFT and after the last cycle, decoded greedily (one A/B order)
   ablate_*      rubric-first order ("switch opt") and no format reward, from the seed-0 SFT adapters (Table 2)
   policy_*      DPO of the base model as a policy on pairs labelled (order-consistent only) by the final
                 Rubric-ARM or the SFT-only model, scored by the official checkers on held-out requests (Table 3)
@@ -163,6 +164,10 @@ def run_all(out: Path) -> None:
         for c in range(1, CYCLES + 1):
             evaluate(r, f"eval_s{s}_c{c}", *adapters(out / f"arm_s{s}", str(c)), swap=False, seed=s)
         report(out)
+    # the judge decoded greedily instead of sampled at T=1.0: is sampling noise what hides its knowledge?
+    evaluate(r, "greedy_s0_sft", *adapters(out / "arm_s0", "sft"), "--greedy", swap=False)
+    evaluate(r, f"greedy_s0_c{CYCLES}", *adapters(out / "arm_s0", str(CYCLES)), "--greedy", swap=False)
+    report(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +217,9 @@ def report(out: Path) -> None:
           ("Base model, direct judge (no rubric)", ["base_direct_judge"]),
           ("SFT warm-up only (Rubric-RM)", ["eval_s0_sft"])]
     t1 += [(f"Rubric-ARM after cycle {c}", [f"eval_s{s}_c{c}" for s in SEEDS]) for c in range(1, CYCLES + 1)]
-    t1 += [("Rubric-ARM voting@5 (seed 0)", ["vote5"])]
+    t1 += [("Rubric-ARM voting@5 (seed 0)", ["vote5"]),
+           ("SFT warm-up only, greedy judge", ["greedy_s0_sft"]),
+           (f"Rubric-ARM after cycle {CYCLES}, greedy judge (seed 0)", [f"greedy_s0_c{CYCLES}"])]
     data = {"table1": {}, "table2": {}, "table13": {}, "table3": {}, "times": times}
     for label, names in t1:
         cells = accuracy_row(out, names)
@@ -270,7 +277,8 @@ def report(out: Path) -> None:
     lines += ["", "## Time", "", "| step | minutes |", "|---|---|"]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in times.items()]
     lines.append(f"| total | {sum(times.values()) / 60:.1f} |")
-    missing = [n for n in ["vote5", "eval_ablate_rubric_first", "eval_ablate_no_format"] +
+    missing = [n for n in ["vote5", "eval_ablate_rubric_first", "eval_ablate_no_format", "greedy_s0_sft",
+                           f"greedy_s0_c{CYCLES}"] +
                [f"eval_s{s}_c{c}" for s in SEEDS for c in range(1, CYCLES + 1)] if not results(out, n)]
     missing += [f"policy_{rm}" for rm in ("sft", "arm") if not (out / f"policy_{rm}.json").exists()]
     lines += ["", "Times are wall-clock minutes on 2 CPU cores. A step that shared the cores with another PyTorch "
@@ -284,7 +292,8 @@ def report(out: Path) -> None:
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "paper_tables.md").write_text("\n".join(lines) + "\n")
     (out / "tables.json").write_text(json.dumps(data, indent=2))
-    print("\n".join(lines))
+    print(f"[tables] report: {ROOT / 'docs' / 'paper_tables.md'}" + (f" (not run yet: {', '.join(missing)})" if missing else ""),
+          flush=True)
 
 
 def claims_section(out: Path, data: dict) -> list[str]:
@@ -294,8 +303,8 @@ def claims_section(out: Path, data: dict) -> list[str]:
     files = [out / EVAL_SETS[name] for name in ("IF test", "IFBench-OOD")]
     lines = ["", "## Where the judge fails: its claims per hard rule against the official checkers", "",
              "The judge's analysis says, for each response and each [Hard Rule] of the rubric, *met* or *not met*. "
-             "Where the rubric's criterion k is the reference rubric's (the hard rule of constraint k), that claim "
-             "can be checked against the official checker (IF test and IFBench-OOD pairs). *Balanced* is the mean "
+             "Where the criterion quotes all or part of one constraint's wording, that claim can be checked "
+             "against the constraint's official checker (IF test and IFBench-OOD pairs). *Balanced* is the mean "
              "of P(says met | met) and P(says not met | not met): 50% carries no information about the response. "
              "*Decisive*: the judge's own claims single out one response (it meets every hard rule, the other "
              "not); *follows*: of those, the verdict names that response; *claims' verdict*: the accuracy of the "
@@ -306,7 +315,8 @@ def claims_section(out: Path, data: dict) -> list[str]:
     data["claims"] = {}
     for label, name in (("SFT only", "eval_s0_sft"), (f"Rubric-ARM cycle {CYCLES}", f"eval_s0_c{CYCLES}"),
                         ("Rubric-first order", "eval_ablate_rubric_first"), ("No format reward", "eval_ablate_no_format"),
-                        ("Rubric-ARM voting@5 (each of the 5 texts)", "vote5")):
+                        ("Rubric-ARM voting@5 (each of the 5 texts)", "vote5"), ("SFT only, greedy judge", "greedy_s0_sft"),
+                        (f"Rubric-ARM cycle {CYCLES}, greedy judge", f"greedy_s0_c{CYCLES}")):
         res = results(out, name)
         if not res:
             continue

@@ -164,3 +164,14 @@ def test_judge_claims_cli(tmp_path):
     assert "| 1.000 |" in p.stdout.splitlines()[-1]
     p = subprocess.run(cmd + [str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode != 0 and "no predictions.jsonl" in p.stderr
+
+
+def test_a_criterion_quoting_part_of_a_constraint_is_checkable():
+    from common import parse_rubric
+    from if_preference_task import checkable_criteria
+    reference = parse_rubric(read_jsonl(ROOT / "data" / "if_test.jsonl")[0]["rubric"])[:2]  # lowercase, 3 bullets
+    used = parse_rubric('1. The response must follow: "Your entire response should be in English, and in all lowercase '
+                        'letters." [Hard Rule]\n2. It should follow: "Your answer must contain exactly 3 bullet points." '
+                        '[Hard Rule]\n3. "Use the markdown bullet points" [Principle]\n4. "Be clear." [Hard Rule]\n'
+                        '5. "Your" [Hard Rule]')
+    assert checkable_criteria(used, reference) == {1: 0, 2: 1}  # a principle, a foreign or too short text: not
