@@ -210,8 +210,9 @@ def report(out: Path) -> None:
     lines = ["# The paper's tables in miniature (SmolLM2-135M-Instruct, instruction-following task)", "",
              "Produced by `bench/paper_tables.py`; see the README section *Does it work on a real model?* for the "
              "setting and what the numbers show. Accuracy in % of held-out pairs (official checkers' labels), judge "
-             "sampled at temperature 1.0 (paper Table 11), each pair in a seeded random A/B order; trained rows are "
-             f"mean ± std over training seeds {SEEDS} (each evaluated with its own sampling seed).", "",
+             "sampled at temperature 1.0 (paper Table 11) unless a row says greedy, each pair in a seeded random A/B "
+             f"order. The after-cycle rows are mean ± std over RL seeds {SEEDS} (one shared SFT warm-up; each "
+             "evaluated with its own sampling seed); the other trained rows are seed 0.", "",
              "## Table 1 analogue", "", header]
     t1 = [("Base model, rubric + judge by prompting", ["base_rubric_judge"]),
           ("Base model, direct judge (no rubric)", ["base_direct_judge"]),
@@ -330,25 +331,31 @@ def claims_section(out: Path, data: dict) -> list[str]:
 
 
 def plot_curves(out: Path, path: Path) -> None:
-    """Reward, accuracy, format reward and KL per step of each GRPO phase of the seed-0 run."""
+    """Reward, accuracy, format reward and KL per step of each GRPO phase: every seed of the default
+    schedule and the two ablations, one line per run and cycle."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    run = out / "arm_s0"
+    runs = [(f"seed {s}", out / f"arm_s{s}") for s in SEEDS]
+    runs += [("rubric first", out / "ablate_rubric_first"), ("no format reward", out / "ablate_no_format")]
     fig, axes = plt.subplots(2, 4, figsize=(16, 7))
     for row_i, phase in enumerate(("judge", "rubric")):
-        for c in range(1, CYCLES + 1):
-            m = run / f"c{c}_{phase}" / "metrics.jsonl"
-            if not m.exists():
-                continue
-            log = [json.loads(x) for x in m.read_text().splitlines() if x.strip()]
-            steps = [x["step"] for x in log]
-            for k, key in enumerate(("reward", "reward_acc", "reward_fmt", "kl")):
-                ax = axes[row_i][k]
-                ax.plot(steps, [x.get(key, float("nan")) for x in log], marker="o", label=f"cycle {c}")
-                ax.set_title(f"{phase} phase: {key}")
-                ax.set_xlabel("step")
-                ax.legend()
+        for label, run in runs:
+            for c in range(1, CYCLES + 1):
+                m = run / f"c{c}_{phase}" / "metrics.jsonl"
+                if not m.exists():
+                    continue
+                log = [json.loads(x) for x in m.read_text().splitlines() if x.strip()]
+                steps = [x["step"] for x in log]
+                for k, key in enumerate(("reward", "reward_acc", "reward_fmt", "kl")):
+                    ax = axes[row_i][k]
+                    ax.plot(steps, [x.get(key, float("nan")) for x in log], marker="o",
+                            label=label + (f", cycle {c}" if CYCLES > 1 else ""))
+                    ax.set_title(f"{phase} phase: {key}")
+                    ax.set_xlabel("step")
+        for ax in axes[row_i]:
+            if ax.lines:
+                ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(exist_ok=True)
     fig.savefig(path, dpi=100)
