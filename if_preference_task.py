@@ -612,10 +612,11 @@ def judge_claims(text: str) -> dict[str, dict[int, bool]]:
     """The judge's claim per criterion for each response shown, from the analysis part of its text:
     {'A': {1: True, 2: False}, 'B': {...}} (True = 'met'). A criterion line without a closing
     'met' / 'not met' makes no claim; the final judgment is not read."""
+    import common as C
     claims: dict[str, dict[int, bool]] = {"A": {}, "B": {}}
     shown = None
     for line in text.splitlines():
-        line = re.sub(r"[*_`#>]+", "", line)
+        line = C._MD.sub("", line)  # markdown emphasis, as the verdict and format parsers drop it
         if re.search(r"final\s+judg", line, re.I):
             break
         if m := _SHOWN.match(line):
@@ -703,13 +704,24 @@ def claims_report(rows: dict[str, dict], predictions: list[dict], rubrics: dict[
             "accuracy": sum(actual) / len(actual) if actual else None}
 
 
+def _records(path: Path, needs: tuple[str, ...]) -> list[dict]:
+    """The rows of a JSONL file through common's record reader; bad input stops with file, line and field."""
+    import common as C
+    rows = []
+    for where, rec, err in C._read_records(Path(path)):
+        missing = [k for k in needs if not isinstance(rec, dict) or k not in rec]
+        if err or missing:
+            raise C.DataError(f"{where}: {err or f'missing field {missing[0]!r}'}")
+        rows.append(rec)
+    return rows
+
+
 def claims_of_eval(eval_dir: Path, data: list[Path]) -> dict:
     """claims_report of one evaluate.py output folder over the benchmark files it judged."""
-    rows = {r["id"]: r for path in data for r in (json.loads(x) for x in open(path, encoding="utf-8") if x.strip())}
-    preds = [json.loads(x) for x in open(eval_dir / "predictions.jsonl", encoding="utf-8") if x.strip()]
+    rows = {r["id"]: r for path in data for r in _records(path, ("id",))}
+    preds = _records(eval_dir / "predictions.jsonl", ("unit", "chosen_is", "judge_texts", "votes"))
     rub_path = eval_dir / "rubrics.jsonl"
-    rubrics = ({r["prompt"]: r["rubric"] for r in (json.loads(x) for x in open(rub_path, encoding="utf-8") if x.strip())}
-               if rub_path.exists() else None)
+    rubrics = {r["prompt"]: r["rubric"] for r in _records(rub_path, ("prompt", "rubric"))} if rub_path.exists() else None
     return claims_report(rows, preds, rubrics)
 
 
@@ -790,7 +802,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "score-policy":
         return score_policy_cli(sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "judge-claims":
-        return judge_claims_cli(sys.argv[2:])
+        import common as C
+        return C.run_main(lambda: judge_claims_cli(sys.argv[2:]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", default="data", help="folder for if_{train,test,ood}.jsonl")
     ap.add_argument("--n-train", type=int, default=480)
@@ -838,11 +851,12 @@ def judge_claims_cli(argv: list[str]) -> None:
     data = [Path(d) for d in (args.data or ["data/if_test.jsonl", "data/if_ood.jsonl"])]
     keys = ("claims", "balanced", "said_met_if_met", "said_not_met_if_not", "decisive", "follows_claims", "claims_accuracy",
             "accuracy")
-    print("| eval | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
     for d in args.eval_dirs:
         if not (Path(d) / "predictions.jsonl").exists():
             raise SystemExit(f"error: {d}: no predictions.jsonl (an evaluate.py --out folder is expected)")
-        rep = claims_of_eval(Path(d), data)
+    reports = [(d, claims_of_eval(Path(d), data)) for d in args.eval_dirs]
+    print("| eval | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
+    for d, rep in reports:
         print(f"| {d} | " + " | ".join("-" if rep[k] is None else f"{rep[k]:.3f}" if isinstance(rep[k], float)
                                         else str(rep[k]) for k in keys) + " |")
 

@@ -164,6 +164,10 @@ def test_judge_claims_cli(tmp_path):
     assert "| 1.000 |" in p.stdout.splitlines()[-1]
     p = subprocess.run(cmd + [str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode != 0 and "no predictions.jsonl" in p.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "predictions.jsonl").write_text(json.dumps({"unit": "x", "chosen_is": "A"}) + "\n")
+    p = subprocess.run(cmd + [str(tmp_path / "bad")], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode != 0 and "predictions.jsonl:1: missing field 'judge_texts'" in p.stderr and not p.stdout
 
 
 def test_a_criterion_quoting_part_of_a_constraint_is_checkable():
