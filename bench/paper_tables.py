@@ -7,7 +7,7 @@ Every number is measured on this machine by the project's own scripts.
 Each step is a run of the project's scripts and leaves OUT/.done/STEP when it finishes; a rerun of the
 same command (after a kill, say) skips finished steps and resumes the others from their checkpoints.
 Logs: OUT/logs/STEP.log. The report goes to docs/paper_tables.md, docs/paper_tables_curves.png and
-OUT/tables.json.
+docs/paper_tables.json (a copy in OUT/tables.json).
 
   data          SFT part and RL part of data/if_train.jsonl, policy prompts
   base_*        the base model as rubric + judge by prompting (Table 1, "Qwen-3-8B (Rubric+Judge)"),
@@ -272,6 +272,8 @@ def report(out: Path) -> None:
         if dpo and (rep := out / f"policy_dpo_{dpo}" / "round1" / "label_report.json").exists():
             lr = json.loads(rep.read_text())
             kept = f"{lr['kept']} / {lr['pairs']}"
+        if sc.get("adapter"):  # relative to the run folder: the JSON copy in docs/ names no machine's paths
+            sc["adapter"] = os.path.relpath(sc["adapter"], out)
         data["table3"][label] = {**sc, "kept": kept}
         lines.append(f"| {label} | {kept} | " + " | ".join(f"{100 * sc[k]:.1f}" for k in
                      ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose", "average")) + " |")
@@ -293,6 +295,7 @@ def report(out: Path) -> None:
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "paper_tables.md").write_text("\n".join(lines) + "\n")
     (out / "tables.json").write_text(json.dumps(data, indent=2))
+    (ROOT / "docs" / "paper_tables.json").write_text(json.dumps(data, indent=2))
     print(f"[tables] report: {ROOT / 'docs' / 'paper_tables.md'}" + (f" (not run yet: {', '.join(missing)})" if missing else ""),
           flush=True)
 
