@@ -451,7 +451,7 @@ def peak_memory_gb(device) -> float:
 
 SIGNATURE_KEYS = ("model", "rubric_adapter", "judge_adapter", "no_rubric", "votes", "temperature", "top_p", "greedy",
                   "max_rubric_tokens", "max_judge_tokens", "max_prompt_length", "seed", "load_4bit", "dtype",
-                  "limit", "rubric_template", "judge_template")
+                  "limit", "rubric_template", "judge_template", "reference_rubrics")
 
 
 def _file_digest(path: str) -> str:
@@ -480,6 +480,20 @@ def check_run_signature(out: Path, args, specs: list[tuple[str, str | None]]) ->
         C.atomic_write_text(path, json.dumps(sig, indent=2))
 
 
+def reference_rubrics(path: str, prompts: list[str]) -> dict[str, str]:
+    """{prompt: rubric} from a file's rows; every prompt to judge must have one."""
+    found: dict[str, str] = {}
+    for where, rec, err in C._read_records(Path(path)):
+        if err or not isinstance(rec, dict) or not isinstance(rec.get("rubric"), str) \
+                or not isinstance(rec.get("prompt"), str):
+            raise C.DataError(f"{where}: {err or 'a row with a prompt and a rubric, both text, is expected'}")
+        found.setdefault(rec["prompt"], rec["rubric"])
+    missing = [p for p in dict.fromkeys(prompts) if p not in found]
+    if missing:
+        raise C.DataError(f"{path}: no rubric for {len(missing)} prompt(s) to judge (first: {missing[0][:80]!r})")
+    return {p: found[p] for p in dict.fromkeys(prompts)}
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     C.add_model_args(ap)
@@ -491,6 +505,9 @@ def parse_args(argv=None):
     ap.add_argument("--rubric-adapter", default=None, help="rubric generator adapter (none: the base model)")
     ap.add_argument("--judge-adapter", default=None, help="judge adapter (none: the base model)")
     ap.add_argument("--no-rubric", action="store_true", help="direct-judge baseline: no rubric in the prompt")
+    ap.add_argument("--reference-rubrics", default=None, metavar="FILE",
+                    help="take each prompt's rubric from FILE (rows with prompt and rubric, e.g. a bundled task's "
+                         "own file) instead of generating one: measures the judge alone")
     ap.add_argument("--swap", action="store_true",
                     help="also judge both fixed A/B orders: the paper's position-bias table (Table 13)")
     ap.add_argument("--votes", type=int, default=1, help="voting@k: majority of k sampled verdicts")
@@ -553,7 +570,9 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     rubric_stats, judge_stats = {}, {}
     rubrics = None
-    if not args.no_rubric:  # one rubric per distinct prompt, cached and reused for every pair and order
+    if args.reference_rubrics and not args.no_rubric:
+        rubrics = reference_rubrics(args.reference_rubrics, [c.prompt for cs in comps.values() for c in cs])
+    elif not args.no_rubric:  # one rubric per distinct prompt, cached and reused for every pair and order
         prompts = [{"prompt": p} for p in dict.fromkeys(c.prompt for cs in comps.values() for c in cs)]
         with C.adapter(model, rubric_name):
             rubrics = C.cache_rubrics(model, tok, prompts, out / "rubrics.jsonl", args.max_rubric_tokens,

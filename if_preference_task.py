@@ -1,35 +1,44 @@
-"""A verifiable instruction-following preference task, labelled by the official IFEval / IFBench checkers.
+"""A verifiable instruction-following preference task of minimal pairs, labelled by the official
+IFEval / IFBench checkers.
 
 Each request is a short writing task plus 1 to 3 constraints whose wording comes from the official
 `build_description` of the IFEval (or IFBench) instruction classes shipped by the `if-verifiable`
-package. The responses are written by a real model (SmolLM2-135M-Instruct by default, two samples
-per request), reduced to plain sentences, and then edited deterministically so that both passing and
-failing responses exist:
+package. Both responses of a pair are ONE text written by a real model (SmolLM2-135M-Instruct by
+default), reduced to plain sentences and put through the same edits: every constraint is enforced
+identically on both sides except one, the deciding constraint, where the winner carries the form the
+request names and the loser a sibling form from the same pool that the request does not name:
 
-    chosen    sample 1 with every constraint enforced (e.g. commas removed, a title added, a P.S. added)
-    rejected  sample 2 with every constraint enforced but one ("hard" pairs, 70%), or sample 2 as the
-              model wrote it ("easy" pairs)
+    postscript       P.S. vs P.P.S            end phrase        the named one vs another of the list
+    keywords         both named vs one swapped for an unnamed one
+    forbidden words  the named two removed vs one named and one other removed (as many deletions)
+    case             lowercase vs capitals (and the converse)      sections   Section vs SECTION
+    bullets / paragraphs   n vs n - 1 or n + 1                     words      fewer than / at least N
+    IFBench (OOD)    word range, exact count of numbers, list marker, keyword in the n-th sentence, names
 
-The label always comes from the official `check_following` of every constraint: a pair is kept only
-if exactly one of its responses satisfies all constraints, so an edit that fails to do what it meant
-costs a pair, never a wrong label. Each row also carries a reference rubric (one [Hard Rule] per
-constraint, restating its wording, plus one [Principle]) and a reference judge trajectory in the
-judge's layout, for SFT warm-up.
+Because each form is drawn from one pool for winners and losers alike, no surface property (length,
+lines, markup, commas, a marker) favours the winner across the task: a judge must read the request.
+`baselines.py` measures that (a prompt-blind classifier and one-line rules; the suite keeps them at
+or below 60%). The label always comes from the official `check_following`: a pair is kept only if the
+winner passes every constraint and the loser fails exactly the deciding one. Each row also carries a
+reference rubric (one [Hard Rule] per constraint, restating its wording, plus one [Principle]) and a
+reference judge trajectory in the judge's layout, whose evidence states what the checker sees.
 
 Splits (the paper's IFBench column is the out-of-distribution idea):
-    if_train.jsonl   IFEval constraint types, training writing tasks
-    if_test.jsonl    IFEval constraint types, held-out writing tasks
-    if_ood.jsonl     IFBench constraint types (never seen in training), held-out writing tasks
+    if_train.jsonl   IFEval constraint types, training writing tasks (2,000 pairs over 720 texts)
+    if_test.jsonl    IFEval constraint types, held-out writing tasks (200 pairs)
+    if_ood.jsonl     IFBench constraint types (never seen in training), held-out writing tasks (200 pairs)
 
     python if_preference_task.py --out-dir data --seed 0       # builds once; a rerun reuses the files
     python if_preference_task.py score-policy --adapter runs/dpo/round1/adapter --out runs/dpo/ifeval.json
     python if_preference_task.py judge-claims runs/eval      # the judge's per-constraint claims vs the checkers
 
-Checkers left out, and why: IFEval number_sentences and capital_word_frequency, IFBench title_case,
-start_verb, words_position and stop_words need NLTK data that is not installed (and must not be
-downloaded at run time); response_language, letter_frequency, keyword frequency, constrained_response,
-json_format, two_responses and repeat_prompt have no edit that keeps a response natural; most other
-IFBench types (palindromic sentences, alliteration, syllable parity, ...) cannot be enforced by an edit.
+The model's samples are cached in data/.if_task_texts.jsonl (committed): a rebuild from it runs no model.
+
+Types left out, and why: those whose right form is a fixed marker (a <<title>>, quotation marks, no
+commas, highlighted sections, placeholders) would put that marker on the winner only, a cue that needs
+no prompt; IFEval number_sentences and capital_word_frequency, IFBench title_case, start_verb and
+stop_words need NLTK data that is not installed (and must not be downloaded at run time); most other
+IFBench types (palindromes, alliteration, syllable parity, ...) cannot be enforced by an edit.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import random
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,38 +141,35 @@ HELD_OUT_TASKS = [
 ]
 
 # ---------------------------------------------------------------------------------------------
-# Constraints: the official checker, the arguments we pass to build_description, and a "draft"
-# edit that enforces it. Drafts keep the parts of a response apart (prefix lines, body sentences,
-# suffix lines, whole-text transforms), so that edits compose in one fixed order.
+# Minimal pairs. Both responses of a pair are the same sampled text through the same edits: every
+# constraint of the request is enforced identically on both sides, except the deciding one, where
+# the winner gets the form the request names and the loser a sibling form that the request does
+# not name (P.P.S for P.S., another end phrase, one bullet more or fewer, SECTION for Section, ...).
+# The sibling forms are drawn from the same pool as the named ones, so each form wins as often as
+# it loses across the task: a judge that does not read the request cannot tell them apart.
+#
+# A spec turns (rng, body sentences) into a Made: the kwargs passed to the official
+# build_description, the winning edit and the losing edit (each a function of a Draft). Length
+# specs (word counts) know their kwargs only once both sides are rendered: `finish` computes them.
 # ---------------------------------------------------------------------------------------------
-
-NAMES = ["Emma", "Liam", "Sophia", "Jackson", "Olivia", "Noah", "Ava", "Lucas", "Isabella", "Mason"]
-PALINDROMES = ["level", "radar", "civic", "refer", "rotor", "madam", "kayak", "stats", "tenet", "racecar"]
-CONJUNCTION_SENTENCES = [  # k distinct coordinating conjunctions in the k-th sentence
-    "Take your time and enjoy it.",
-    "Take your time and enjoy it, but stay focused.",
-    "Take your time and enjoy it, but stay focused, or ask for help.",
-    "Take your time and enjoy it, but stay focused, or ask for help, so nothing is missed.",
-    "Take your time and enjoy it, but stay focused, or ask for help, so nothing is missed, yet keep it simple.",
-]
 
 
 @dataclass
 class Draft:
-    prefix: list[str] = field(default_factory=list)    # lines before the body (a title)
-    body: list[str] = field(default_factory=list)      # sentences
+    body: list[str]                                    # sentences
+    prefix: list[str] = field(default_factory=list)    # lines before the body
     layout: str = "paragraph"                          # how the body is written out
     layout_arg: object = None
-    extra: list[str] = field(default_factory=list)     # sentences appended to the body
+    extra: list[tuple[int, str]] = field(default_factory=list)  # (position, sentence) added to the body
     suffix: list[str] = field(default_factory=list)    # lines after the body (a P.S.)
     ending: str | None = None                          # a phrase the text must end with
-    transforms: list[str] = field(default_factory=list)  # whole-text edits, applied last, in order
-    max_words: int | None = None                       # the whole text has fewer words than this
+    transforms: list[tuple] = field(default_factory=list)  # whole-text edits, applied last, in order
+    keep: int | None = None                            # body sentences kept (the short side of a length pair)
 
     def render(self) -> str:
-        body = self.body + self.extra
-        if self.max_words is not None:
-            body = _fit_words(self, body)
+        body = self.body[:self.keep] if self.keep else list(self.body)
+        for pos, sentence in self.extra:
+            body.insert(len(body) if pos < 0 else min(pos, len(body)), sentence)
         text = "\n\n".join(self.prefix + [_layout(body, self.layout, self.layout_arg)] + self.suffix)
         if self.ending:
             text = text.rstrip() + " " + self.ending
@@ -172,60 +179,28 @@ class Draft:
 
 
 def _words(text: str) -> int:
-    return len(re.findall(r"\w+", text))
+    return len(re.findall(r"\w+", text))  # the checkers' count (nltk's RegexpTokenizer(r"\w+"))
 
 
-def _fit_words(d: Draft, body: list[str]) -> list[str]:
-    """Drop body sentences (then words) until the whole text is under the word limit."""
-    fixed = _words(" ".join(d.prefix + d.suffix + [d.ending or ""])) + 6  # headroom for layout words
-    kept = list(body)
-    while kept and _words(" ".join(kept)) + fixed >= d.max_words:
-        if len(kept) > 1:
-            kept.pop(len(kept) - 1 - len(d.extra) if len(kept) > len(d.extra) else -1)
-        else:
-            words = kept[0].split()
-            kept = [" ".join(words[:max(1, d.max_words - fixed - 1)]).rstrip(",;:") + "."]
-            break
-    return kept
+def _chunks(items: list[str], n: int) -> list[list[str]]:
+    """items in n contiguous, near-equal groups (n <= len(items))."""
+    size = len(items) / n
+    return [items[round(k * size):round((k + 1) * size)] for k in range(n)]
 
 
 def _layout(body: list[str], kind: str, arg) -> str:
     if kind == "paragraph":
         return " ".join(body)
-    if kind == "bullets":  # exactly arg bullet lines
-        n = arg
-        groups = [body[i::n] for i in range(n)] if len(body) >= n else [[s] for s in body] + [["More to add."]] * (n - len(body))
-        return "\n".join("* " + " ".join(g) for g in groups)
+    if kind == "bullets":  # arg bullet lines
+        return "\n".join("* " + " ".join(c) for c in _chunks(body, min(arg, len(body))))
     if kind == "paragraphs":  # arg paragraphs separated by ***
-        n = arg
-        chunks = _chunks(body, n)
-        return "\n***\n".join(" ".join(c) for c in chunks)
-    if kind == "sections":  # arg sections marked "Section k" (or another splitter word)
+        return "\n***\n".join(" ".join(c) for c in _chunks(body, min(arg, len(body))))
+    if kind == "sections":  # arg = (n, word): n sections headed "word k"
         n, word = arg
-        return "\n\n".join(f"{word} {k + 1}\n" + " ".join(c) for k, c in enumerate(_chunks(body, n)))
-    if kind == "template":
-        parts = _chunks(body, 3)
-        return (f"My Answer: {' '.join(parts[0])}\nMy Conclusion: {' '.join(parts[1])}\n"
-                f"Future Outlook: {' '.join(parts[2])}")
-    if kind == "separator":
+        return "\n\n".join(f"{word} {k + 1}\n" + " ".join(c) for k, c in enumerate(_chunks(body, min(n, len(body)))))
+    if kind == "separator":  # one sentence a line, each after the marker arg
         return "\n".join(f"{arg} {s}" for s in body)
-    if kind == "lines":
-        return "\n".join(body)
-    if kind == "flat_bullets":
-        return "\n".join(f"* {s}" for s in body)
-    if kind == "stairs":
-        return "\n".join(" " * (2 * k) + s for k, s in enumerate(body))
-    if kind == "sub_bullets":
-        return "\n".join(f"* {s}\n  - {'In short, it helps.' if k % 2 else 'This matters.'}" for k, s in enumerate(body))
-    if kind == "one_word_per_line":
-        return "\n".join(" ".join(body).split())
     raise ValueError(kind)
-
-
-def _chunks(items: list[str], n: int) -> list[list[str]]:
-    items = items + ["There is more to say."] * max(0, n - len(items))
-    size = len(items) / n
-    return [items[round(k * size):round((k + 1) * size)] for k in range(n)]
 
 
 def _remove_words(text: str, words: list[str]) -> str:
@@ -235,108 +210,204 @@ def _remove_words(text: str, words: list[str]) -> str:
 
 
 TRANSFORMS = {
-    "no_comma": lambda t: re.sub(r"\s*,\s*", " ", t),
     "lower": lambda t: t.lower(),
     "upper": lambda t: t.upper(),
-    "quote": lambda t: '"' + t.strip().strip('"') + '"',
     "remove_words": _remove_words,
-    "no_whitespace": lambda t: re.sub(r"\s+", "", t),
 }
 
 
-def _highlight(body: list[str], n: int) -> list[str]:
-    out = list(body) + ["Here is one more point."] * max(0, n - len(body))
-    for k in range(n):
-        out[k] = f"*{out[k].strip('*')}*"
-    return out
+@dataclass
+class Made:
+    kwargs: dict | None                   # for build_description (None: finish computes it)
+    win: Callable[[Draft], None]
+    lose: Callable[[Draft], None]
+    finish: Callable[[str, str], dict] | None = None  # (winner text, loser text) -> kwargs
 
 
-def _title(task: str) -> str:
-    words = [w for w in re.findall(r"[A-Za-z]+", task) if len(w) > 3][:3] or ["Note"]
-    return "<<" + " ".join(w.capitalize() for w in words) + ">>"
+def _set(**attrs) -> Callable[[Draft], None]:
+    return lambda d: [setattr(d, k, v) for k, v in attrs.items()] and None
 
 
-# id -> (kwargs sampler, enforce(draft, args, task) -> None). The kwargs are passed to the official
-# build_description; `args` is what the checker reports back (get_instruction_args()). VIOLATE holds
-# the edits that make a rejected response break a constraint that plain sentences would pass anyway.
-IFEVAL_SPECS = {
-    "punctuation:no_comma": (lambda r: {}, lambda d, a, t: d.transforms.append(("no_comma",))),
-    "change_case:english_lowercase": (lambda r: {}, lambda d, a, t: d.transforms.append(("lower",))),
-    "change_case:english_capital": (lambda r: {}, lambda d, a, t: d.transforms.append(("upper",))),
-    "detectable_content:postscript": (
-        lambda r: {"postscript_marker": r.choice(["P.S.", "P.P.S"])},
-        lambda d, a, t: d.suffix.append(f"{a['postscript_marker']} I hope this helps.")),
-    "detectable_format:title": (lambda r: {}, lambda d, a, t: d.prefix.insert(0, _title(t))),
-    "startend:end_checker": (
-        lambda r: {"end_phrase": r.choice(["Any other questions?", "Is there anything else I can help with?",
-                                           "Let me know if you have additional questions."])},
-        lambda d, a, t: setattr(d, "ending", a["end_phrase"][0].upper() + a["end_phrase"][1:])),
-    "startend:quotation": (lambda r: {}, lambda d, a, t: d.transforms.append(("quote",))),
-    "detectable_format:number_highlighted_sections": (
-        lambda r: {"num_highlights": r.randint(1, 3)},
-        lambda d, a, t: setattr(d, "body", _highlight(d.body, a["num_highlights"]))),
-    "keywords:existence": (
-        lambda r: {"keywords": r.sample(["plan", "simple", "morning", "light", "friend", "careful", "garden", "future"], 2)},
-        lambda d, a, t: d.extra.append(f"It is also about {a['keywords'][0]} and {a['keywords'][1]}.")),
-    "keywords:forbidden_words": (
-        lambda r: {"forbidden_words": r.sample(["the", "and", "very", "you", "is", "it"], 2)},
-        lambda d, a, t: d.transforms.append(("remove_words", a["forbidden_words"]))),
-    "length_constraints:number_words": (
-        lambda r: {"num_words": r.randint(25, 50), "relation": "less than"},
-        lambda d, a, t: setattr(d, "max_words", a["num_words"])),
-    "detectable_content:number_placeholders": (
-        lambda r: {"num_placeholders": r.randint(1, 3)},
-        lambda d, a, t: d.extra.append(
-            "Reach me at " + " or ".join(["[name]", "[phone number]", "[email]"][:a["num_placeholders"]]) + ".")),
-    "detectable_format:number_bullet_lists": (
-        lambda r: {"num_bullets": r.randint(2, 4)},
-        lambda d, a, t: (setattr(d, "layout", "bullets"), setattr(d, "layout_arg", a["num_bullets"]))),
-    "length_constraints:number_paragraphs": (
-        lambda r: {"num_paragraphs": r.randint(2, 3)},
-        lambda d, a, t: (setattr(d, "layout", "paragraphs"), setattr(d, "layout_arg", a["num_paragraphs"]))),
-    "detectable_format:multiple_sections": (
-        lambda r: {"section_spliter": r.choice(["Section", "SECTION"]), "num_sections": r.randint(2, 3)},
-        lambda d, a, t: (setattr(d, "layout", "sections"),
-                         setattr(d, "layout_arg", (a["num_sections"], a["section_spliter"])))),
+def _add(field_name: str, value) -> Callable[[Draft], None]:
+    return lambda d: getattr(d, field_name).append(value)
+
+
+def _other(rng: random.Random, pool: list, *not_these) -> object:
+    return rng.choice([x for x in pool if x not in not_these])
+
+
+def _count_pair(rng: random.Random, lo: int, hi: int) -> tuple[int, int]:
+    """A count n in [lo, hi] and its sibling n - 1 or n + 1 (either, where both stay in [lo - 1, hi + 1])."""
+    n = rng.randint(lo, hi)
+    return n, n + rng.choice([-1, 1])
+
+
+PS_LINES = ["I hope this helps.", "Thanks for reading.", "More soon.", "Talk to you later."]
+END_PHRASES = ["Any other questions?", "Is there anything else I can help with?",
+               "Let me know if you have additional questions."]
+KEYWORDS = ["plan", "simple", "morning", "light", "friend", "careful", "garden", "future", "quiet", "bright",
+            "patience", "journey"]
+KEYWORD_TEMPLATES = ["It is also about {} and {}.", "Think of {} and {} as well.", "This touches on {} and {} too."]
+FORBIDDEN = ["the", "and", "is", "it", "of", "to", "in", "with", "a", "you"]
+SEPARATORS = ["SEPARATOR", "-->", ">>>", "!?!?"]
+NAMES = ["Emma", "Liam", "Sophia", "Jackson", "Olivia", "Noah", "Ava", "Lucas", "Isabella", "Mason"]
+NOT_NAMES = {3: "all", 4: "them", 5: "staff", 6: "others", 7: "friends", 8: "everyone"}  # by length
+SENTENCE_KEYWORDS = ["harmony", "lantern", "compass", "ribbon", "meadow", "anchor"]
+
+
+def _present(word: str, text: str) -> bool:
+    return re.search(r"\b" + re.escape(word) + r"\b", text, re.I) is not None
+
+
+def _postscript(rng, body):
+    m = rng.choice(["P.S.", "P.P.S"])  # the checker's two markers; neither matches the other's pattern
+    line = rng.choice(PS_LINES)
+    return Made({"postscript_marker": m}, _add("suffix", f"{m} {line}"),
+                _add("suffix", f"{_other(rng, ['P.S.', 'P.P.S'], m)} {line}"))
+
+
+def _end_phrase(rng, body):
+    p = rng.choice(END_PHRASES)
+    return Made({"end_phrase": p}, _set(ending=p), _set(ending=_other(rng, END_PHRASES, p)))
+
+
+def _keywords(rng, body):
+    text = " ".join(body)
+    free = [k for k in KEYWORDS if not re.search(k, text, re.I)]
+    if len(free) < 3:
+        return None
+    k1, k2, k3 = rng.sample(free, 3)
+    tpl, pos = rng.choice(KEYWORD_TEMPLATES), rng.choice([0, -1])
+    lost = [k3, k2] if rng.random() < 0.5 else [k1, k3]  # one named keyword swapped for an unnamed one
+    return Made({"keywords": [k1, k2]}, _add("extra", (pos, tpl.format(k1, k2))),
+                _add("extra", (pos, tpl.format(*lost))))
+
+
+def _forbidden(rng, body):
+    present = [w for w in FORBIDDEN if _present(w, " ".join(body))]
+    if len(present) < 3:
+        return None
+    w1, w2, w3 = rng.sample(present, 3)  # the loser drops w3 instead of w2: as many deletions, one named word kept
+    return Made({"forbidden_words": [w1, w2]}, _add("transforms", ("remove_words", [w1, w2])),
+                _add("transforms", ("remove_words", [w1, w3])))
+
+
+def _case(named: str, sibling: str):
+    return lambda rng, body: Made({}, _add("transforms", (named,)), _add("transforms", (sibling,)))
+
+
+def _layout_count(kind: str, lo: int, hi: int, key: str, sibling_lo: int):
+    def make(rng, body):
+        top = min(hi, len(body) - 1)  # room for one more on the sibling side
+        if top < lo:
+            return None
+        n, other = _count_pair(rng, lo, top)
+        other = max(other, sibling_lo)
+        return Made({key: n}, _set(layout=kind, layout_arg=n), _set(layout=kind, layout_arg=other))
+    return make
+
+
+def _sections(rng, body):
+    if len(body) < 2:
+        return None
+    n, word = rng.randint(2, min(3, len(body))), rng.choice(["Section", "SECTION"])
+    return Made({"section_spliter": word, "num_sections": n}, _set(layout="sections", layout_arg=(n, word)),
+                _set(layout="sections", layout_arg=(n, _other(rng, ["Section", "SECTION"], word))))
+
+
+def _length(make_kwargs: Callable[[random.Random, int, int], dict]):
+    """A length constraint: one side keeps every body sentence, the other drops the last one; which one
+    the request names (shorter or longer) is drawn at random, and the threshold falls between the two."""
+    def make(rng, body):
+        if len(body) < 2:
+            return None
+        short, keep = rng.random() < 0.5, len(body) - 1
+        cut = _set(keep=keep)
+        return Made(None, cut if short else (lambda d: None), (lambda d: None) if short else cut,
+                    finish=lambda w, lo: make_kwargs(rng, _words(w), _words(lo)))
+    return make
+
+
+def _number_words(rng, w: int, other: int) -> dict:
+    between = other + 1 + (w - other - 1) // 2 if w > other else w + 1 + (other - w - 1) // 2
+    return {"num_words": between, "relation": "at least" if w > other else "less than"}
+
+
+def _word_range(rng, w: int, other: int) -> dict:
+    width = max(2, round(0.08 * w))
+    if w < other:
+        hi = min(w + rng.randint(0, 2), other - 1)
+        return {"min_words": max(1, hi - width), "max_words": hi}
+    lo = max(w - rng.randint(0, 2), other + 1)
+    return {"min_words": lo, "max_words": lo + width}
+
+
+def _numbers(rng, body):
+    n, other = _count_pair(rng, 2, 4)
+    values = rng.sample(range(2, 60), 5)
+    say = lambda k: "Keep these numbers in mind: " + ", ".join(map(str, values[:k - 1])) + f" and {values[k - 1]}."
+    strip = lambda d: setattr(d, "body", [re.sub(r"\s*\d+", "", s) for s in d.body])  # no other numbers, both sides
+    return Made({"N": n}, lambda d: (strip(d), d.extra.append((-1, say(n)))),
+                lambda d: (strip(d), d.extra.append((-1, say(other)))))
+
+
+def _separator(rng, body):
+    if len(body) < 2:
+        return None
+    sep = rng.choice(SEPARATORS)
+    return Made({"sep": sep}, _set(layout="separator", layout_arg=sep),
+                _set(layout="separator", layout_arg=_other(rng, SEPARATORS, sep)))
+
+
+def _keyword_sentence(rng, body):
+    free = [w for w in SENTENCE_KEYWORDS if w not in " ".join(body).lower()]
+    if len(body) < 2 or not free:
+        return None
+    word, n = rng.choice(free), rng.randint(1, min(3, len(body)))
+    moved = n + rng.choice([-1, 1]) if 1 < n < len(body) + 1 else (2 if n == 1 else n - 1)
+    sentence = f"Here the word {word} matters."
+    return Made({"word": word, "N": n}, _add("extra", (n - 1, sentence)), _add("extra", (moved - 1, sentence)))
+
+
+def _person_names(rng, body):
+    n = rng.randint(2, 4)
+    names = rng.sample(NAMES, n)
+    say = lambda xs: "Ask " + ", ".join(xs[:-1]) + f" and {xs[-1]} for their view."
+    stand_in = NOT_NAMES[len(names[-1])]  # as long as the name it replaces: the loser is no longer or shorter
+    return Made({"N": n}, _add("extra", (-1, say(names))), _add("extra", (-1, say(names[:-1] + [stand_in]))))
+
+
+# id -> spec; both registries' types are checked by their official classes
+IFEVAL_MINIMAL = {
+    "detectable_content:postscript": _postscript,
+    "startend:end_checker": _end_phrase,
+    "keywords:existence": _keywords,
+    "keywords:forbidden_words": _forbidden,
+    "change_case:english_lowercase": _case("lower", "upper"),
+    "change_case:english_capital": _case("upper", "lower"),
+    "length_constraints:number_words": _length(_number_words),
+    "detectable_format:number_bullet_lists": _layout_count("bullets", 2, 4, "num_bullets", 1),
+    "length_constraints:number_paragraphs": _layout_count("paragraphs", 2, 4, "num_paragraphs", 1),
+    "detectable_format:multiple_sections": _sections,
 }
-IFBENCH_SPECS = {
-    "format:output_template": (lambda r: {}, lambda d, a, t: setattr(d, "layout", "template")),
-    "count:person_names": (
-        lambda r: {"N": r.randint(2, 4)},
-        lambda d, a, t: d.extra.append("Ask " + ", ".join(NAMES[:a["N"]]) + " for their view.")),
-    "format:list": (
-        lambda r: {"sep": r.choice(["SEPARATOR", "-->", ">>>"])},
-        lambda d, a, t: (setattr(d, "layout", "separator"), setattr(d, "layout_arg", a["sep"]))),
-    "count:conjunctions": (
-        lambda r: {"small_n": r.randint(2, 4)},
-        lambda d, a, t: d.extra.append(CONJUNCTION_SENTENCES[a["small_n"] - 1])),
-    "count:numbers": (
-        lambda r: {"N": r.randint(1, 3)},
-        lambda d, a, t: (setattr(d, "body", [re.sub(r"\d+", "", s) for s in d.body]),
-                         d.extra.append("Remember these numbers: " + " and ".join(str(7 * k + 3) for k in range(a["N"])) + "."))),
-    "format:parentheses": (lambda r: {}, lambda d, a, t: d.extra.append("(See the notes [on this {topic (in [detail])}].)")),
-    "words:palindrome": (lambda r: {}, lambda d, a, t: d.extra.append("Some palindromes: " + " ".join(PALINDROMES) + ".")),
-    "format:line_indent": (lambda r: {}, lambda d, a, t: setattr(d, "layout", "stairs")),
-    "format:sub-bullets": (lambda r: {}, lambda d, a, t: setattr(d, "layout", "sub_bullets")),
-    "format:newline": (lambda r: {}, lambda d, a, t: setattr(d, "layout", "one_word_per_line")),
+IFBENCH_MINIMAL = {
+    "count:word_count_range": _length(_word_range),
+    "count:numbers": _numbers,
+    "format:list": _separator,
+    "sentence:keyword": _keyword_sentence,
+    "count:person_names": _person_names,
 }
-CONJUNCTIONS = ["and", "but", "or", "so", "yet", "for", "nor"]
-VIOLATE = {
-    "format:line_indent": lambda d, a, t: setattr(d, "layout", "lines"),          # one sentence a line, no indent
-    "format:sub-bullets": lambda d, a, t: setattr(d, "layout", "flat_bullets"),   # bullets without sub-bullets
-    "count:conjunctions": lambda d, a, t: d.transforms.append(("remove_words", CONJUNCTIONS)),
-}
-# Pairs we do not combine (beyond the official IFEval conflicts): two layouts, or edits that undo each other.
-LAYOUTS = {"detectable_format:number_bullet_lists", "length_constraints:number_paragraphs", "detectable_format:multiple_sections",
-           "format:output_template", "format:list", "format:line_indent", "format:sub-bullets", "format:newline"}
+LENGTH_TYPES = {"length_constraints:number_words", "count:word_count_range"}
+LAYOUTS = {"detectable_format:number_bullet_lists", "length_constraints:number_paragraphs",
+           "detectable_format:multiple_sections", "format:list"}
+# Pairs we do not combine: two layouts, a length with a layout, or edits that undo each other.
 EXTRA_CONFLICTS = [
     {"change_case:english_lowercase", "change_case:english_capital"},
     {"change_case:english_lowercase", "detectable_format:multiple_sections"},
-    {"change_case:english_capital", "keywords:existence"},
-    {"detectable_format:number_highlighted_sections", "detectable_format:number_bullet_lists"},
-    {"length_constraints:number_words", "detectable_format:multiple_sections"},
-    {"format:newline", "count:person_names"}, {"format:newline", "format:parentheses"},
-    {"format:newline", "words:palindrome"}, {"format:newline", "count:numbers"},
+    {"change_case:english_capital", "detectable_format:multiple_sections"},
+    {"keywords:forbidden_words", "startend:end_checker"},
+    {"keywords:forbidden_words", "detectable_content:postscript"},
+    {"format:list", "sentence:keyword"},
 ]
 
 
@@ -345,8 +416,8 @@ class Constraint:
     iid: str
     registry: str          # "ifeval" | "ifbench"
     kwargs: dict
-    description: str
-    args: dict             # the checker's own view of its arguments
+    description: str = ""
+    args: dict = field(default_factory=dict)  # the checker's own view of its arguments
 
     def checker(self, regs):
         cls = (regs[0] if self.registry == "ifeval" else regs[1])[self.iid]
@@ -359,46 +430,59 @@ def _check(regs, constraints: list[Constraint], text: str) -> list[bool]:
     return [bool(text.strip()) and bool(c.checker(regs).check_following(text)) for c in constraints]
 
 
-def _sample_constraints(rng: random.Random, regs, registry: str, k: int) -> list[Constraint]:
-    specs = IFEVAL_SPECS if registry == "ifeval" else IFBENCH_SPECS
-    conflicts = regs[2]
+def _compatible(iid: str, chosen: list[str], conflicts: dict) -> bool:
+    if any(iid in conflicts.get(c, ()) or c in conflicts.get(iid, ()) for c in chosen):
+        return False
+    if any({iid, c} in EXTRA_CONFLICTS for c in chosen):
+        return False
+    kinds = [x for x in chosen + [iid] if x in LAYOUTS | LENGTH_TYPES]
+    return len(kinds) <= 1
+
+
+def choose_types(rng: random.Random, registry: str, k: int, conflicts: dict) -> list[str]:
+    specs = IFEVAL_MINIMAL if registry == "ifeval" else IFBENCH_MINIMAL
     chosen: list[str] = []
     for iid in rng.sample(sorted(specs), len(specs)):
-        if len(chosen) == k:
-            break
-        if any(iid in conflicts.get(c, ()) or c in conflicts.get(iid, ()) for c in chosen):
-            continue
-        if iid in LAYOUTS and any(c in LAYOUTS for c in chosen):
-            continue
-        if any({iid, c} in EXTRA_CONFLICTS for c in chosen):
-            continue
-        chosen.append(iid)
-    out = []
-    for iid in chosen:
-        kwargs = specs[iid][0](rng)
+        if len(chosen) < k and _compatible(iid, chosen, conflicts):
+            chosen.append(iid)
+    return chosen
+
+
+def make_minimal_pair(rng: random.Random, body: list[str], task: str, registry: str, k: int, regs
+                      ) -> tuple[list[Constraint], str, str, int] | None:
+    """(constraints, winner text, loser text, deciding index), or None when this text cannot carry them.
+    The official checkers must agree: the winner passes every constraint, the loser fails exactly the
+    deciding one."""
+    specs = IFEVAL_MINIMAL if registry == "ifeval" else IFBENCH_MINIMAL
+    iids = choose_types(rng, registry, k, regs[2])
+    made = [specs[i](rng, body) for i in iids]
+    if not iids or any(m is None for m in made):
+        return None
+    length = [j for j, i in enumerate(iids) if i in LENGTH_TYPES]
+    decide = length[0] if length else rng.randrange(len(iids))
+    win, lose = Draft(body=list(body)), Draft(body=list(body))
+    for j, m in enumerate(made):
+        m.win(win)
+        (m.lose if j == decide else m.win)(lose)
+    w, lo = win.render(), lose.render()
+    cs = []
+    for iid, m in zip(iids, made):
+        kwargs = m.finish(w, lo) if m.finish else m.kwargs
         cls = (regs[0] if registry == "ifeval" else regs[1])[iid]
         c = cls(iid)
         desc = c.build_description(**kwargs)
-        out.append(Constraint(iid, registry, kwargs, desc, dict(c.get_instruction_args() or {})))
-    return out
-
-
-def _enforce(body: list[str], constraints: list[Constraint], task: str, skip: int | None = None) -> str:
-    """The sentences written out with every constraint enforced, except `skip`, which is broken."""
-    d = Draft(body=list(body))
-    for k, c in enumerate(constraints):
-        if k != skip:
-            (IFEVAL_SPECS if c.registry == "ifeval" else IFBENCH_SPECS)[c.iid][1](d, c.args, task)
-        elif c.iid in VIOLATE:
-            VIOLATE[c.iid](d, c.args, task)
-    return d.render()
+        cs.append(Constraint(iid, registry, kwargs, desc, dict(c.get_instruction_args() or {})))
+    ok_w, ok_l = _check(regs, cs, w), _check(regs, cs, lo)
+    if not all(ok_w) or ok_l != [j != decide for j in range(len(cs))] or w.strip() == lo.strip():
+        return None
+    return cs, w, lo, decide
 
 
 def plain_sentences(text: str, max_sentences: int = 4, max_words: int = 70) -> list[str]:
     """A model response as plain sentences: markdown and list markers dropped, a sentence cut off
     by the length limit removed, at most max_sentences sentences and about max_words words."""
     text = re.sub(r"(?im)^\s*p\.\s?(?:p\.\s?)?s\b.*$", "", text)  # the model's own postscripts
-    text = re.sub(r"[*#_`<>\[\]{}\"]+", "", text)  # markdown, titles, placeholders, quotes: the edits add these
+    text = re.sub(r"[*#_`<>\[\]{}\"]+", "", text)  # markdown, titles, placeholders, quotes
     text = re.sub(r"(?im)^\s*section\s*\d+\s*$", "", text)
     text = re.sub(r"(?m)^\s*(?:[-•]|\d+[.)])\s+", "", text)
     text = re.sub(r"\s+", " ", text).strip()
@@ -413,7 +497,6 @@ def plain_sentences(text: str, max_sentences: int = 4, max_words: int = 70) -> l
         n += _words(s)
     return out
 
-
 # ---------------------------------------------------------------------------------------------
 # Reference rubric and judge trajectory (the formats of prompts/rubric.txt and prompts/judge.txt)
 # ---------------------------------------------------------------------------------------------
@@ -426,43 +509,30 @@ def _n(k: int, word: str) -> str:
 
 
 def evidence(iid: str, args: dict, text: str) -> str:
-    """What a careful reader sees when checking one IFEval constraint: the fact behind the verdict
-    (a count, a missing word), computed the way the official checker does. The reference judge
-    writes it before its "Met" / "Not met", so that the verdict rests on the response's content."""
+    """What a careful reader sees when checking one constraint: the fact behind the verdict (a count,
+    a marker, a missing word), computed the way the official checker does. The reference judge writes
+    it before its "met" / "not met", so that the verdict rests on the response's content."""
     a = args or {}
-    if iid == "punctuation:no_comma":
-        return f"it has {_n(text.count(','), 'comma')}"
     if iid == "change_case:english_lowercase":
         return "it has capital letters" if any(c.isupper() for c in text) else "every letter is lowercase"
     if iid == "change_case:english_capital":
         return "it has lowercase letters" if any(c.islower() for c in text) else "every letter is a capital"
     if iid == "detectable_content:postscript":
-        marker = a.get("postscript_marker", "P.S.")
-        has = re.search(r"(?im)^\s*" + re.escape(marker.lower()).replace(r"\ ", r"\s?"), text.lower())
-        return f"it has {'a' if has else 'no'} postscript starting with {marker}"
-    if iid == "detectable_format:title":
-        return "it has a title in double angular brackets" if re.search(r"<<[^\n]+>>", text) else \
-            "it has no title in double angular brackets"
+        m = re.search(r"(?im)^\s*(p\.\s?(?:p\.\s?)?s\.?)", text)
+        return f"its postscript starts with {m.group(1).upper()}" if m else "it has no postscript"
     if iid == "startend:end_checker":
         ends = text.strip().strip('"').lower().endswith(a.get("end_phrase", "").strip().lower())
         return f"it {'ends' if ends else 'does not end'} with the required phrase"
-    if iid == "startend:quotation":
-        t = text.strip()
-        return f"it {'is' if len(t) > 1 and t[0] == t[-1] == chr(34) else 'is not'} wrapped in double quotation marks"
-    if iid == "detectable_format:number_highlighted_sections":
-        k = len([h for h in re.findall(r"\*[^\n\*]*\*", text) if h.strip("*").strip()])
-        return f"it has {_n(k, 'highlighted section')}"
     if iid == "keywords:existence":
         missing = [k for k in a.get("keywords", []) if not re.search(k, text, re.I)]
         return f"the keyword {missing[0]} is missing" if missing else "every keyword appears"
     if iid == "keywords:forbidden_words":
-        present = [w for w in a.get("forbidden_words", []) if re.search(r"\b" + w + r"\b", text, re.I)]
+        present = [w for w in a.get("forbidden_words", []) if _present(w, text)]
         return f"the word {present[0]} appears" if present else "no forbidden word appears"
     if iid == "length_constraints:number_words":
-        return f"it has {_n(_words(text), 'word')}"
-    if iid == "detectable_content:number_placeholders":
-        k = len(re.findall(r"\[.*?\]", text))
-        return f"it has {_n(k, 'placeholder')} in square brackets"
+        w, n = _words(text), a.get("num_words", 0)
+        below = w < n
+        return f"it has {_n(w, 'word')}, {'fewer than' if below else 'at least'} {n}"
     if iid == "detectable_format:number_bullet_lists":
         k = len(re.findall(r"^\s*\*[^\*].*$", text, re.M)) + len(re.findall(r"^\s*-.*$", text, re.M))
         return f"it has {_n(k, 'bullet point')}"
@@ -471,7 +541,22 @@ def evidence(iid: str, args: dict, text: str) -> str:
     if iid == "detectable_format:multiple_sections":
         word = a.get("section_spliter", "Section")
         return f"it has {_n(len(re.split(r'[ ]?' + word + r'[ ]?[0-9]+[ ]?', text)) - 1, 'section')} marked {word}"
-    return "checked against the requirement"  # IFBench types (held out, never trained on)
+    if iid == "count:word_count_range":
+        w, lo, hi = _words(text), a.get("min_words", 0), a.get("max_words", 0)
+        return f"it has {_n(w, 'word')}, {'inside' if lo <= w <= hi else 'outside'} {lo} to {hi}"
+    if iid == "count:numbers":
+        k = len(re.findall(r"\d+", re.sub(r"[^\w\s]", "", text)))
+        return f"it has {_n(k, 'number')}"
+    if iid == "format:list":
+        return f"it has {_n(text.count(a.get('sep', '')), 'item')} marked {a.get('sep', '')}"
+    if iid == "sentence:keyword":
+        word = a.get("word", "")
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if s]
+        where = [str(k + 1) for k, s in enumerate(sentences) if word.lower() in s.lower()]
+        return f"the keyword {word} is in sentence {', '.join(where)}" if where else f"the keyword {word} is missing"
+    if iid == "count:person_names":
+        return f"it names {_n(len({x for x in NAMES if _present(x, text)}), 'person')} from the list"
+    return "checked against the requirement"
 
 
 def make_rubric(constraints: list[Constraint]) -> str:
@@ -506,7 +591,7 @@ def make_judge_trajectory(constraints: list[Constraint], a: str, b: str, ok_a: l
 # Building the splits
 # ---------------------------------------------------------------------------------------------
 
-FORMAT_VERSION = 2  # of the rows (2: judge trajectories carry the evidence behind each verdict)
+FORMAT_VERSION = 3  # of the rows (3: minimal pairs, both sides from one sampled text)
 SPLITS = {  # name -> (registry, writing tasks, id prefix)
     "train": ("ifeval", TRAIN_TASKS, "if-train"),
     "test": ("ifeval", HELD_OUT_TASKS, "if-test"),
@@ -514,40 +599,39 @@ SPLITS = {  # name -> (registry, writing tasks, id prefix)
 }
 
 
-def make_requests(split: str, n: int, seed: int, regs) -> list[dict]:
+def make_split(split: str, n: int, seed: int, texts: dict[str, list[str]], regs) -> tuple[list[dict], int]:
+    """n labelled minimal pairs of one split, and how many draws it took. Draw i is seeded by
+    (seed, split, i) alone, so a row does not depend on the rows before it."""
     registry, tasks, prefix = SPLITS[split]
-    rng = random.Random(f"{seed}-{split}")
-    out = []
-    for i in range(n):
+    rows, draw = [], 0
+    while len(rows) < n:
+        if draw > 20 * n + 100:
+            raise SystemExit(f"error: only {len(rows)} clean {split} pairs of {n} after {draw} draws")
+        rng = random.Random(f"{seed}-{split}-{draw}")
+        random.seed(f"{seed}-{split}-{draw}")  # build_description draws anything we leave out from `random`
+        draw += 1
         task = rng.choice(tasks)
+        body = plain_sentences(rng.choice(texts[task]))
         k = rng.choice([1, 2, 2, 3]) if registry == "ifeval" else rng.choice([1, 2])
-        random.seed(f"{seed}-{split}-{i}")  # build_description draws anything we leave out from `random`
-        cs = _sample_constraints(rng, regs, registry, k)
-        prompt = task + " " + " ".join(" ".join(c.description.split()) for c in cs)
-        out.append({"id": f"{prefix}-{i:05d}", "task": task, "prompt": prompt, "constraints": cs, "registry": registry,
-                    "hard": rng.random() < 0.7, "skip": rng.randrange(len(cs)), "swap": rng.random() < 0.5})
-    return out
+        made = make_minimal_pair(rng, body, task, registry, k, regs) if body else None
+        if made is None:
+            continue
+        cs, win, lose, decide = made
+        rows.append(labelled_row(f"{prefix}-{len(rows):05d}", task, cs, win, lose, decide, swap=rng.random() < 0.5))
+    return rows, draw
 
 
-def make_pair(req: dict, sample_1: str, sample_2: str, regs) -> dict | None:
-    """The labelled row of one request and two model samples, or None when no clean pair exists."""
-    cs = req["constraints"]
-    s1, s2 = plain_sentences(sample_1), plain_sentences(sample_2)
-    if not s1 or not s2:
-        return None
-    chosen = _enforce(s1, cs, req["task"])
-    rejected = _enforce(s2, cs, req["task"], skip=req["skip"]) if req["hard"] else " ".join(s2)
-    ok_c, ok_r = _check(regs, cs, chosen), _check(regs, cs, rejected)
-    if not all(ok_c) or all(ok_r) or chosen.strip() == rejected.strip():
-        return None  # the label must come out of the official checkers: exactly one passes everything
-    winner = "B" if req["swap"] else "A"
-    a, b = (rejected, chosen) if req["swap"] else (chosen, rejected)
-    ok_a, ok_b = (ok_r, ok_c) if req["swap"] else (ok_c, ok_r)
-    return {"id": req["id"], "prompt": req["prompt"], "response_a": a, "response_b": b, "winner": winner,
+def labelled_row(row_id: str, task: str, cs: list[Constraint], win: str, lose: str, decide: int, swap: bool) -> dict:
+    ok_w = [True] * len(cs)
+    ok_l = [j != decide for j in range(len(cs))]
+    a, b, ok_a, ok_b = (lose, win, ok_l, ok_w) if swap else (win, lose, ok_w, ok_l)
+    winner = "B" if swap else "A"
+    return {"id": row_id, "prompt": task + " " + " ".join(" ".join(c.description.split()) for c in cs),
+            "response_a": a, "response_b": b, "winner": winner,
             "rubric": make_rubric(cs), "judge_trajectory": make_judge_trajectory(cs, a, b, ok_a, ok_b, winner),
-            "source": f"if-{req['registry']}",
+            "source": f"if-{cs[0].registry}",
             "constraints": [{"id": c.iid, "registry": c.registry, "kwargs": c.kwargs} for c in cs],
-            "pair": "hard" if req["hard"] else "easy", "satisfied_a": ok_a, "satisfied_b": ok_b}
+            "pair": "minimal", "decisive": cs[decide].iid, "satisfied_a": ok_a, "satisfied_b": ok_b}
 
 
 def check_row(row: dict, regs=None) -> bool:
@@ -725,29 +809,41 @@ def claims_of_eval(eval_dir: Path, data: list[Path]) -> dict:
     return claims_report(rows, preds, rubrics)
 
 
-def sample_responses(model_name: str, prompts: list[str], seed: int, cache: Path, batch: int,
-                     max_new_tokens: int, temperature: float, dtype: str) -> dict[str, list[str]]:
-    """Two samples per prompt from the model, appended to `cache` batch by batch (resumable)."""
+SAMPLE_HINT = " Answer in a short paragraph of three or four sentences."
+
+
+def sample_texts(model_name: str, tasks: list[str], per_task: int, seed: int, cache: Path, tasks_per_call: int,
+                 max_new_tokens: int, temperature: float, dtype: str) -> dict[str, list[str]]:
+    """per_task samples of the model's answer to each writing task (no constraints: the constraints are
+    enforced by editing, identically on both sides of a pair), appended to `cache` one generate call at a
+    time, so an interrupted build resumes where it stopped."""
     import torch
 
     import common as C
-    done = {r["prompt"]: r["samples"] for r in C.read_jsonl_resumable(cache)}
-    todo = [p for p in dict.fromkeys(prompts) if p not in done]
+    done: dict[str, list[str]] = {}
+    for r in C.read_jsonl_resumable(cache):
+        done.setdefault(r["task"], []).extend(r["samples"])
+    todo = [t for t in dict.fromkeys(tasks) if len(done.get(t, [])) < per_task]
     if todo:
         tok = C.load_tokenizer(model_name)
         model = C.load_base_model(model_name, device=torch.device("cpu"), dtype=dtype)
-        bar = C.progress(total=len(todo), desc="responses")
-        for s in range(0, len(todo), batch):
-            chunk = todo[s:s + batch]
-            torch.manual_seed(seed * 100003 + len(done))  # fixed per batch position: a resumed build draws the same
-            ro = C.generate(model, tok, [C.chat_prompt_ids(tok, [{"role": "user", "content": p}]) for p in chunk],
-                            n=2, max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.95)
-            rows = [{"prompt": p, "samples": ro.texts[2 * j:2 * j + 2]} for j, p in enumerate(chunk)]
+        bar = C.progress(total=len(todo), desc="writing samples")
+        for s in range(0, len(todo), tasks_per_call):
+            chunk = todo[s:s + tasks_per_call]
+            torch.manual_seed(seed * 100003 + tasks.index(chunk[0]))  # fixed per task: a resumed build draws the same
+            ids = [C.chat_prompt_ids(tok, [{"role": "user", "content": t + SAMPLE_HINT}]) for t in chunk]
+            ro = C.generate(model, tok, ids, n=per_task, max_new_tokens=max_new_tokens, temperature=temperature,
+                            top_p=0.95)
+            rows = [{"task": t, "samples": ro.texts[per_task * j:per_task * (j + 1)]} for j, t in enumerate(chunk)]
             C.append_jsonl(cache, rows)
-            done.update((r["prompt"], r["samples"]) for r in rows)
+            for r in rows:
+                done[r["task"]] = r["samples"]
             bar.update(len(chunk))
         bar.close()
     return done
+
+
+TEXTS_PER_TASK = {"train": 16, "held_out": 24}  # samples per writing task; pairs reuse each under other constraints
 
 
 def build(out_dir: Path, sizes: dict[str, int], seed: int, model: str, batch: int, max_new_tokens: int,
@@ -755,7 +851,7 @@ def build(out_dir: Path, sizes: dict[str, int], seed: int, model: str, batch: in
     import common as C
     manifest_path = out_dir / "if_task_manifest.json"
     settings = {"sizes": sizes, "seed": seed, "model": model, "max_new_tokens": max_new_tokens,
-                "temperature": temperature, "dtype": dtype, "format": FORMAT_VERSION}
+                "temperature": temperature, "dtype": dtype, "texts_per_task": TEXTS_PER_TASK, "format": FORMAT_VERSION}
     if manifest_path.exists() and not force:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("settings") == settings and all((out_dir / f"if_{s}.jsonl").exists() for s in sizes):
@@ -765,31 +861,23 @@ def build(out_dir: Path, sizes: dict[str, int], seed: int, model: str, batch: in
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     regs = _registries()
-    # over-ask: some requests yield no clean pair (about 10-30%, see the manifest)
-    requests = {split: make_requests(split, int(n * 1.5) + 8, seed, regs) for split, n in sizes.items()}
-    prompts = [r["prompt"] for rs in requests.values() for r in rs]
-    t_sample = time.perf_counter()
-    samples = sample_responses(model, prompts, seed, out_dir / ".if_task_samples.jsonl", batch, max_new_tokens,
-                               temperature, dtype)
-    sampling_seconds = time.perf_counter() - t_sample
+    cache = out_dir / ".if_task_texts.jsonl"
+    texts = sample_texts(model, TRAIN_TASKS, TEXTS_PER_TASK["train"], seed, cache, batch, max_new_tokens,
+                         temperature, dtype)
+    texts.update(sample_texts(model, HELD_OUT_TASKS, TEXTS_PER_TASK["held_out"], seed + 1, cache, batch,
+                              max_new_tokens, temperature, dtype))
+    sampling_seconds = time.perf_counter() - t0
     if manifest_path.exists() and sampling_seconds < 60:  # the samples came from the cache: keep their cost
-        old = json.loads(manifest_path.read_text())
-        sampling_seconds = old.get("sampling_seconds", old.get("build_seconds", sampling_seconds))
+        sampling_seconds = json.loads(manifest_path.read_text()).get("sampling_seconds", sampling_seconds)
     counts = {}
     for split, n in sizes.items():
-        rows, tried = [], 0
-        for req in requests[split]:
-            if len(rows) == n:
-                break
-            tried += 1
-            row = make_pair(req, *samples[req["prompt"]], regs)
-            if row is not None:
-                rows.append(row)
-        if len(rows) < n:
-            raise SystemExit(f"error: only {len(rows)} clean {split} pairs of {n} asked; raise the over-ask in build()")
+        rows, draws = make_split(split, n, seed, texts, regs)
         C.write_jsonl_atomic(out_dir / f"if_{split}.jsonl", rows)
-        counts[split] = {"rows": n, "requests_tried": tried,
-                         "constraint_types": sorted({c["id"] for r in rows for c in r["constraints"]})}
+        deciding: dict[str, int] = {}
+        for r in rows:
+            deciding[r["decisive"]] = deciding.get(r["decisive"], 0) + 1
+        counts[split] = {"rows": n, "draws": draws, "deciding_types": dict(sorted(deciding.items())),
+                         "winner_a": sum(r["winner"] == "A" for r in rows)}
     manifest = {"settings": settings, "counts": counts, "build_seconds": time.perf_counter() - t0,
                 "sampling_seconds": sampling_seconds}
     C.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
@@ -806,12 +894,12 @@ def main() -> None:
         return C.run_main(lambda: judge_claims_cli(sys.argv[2:]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", default="data", help="folder for if_{train,test,ood}.jsonl")
-    ap.add_argument("--n-train", type=int, default=480)
-    ap.add_argument("--n-test", type=int, default=96)
-    ap.add_argument("--n-ood", type=int, default=96)
+    ap.add_argument("--n-train", type=int, default=2000)
+    ap.add_argument("--n-test", type=int, default=200)
+    ap.add_argument("--n-ood", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="smollm2-135m", help="the model that writes the responses")
-    ap.add_argument("--batch", type=int, default=32, help="requests per generate call (2 samples each)")
+    ap.add_argument("--batch", type=int, default=8, help="writing tasks per generate call (all their samples at once)")
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])

@@ -15,6 +15,7 @@ instruction, the rubric or the trajectory); what still does not fit is dropped. 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 
 import torch
@@ -44,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--micro-batch", type=int, default=4, help="examples per forward/backward")
     g.add_argument("--lr", type=float, default=None,
                    help="LoRA: rubric 8e-5, judge 5e-5 (10x the paper's full fine-tuning 8e-6, 5e-6)")
+    g.add_argument("--decision-weight", type=float, default=1.0,
+                   help="judge role: weight, in the mean NLL, of the target tokens that state a decision (each "
+                   "criterion's met / not met, the winner's letter); the rest weigh 1. 1 = plain SFT")
     g.add_argument("--lr-scheduler", default="cosine", choices=["cosine", "constant"])
     g.add_argument("--warmup-ratio", type=float, default=0.05)
     g.add_argument("--weight-decay", type=float, default=0.0)
@@ -57,10 +61,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def build_examples(rows: list[dict], role: str, tok, cutoff: int) -> tuple[list[tuple[list[int], list[int]]], dict]:
-    """(prompt ids, completion ids) per row, fitted to the cutoff. Judge prompts are fitted by
-    shortening the two responses (common.judge_prompt_ids: the instruction and rubric are never cut);
-    a row that still does not fit, or a rubric prompt over the cutoff, is dropped. Both are counted."""
+# The tokens of a judge trajectory that decide something: a criterion line's closing met / not met,
+# and the letter after "Winner: Response".
+DECISIONS = re.compile(r"(?im)\b(not met|met)\b(?=\W*$)|winner:\s*response\s+([AB])\b")
+
+
+def decision_weights(tok, text: str, weight: float) -> list[float]:
+    """One weight per target token of `text` (C.completion_ids: its tokens, then end-of-turn): `weight` on
+    the tokens overlapping a decision, 1 elsewhere."""
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = [m.span(g) for m in DECISIONS.finditer(text) for g in (1, 2) if m.group(g)] if weight != 1 else []
+    return [weight if any(s < e2 and s2 < e for s2, e2 in spans) else 1.0 for s, e in enc["offset_mapping"]] + [1.0]
+
+
+def build_examples(rows: list[dict], role: str, tok, cutoff: int, decision_weight: float = 1.0
+                   ) -> tuple[list[tuple[list[int], list[int], list[float]]], dict]:
+    """(prompt ids, completion ids, completion token weights) per row, fitted to the cutoff. Judge
+    prompts are fitted by shortening the two responses (common.judge_prompt_ids: the instruction and
+    rubric are never cut); a row that still does not fit, or a rubric prompt over the cutoff, is
+    dropped. Both are counted."""
     field = "rubric" if role == "rubric" else "judge_trajectory"
     out, counts = [], {"truncated": 0, "dropped": 0}
     for r in rows:
@@ -76,31 +95,41 @@ def build_examples(rows: list[dict], role: str, tok, cutoff: int) -> tuple[list[
             counts["dropped"] += 1
             continue
         counts["truncated"] += cut
-        out.append((prompt, target))
+        weights = decision_weights(tok, r[field], decision_weight) if role == "judge" else [1.0] * len(target)
+        out.append((prompt, target, weights))
     return out, counts
 
 
+def collate(examples: list[tuple[list[int], list[int], list[float]]], pad_id: int, device):
+    """C.collate_completions, with each completion token's weight in place of its 0/1 mask."""
+    pids, pmask, cids, cmask = C.collate_completions([(p, c) for p, c, _ in examples], pad_id, device)
+    weights = torch.zeros(cmask.shape, dtype=torch.float, device=device)
+    for i, (_, _, w) in enumerate(examples):
+        weights[i, :len(w)] = torch.tensor(w, device=device)
+    return pids, pmask, cids, weights
+
+
 def completion_nll(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed NLL over completion tokens, number of completion tokens)."""
+    """(weighted sum of the NLL over completion tokens, sum of their weights); with 0/1 weights (a
+    plain mask), the summed NLL and the number of completion tokens."""
     logp_sum, n = C.sequence_logprobs(model, batch)
     return -logp_sum.sum(), n.sum()
 
 
 def sft_step(model, run: C.TrainingRun, batch, micro_batch: int, pad_id: int, max_grad_norm: float):
-    """One optimizer step on `batch` (this rank's examples): the token-weighted mean completion NLL
-    over the whole batch (all ranks), accumulated over micro-batches. Returns (loss, grad norm,
-    tokens, finite)."""
+    """One optimizer step on `batch` (this rank's examples): the weighted mean completion NLL over the
+    whole batch (all ranks), accumulated over micro-batches. Returns (loss, grad norm, tokens, finite)."""
     dist = run.dist
-    n_tok = C.all_reduce_sum(torch.tensor(float(sum(len(c) for _, c in batch)), device=dist.device), dist)
+    n_tok = C.all_reduce_sum(torch.tensor(float(sum(sum(w) for _, _, w in batch)), device=dist.device), dist)
     run.opt.zero_grad(set_to_none=True)
     total_nll = 0.0
     for s in range(0, len(batch), micro_batch):
-        nll, _ = completion_nll(model, C.collate_completions(batch[s:s + micro_batch], pad_id, dist.device))
+        nll, _ = completion_nll(model, collate(batch[s:s + micro_batch], pad_id, dist.device))
         (nll / n_tok * dist.world).backward()
         total_nll += float(nll.detach())
     finite, gnorm = run.optimizer_step(max_grad_norm)
     loss = float(C.all_reduce_sum(torch.tensor(total_nll, device=dist.device), dist) / n_tok)
-    return loss, gnorm, int(n_tok), finite
+    return loss, gnorm, sum(len(c) for _, c, _ in batch), finite
 
 
 def main(argv=None) -> None:
@@ -111,6 +140,8 @@ def main(argv=None) -> None:
                   (args.micro_batch >= 1, f"--micro-batch {args.micro_batch}: must be at least 1"),
                   (args.lr > 0, f"--lr {args.lr}: must be positive"),
                   (args.epochs > 0, f"--epochs {args.epochs}: must be positive"),
+                  (args.decision_weight > 0 and args.decision_weight < float("inf"),
+                   f"--decision-weight {args.decision_weight}: must be positive and finite"),
                   (args.cutoff_len >= 16, f"--cutoff-len {args.cutoff_len}: must be at least 16"),
                   (args.max_steps is None or args.max_steps >= 1, f"--max-steps {args.max_steps}: must be at least 1"),
                   (args.save_every >= 0, f"--save-every {args.save_every}: must not be negative"),
@@ -123,7 +154,7 @@ def main(argv=None) -> None:
     required = ("rubric",) if args.role == "rubric" else ("rubric", "judge_trajectory")
     rows = C.load_pairs_from_args(args, require=required)
     model, tok = C.load_trainable(args, dist, args.adapter)
-    examples, counts = build_examples(rows, args.role, tok, args.cutoff_len)
+    examples, counts = build_examples(rows, args.role, tok, args.cutoff_len, args.decision_weight)
     C.log.info("SFT %s: %d examples; over --cutoff-len %d: %d fitted by shortening the responses, %d dropped",
                args.role, len(examples), args.cutoff_len, counts["truncated"], counts["dropped"])
     if not examples:

@@ -173,7 +173,10 @@ def test_judge_claims_cli(tmp_path):
 def test_a_criterion_quoting_part_of_a_constraint_is_checkable():
     from common import parse_rubric
     from if_preference_task import checkable_criteria
-    reference = parse_rubric(read_jsonl(ROOT / "data" / "if_test.jsonl")[0]["rubric"])[:2]  # lowercase, 3 bullets
+    row = next(r for r in read_jsonl(ROOT / "data" / "if_test.jsonl")
+               if [c["id"] for c in r["constraints"][:2]] == ["change_case:english_lowercase", "detectable_format:number_bullet_lists"]
+               and r["constraints"][1]["kwargs"]["num_bullets"] == 3)
+    reference = parse_rubric(row["rubric"])[:2]  # lowercase, 3 bullets
     used = parse_rubric('1. The response must follow: "Your entire response should be in English, and in all lowercase '
                         'letters." [Hard Rule]\n2. It should follow: "Your answer must contain exactly 3 bullet points." '
                         '[Hard Rule]\n3. "Use the markdown bullet points" [Principle]\n4. "Be clear." [Hard Rule]\n'

@@ -15,7 +15,7 @@ SFT = ["sft_warmup.py", "--role", "rubric", "--data", TRAIN, "--limit", "8", "--
 def nll_on(model, tok, rows):
     ex, _ = sft_warmup.build_examples(rows, "rubric", tok, 10_000)
     with torch.no_grad():
-        nll, n = sft_warmup.completion_nll(model, C.collate_completions(ex, tok.pad_token_id, "cpu"))
+        nll, n = sft_warmup.completion_nll(model, sft_warmup.collate(ex, tok.pad_token_id, "cpu"))
     return float(nll / n)
 
 
