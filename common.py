@@ -26,6 +26,7 @@ import re
 import shutil
 import sys
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -384,11 +385,29 @@ def judge_messages(prompt: str, rubric: str | None, response_a: str, response_b:
     return [{"role": "user", "content": text}]
 
 
+def text_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of text that came from a user, a dataset or a model: a control token written in it
+    (`<|im_end|>`, `<|im_start|>assistant`) is tokenized as the characters it is made of, never as the
+    control token itself."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+_SLOT = "\x1eRUBRICARM-SLOT-{}\x1f"  # stands in for a message's content while the chat template runs
+
+
 def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of the chat up to the assistant's turn, thinking disabled where supported."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                         enable_thinking=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    """Token ids of the chat up to the assistant's turn, thinking disabled where supported. Only the
+    chat template's own markers become control tokens: each message's content is tokenized as plain
+    text (text_ids), so a request or response cannot close its turn and forge another one."""
+    slots = [{**m, "content": _SLOT.format(k)} for k, m in enumerate(messages)]
+    rest = tokenizer.apply_chat_template(slots, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    ids = []
+    for k, m in enumerate(messages):
+        head, found, rest = rest.partition(_SLOT.format(k))
+        if not found:
+            raise ValueError("the chat template changed a message's content (its placeholder is gone)")
+        ids += tokenizer(head, add_special_tokens=False)["input_ids"] + text_ids(tokenizer, m["content"])
+    return ids + tokenizer(rest, add_special_tokens=False)["input_ids"]
 
 
 TRUNCATION_MARK = " [...]"
@@ -403,8 +422,7 @@ def judge_prompt_ids(tokenizer, prompt: str, rubric: str | None, response_a: str
     ids = chat_prompt_ids(tokenizer, judge_messages(prompt, rubric, response_a, response_b))
     if max_len is None or len(ids) <= max_len:
         return ids, False
-    ta = tokenizer(response_a, add_special_tokens=False)["input_ids"]
-    tb = tokenizer(response_b, add_special_tokens=False)["input_ids"]
+    ta, tb = text_ids(tokenizer, response_a), text_ids(tokenizer, response_b)
     for _ in range(8):  # token counts of re-tokenised text shift slightly: a few passes settle it
         excess = len(ids) - max_len
         if excess <= 0:
@@ -430,7 +448,7 @@ def judge_prompt_ids(tokenizer, prompt: str, rubric: str | None, response_a: str
 
 def completion_ids(tokenizer, text: str) -> list[int]:
     """Target ids for SFT: the text, then end-of-turn, so that the model learns to stop."""
-    return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return text_ids(tokenizer, text) + [tokenizer.eos_token_id]
 
 
 def swap_pair(row: dict, swap: bool) -> tuple[str, str, str]:
@@ -457,29 +475,35 @@ _ITEM = re.compile(r"^\s*(?:[-*]\s*)?(?:\*\*)?\s*(\d+)\s*[.)]\s*(?:\*\*)?\s*(.*)
 _TAG = re.compile(r"\[\s*(hard\s*rule|principle)\s*\]", re.I)
 
 
-def parse_verdict(text: str) -> str | None:
-    """'A' or 'B' from the judge's final verdict: its last non-empty line, which must read
-    'Winner: <A or B>' ('Verdict:' and 'Decision:' also accepted); None otherwise.
+_NEGATED = re.compile(r"\b(?:not|neither|nor|no)\b", re.I)
+_ASIDE = re.compile(r"\([^()]*\)")  # a parenthesised remark after the verdict ("(although B is close)")
 
-    Only the last line counts, so a judge that quotes a response's own 'Winner:' line and is then
-    cut off has no verdict. After the label the line must name exactly one response: 'Response B',
-    'B', '(A)', with any trailing words ('Response B is better'); markdown, case and punctuation are
-    ignored, and a lower-case 'a' is the article, not a name."""
+
+def parse_verdict(text: str) -> str | None:
+    """'A' or 'B' from the judge's final verdict: its last line with a letter or digit in it (a closing
+    code fence or rule is skipped), which must read 'Winner: <A or B>' ('Verdict:' and 'Decision:' also
+    accepted); None otherwise.
+
+    Only that line counts, so a judge that quotes a response's own 'Winner:' line and is then cut off
+    has no verdict, and of two Winner lines the last one decides. After the label the line must name
+    one response ('Response B', 'B', '(A)', "'B'", full-width letters), with any trailing words
+    ('Response B is better') or a parenthesised aside ('(Response A fails the hard rule)'); markdown,
+    quotes and case are ignored, and a lower-case 'a' is the article, not a name. A line that names
+    both responses, or negates the one it names ('Not A'), has no verdict."""
     if not isinstance(text, str):
         return None
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in unicodedata.normalize("NFKC", text).splitlines() if re.search(r"\w", line)]
     if not lines:
         return None
-    m = _WINNER.match(_MD.sub("", lines[-1]))
+    m = _WINNER.match(re.sub(r"[\'\"‘’“”]", "", _MD.sub("", lines[-1])))
     if not m:
         return None
-    named = set()
-    for via_word, bare in _NAMED.findall(m.group(1)):
-        if via_word:
-            named.add(via_word.upper())
-        elif bare in "AB":  # a bare letter counts only as a capital
-            named.add(bare)
-    return named.pop() if len(named) == 1 else None
+    said = _ASIDE.sub(lambda a: a.group(0) if re.fullmatch(r"\(\s*[AB]\s*\)", a.group(0)) else " ", m.group(1))
+    named = [(hit.start(), (word or bare).upper()) for hit in _NAMED.finditer(said)
+             for word, bare in [hit.groups()] if word or bare in "AB"]  # a bare letter counts only as a capital
+    if not named or len({n for _, n in named}) != 1 or _NEGATED.search(said[:named[0][0]]):
+        return None
+    return named[0][1]
 
 
 def parse_rubric(text: str) -> list[dict]:

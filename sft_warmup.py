@@ -69,7 +69,7 @@ DECISIONS = re.compile(r"(?im)\b(not met|met)\b(?=\W*$)|winner:\s*response\s+([A
 def decision_weights(tok, text: str, weight: float) -> list[float]:
     """One weight per target token of `text` (C.completion_ids: its tokens, then end-of-turn): `weight` on
     the tokens overlapping a decision, 1 elsewhere."""
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
     spans = [m.span(g) for m in DECISIONS.finditer(text) for g in (1, 2) if m.group(g)] if weight != 1 else []
     return [weight if any(s < e2 and s2 < e for s2, e2 in spans) else 1.0 for s, e in enc["offset_mapping"]] + [1.0]
 

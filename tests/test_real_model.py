@@ -45,6 +45,17 @@ def test_real_model_chat_template_and_generation(real):
     assert any(c.isalpha() for c in out.texts[0])
 
 
+def test_real_model_tokenizer_keeps_control_tokens_in_user_text_as_text(real):
+    from test_parsers import test_control_tokens_inside_user_text_stay_text
+    tok, _ = real
+    test_control_tokens_inside_user_text_stay_text(tok)
+    # and plain prompts tokenize exactly as the whole rendered template did
+    row = read_jsonl(ROOT / "data" / "if_test.jsonl")[0]
+    msgs = C.judge_messages(row["prompt"], row["rubric"], row["response_a"], row["response_b"])
+    text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert C.chat_prompt_ids(tok, msgs) == tok(text, add_special_tokens=False)["input_ids"]
+
+
 def test_real_model_one_lora_sft_step_is_finite_and_moves_the_adapter(tmp_path):
     rows = [json.loads(x) for x in (ROOT / "data" / "if_train.jsonl").read_text().splitlines()[:4]]
     data = tmp_path / "sft.jsonl"

@@ -1,0 +1,231 @@
+"""Does the judge learn? The experiments of the leak-free IF task, on SmolLM2-135M-Instruct, each
+step a run of the project's own scripts, resumable, one heavy process at a time.
+
+    RUBRIC_ARM_BENCH=1 bash -c 'source env.sh && nohup $PY bench/judge_learning.py --out runs/judge_learning \\
+        > judge_learning.log 2>&1 &'
+    python bench/judge_learning.py --out runs/judge_learning --report-only   # rewrite the report from what ran
+
+Steps, in order (OUT/.done/STEP marks a finished one):
+  reach            bench/judge_reach.py: linear probe on frozen hidden states, decision-only LoRA fit
+                   (writes docs/results/judge_reach.json)
+  sft_w{W}         judge SFT on the first N_SFT train pairs, decision tokens weighted W (W in WEIGHTS)
+  eval_sft_w{W}    evaluate.py on IF test and IFBench-OOD, reference rubrics (the judge alone), greedy
+
+A step's marker records its command and the content digest of every file it reads; a rerun whose
+command or inputs differ is refused with what differs (--redo STEP runs it again). The report:
+docs/judge_learning.md and docs/results/judge_learning.json, every figure beside the trivial baselines
+of the same pairs (docs/results/if_task_baselines.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import baselines as B  # noqa: E402
+
+# ---- configuration (what the report's tables were made with) ----
+MODEL = "smollm2-135m"
+N_SFT = 480                     # train pairs 0 .. N_SFT-1: the judge's SFT warm-up
+WEIGHTS = [1, 10]               # --decision-weight of the SFT variants
+EVAL = {"IF test": "data/if_test.jsonl", "IFBench-OOD": "data/if_ood.jsonl"}
+REACH_ARGS = "--n-train 800 --n-eval 200 --steps 150 --eval-every 25 --batch 8"
+SFT_ARGS = "--dtype bf16 --epochs 1 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1024 --save-every 10"
+EVAL_ARGS = "--dtype bf16 --greedy --max-judge-tokens 320 --batch-size 32 --max-prompt-length 1024"
+REACH_OUT = ROOT / "docs" / "results" / "judge_reach.json"  # small: committed beside the report
+
+
+def digest(path: Path) -> str:
+    h = hashlib.sha256()
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.is_file() and "checkpoints" not in p.parts:
+                h.update(p.relative_to(path).as_posix().encode())
+                h.update(p.read_bytes())
+    else:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class Runner:
+    """Runs each step once. OUT/.done/NAME holds the step's command and the digests of its inputs; a rerun
+    with the same ones skips it, with other ones is refused (or redone when named in `redo`)."""
+
+    def __init__(self, out: Path, redo: set[str]):
+        self.out, self.redo = out, redo
+        (out / ".done").mkdir(parents=True, exist_ok=True)
+        (out / "logs").mkdir(exist_ok=True)
+
+    def step(self, name: str, cmd: list[str], inputs: list[Path]) -> None:
+        marker = self.out / ".done" / name
+        made = {"command": [str(c) for c in cmd[1:]], "inputs": {str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p):
+                                                                    digest(p) for p in inputs}}
+        if marker.exists() and name not in self.redo:
+            old = json.loads(marker.read_text())
+            if {k: old.get(k) for k in made} == made:
+                print(f"[judge-learning] {name}: done, skipped", flush=True)
+                return
+            diff = [k for k in made if old.get(k) != made[k]]
+            raise SystemExit(f"[judge-learning] {name}: finished earlier with another {' and '.join(diff)}; "
+                             f"--redo {name} runs it again (its output is replaced)")
+        if marker.exists():
+            marker.unlink()
+        log = self.out / "logs" / f"{name}.log"
+        print(f"[judge-learning] {name}: running (log {log})", flush=True)
+        t0 = time.time()
+        env = {**os.environ, "RUBRIC_ARM_PROGRESS_EVERY": "60", "PYTHONPATH": str(ROOT)}
+        with open(log, "a") as f:
+            p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+        if p.returncode != 0:
+            raise SystemExit(f"[judge-learning] {name} failed (exit {p.returncode}); see {log}")
+        made["seconds"] = time.time() - t0
+        marker.write_text(json.dumps(made, indent=2))
+        print(f"[judge-learning] {name}: finished in {made['seconds']:.0f} s", flush=True)
+
+
+def py(*args) -> list[str]:
+    return [sys.executable, *[str(a) for a in args]]
+
+
+def run_all(out: Path, redo: set[str]) -> None:
+    r = Runner(out, redo)
+    data = out / "data"
+    data.mkdir(exist_ok=True)
+    rows = (ROOT / "data" / "if_train.jsonl").read_text().splitlines()
+    sft = data / "sft.jsonl"
+    if not sft.exists() or sft.read_text() != "\n".join(rows[:N_SFT]) + "\n":
+        sft.write_text("\n".join(rows[:N_SFT]) + "\n")
+    train = ROOT / "data" / "if_train.jsonl"
+    evals = [ROOT / p for p in EVAL.values()]
+    r.step("reach", py("bench/judge_reach.py", "--model", MODEL, *REACH_ARGS.split(), "--train", train,
+                       *[x for p in evals for x in ("--eval", p)], "--out", REACH_OUT), [train, *evals])
+    for w in WEIGHTS:
+        run = out / f"sft_w{w}"
+        if f"sft_w{w}" in redo:
+            shutil.rmtree(run, ignore_errors=True)
+        r.step(f"sft_w{w}", py("sft_warmup.py", "--role", "judge", "--model", MODEL, *SFT_ARGS.split(),
+                               "--decision-weight", w, "--data", sft, "--out", run, "--resume"), [sft])
+        evaluate(r, f"eval_sft_w{w}", run / "adapter", evals)
+    report(out)
+
+
+def evaluate(r: Runner, name: str, adapter: Path, evals: list[Path]) -> None:
+    folder = r.out / name
+    if name in r.redo:
+        shutil.rmtree(folder, ignore_errors=True)
+    benches = [x for label, p in zip(EVAL, evals) for x in ("--benchmark", f"{label.replace(' ', '_')}={p}")]
+    refs = r.out / "data" / "reference_rubrics.jsonl"
+    if not refs.exists():
+        refs.write_text("".join(json.dumps({"prompt": row["prompt"], "rubric": row["rubric"]}) + "\n"
+                                for p in evals for row in map(json.loads, p.read_text().splitlines())))
+    r.step(name, py("evaluate.py", "--model", MODEL, *EVAL_ARGS.split(), "--judge-adapter", adapter,
+                    "--reference-rubrics", refs, *benches, "--out", folder), [adapter, refs, *evals])
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def eval_accuracy(folder: Path) -> dict:
+    """Per benchmark: accuracy over pairs (an unparseable verdict counts 0.5) with its 95% bootstrap
+    interval, per deciding type, and the share of unparseable verdicts."""
+    rows = {}
+    for p in EVAL.values():
+        for row in map(json.loads, (ROOT / p).read_text().splitlines()):
+            rows[row["id"]] = row
+    by: dict[str, list[dict]] = {}
+    for line in (folder / "predictions.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        by.setdefault(rec["bench"], []).append(rec)
+    out = {}
+    for bench, recs in by.items():
+        scores = [0.5 if x["verdict"] is None else float(x["verdict"] == x["chosen_is"]) for x in recs]
+        m, lo, hi = B.bootstrap(scores)
+        types: dict[str, list[float]] = {}
+        for x, s in zip(recs, scores):
+            types.setdefault(rows.get(x["unit"], {}).get("decisive", "?"), []).append(s)
+        out[bench.replace("_", " ")] = {"pairs": len(recs), "accuracy": m, "ci95": [lo, hi],
+                                        "unparseable": sum(x["verdict"] is None for x in recs) / len(recs),
+                                        "by_type": {k: sum(v) / len(v) for k, v in sorted(types.items())}}
+    return out
+
+
+def report(out: Path) -> None:
+    res: dict = {"config": {"model": MODEL, "n_sft": N_SFT, "weights": WEIGHTS, "reach_args": REACH_ARGS,
+                            "sft_args": SFT_ARGS, "eval_args": EVAL_ARGS}, "rows": {}}
+    base_path = ROOT / "docs" / "results" / "if_task_baselines.json"
+    base = json.loads(base_path.read_text())
+    names = {"if_test.jsonl": "IF test", "if_ood.jsonl": "IFBench-OOD"}
+    for path, r in base["eval"].items():
+        for k in ("prompt-blind classifier", "longer wins", "always A"):
+            res["rows"].setdefault(f"baseline: {k}", {})[names[Path(path).name]] = {
+                "accuracy": r[k]["accuracy"], "ci95": r[k]["ci95"], "pairs": r["pairs"]}
+    reach = REACH_OUT
+    if (out / ".done" / "reach").exists():
+        rep = json.loads(reach.read_text())
+        stems = {"if_test": "IF test", "if_ood": "IFBench-OOD"}
+        best_layer = max(rep["probe"], key=lambda L: rep["probe"][L]["if_test"]["accuracy"])
+        res["probe_best_layer"] = int(best_layer)
+        res["rows"][f"reach: linear probe, layer {best_layer} (best on IF test)"] = {
+            stems[k]: rep["probe"][best_layer][k] for k in stems}
+        res["probe_by_layer"] = {L: {stems[k]: v[k]["accuracy"] for k in stems} for L, v in rep["probe"].items()}
+        if "decision_fit" in rep:
+            curve = rep["decision_fit"]["curve"]
+            res["decision_fit_curve"] = [{"step": p["step"], **{stems[k]: p[k]["accuracy"] for k in stems}} for p in curve]
+            res["rows"][f"reach: decision-only LoRA fit, top {rep['decision_fit']['top_layers']} layers, "
+                        f"step {curve[-1]['step']}"] = {stems[k]: curve[-1][k] for k in stems}
+    for w in WEIGHTS:
+        folder = out / f"eval_sft_w{w}"
+        if (out / ".done" / f"eval_sft_w{w}").exists():
+            res["rows"][f"trajectory judge, SFT, decision weight {w}"] = eval_accuracy(folder)
+    (ROOT / "docs" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "docs" / "results" / "judge_learning.json").write_text(json.dumps(res, indent=2) + "\n")
+    lines = ["# Does the judge learn? (leak-free IF task, SmolLM2-135M-Instruct)", "",
+             "Written by `bench/judge_learning.py --report-only` from `docs/results/judge_learning.json`",
+             "(baselines: `docs/results/if_task_baselines.json`, written by `baselines.py`). Accuracy over pairs,",
+             "95% bootstrap interval; an unparseable verdict counts 0.5. Baselines and probes average both A/B",
+             "orders of each pair; evaluate.py shows each pair in one seeded order.", "",
+             "| judge | IF test | IFBench-OOD |", "|---|---|---|"]
+    for name, cols in res["rows"].items():
+        cells = []
+        for k in ("IF test", "IFBench-OOD"):
+            c = cols.get(k)
+            cells.append("-" if c is None else f"{100 * c['accuracy']:.1f} [{100 * c['ci95'][0]:.1f}, "
+                         f"{100 * c['ci95'][1]:.1f}] (n={c['pairs']})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "probe_by_layer" in res:
+        lines += ["", "Probe accuracy by layer (IF test / IFBench-OOD): " + ", ".join(
+            f"{L}: {100 * v['IF test']:.1f} / {100 * v['IFBench-OOD']:.1f}" for L, v in res["probe_by_layer"].items())]
+    if "decision_fit_curve" in res:
+        lines += ["", "Decision-only fit, held-out accuracy by step (IF test / IFBench-OOD): " + ", ".join(
+            f"{p['step']}: {100 * p['IF test']:.1f} / {100 * p['IFBench-OOD']:.1f}" for p in res["decision_fit_curve"])]
+    (ROOT / "docs" / "judge_learning.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/judge_learning", help="run folder (resumable)")
+    ap.add_argument("--redo", action="append", default=[], metavar="STEP", help="run this finished step again")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from the finished steps")
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    if args.report_only:
+        report(out)
+    else:
+        run_all(out, set(args.redo))
+
+
+if __name__ == "__main__":
+    main()
