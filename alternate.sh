@@ -17,6 +17,7 @@
 # Extra flags reach the stages through SFT_RUBRIC_ARGS, SFT_JUDGE_ARGS, CACHE_ARGS, JUDGE_ARGS,
 # RUBRIC_ARGS, EVAL_ARGS, MODEL_ARGS (all stages; e.g. "--load-4bit --gradient-checkpointing").
 set -euo pipefail
+ARGV=("$@")
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 MODEL="Qwen/Qwen3-8B"; DATA="OpenRubrics/OpenRubric-v2"; SFT_DATA=""; EVAL_DATA=""; OUT="runs/arm"
@@ -128,9 +129,15 @@ fi
 export RUBRIC_ARM_DIE_WITH_PARENT=1
 CHILD=""
 stop_child() { if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then kill -TERM "$CHILD" 2>/dev/null; wait "$CHILD" 2>/dev/null || true; fi; }
-trap 'stop_child; exit 130' INT
-trap 'stop_child; exit 143' TERM
-trap 'stop_child; exit 129' HUP
+stopped() {  # stopped CODE SIGNAL: say so on the console, with the command that resumes
+  stop_child
+  echo "alternate.sh: stopped by $2; the finished steps are kept and the running one checkpointed;" \
+    "the same command resumes: bash alternate.sh ${ARGV[*]}" >&2
+  exit "$1"
+}
+trap 'stopped 130 Ctrl-C' INT
+trap 'stopped 143 SIGTERM' TERM
+trap 'stopped 129 SIGHUP' HUP
 
 if [ "$GPUS" -gt 1 ]; then
   LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node="$GPUS")
@@ -138,12 +145,23 @@ else
   LAUNCH=("$PY")
 fi
 
-# run_step NAME CHECK CMD...: skip if OUT/.done/NAME exists; else run and log it, then mark it done
-# once CHECK (a check-output argument list, or "-") finds its output whole.
+# run_step NAME CHECK CMD...: skip if OUT/.done/NAME records this very command and inputs (every local
+# file or folder it reads, by the digest of its content); refuse if it records other ones; else run and
+# log it, then mark it done once CHECK (check-output's arguments separated by tabs, so that paths may
+# hold spaces; or "-") finds its output whole.
 run_step() {
   local name="$1" check="$2"; shift 2
-  if [ -f "$OUT/.done/$name" ]; then echo "[alternate] $name: done, skipped"; return 0; fi
-  local log="$OUT/logs/$name.log" t rc=0
+  local rc=0 diff
+  diff=$("$PY" common.py step-check "$OUT/.done/$name" -- "$@" 2>&1 9>&-) || rc=$?
+  if [ "$rc" -eq 0 ]; then echo "[alternate] $name: done, skipped"; return 0; fi
+  if [ "$rc" -eq 3 ]; then
+    echo "alternate.sh: step $name in $OUT was made with other flags or inputs ($diff); use another --out," \
+      "or delete $OUT to start over" >&2
+    exit 2
+  fi
+  [ "$rc" -eq 1 ] || { echo "alternate.sh: $name: $diff" >&2; exit 2; }
+  local log="$OUT/logs/$name.log" t
+  rc=0
   t=$(date +%s)
   echo "[alternate] $name: running (log $log)"
   "$@" >>"$log" 2>&1 9>&- &  # the lock stays with this script: a step never holds it
@@ -156,14 +174,15 @@ run_step() {
     exit 1
   fi
   if [ "$check" != "-" ]; then
-    # shellcheck disable=SC2086
-    if ! "$PY" common.py check-output $check >>"$log" 2>&1 9>&-; then
+    local check_args=()
+    IFS=$'\t' read -r -a check_args <<<"$check"  # tab-separated: paths may hold spaces
+    if ! "$PY" common.py check-output "${check_args[@]}" >>"$log" 2>&1 9>&-; then
       echo "[alternate] $name: its output does not read back whole; see $log" >&2
       tail -n 2 "$log" >&2
       exit 1
     fi
   fi
-  touch "$OUT/.done/$name"
+  "$PY" common.py step-done "$OUT/.done/$name" -- "$@" 9>&-
   echo "[alternate] $name: finished in $(( $(date +%s) - t ))s"
 }
 
@@ -185,13 +204,13 @@ if [ -n "$EVAL_DATA" ] && [ "$EVAL_BASE" = 1 ]; then evaluate_step eval_base "" 
 # Stage I: SFT warm-up of both models, unless adapters were given.
 if [ -z "$RUBRIC_INIT" ]; then
   # shellcheck disable=SC2086
-  run_step sft_rubric "--adapter $OUT/sft_rubric/adapter" "${LAUNCH[@]}" sft_warmup.py --role rubric --model "$MODEL" \
+  run_step sft_rubric "--adapter	$OUT/sft_rubric/adapter" "${LAUNCH[@]}" sft_warmup.py --role rubric --model "$MODEL" \
     --data "$SFT_DATA" --out "$OUT/sft_rubric" --seed "$SEED" --resume $MODEL_ARGS $SFT_RUBRIC_ARGS
   RUBRIC_INIT="$OUT/sft_rubric/adapter"
 fi
 if [ -z "$JUDGE_INIT" ]; then
   # shellcheck disable=SC2086
-  run_step sft_judge "--adapter $OUT/sft_judge/adapter" "${LAUNCH[@]}" sft_warmup.py --role judge --model "$MODEL" \
+  run_step sft_judge "--adapter	$OUT/sft_judge/adapter" "${LAUNCH[@]}" sft_warmup.py --role judge --model "$MODEL" \
     --data "$SFT_DATA" --out "$OUT/sft_judge" --seed "$SEED" --resume $MODEL_ARGS $SFT_JUDGE_ARGS
   JUDGE_INIT="$OUT/sft_judge/adapter"
 fi
@@ -202,19 +221,19 @@ run_step split - "$PY" common.py split "$DATA" --parts "$CYCLES" --out-dir "$OUT
 RUBRIC="$RUBRIC_INIT"; JUDGE="$JUDGE_INIT"
 cache_step() {  # cache_step CYCLE: one greedy rubric per example of the cycle's part, current generator
   # shellcheck disable=SC2086
-  run_step "c$1_cache" "--cache $OUT/c$1_rubrics.jsonl --data $OUT/parts/part$1.jsonl" "$PY" common.py cache-rubrics \
+  run_step "c$1_cache" "--cache	$OUT/c$1_rubrics.jsonl	--data	$OUT/parts/part$1.jsonl" "$PY" common.py cache-rubrics \
     --model "$MODEL" --adapter "$RUBRIC" --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubrics.jsonl" $MODEL_ARGS $CACHE_ARGS
 }
 judge_step() {
   # shellcheck disable=SC2086
-  run_step "c$1_judge" "--adapter $OUT/c$1_judge/adapter" "${LAUNCH[@]}" train_judge_phase.py --model "$MODEL" \
+  run_step "c$1_judge" "--adapter	$OUT/c$1_judge/adapter" "${LAUNCH[@]}" train_judge_phase.py --model "$MODEL" \
     --adapter "$JUDGE" --data "$OUT/parts/part$1.jsonl" --rubric-cache "$OUT/c$1_rubrics.jsonl" --out "$OUT/c$1_judge" \
     --seed "$SEED" --resume $MODEL_ARGS $JUDGE_ARGS
   JUDGE="$OUT/c$1_judge/adapter"
 }
 rubric_step() {  # rubric_step CYCLE [JUDGE_ADAPTER]: against the given (default: current) judge
   # shellcheck disable=SC2086
-  run_step "c$1_rubric" "--adapter $OUT/c$1_rubric/adapter" "${LAUNCH[@]}" train_rubric_phase.py --model "$MODEL" \
+  run_step "c$1_rubric" "--adapter	$OUT/c$1_rubric/adapter" "${LAUNCH[@]}" train_rubric_phase.py --model "$MODEL" \
     --adapter "$RUBRIC" --judge-adapter "${2:-$JUDGE}" --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubric" \
     --seed "$SEED" --resume $MODEL_ARGS $RUBRIC_ARGS
   RUBRIC="$OUT/c$1_rubric/adapter"
@@ -263,7 +282,7 @@ if rows:
     print(f"\nHeld-out accuracy on {n} pairs (judge sampled at T=1.0, each pair in a random A/B order; an unparseable "
           "verdict counts as half; chance is 50%):")
     # on the instruction-following task each met / not met claim of the judge can be checked too
-    first = next((json.loads(x) for x in open(eval_data, encoding="utf-8") if x.strip()), {})
+    first = next((json.loads(x) for x in open(eval_data, encoding="utf-8") if x.strip()), {}) if eval_data else {}
     claims = None
     if "satisfied_a" in first:
         from if_preference_task import claims_of_eval

@@ -197,6 +197,8 @@ def _read_records(path: Path) -> Iterable[tuple[str, dict | None, str | None]]:
 def load_records(source: str, split: str = "train") -> Iterable[tuple[str, dict | None, str | None]]:
     """Raw records from a local file or a hub dataset name."""
     path = Path(source)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; --data takes a .jsonl, .json or .parquet file or a hub dataset name")
     if path.exists():
         if path.stat().st_size == 0:
             raise DataError(f"{path}: file is empty")
@@ -205,7 +207,11 @@ def load_records(source: str, split: str = "train") -> Iterable[tuple[str, dict 
     if path.suffix.lower() in (".jsonl", ".json", ".parquet") or os.sep in source and not re.fullmatch(r"[\w.-]+/[\w.-]+", source):
         raise DataError(f"{source}: no such file")
     import datasets
-    ds = datasets.load_dataset(source, split=split)
+    try:
+        ds = datasets.load_dataset(source, split=split)
+    except (ConnectionError, OSError) as e:  # requests' ConnectionError is an OSError; so are hub lookups offline
+        raise DataError(f"{source}: not a local file, and the dataset hub could not be reached ({_first_line(e)[:160]})"
+                        "; give a local file, or run where the hub is reachable") from None
     for i, rec in enumerate(ds):
         yield f"{source}[{split}] row {i}", rec, None
 
@@ -670,7 +676,17 @@ def resolve_model(name: str) -> str:
 
 @contextlib.contextmanager
 def _model_source(name: str):
-    """A model name that is neither a local folder nor reachable on the hub ends in one line."""
+    """A model name that is neither a local folder nor reachable on the hub ends in one line; so does a
+    folder that holds an adapter or a run instead of a model."""
+    folder = Path(name)
+    if folder.is_dir() and not (folder / "config.json").exists():
+        if (folder / "adapter_config.json").exists():
+            raise SystemExit(f"error: {name} is a LoRA adapter, not a model: give it as --adapter (or --judge-adapter / "
+                             "--rubric-adapter) and its base model as --model")
+        if (folder / "adapter").is_dir() or (folder / "run_signature.json").exists():
+            raise SystemExit(f"error: {name} is a run folder, not a model: its adapter is {folder / 'adapter'}, given as "
+                             "--adapter with the base model as --model")
+        raise SystemExit(f"error: {name} is a folder without config.json: not a model")
     try:
         yield
     except OSError as e:
@@ -2006,11 +2022,12 @@ def check_writable(out_dir: str | os.PathLike) -> Path:
 def _writing(tmp: Path, what: str):
     """A failed write of a checkpoint or adapter (full disk, file-size limit: torch.save reports those
     as RuntimeError) removes the half-written temporary folder and ends in one line."""
+    from safetensors import SafetensorError
     try:
         yield
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, RuntimeError) and not any(w in str(e).lower() for w in ("write", "pos", "file", "space")):
+        if not isinstance(e, OSError) and not any(w in str(e).lower() for w in ("write", "pos", "file", "space", "i/o")):
             raise
         raise SystemExit(f"error: could not write {what} in {tmp.parent} ({_first_line(e)}); the disk may be full or a "
                          "file-size limit reached: free some space and rerun with --resume: the last complete "
@@ -2118,6 +2135,53 @@ def lock_output(path: str | os.PathLike) -> None:
 
 
 # Flags that do not change what a run computes, so a rerun may change them freely.
+# ---- manifests: what an output was made from ------------------------------------------------
+# Every output that can be reused or resumed records the flags that change it and the identity of
+# every input: a local file or folder by the digest of its content, anything else (a hub name, a
+# number) as written. Reuse needs the same record; otherwise the stage refuses and lists what differs.
+# So the same file reached by another path resumes, and a changed file at the same path does not.
+
+BIG_FILE = 64 << 20  # bytes: larger files (model weights) are identified by size and their first and last 4 MB
+SKIPPED_IN_FOLDERS = {"checkpoints", ".lock", ".lock.pid", "logs"}
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """sha256 (16 hex digits) of a file's bytes, or of a folder's files (their relative names and bytes;
+    checkpoints, locks and logs left out)."""
+    import hashlib
+    h = hashlib.sha256()
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not SKIPPED_IN_FOLDERS & set(p.relative_to(path).parts))
+    for f in files:
+        if f != path:
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            if size <= BIG_FILE:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            else:
+                h.update(str(size).encode() + fh.read(4 << 20))
+                fh.seek(size - (4 << 20))
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def input_identity(value):
+    """How a flag's value enters a manifest: an existing local file or folder as 'sha256:<digest of its
+    content>', anything else as it is."""
+    if isinstance(value, str) and value and os.path.exists(value):
+        return "sha256:" + content_digest(value)
+    return value
+
+
+def manifest_differences(old: dict, new: dict, keys=None) -> list[str]:
+    """'key: old -> new' for every key whose value differs (all keys of either, or only `keys`)."""
+    keys = sorted(set(old) | set(new)) if keys is None else keys
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
 VOLATILE_FLAGS = {"out", "resume", "overwrite", "accept_changes", "wandb_project", "device", "save_every",
                   "log_samples", "max_steps", "gen_batch", "judge_batch"}
 RUN_FILES = ("checkpoints", "metrics.jsonl", "adapter", "judge_samples.jsonl", "run_signature.json")
@@ -2132,8 +2196,8 @@ def prepare_output(args, dist: Dist | None = None) -> Path:
     if main:
         lock_output(out)
     sig_path = out / "run_signature.json"
-    sig = {k: (v if isinstance(v, (int, float, bool, str, type(None))) else str(v)) for k, v in vars(args).items()
-           if k not in VOLATILE_FLAGS}
+    sig = {k: input_identity(v if isinstance(v, (int, float, bool, str, type(None))) else str(v))
+           for k, v in vars(args).items() if k not in VOLATILE_FLAGS}
     has_run = any((out / f).exists() for f in RUN_FILES[:3]) or any(out.glob("round*"))
     if getattr(args, "overwrite", False):
         if main and has_run:
@@ -2148,9 +2212,10 @@ def prepare_output(args, dist: Dist | None = None) -> Path:
         old = json.loads(sig_path.read_text()) if sig_path.exists() else {}
         diff = [k for k in sorted(set(old) | set(sig)) if old.get(k) != sig.get(k)]
         if diff and not getattr(args, "accept_changes", False):
-            raise SystemExit(f"error: {out} holds a run made with other settings ("
+            raise SystemExit(f"error: {out} holds a run made with other settings or inputs ("
                              + ", ".join(f"--{k.replace('_', '-')} {old.get(k)!r} -> {sig.get(k)!r}" for k in diff)
-                             + "); --accept-changes continues anyway, --overwrite starts over")
+                             + "; a file or folder stands as the digest of its content); --accept-changes continues "
+                             "anyway, --overwrite starts over")
         if diff:
             log.warning("--accept-changes: continuing %s with changed settings: %s", out, ", ".join(diff))
     if main:
@@ -2169,9 +2234,17 @@ def check_flags(*rules: tuple[bool, str]) -> None:
 
 
 def model_flag_rules(args) -> list[tuple[bool, str]]:
+    """The model and data flags of every stage that cannot work; every number given must be finite (an
+    --lr of inf reaches the weights and breaks them silently)."""
+    limit = getattr(args, "limit", None)
+    max_prompt = getattr(args, "max_prompt_length", None)
     return [(args.lora_r >= 1, f"--lora-r {args.lora_r}: must be at least 1"),
             (args.lora_alpha > 0, f"--lora-alpha {args.lora_alpha}: must be positive"),
-            (0 <= args.lora_dropout < 1, f"--lora-dropout {args.lora_dropout}: must be in [0, 1)")]
+            (0 <= args.lora_dropout < 1, f"--lora-dropout {args.lora_dropout}: must be in [0, 1)"),
+            (limit is None or limit >= 1, f"--limit {limit}: must be at least 1 (leave it out for every row)"),
+            (max_prompt is None or max_prompt >= 16, f"--max-prompt-length {max_prompt}: must be at least 16"),
+            *[(math.isfinite(v), f"--{k.replace('_', '-')} {v}: must be a finite number")
+              for k, v in sorted(vars(args).items()) if isinstance(v, float)]]
 
 
 def grpo_flag_rules(args) -> list[tuple[bool, str]]:
@@ -2186,6 +2259,10 @@ def grpo_flag_rules(args) -> list[tuple[bool, str]]:
         (args.max_completion_length >= 1, f"--max-completion-length {args.max_completion_length}: must be at least 1"),
         (args.lr > 0, f"--lr {args.lr}: must be positive"),
         (args.eps_low >= 0 and args.eps_high >= 0, "--eps-low/--eps-high: must not be negative"),
+        (args.eps_high >= args.eps_low, f"--eps-high {args.eps_high}: must not be below --eps-low {args.eps_low} "
+                                        "(the paper's clip-higher: 0.28 over 0.2)"),
+        (args.micro_batch <= args.batch_size, f"--micro-batch {args.micro_batch}: must not exceed --batch-size "
+                                              f"{args.batch_size}"),
         (args.beta >= 0, f"--beta {args.beta}: must not be negative"),
         (args.num_iterations >= 1, f"--num-iterations {args.num_iterations}: must be at least 1"),
         (args.temperature > 0, f"--temperature {args.temperature}: must be positive (greedy rollouts are all the same: "
@@ -2374,7 +2451,107 @@ def check_output(adapter: str | None, cache: str | None, data: str | None) -> No
                              f"{f' (first {sorted(missing)[0]!r})' if missing else ''}, {len(extra)} not in it")
 
 
+# A rubric cache made by cache-rubrics has a manifest beside it (CACHE.manifest.json): the generator
+# that wrote it (model, adapter, template, decoding) and the digest of each row's prompt. More rows may
+# be added by the same generator; anything else is refused, and so is a file without a manifest.
+RUBRIC_CACHE_KEYS = ("model", "adapter", "rubric_template", "max_new_tokens", "load_4bit", "dtype")
+
+
+def _manifest_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".manifest.json")
+
+
+def _prompt_digest(prompt) -> str:
+    import hashlib
+    return hashlib.sha256(json.dumps(prompt, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
+def rubric_cache_manifest(args) -> dict:
+    made = {k: input_identity(getattr(args, k, None)) for k in RUBRIC_CACHE_KEYS}
+    made["rubric_template_text"] = _prompt_digest(TEMPLATES["rubric"])
+    return made
+
+
+def check_rubric_cache_manifest(cache: Path, made: dict) -> None:
+    partial = cache.with_name(cache.name + ".partial")
+    mpath = _manifest_path(cache)
+    if not (cache.exists() or partial.exists()):  # a new cache (a manifest without one is left from a deleted one)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(mpath, json.dumps({"generator": made, "prompts": {}}, indent=2))
+        return
+    if not mpath.exists():
+        raise DataError(f"{cache}: exists but is not a rubric cache written by cache-rubrics (no {mpath.name} beside "
+                        "it); choose another --out, or delete it")
+    old = json.loads(mpath.read_text())
+    diff = manifest_differences(old.get("generator") or {}, made)
+    if diff:
+        raise DataError(f"{cache}: its rubrics were written by another generator ({'; '.join(diff)}); choose another "
+                        "--out, or delete it and its manifest to start over")
+
+
+def check_cached_prompts(cache: Path, rows: list[dict]) -> None:
+    """Each id already in the cache (or promised to it by an interrupted run) must stand for the same
+    prompt as in this data; then this data's prompts are recorded before any rubric is written."""
+    mpath = _manifest_path(cache)
+    manifest = json.loads(mpath.read_text())
+    prompts = manifest.get("prompts", {})
+    for r in rows:
+        if str(r["id"]) in prompts and prompts[str(r["id"])] != _prompt_digest(r["prompt"]):
+            raise DataError(f"{cache}: id {r['id']!r} has a rubric written for another prompt than this data's; "
+                            "choose another --out, or delete the cache and its manifest")
+    prompts.update({str(r["id"]): _prompt_digest(r["prompt"]) for r in rows})
+    atomic_write_text(mpath, json.dumps({**manifest, "prompts": prompts}, indent=2))
+
+
+OUTPUT_FLAGS = {"--out", "--out-dir"}  # what a step writes: named, not digested
+
+
+def step_manifest(command: list[str]) -> dict[str, object]:
+    """A step of alternate.sh as {flag or position: value}, each value by input_identity (a local file
+    or folder by its content), except the step's own outputs; the interpreter is left out."""
+    made, key = {}, None
+    for k, tok in enumerate(command[1:], 1):
+        if tok.startswith("--"):
+            if key is not None:
+                made[key] = True
+            key = tok
+            continue
+        name = key or f"#{k}"
+        name = name if name not in made else f"{name}#{k}"  # a repeated flag keeps every value
+        made[name] = tok if key in OUTPUT_FLAGS else input_identity(tok)
+        key = None
+    if key is not None:
+        made[key] = True
+    return made
+
+
+def check_step(marker: str, command: list[str], write: bool) -> int:
+    """alternate.sh's done-marker: 0 if the marker records this command and these inputs, 1 if there is
+    none, 3 (and the differences on stderr) if it records another; with write, record them."""
+    made = step_manifest(command)
+    path = Path(marker)
+    if write:
+        atomic_write_text(path, json.dumps(made, indent=2))
+        return 0
+    if not path.exists():
+        return 1
+    try:
+        old = json.loads(path.read_text() or "null")
+    except json.JSONDecodeError:
+        old = None
+    if old == made:
+        return 0
+    diff = manifest_differences(old, made) if isinstance(old, dict) else ["(a marker of an older version: it names no inputs)"]
+    print("; ".join(diff), file=sys.stderr)
+    return 3
+
+
 def _cli() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] in ("step-check", "step-done"):  # alternate.sh: MARKER -- COMMAND...
+        marker, sep, *command = sys.argv[2:]
+        if sep != "--" or not command:
+            raise SystemExit("usage: common.py step-check|step-done MARKER -- COMMAND...")
+        raise SystemExit(check_step(marker, command, write=sys.argv[1] == "step-done"))
     setup_logging()
     ap = argparse.ArgumentParser(description="rubric-arm shared tools")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -2405,10 +2582,11 @@ def _cli() -> None:
                     (args.batch_size >= 1, "--batch-size: must be at least 1"))
         use_templates(args)
         lock_output(args.out)
-        if Path(args.out).exists():
-            read_rubric_lines(args.out)  # refuse to write into something that is not a rubric cache
+        made = rubric_cache_manifest(args)
+        check_rubric_cache_manifest(Path(args.out), made)
         dist = init_distributed(args.device)
         rows = load_pairs_from_args(args)
+        check_cached_prompts(Path(args.out), rows)
         tok = load_tokenizer(args.model, args.trust_remote_code)
         base = load_base_model(args.model, args.load_4bit, dist.device, args.dtype, args.trust_remote_code)
         model = attach_lora(base, args.adapter, trainable=False) if args.adapter else base
@@ -2417,6 +2595,8 @@ def _cli() -> None:
         log.info("rubric cache %s: %d rubrics in %.1fs", args.out, len(rows), time.perf_counter() - t0)
     elif args.cmd == "split":
         rows = load_pairs(args.data)
+        if args.parts < 1:
+            raise SystemExit(f"error: --parts {args.parts}: must be at least 1")
         random.Random(args.seed).shuffle(rows)
         size = len(rows) // args.parts
         if size == 0:

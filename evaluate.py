@@ -36,7 +36,6 @@ Baselines on the same path: --no-rubric (direct judge), and no --rubric-adapter/
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import resource
@@ -454,28 +453,21 @@ SIGNATURE_KEYS = ("model", "rubric_adapter", "judge_adapter", "no_rubric", "vote
                   "limit", "rubric_template", "judge_template", "reference_rubrics")
 
 
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def check_run_signature(out: Path, args, specs: list[tuple[str, str | None]]) -> None:
     """Cached rubrics and judgements are reused on a rerun; refuse to mix them with another model,
     adapter, decoding setting or data in the same folder."""
-    sig = {k: (str(v) if v is not None else None) for k, v in vars(args).items() if k in SIGNATURE_KEYS}
+    sig = {k: C.input_identity(str(v) if v is not None else None) for k, v in vars(args).items() if k in SIGNATURE_KEYS}
     for name, path in specs:  # the data itself: a local file by its content, a hub set by its name
-        sig[f"data:{name}"] = _file_digest(path) if path else HUB[name][0]
+        sig[f"data:{name}"] = C.input_identity(path) if path else HUB[name][0]
     path = out / "run_signature.json"
     if path.exists():
         old = json.loads(path.read_text())
-        diff = [k for k in sorted(set(old) | set(sig)) if old.get(k) != sig.get(k)
-                and (k.startswith("data:") or k in SIGNATURE_KEYS)]
+        diff = C.manifest_differences(old, sig, [k for k in sorted(set(old) | set(sig))
+                                                 if k.startswith("data:") or k in SIGNATURE_KEYS])
         if diff:
-            raise SystemExit(f"error: {out} holds rubrics and judgements made with other settings or data "
-                             f"({', '.join(diff)} differ); use a new --out or delete that folder")
+            raise SystemExit(f"error: {out} holds rubrics and judgements made with other settings or inputs "
+                             f"({'; '.join(diff)}; a file or folder stands as the digest of its content); use a new "
+                             "--out or delete that folder")
     else:
         C.atomic_write_text(path, json.dumps(sig, indent=2))
 

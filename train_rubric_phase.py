@@ -86,7 +86,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     C.check_flags(*C.model_flag_rules(args), *C.grpo_flag_rules(args),
                   (args.judge_max_new_tokens >= 1, f"--judge-max-new-tokens {args.judge_max_new_tokens}: must be at least 1"),
-                  (args.judge_batch >= 1, f"--judge-batch {args.judge_batch}: must be at least 1"))
+                  (args.judge_batch >= 1, f"--judge-batch {args.judge_batch}: must be at least 1"),
+                  (args.rubric_format_weight >= 0,
+                   f"--rubric-format-weight {args.rubric_format_weight}: must not be negative"))
     C.use_templates(args)
     dist = C.init_distributed(args.device)
     out = C.prepare_output(args, dist)

@@ -193,14 +193,14 @@ def test_evaluate_refuses_to_mix_settings_in_one_folder(tiny_model, tmp_path):
             "--max-rubric-tokens", "4", "--max-judge-tokens", "4", "--out", tmp_path / "ev"]
     run_script(*args)
     err = one_line_error(run_script(*args[:-2], "--max-judge-tokens", "5", "--out", tmp_path / "ev", check=False))
-    assert "holds rubrics and judgements made with other settings or data (max_judge_tokens differ)" in err
+    assert "holds rubrics and judgements made with other settings or inputs (max_judge_tokens: " in err
     # the data too: another --limit, another file under the same benchmark name (issue: judgements reused)
     err = one_line_error(run_script(*args[:-2], "--limit", "3", "--out", tmp_path / "ev", check=False))
-    assert "(limit differ)" in err
+    assert "(limit: '2' -> '3'" in err
     other = write_rows(tmp_path / "other.jsonl", read_jsonl(EVAL)[5:9])
     i = args.index("--data")
     err = one_line_error(run_script(*args[:i + 1], other, *args[i + 2:], check=False))
-    assert "(data:pairwise differ)" in err
+    assert "(data:pairwise: 'sha256:" in err
 
 
 def test_rubric_cache_extends_an_existing_cache(tiny_model, tok, tmp_path):

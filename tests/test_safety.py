@@ -120,7 +120,7 @@ def test_a_rerun_with_other_settings_is_refused_unless_asked(tiny_model, tmp_pat
     i = args.index("--lr")
     other = args[:i + 1] + ["3e-3"] + args[i + 2:]
     err = one_line_error(run_script(*other, "--resume", check=False))
-    assert "holds a run made with other settings (--lr 0.001 -> 0.003)" in err
+    assert "holds a run made with other settings or inputs (--lr 0.001 -> 0.003" in err
     p = run_script(*other, "--resume", "--accept-changes")
     assert "continuing" in p.stderr and "lr" in p.stderr
     run_script(*other, "--overwrite", "--max-steps", "1")
@@ -265,7 +265,7 @@ def test_cache_rubrics_will_not_write_into_a_data_file(tiny_model, tmp_path):
     before = data.read_bytes()
     err = one_line_error(run_script("common.py", "cache-rubrics", "--model", tiny_model, "--data", TRAIN, "--limit", "2",
                                     "--out", data, check=False))
-    assert f"{data}:1: not a rubric cache line" in err
+    assert f"{data}: exists but is not a rubric cache written by cache-rubrics" in err
     assert data.read_bytes() == before
 
 

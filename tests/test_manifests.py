@@ -1,0 +1,102 @@
+"""No result is reused stale: every output records what made it (flags, the content digest of every
+input file and adapter), and reuse or resume needs the same record; otherwise one line lists what
+differs. Each test here failed before the manifests existed (issue 23, items 1-5)."""
+
+import json
+import os
+import shutil
+import subprocess
+
+from test_safety import env, one_line_error
+
+from conftest import EVAL, ROOT, TRAIN, read_jsonl, run_script, write_rows
+
+SFT = ["sft_warmup.py", "--role", "judge", "--limit", "4", "--batch-size", "2", "--micro-batch", "2",
+       "--lora-r", "4", "--lora-alpha", "8", "--save-every", "1"]
+
+
+def _flipped(rows):
+    return [{**r, "winner": "B" if r["winner"] == "A" else "A"} for r in rows]
+
+
+def test_a_resumed_stage_refuses_data_whose_content_changed_at_the_same_path(tiny_model, tmp_path):
+    data = write_rows(tmp_path / "d.jsonl", read_jsonl(TRAIN)[:4])
+    args = [*SFT, "--model", tiny_model, "--data", data, "--out", tmp_path / "o"]
+    run_script(*args, "--max-steps", "1")
+    write_rows(data, _flipped(read_jsonl(data)))  # labels flipped, same path
+    err = one_line_error(run_script(*args, "--max-steps", "1", "--resume", check=False))
+    assert "holds a run made with other settings or inputs (--data 'sha256:" in err
+    # the same content reached from another folder resumes
+    write_rows(data, _flipped(read_jsonl(data)))
+    (tmp_path / "elsewhere").mkdir()
+    copy = shutil.copy(data, tmp_path / "elsewhere" / "copy.jsonl")
+    run_script(*[copy if a == data else a for a in args], "--max-steps", "1", "--resume")
+
+
+def test_cache_rubrics_refuses_another_generator_another_prompt_and_a_foreign_file(tiny_model, tmp_path):
+    cache = tmp_path / "r.jsonl"
+    base = ["common.py", "cache-rubrics", "--model", tiny_model, "--data", TRAIN, "--limit", "3", "--max-new-tokens", "4",
+            "--out", cache]
+    run_script(*base)
+    manifest = json.loads((tmp_path / "r.jsonl.manifest.json").read_text())
+    assert manifest["generator"]["adapter"] is None and len(manifest["prompts"]) == 3
+    before = cache.read_bytes()
+    run_script("sft_warmup.py", "--role", "rubric", "--model", tiny_model, "--data", TRAIN, "--limit", "2",
+               "--max-steps", "1", "--lora-r", "4", "--lora-alpha", "8", "--out", tmp_path / "sft")
+    err = one_line_error(run_script(*base, "--adapter", tmp_path / "sft" / "adapter", check=False))
+    assert "its rubrics were written by another generator (adapter: None -> 'sha256:" in err
+    err = one_line_error(run_script(*base, "--max-new-tokens", "5", check=False))
+    assert "max_new_tokens: 4 -> 5" in err
+    # same ids, other prompts
+    rows = read_jsonl(TRAIN)[:3]
+    other = write_rows(tmp_path / "other.jsonl", [{**r, "prompt": r["prompt"] + " Be brief."} for r in rows])
+    i = base.index("--data")
+    err = one_line_error(run_script(*base[:i + 1], other, *base[i + 2:], check=False))
+    assert f"id {rows[0]['id']!r} has a rubric written for another prompt" in err
+    assert cache.read_bytes() == before
+    # more rows from the same generator extend it
+    run_script(*[("5" if a == "3" else a) for a in base])
+    assert len(read_jsonl(cache)) == 5
+    # a file that is not a cache (a one-line note) is refused and kept
+    note = tmp_path / "note.txt"
+    note.write_text("my notes")
+    err = one_line_error(run_script(*base[:-1], note, check=False))
+    assert "exists but is not a rubric cache written by cache-rubrics" in err and note.read_text() == "my notes"
+
+
+def test_evaluate_refuses_judgements_of_an_adapter_retrained_at_the_same_path(tiny_model, tmp_path):
+    sft = [*SFT, "--model", tiny_model, "--data", TRAIN, "--max-steps", "1", "--out", tmp_path / "j"]
+    run_script(*sft)
+    ev = ["evaluate.py", "--model", tiny_model, "--benchmark", "pairwise", "--data", EVAL, "--limit", "2",
+          "--max-rubric-tokens", "4", "--max-judge-tokens", "4", "--judge-adapter", tmp_path / "j" / "adapter",
+          "--out", tmp_path / "ev"]
+    run_script(*ev)
+    run_script(*sft[:-2], "--lr", "0.3", "--overwrite", "--out", tmp_path / "j")  # retrained, same path
+    err = one_line_error(run_script(*ev, check=False))
+    assert "made with other settings or inputs (judge_adapter: 'sha256:" in err
+
+
+def _alternate(tiny_model, out, data, judge_args="--max-steps 1"):
+    e = {**env(), "MODEL_ARGS": "--lora-r 4 --lora-alpha 8",
+         "SFT_RUBRIC_ARGS": "--max-steps 1 --batch-size 2 --micro-batch 2",
+         "SFT_JUDGE_ARGS": "--max-steps 1 --batch-size 2 --micro-batch 2",
+         "CACHE_ARGS": "--max-new-tokens 4", "JUDGE_ARGS": f"--group-size 2 --batch-size 2 --max-completion-length 4 {judge_args}",
+         "RUBRIC_ARGS": "--group-size 2 --batch-size 2 --max-completion-length 4 --judge-max-new-tokens 4 --max-steps 1"}
+    return subprocess.run(["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(data),
+                           "--cycles", "1", "--out", str(out)], cwd=ROOT, env=e, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_alternate_refuses_a_rerun_with_other_data_or_stage_flags(tiny_model, tmp_path):
+    data = write_rows(tmp_path / "rl.jsonl", read_jsonl(TRAIN)[:8])
+    out = tmp_path / "arm"
+    first = _alternate(tiny_model, out, data)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    again = _alternate(tiny_model, out, data)
+    assert again.returncode == 0 and again.stdout.count("done, skipped") == 6, again.stdout
+    other = _alternate(tiny_model, out, data, judge_args="--max-steps 1 --lr 3e-3")
+    assert other.returncode == 2 and "step c1_judge in" in other.stderr and "--lr: None -> '3e-3'" in other.stderr
+    write_rows(data, _flipped(read_jsonl(data)))  # another --data content at the same path
+    changed = _alternate(tiny_model, out, data)
+    assert changed.returncode == 2 and "step sft_rubric in" in changed.stderr and "--data: 'sha256:" in changed.stderr
+    assert os.path.exists(out / ".done" / "c1_judge")  # nothing was redone or overwritten
