@@ -186,6 +186,28 @@ run_step() {
   echo "[alternate] $name: finished in $(( $(date +%s) - t ))s"
 }
 
+# Every stage's flags are checked before the first step runs (a bad JUDGE_ARGS is caught now, not after
+# an hour of SFT): each stage parses its flags and stops (RUBRIC_ARM_CHECK_FLAGS_ONLY=1).
+precheck() {  # precheck NAME SCRIPT ARGS...
+  local name="$1"; shift
+  RUBRIC_ARM_CHECK_FLAGS_ONLY=1 "$PY" "$@" >/dev/null 2>"$OUT/logs/flags_$name.err" 9>&- ||
+    { echo "alternate.sh: the flags of step $name cannot work:" >&2; grep -v '^\s*$' "$OUT/logs/flags_$name.err" | tail -n 5 >&2; return 1; }
+}
+X="$OUT/.flags-check"  # stands in for paths that exist only later; nothing is read or written
+# shellcheck disable=SC2086
+{
+  precheck sft_rubric sft_warmup.py --role rubric --model "$MODEL" --data "$SFT_DATA" --out "$X" $MODEL_ARGS $SFT_RUBRIC_ARGS &
+  precheck sft_judge sft_warmup.py --role judge --model "$MODEL" --data "$SFT_DATA" --out "$X" $MODEL_ARGS $SFT_JUDGE_ARGS &
+  precheck cache common.py cache-rubrics --model "$MODEL" --data "$DATA" --out "$X" $MODEL_ARGS $CACHE_ARGS &
+  precheck judge train_judge_phase.py --model "$MODEL" --data "$DATA" --rubric-cache "$X" --out "$X" $MODEL_ARGS $JUDGE_ARGS &
+  precheck rubric train_rubric_phase.py --model "$MODEL" --data "$DATA" --judge-adapter "$X" --out "$X" $MODEL_ARGS $RUBRIC_ARGS &
+  if [ -n "$EVAL_DATA" ]; then precheck eval evaluate.py --benchmark "held_out=$EVAL_DATA" --model "$MODEL" --out "$X" $MODEL_ARGS $EVAL_ARGS & fi
+}
+FLAGS_OK=1
+for job in $(jobs -p); do wait "$job" || FLAGS_OK=0; done
+[ "$FLAGS_OK" = 1 ] || exit 2
+rm -f "$OUT"/logs/flags_*.err
+
 # Stage 0 (tiny demo only): the offline tiny model.
 if [ "$DEMO" = tiny ]; then
   run_step tiny_model - "$PY" toy_task.py make-tiny-model "$MODEL"

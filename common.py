@@ -95,6 +95,9 @@ def messages_text(messages: list, where: str) -> str:
         lines.append(f"{m['role']}: {m['content']}")
     if not lines:
         raise DataError(f"{where}: field 'prompt' is an empty list of messages")
+    if messages[-1]["role"] != "user":
+        raise DataError(f"{where}: field 'prompt': the last message is the {messages[-1]['role']}'s; the responses "
+                        "compared answer a user, so the chat must end with a user message")
     return lines[0].split(": ", 1)[1] if len(lines) == 1 and messages[0]["role"] == "user" else "\n\n".join(lines)
 
 
@@ -756,6 +759,7 @@ def attach_lora(base, adapter: str | None = None, r: int = 16, alpha: int = 32, 
     from peft import LoraConfig, PeftModel, get_peft_model
     if adapter:
         check_adapter_dir(adapter)
+        warn_other_base(adapter, base)
         try:
             model = PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
         except Exception as e:  # noqa: BLE001 - a damaged file raises the reader's own error type
@@ -770,6 +774,19 @@ def attach_lora(base, adapter: str | None = None, r: int = 16, alpha: int = 32, 
         for p in model.parameters():
             p.requires_grad_(False)
     return model
+
+
+def warn_other_base(adapter: str, base) -> None:
+    """An adapter records the base it was trained on; loading it on another one (same shapes, so it
+    loads) gives a model nobody trained: say so."""
+    trained_on = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    here = getattr(getattr(base, "config", None), "_name_or_path", None)
+    if not trained_on or not here or trained_on == here:
+        return
+    same = Path(trained_on).exists() and Path(here).exists() and Path(trained_on).resolve() == Path(here).resolve()
+    if not same and Path(trained_on).name != Path(here).name:
+        log.warning("adapter %s was trained on base model %r but is loaded on %r: if that is another model, the "
+                    "result is a model nobody trained", adapter, trained_on, here)
 
 
 def add_frozen_adapter(model, adapter: str, name: str) -> None:
@@ -846,6 +863,11 @@ def check_adapter_dir(path: str) -> None:
     p = Path(path)
     if not (p / "adapter_config.json").exists():
         raise SystemExit(f"error: {p} is not a saved adapter folder (no adapter_config.json)")
+    try:
+        json.loads((p / "adapter_config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: {p / 'adapter_config.json'} is not JSON ({_first_line(e)}); the adapter folder is "
+                         "damaged") from None
     if not (p / "adapter_model.safetensors").exists():
         raise SystemExit(f"error: {p} has no adapter_model.safetensors (only safetensors adapters are loaded)")
 
@@ -1800,7 +1822,19 @@ def rollout_metrics(rolls: list[Rollout], seconds: float) -> dict:
 #    (TrainingRun) that SFT, DPO and the GRPO phases share.
 # =============================================================================================
 
+class _DropMessages(logging.Filter):
+    """Library lines that do not concern a user of this project (they name optional packages or
+    deprecations inside the libraries, not anything the user can act on)."""
+    NOISE = ("Failed to load CPU gemm_4bit_forward from kernels-community",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in str(record.msg) for n in self.NOISE)
+
+
 def setup_logging(level: int = logging.INFO) -> None:
+    import warnings
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropMessages())
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
@@ -1901,14 +1935,27 @@ def run_main(main: Callable[[], object]) -> None:
         raise SystemExit(f"error: out of memory ({first[:200]}); {MEMORY_ADVICE}") from None
     except KeyboardInterrupt:
         code = 143 if _INTERRUPTED.get("signal") == signal.SIGTERM else 130
-        print(f"error: interrupted ({'SIGTERM' if code == 143 else 'Ctrl-C'}); what was finished is kept: the same "
-              "command continues from there", file=sys.stderr)
+        print(f"error: interrupted ({'SIGTERM' if code == 143 else 'Ctrl-C'}); what was finished is kept; this "
+              f"continues from there: {resume_command()}", file=sys.stderr)
         raise SystemExit(code) from None
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise SystemExit(f"error: could not write {e.filename or 'a file'}: {e.strerror}; free some space (or raise "
-                             "the file-size limit) and rerun with --resume: the last complete checkpoint is kept") from None
+                             f"the file-size limit) and rerun: {resume_command()} (what was finished is kept)") from None
         raise
+
+
+def resume_command() -> str:
+    """The command line of this process as a user reruns it: with --resume where the stage has that
+    flag (a training stage refuses a run folder without it)."""
+    import shlex
+    argv = list(sys.argv)
+    if "--resume" in _RESUMABLE_STAGE and "--resume" not in argv and "--overwrite" not in argv:
+        argv.append("--resume")
+    return "python " + shlex.join(argv)
+
+
+_RESUMABLE_STAGE: set[str] = set()  # {"--resume"} once add_run_args has run in this process
 
 
 _INTERRUPTED: dict = {}
@@ -2097,6 +2144,7 @@ def progress(iterable=None, **kw):
 
 
 def add_run_args(ap: argparse.ArgumentParser) -> None:
+    _RESUMABLE_STAGE.add("--resume")
     g = ap.add_argument_group("run")
     g.add_argument("--out", required=True, help="output folder (adapter/, metrics.jsonl, checkpoints/)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -2231,6 +2279,16 @@ def check_flags(*rules: tuple[bool, str]) -> None:
     failed = [msg for ok, msg in rules if not ok]
     if failed:
         raise SystemExit("\n".join(f"error: {m}" for m in failed))
+    if os.environ.get("RUBRIC_ARM_CHECK_FLAGS_ONLY") == "1":  # alternate.sh checks every stage's flags up front
+        raise SystemExit(0)
+
+
+def fit_micro_batch(args) -> None:
+    """A micro-batch larger than the batch cannot be filled: say so and use the batch."""
+    if getattr(args, "micro_batch", 0) > getattr(args, "batch_size", float("inf")):
+        log.warning("--micro-batch %d is larger than --batch-size %d: micro-batches of %d", args.micro_batch,
+                    args.batch_size, args.batch_size)
+        args.micro_batch = args.batch_size
 
 
 def model_flag_rules(args) -> list[tuple[bool, str]]:
@@ -2261,8 +2319,6 @@ def grpo_flag_rules(args) -> list[tuple[bool, str]]:
         (args.eps_low >= 0 and args.eps_high >= 0, "--eps-low/--eps-high: must not be negative"),
         (args.eps_high >= args.eps_low, f"--eps-high {args.eps_high}: must not be below --eps-low {args.eps_low} "
                                         "(the paper's clip-higher: 0.28 over 0.2)"),
-        (args.micro_batch <= args.batch_size, f"--micro-batch {args.micro_batch}: must not exceed --batch-size "
-                                              f"{args.batch_size}"),
         (args.beta >= 0, f"--beta {args.beta}: must not be negative"),
         (args.num_iterations >= 1, f"--num-iterations {args.num_iterations}: must be at least 1"),
         (args.temperature > 0, f"--temperature {args.temperature}: must be positive (greedy rollouts are all the same: "
@@ -2331,8 +2387,14 @@ class TrainingRun:
             seed_everything(sampling_seed + dist.rank)
         self.start = 0
         if resume and (ck := latest_checkpoint(self.out)):
-            self.start = load_checkpoint(ck, model, self.opt, self.sched)["step"]
+            state = load_checkpoint(ck, model, self.opt, self.sched)
+            self.start = state["step"]
             log.info("resumed from %s at step %d/%d", ck, self.start, self.total)
+            if state.get("total", self.total) != self.total:
+                log.warning("%s: the run was planned for %d steps and now runs %d: its learning-rate schedule (and "
+                            "warm-up) was made for %d, so the steps after %d follow that schedule's tail, not a new "
+                            "one (--overwrite starts a run planned for %d)", name, state["total"], self.total,
+                            state["total"], state["total"], self.total)
             if sampling_seed is not None and dist.world > 1:
                 # the checkpoint holds rank 0's RNG; give the other ranks their own streams back
                 seed_everything(sampling_seed + dist.rank + 7919 * self.start)

@@ -543,16 +543,15 @@ def main(argv=None) -> dict:
     C.seed_everything(args.seed)
     device = torch.device(args.device) if args.device else C.default_device()
     check_run_signature(out, args, specs)
-    comps = {}
+    comps, identical = {}, {}
     for name, path in specs:
         loaded = load_benchmark(name, path, args.limit)
         same = [c for c in loaded if c.chosen.strip() == c.rejected.strip()]
-        if same:  # no judge can be right or wrong on these: they would only add noise around 50%
-            C.log.warning("benchmark %s: %d comparison(s) have identical chosen and rejected responses "
-                          "(first %s); left out of the scores", name, len(same), same[0].cid)
-            loaded = [c for c in loaded if c.chosen.strip() != c.rejected.strip()]
-        if not loaded:
-            raise C.DataError(f"benchmark {name}: every comparison has identical responses")
+        if same:  # the official scorers keep them (a judge is right on them by the position it picks): so do we
+            C.log.warning("benchmark %s: %d comparison(s) have identical chosen and rejected responses (first %s); "
+                          "scored like any other, as the official code does, and counted in results.json", name,
+                          len(same), same[0].cid)
+        identical[name] = len(same)
         comps[name] = loaded
     n_prompts = len({c.prompt for cs in comps.values() for c in cs})
     C.log.info("loaded %s; %d distinct prompts", ", ".join(f"{k} {len(v)} comparisons" for k, v in comps.items()), n_prompts)
@@ -600,7 +599,7 @@ def main(argv=None) -> dict:
     summary = {"accuracy": sum(r["score"] for r in mixed) / len(mixed),
                "format_rate": sum(r["format"] for r in records) / len(records),
                "unparsed": unparsed, "unparsed_share": unparsed / len(records), "too_long": too_long,
-               "truncated": truncated, "judgements": len(records)}
+               "truncated": truncated, "judgements": len(records), "identical_pairs": identical}
     if "fixed1" in views:
         summary.update({"accuracy_fixed1": sum(r["score"] for r in views["fixed1"]) / len(views["fixed1"]),
                         "accuracy_fixed2": sum(r["score"] for r in views["fixed2"]) / len(views["fixed2"]),

@@ -6,8 +6,9 @@ first unfinished step of the first unfinished round:
               candidates instead: --candidates FILE with {prompt, responses: [...]})
   2. label    Rubric-ARM writes one rubric per prompt and judges every pair of distinct responses in
               both A/B orders; a pair is kept only if both orders prefer the same response
-  3. train    DPO (sigmoid loss) on the kept pairs; the reference is the policy with its adapter
-              disabled, its log-probs computed once per round; plus --sft-weight x the chosen NLL
+  3. train    DPO (sigmoid loss) on the kept pairs; the reference is the policy the round starts from
+              (--dpo-reference base: the original model), its log-probs computed once per round before
+              training; plus --sft-weight x the chosen NLL
 The paper's recipe is the default (beta 0.1, lr 8e-7 x 10 for LoRA, cutoff 2048, batch 64, 1 epoch, SFT weight
 0.2; IterDPO: --rounds 3). Paper scale:
 
@@ -20,6 +21,7 @@ The paper's recipe is the default (beta 0.1, lr 8e-7 x 10 for LoRA, cutoff 2048,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import itertools
 import json
@@ -52,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--gen-batch", type=int, default=16, help="prompts per generate call")
     g = ap.add_argument_group("DPO (paper recipe defaults)")
     g.add_argument("--rounds", type=int, default=1, help="IterDPO rounds (paper: 3)")
+    g.add_argument("--dpo-reference", default="round-start", choices=["round-start", "base"],
+                   help="DPO reference of each round: the policy the round starts from (the usual IterDPO recipe, "
+                        "and what the paper's per-round LLaMA-Factory runs do), or the original base model")
     g.add_argument("--beta", type=float, default=0.1)
     g.add_argument("--lr", type=float, default=8e-7 * C.LORA_LR_MULTIPLIER,
                    help="LoRA: 8e-6, 10x the paper's full fine-tuning 8e-7")
@@ -205,10 +210,12 @@ def pair_logps(model, pairs: list[tuple], pad_id: int, device) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def reference_logps(model, pairs, mb: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Once per round: the policy with its adapter disabled is the reference."""
+def reference_logps(model, pairs, mb: int, pad_id: int, device, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Once per round, before the round trains: the reference policy's log-probs. 'round-start' is the
+    policy as the round begins (its adapter as it is now, before any update: the previous round's
+    result, or a fresh LoRA, which equals the base); 'base' is the original model, adapter disabled."""
     ch, rj = [], []
-    with model.disable_adapter():
+    with model.disable_adapter() if kind == "base" else contextlib.nullcontext():
         for s in C.progress(range(0, len(pairs), mb), desc="reference"):
             c, r, _ = pair_logps(model, pairs[s:s + mb], pad_id, device)
             ch.append(c.float().cpu())
@@ -251,7 +258,7 @@ def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> d
     if ref_path.exists():
         ref_c, ref_r = torch.load(ref_path).values()
     else:
-        ref_c, ref_r = reference_logps(model, pairs, args.micro_batch, tok.pad_token_id, dist.device)
+        ref_c, ref_r = reference_logps(model, pairs, args.micro_batch, tok.pad_token_id, dist.device, args.dpo_reference)
         tmp = ref_path.with_suffix(".tmp")
         torch.save({"chosen": ref_c, "rejected": ref_r}, tmp)
         tmp.replace(ref_path)
@@ -318,6 +325,7 @@ def main(argv=None) -> None:
                   (args.judge_temperature >= 0, f"--judge-temperature {args.judge_temperature}: must not be negative"),
                   (args.max_new_tokens >= 1, f"--max-new-tokens {args.max_new_tokens}: must be at least 1"),
                   (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"))
+    C.fit_micro_batch(args)
     C.use_templates(args)
     dist = C.init_distributed(args.device)
     out = C.prepare_output(args, dist)

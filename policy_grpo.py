@@ -21,8 +21,10 @@ import torch
 
 import common as C
 
-PAPER = dict(group_size=6, batch_size=288, max_completion_length=1024, lr=5e-7 * C.LORA_LR_MULTIPLIER,
-             eps_low=0.2, eps_high=0.28, beta=0.001, num_iterations=2, epochs=1.0)  # Section 6, online GRPO
+# Section 6 and Table 10 (online GRPO of the policy): 2048 new tokens per completion, for the sampled
+# answers and the greedy baseline alike (Table 9's 1024 is the judge's)
+PAPER = dict(group_size=6, batch_size=288, max_completion_length=2048, lr=5e-7 * C.LORA_LR_MULTIPLIER,
+             eps_low=0.2, eps_high=0.28, beta=0.001, num_iterations=2, epochs=1.0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,6 +70,7 @@ def main(argv=None) -> None:
     C.check_flags(*C.model_flag_rules(args), *C.grpo_flag_rules(args),
                   (args.judge_temperature >= 0, f"--judge-temperature {args.judge_temperature}: must not be negative"),
                   (args.judge_batch >= 1, f"--judge-batch {args.judge_batch}: must be at least 1"))
+    C.fit_micro_batch(args)
     C.use_templates(args)
     dist = C.init_distributed(args.device)
     out = C.prepare_output(args, dist)

@@ -1,9 +1,11 @@
 """Stage I: SFT warm-up of the rubric generator (--role rubric) or the judge (--role judge).
 
 The loss is the mean negative log-likelihood of the completion tokens only (the rubric, or the judge
-trajectory), the prompt being the chat-templated rubric or judge prompt. Defaults are the paper's
-recipe for each role (the paper's SFT warm-up settings; the learning rate scaled for LoRA, see
-LORA_LR_MULTIPLIER in common.py); a real run on one GPU:
+trajectory), the prompt being the chat-templated rubric or judge prompt; --decision-weight W makes the
+judge's decision tokens (each criterion's met / not met, the winner's letter) weigh W times the rest.
+Defaults per role are the SFT recipe of the Rubric-RM paper (OpenRubrics, arXiv 2510.07743), which the
+Rubric-ARM paper starts from and gives no SFT settings of its own; the learning rate is scaled for LoRA
+(LORA_LR_MULTIPLIER in common.py). A real run on one GPU:
 
     python sft_warmup.py --role judge --model Qwen/Qwen3-8B --data OpenRubrics/OpenRubric-v2 \\
         --out runs/sft_judge --load-4bit --micro-batch 2 --gradient-checkpointing
@@ -22,7 +24,7 @@ import torch
 
 import common as C
 
-# Paper recipe (Rubric-RM SFT): generator 1 epoch, cutoff 3072, batch 128, lr 8e-6;
+# The Rubric-RM paper's SFT recipe (Rubric-ARM gives none): generator 1 epoch, cutoff 3072, batch 128, lr 8e-6;
 # judge 2 epochs, cutoff 6144, batch 64, lr 5e-6; both cosine with warmup 0.05. The rates are for full
 # fine-tuning: LoRA defaults are C.LORA_LR_MULTIPLIER times them (8e-5, 5e-5).
 ROLE_DEFAULTS = {
@@ -38,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     C.add_data_args(ap)
     C.add_run_args(ap)
     ap.add_argument("--adapter", default=None, help="start from this saved adapter instead of a new LoRA")
-    g = ap.add_argument_group("SFT (paper defaults depend on --role)")
+    g = ap.add_argument_group("SFT (defaults: the Rubric-RM paper's recipe per --role)")
     g.add_argument("--epochs", type=float, default=None, help="rubric 1, judge 2")
     g.add_argument("--cutoff-len", type=int, default=None, help="max prompt+completion tokens: rubric 3072, judge 6144")
     g.add_argument("--batch-size", type=int, default=None, help="examples per optimizer step: rubric 128, judge 64")
@@ -138,8 +140,6 @@ def main(argv=None) -> None:
     C.check_flags(*C.model_flag_rules(args),
                   (args.batch_size >= 1, f"--batch-size {args.batch_size}: must be at least 1"),
                   (args.micro_batch >= 1, f"--micro-batch {args.micro_batch}: must be at least 1"),
-                  (args.micro_batch <= args.batch_size,
-                   f"--micro-batch {args.micro_batch}: must not exceed --batch-size {args.batch_size}"),
                   (args.lr > 0, f"--lr {args.lr}: must be positive"),
                   (args.epochs > 0, f"--epochs {args.epochs}: must be positive"),
                   (args.decision_weight > 0, f"--decision-weight {args.decision_weight}: must be positive"),
@@ -148,6 +148,7 @@ def main(argv=None) -> None:
                   (args.save_every >= 0, f"--save-every {args.save_every}: must not be negative"),
                   (0 <= args.warmup_ratio < 1, f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)"),
                   (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"))
+    C.fit_micro_batch(args)
     C.use_templates(args)
     dist = C.init_distributed(args.device)
     out = C.prepare_output(args, dist)

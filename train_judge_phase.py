@@ -92,6 +92,7 @@ def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
     C.check_flags(*C.model_flag_rules(args), *C.grpo_flag_rules(args))
+    C.fit_micro_batch(args)
     C.use_templates(args)
     dist = C.init_distributed(args.device)
     out = C.prepare_output(args, dist)

@@ -89,6 +89,7 @@ def main(argv=None) -> None:
                   (args.judge_batch >= 1, f"--judge-batch {args.judge_batch}: must be at least 1"),
                   (args.rubric_format_weight >= 0,
                    f"--rubric-format-weight {args.rubric_format_weight}: must not be negative"))
+    C.fit_micro_batch(args)
     C.use_templates(args)
     dist = C.init_distributed(args.device)
     out = C.prepare_output(args, dist)

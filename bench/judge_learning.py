@@ -36,12 +36,12 @@ import baselines as B  # noqa: E402
 
 # ---- configuration (what the report's tables were made with) ----
 MODEL = "smollm2-135m"
-N_SFT = 480                     # train pairs 0 .. N_SFT-1: the judge's SFT warm-up
+N_SFT = 320                     # train pairs 0 .. N_SFT-1: the judge's SFT warm-up (40 steps of 8)
 WEIGHTS = [1, 10]               # --decision-weight of the SFT variants
 EVAL = {"IF test": "data/if_test.jsonl", "IFBench-OOD": "data/if_ood.jsonl"}
 REACH_ARGS = "--n-train 800 --n-eval 200 --steps 150 --eval-every 25 --batch 8"
 SFT_ARGS = "--dtype bf16 --epochs 1 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1024 --save-every 10"
-EVAL_ARGS = "--dtype bf16 --greedy --max-judge-tokens 320 --batch-size 32 --max-prompt-length 1024"
+EVAL_ARGS = "--dtype bf16 --greedy --max-judge-tokens 320 --batch-size 40 --max-prompt-length 1024 --limit 120"
 REACH_OUT = ROOT / "docs" / "results" / "judge_reach.json"  # small: committed beside the report
 
 

@@ -124,3 +124,33 @@ def test_policy_grpo_online_run(tiny_model, yes_rm, tmp_path):
         assert r["reward"] == pytest.approx((r["reward_win_shown_first"] + r["reward_win_shown_second"]) / 2, abs=1e-5)
         assert 0.0 <= r["reward"] <= 1.0
     assert (tmp_path / "g" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_iterdpo_reference_is_the_rounds_starting_policy_unless_asked(tiny_model, yes_rm, tmp_path):
+    """Round 2's reference log-probs are those of round 1's adapter (round-start), or of the base model."""
+    cands = write_rows(tmp_path / "cands.jsonl",
+                       [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river", "no bird"]}])
+    prompts = write_rows(tmp_path / "p.jsonl", [{"prompt": YES_PROMPT}])
+    tok = C.load_tokenizer(str(tiny_model))
+    got = {}
+    for kind in ("round-start", "base"):
+        out = tmp_path / kind
+        args = [a if a is not None else prompts for a in DPO] + [
+            "--model", tiny_model, "--rubric-adapter", yes_rm["rubric"], "--judge-adapter", yes_rm["judge"],
+            "--judge-template", yes_rm["template"], "--candidates", cands, "--rounds", "2", "--max-steps", "3",
+            "--lr", "5e-3", "--dpo-reference", kind, "--out", out]
+        run_script(*args)
+        r2 = out / "round2"
+        if not (r2 / "ref_logps.pt").exists():
+            pytest.skip("round 2 kept no pairs to train on")
+        prefs = read_jsonl(r2 / "prefs.jsonl")
+        pairs, _ = policy_dpo.tokenize_pairs(tok, prefs, 2048)
+        start = C.attach_lora(C.load_base_model(str(tiny_model)), str(out / "round1" / "adapter"), trainable=False)
+        with torch.no_grad():
+            c_start, _, _ = policy_dpo.pair_logps(start, pairs, tok.pad_token_id, "cpu")
+            c_base, _, _ = policy_dpo.pair_logps(C.load_base_model(str(tiny_model)), pairs, tok.pad_token_id, "cpu")
+        got[kind] = (torch.load(r2 / "ref_logps.pt")["chosen"], c_start, c_base)
+    ref, c_start, c_base = got["round-start"]
+    assert torch.allclose(ref, c_start, atol=1e-3) and not torch.allclose(c_start, c_base, atol=1e-3)
+    ref, c_start, c_base = got["base"]
+    assert torch.allclose(ref, c_base, atol=1e-3)

@@ -87,6 +87,8 @@ def test_alternate_takes_its_running_step_down_with_it(tiny_model, tmp_path, sig
     assert _wait_for(lambda: not _stage_pids(out), 60), "the SFT stage outlived alternate.sh"
     if sig == signal.SIGTERM:
         assert proc.returncode == 143
+        said = proc.stdout.read().decode()
+        assert "alternate.sh: stopped by SIGTERM" in said and "the same command resumes: bash alternate.sh --model" in said
     # the step stopped cleanly: a checkpoint to resume from, no done-marker
     assert not (out / ".done" / "sft_judge").exists()
     assert list((out / "sft_judge" / "checkpoints").glob("step-*"))
@@ -158,6 +160,11 @@ def test_sigterm_checkpoints_and_the_resumed_run_matches(tiny_model, tmp_path):
     (["--lr=-1e-4"], "--lr -0.0001: must be positive"),
     (["--batch-size", "5"], "--batch-size 5: must be a multiple of --group-size 2"),
     (["--temperature", "0"], "--temperature 0.0: must be positive"),
+    (["--lr=inf"], "--lr inf: must be a finite number"),
+    (["--eps-high", "0.1"], "--eps-high 0.1: must not be below --eps-low 0.2"),
+    (["--limit", "0"], "--limit 0: must be at least 1"),
+    (["--limit", "-3"], "--limit -3: must be at least 1"),
+    (["--max-prompt-length", "0"], "--max-prompt-length 0: must be at least 16"),
 ])
 def test_flags_that_cannot_work_are_refused_before_loading(tmp_path, flags, message):
     t = time.time()
@@ -216,6 +223,10 @@ def test_chat_message_prompts_and_a_byte_order_mark_load(tmp_path):
     bad = write_rows(tmp_path / "bad.jsonl", [{**rows[2], "prompt": [{"role": "user"}]}])
     with pytest.raises(C.DataError, match=r"bad\.jsonl:1: field 'prompt': message 0 must be an object"):
         C.load_pairs(str(bad))
+    ends_with_answer = write_rows(tmp_path / "answer.jsonl", [{**rows[2], "prompt": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}])
+    with pytest.raises(C.DataError, match=r"answer\.jsonl:1: field 'prompt': the last message is the assistant's"):
+        C.load_pairs(str(ends_with_answer))
 
 
 # ---- 16.6 progress on long generation ----------------------------------------------------------------------
@@ -280,14 +291,15 @@ def test_rubric_cache_duplicates_are_errors_and_empties_are_counted(tiny_model, 
     assert "1 empty rubric(s) (first at line 2)" in caplog.text
 
 
-def test_identical_pairs_are_left_out_with_a_warning(tiny_model, tmp_path):
+def test_identical_pairs_are_scored_as_the_official_code_does_and_counted(tiny_model, tmp_path):
     rows = read_jsonl(EVAL)[:3]
     rows[0] = {**rows[0], "response_b": rows[0]["response_a"]}
     path = write_rows(tmp_path / "p.jsonl", rows)
     p = run_script("evaluate.py", "--model", tiny_model, "--benchmark", f"pairwise={path}", "--max-rubric-tokens", "4",
                    "--max-judge-tokens", "4", "--out", tmp_path / "ev")
     assert "1 comparison(s) have identical chosen and rejected responses" in p.stderr
-    assert json.loads((tmp_path / "ev" / "results.json").read_text())["benchmarks"]["pairwise"]["n"] == 2
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["benchmarks"]["pairwise"]["n"] == 3 and res["summary"]["identical_pairs"] == {"pairwise": 1}
 
 
 def test_a_huge_response_is_cut_by_the_default_prompt_limit(tiny_model, tmp_path):

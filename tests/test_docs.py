@@ -1,0 +1,74 @@
+"""The pages cannot drift from the runs: the README stays a front page, every link works, and every
+number of a results table appears in the results file the table names."""
+
+import json
+import re
+
+import pytest
+
+from conftest import ROOT
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_the_readme_is_a_front_page():
+    assert len((ROOT / "README.md").read_bytes()) <= 15_500
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_and_image_resolves(page):
+    text = page.read_text(encoding="utf-8")
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+://", target) or target.startswith("mailto:"):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        assert file.exists(), f"{page.name}: link to {target} is broken"
+        if anchor and file.suffix == ".md":
+            slugs = {re.sub(r"[^\w\- ]", "", h.strip("# ").lower()).replace(" ", "-")
+                     for h in file.read_text(encoding="utf-8").splitlines() if h.startswith("#")}
+            assert anchor in slugs, f"{page.name}: {target}: no heading '{anchor}' in {file.name}"
+
+
+def _numbers_of(obj) -> set[str]:
+    """Every way a results file's numbers are printed in the tables: as is, as a percentage, rounded."""
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for v in obj.values():
+            out |= _numbers_of(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= _numbers_of(v)
+    elif isinstance(obj, bool):
+        pass
+    elif isinstance(obj, (int, float)):
+        out |= {str(obj), f"{obj:.0f}", f"{obj:.1f}", f"{obj:.2f}", f"{obj:.3f}", f"{100 * obj:.1f}", f"{100 * obj:.0f}"}
+    return out
+
+
+def _sourced_tables(text: str):
+    """(source file, table lines) for each table that a 'Source: `FILE`' line follows or precedes."""
+    blocks = re.split(r"\n\s*\n", text)
+    for k, block in enumerate(blocks):
+        lines = block.strip().splitlines()
+        if not lines or not lines[0].startswith("|"):
+            continue
+        near = " ".join(blocks[max(0, k - 1):k + 2])
+        m = re.search(r"Source: `([^`]+\.json)`", near)
+        if m:
+            yield m.group(1), lines
+
+
+def test_every_number_of_a_sourced_table_is_in_its_results_file():
+    checked = 0
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for source, lines in _sourced_tables(text):
+            known = _numbers_of(json.loads((ROOT / source).read_text()))
+            for line in lines[2:]:
+                cells = line.strip("|").split("|")[1:]  # the first cell names the row
+                for number in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])", " ".join(cells)):
+                    assert number in known, f"{page.name}: {number} in '{line[:60]}...' is not in {source}"
+                    checked += 1
+    assert checked > 20  # the headline table at least is checked
