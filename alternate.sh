@@ -152,7 +152,7 @@ fi
 run_step() {
   local name="$1" check="$2"; shift 2
   local rc=0 diff
-  diff=$("$PY" common.py step-check "$OUT/.done/$name" -- "$@" 2>&1 9>&-) || rc=$?
+  diff=$("$PY" manifests.py step-check "$OUT/.done/$name" -- "$@" 2>&1 9>&-) || rc=$?
   if [ "$rc" -eq 0 ]; then echo "[alternate] $name: done, skipped"; return 0; fi
   if [ "$rc" -eq 3 ]; then
     echo "alternate.sh: step $name in $OUT was made with other flags or inputs ($diff); use another --out," \
@@ -182,7 +182,7 @@ run_step() {
       exit 1
     fi
   fi
-  "$PY" common.py step-done "$OUT/.done/$name" -- "$@" 9>&-
+  "$PY" manifests.py step-done "$OUT/.done/$name" -- "$@" 9>&-
   echo "[alternate] $name: finished in $(( $(date +%s) - t ))s"
 }
 

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from manifests import content_digest, input_identity, manifest_differences  # noqa: F401 (part of common's API)
+
 log = logging.getLogger("rubric_arm")
 
 
@@ -2183,53 +2185,6 @@ def lock_output(path: str | os.PathLike) -> None:
 
 
 # Flags that do not change what a run computes, so a rerun may change them freely.
-# ---- manifests: what an output was made from ------------------------------------------------
-# Every output that can be reused or resumed records the flags that change it and the identity of
-# every input: a local file or folder by the digest of its content, anything else (a hub name, a
-# number) as written. Reuse needs the same record; otherwise the stage refuses and lists what differs.
-# So the same file reached by another path resumes, and a changed file at the same path does not.
-
-BIG_FILE = 64 << 20  # bytes: larger files (model weights) are identified by size and their first and last 4 MB
-SKIPPED_IN_FOLDERS = {"checkpoints", ".lock", ".lock.pid", "logs"}
-
-
-def content_digest(path: str | os.PathLike) -> str:
-    """sha256 (16 hex digits) of a file's bytes, or of a folder's files (their relative names and bytes;
-    checkpoints, locks and logs left out)."""
-    import hashlib
-    h = hashlib.sha256()
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and not SKIPPED_IN_FOLDERS & set(p.relative_to(path).parts))
-    for f in files:
-        if f != path:
-            h.update(f.relative_to(path).as_posix().encode() + b"\0")
-        size = f.stat().st_size
-        with open(f, "rb") as fh:
-            if size <= BIG_FILE:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            else:
-                h.update(str(size).encode() + fh.read(4 << 20))
-                fh.seek(size - (4 << 20))
-                h.update(fh.read())
-    return h.hexdigest()[:16]
-
-
-def input_identity(value):
-    """How a flag's value enters a manifest: an existing local file or folder as 'sha256:<digest of its
-    content>', anything else as it is."""
-    if isinstance(value, str) and value and os.path.exists(value):
-        return "sha256:" + content_digest(value)
-    return value
-
-
-def manifest_differences(old: dict, new: dict, keys=None) -> list[str]:
-    """'key: old -> new' for every key whose value differs (all keys of either, or only `keys`)."""
-    keys = sorted(set(old) | set(new)) if keys is None else keys
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
-
-
 VOLATILE_FLAGS = {"out", "resume", "overwrite", "accept_changes", "wandb_project", "device", "save_every",
                   "log_samples", "max_steps", "gen_batch", "judge_batch"}
 RUN_FILES = ("checkpoints", "metrics.jsonl", "adapter", "judge_samples.jsonl", "run_signature.json")
@@ -2565,55 +2520,7 @@ def check_cached_prompts(cache: Path, rows: list[dict]) -> None:
     atomic_write_text(mpath, json.dumps({**manifest, "prompts": prompts}, indent=2))
 
 
-OUTPUT_FLAGS = {"--out", "--out-dir"}  # what a step writes: named, not digested
-
-
-def step_manifest(command: list[str]) -> dict[str, object]:
-    """A step of alternate.sh as {flag or position: value}, each value by input_identity (a local file
-    or folder by its content), except the step's own outputs; the interpreter is left out."""
-    made, key = {}, None
-    for k, tok in enumerate(command[1:], 1):
-        if tok.startswith("--"):
-            if key is not None:
-                made[key] = True
-            key = tok
-            continue
-        name = key or f"#{k}"
-        name = name if name not in made else f"{name}#{k}"  # a repeated flag keeps every value
-        made[name] = tok if key in OUTPUT_FLAGS else input_identity(tok)
-        key = None
-    if key is not None:
-        made[key] = True
-    return made
-
-
-def check_step(marker: str, command: list[str], write: bool) -> int:
-    """alternate.sh's done-marker: 0 if the marker records this command and these inputs, 1 if there is
-    none, 3 (and the differences on stderr) if it records another; with write, record them."""
-    made = step_manifest(command)
-    path = Path(marker)
-    if write:
-        atomic_write_text(path, json.dumps(made, indent=2))
-        return 0
-    if not path.exists():
-        return 1
-    try:
-        old = json.loads(path.read_text() or "null")
-    except json.JSONDecodeError:
-        old = None
-    if old == made:
-        return 0
-    diff = manifest_differences(old, made) if isinstance(old, dict) else ["(a marker of an older version: it names no inputs)"]
-    print("; ".join(diff), file=sys.stderr)
-    return 3
-
-
 def _cli() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] in ("step-check", "step-done"):  # alternate.sh: MARKER -- COMMAND...
-        marker, sep, *command = sys.argv[2:]
-        if sep != "--" or not command:
-            raise SystemExit("usage: common.py step-check|step-done MARKER -- COMMAND...")
-        raise SystemExit(check_step(marker, command, write=sys.argv[1] == "step-done"))
     setup_logging()
     ap = argparse.ArgumentParser(description="rubric-arm shared tools")
     sub = ap.add_subparsers(dest="cmd", required=True)

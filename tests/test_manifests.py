@@ -84,7 +84,7 @@ def _alternate(tiny_model, out, data, judge_args="--max-steps 1"):
          "RUBRIC_ARGS": "--group-size 2 --batch-size 2 --max-completion-length 4 --judge-max-new-tokens 4 --max-steps 1"}
     return subprocess.run(["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(data),
                            "--cycles", "1", "--out", str(out)], cwd=ROOT, env=e, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=1200)
 
 
 def test_alternate_refuses_a_rerun_with_other_data_or_stage_flags(tiny_model, tmp_path):

@@ -1,0 +1,114 @@
+"""Manifests: what an output was made from, so that no result is reused stale.
+
+Every output that can be reused or resumed records the flags that change it and the identity of
+every input: a local file or folder by the digest of its content, anything else (a hub name, a
+number) as written. Reuse needs the same record; otherwise the stage refuses and lists what differs.
+So the same file reached by another path resumes, and a changed file at the same path does not.
+
+No torch here: alternate.sh checks and writes its step markers with this file, quickly.
+
+    python manifests.py step-check MARKER -- COMMAND...   # 0 same, 1 no marker, 3 other (differences on stderr)
+    python manifests.py step-done MARKER -- COMMAND...    # record COMMAND and its inputs in MARKER
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+BIG_FILE = 64 << 20  # bytes: larger files (model weights) are identified by size and their first and last 4 MB
+SKIPPED_IN_FOLDERS = {"checkpoints", ".lock", ".lock.pid", "logs"}
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """sha256 (16 hex digits) of a file's bytes, or of a folder's files (their relative names and bytes;
+    checkpoints, locks and logs left out)."""
+    h = hashlib.sha256()
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not SKIPPED_IN_FOLDERS & set(p.relative_to(path).parts))
+    for f in files:
+        if f != path:
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            if size <= BIG_FILE:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            else:
+                h.update(str(size).encode() + fh.read(4 << 20))
+                fh.seek(size - (4 << 20))
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def input_identity(value):
+    """How a flag's value enters a manifest: an existing local file or folder as 'sha256:<digest of its
+    content>', anything else as it is."""
+    if isinstance(value, str) and value and os.path.exists(value):
+        return "sha256:" + content_digest(value)
+    return value
+
+
+def manifest_differences(old: dict, new: dict, keys=None) -> list[str]:
+    """'key: old -> new' for every key whose value differs (all keys of either, or only `keys`)."""
+    keys = sorted(set(old) | set(new)) if keys is None else keys
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+OUTPUT_FLAGS = {"--out", "--out-dir"}  # what a step writes: named, not digested
+
+
+def step_manifest(command: list[str]) -> dict[str, object]:
+    """A step of alternate.sh as {flag or position: value}, each value by input_identity (a local file
+    or folder by its content), except the step's own outputs; the interpreter is left out."""
+    made, key = {}, None
+    for k, tok in enumerate(command[1:], 1):
+        if tok.startswith("--"):
+            if key is not None:
+                made[key] = True
+            key = tok
+            continue
+        name = key or f"#{k}"
+        name = name if name not in made else f"{name}#{k}"  # a repeated flag keeps every value
+        made[name] = tok if key in OUTPUT_FLAGS else input_identity(tok)
+        key = None
+    if key is not None:
+        made[key] = True
+    return made
+
+
+def check_step(marker: str, command: list[str], write: bool) -> int:
+    """alternate.sh's done-marker: 0 if the marker records this command and these inputs, 1 if there is
+    none, 3 (and the differences on stderr) if it records another; with write, record them."""
+    made = step_manifest(command)
+    path = Path(marker)
+    if write:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(made, indent=2))
+        os.replace(tmp, path)
+        return 0
+    if not path.exists():
+        return 1
+    try:
+        old = json.loads(path.read_text() or "null")
+    except json.JSONDecodeError:
+        old = None
+    if old == made:
+        return 0
+    diff = manifest_differences(old, made) if isinstance(old, dict) else ["(a marker of an older version: it names no inputs)"]
+    print("; ".join(diff), file=sys.stderr)
+    return 3
+
+
+def _cli() -> None:
+    if len(sys.argv) < 4 or sys.argv[1] not in ("step-check", "step-done") or sys.argv[3] != "--":
+        raise SystemExit("usage: manifests.py step-check|step-done MARKER -- COMMAND...")
+    raise SystemExit(check_step(sys.argv[2], sys.argv[4:], write=sys.argv[1] == "step-done"))
+
+
+if __name__ == "__main__":
+    _cli()
