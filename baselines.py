@@ -1,5 +1,7 @@
 """Trivial judges that never read the prompt or the rubric: what a pairwise task gives away for free.
 
+Most used:  python baselines.py --train data/if_train.jsonl --eval data/if_test.jsonl --eval data/if_ood.jsonl
+
 A task measures judging only if these stay near chance. Each one sees the two responses alone:
 
     prompt-blind classifier  logistic regression on hashed word / bigram / character-trigram counts and

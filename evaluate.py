@@ -1,5 +1,9 @@
 """Evaluate Rubric-ARM (rubric generator + judge) on reward-model benchmarks with their official scoring.
 
+Most used:
+    python evaluate.py --model smollm2-135m --rubric-adapter R --judge-adapter J \\
+        --benchmark if_test=data/if_test.jsonl --out runs/eval
+
 Every benchmark is reduced to pairwise comparisons (chosen vs rejected). One rubric per distinct
 prompt is generated once (greedy) and reused for every pair and order of that prompt. The judge
 samples at temperature 1.0, top-p 1.0 (paper Table 11; --greedy for greedy decoding); --votes k takes

@@ -1,6 +1,8 @@
 """A verifiable instruction-following preference task of minimal pairs, labelled by the official
 IFEval / IFBench checkers.
 
+Most used:  python if_preference_task.py --out-dir data      (builds the task once; a rerun reuses it)
+
 Each request is a short writing task plus 1 to 3 constraints whose wording comes from the official
 `build_description` of the IFEval (or IFBench) instruction classes shipped by the `if-verifiable`
 package. Both responses of a pair are ONE text written by a real model (SmolLM2-135M-Instruct by

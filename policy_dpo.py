@@ -1,5 +1,7 @@
 """Downstream: DPO and iterative DPO of a policy, with Rubric-ARM labelling the preference pairs.
 
+Most used:  python policy_dpo.py --model smollm2-135m --prompts prompts.jsonl --rubric-adapter R --judge-adapter J --out runs/dpo
+
 Each round has three steps, each leaving a marker in OUT/roundK/ so that a rerun resumes at the
 first unfinished step of the first unfinished round:
   1. sample   the current policy samples --n-samples responses per prompt (round 1 may read given

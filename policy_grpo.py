@@ -1,5 +1,7 @@
 """Downstream: online GRPO of a policy with Rubric-ARM as the reward (paper Section 6).
 
+Most used:  python policy_grpo.py --model smollm2-135m --prompts prompts.jsonl --rubric-adapter R --judge-adapter J --out runs/policy_grpo
+
 Per step the policy samples G responses per prompt and one greedy answer (the "ReMax" baseline).
 Rubric-ARM writes one rubric per prompt (greedy, kept for the run) and judges each sample y against
 the baseline b in both orders:

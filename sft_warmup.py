@@ -1,5 +1,7 @@
 """Stage I: SFT warm-up of the rubric generator (--role rubric) or the judge (--role judge).
 
+Most used:  python sft_warmup.py --role judge --model smollm2-135m --data data/if_train.jsonl --out runs/sft_judge
+
 The loss is the mean negative log-likelihood of the completion tokens only (the rubric, or the judge
 trajectory), the prompt being the chat-templated rubric or judge prompt; --decision-weight W makes the
 judge's decision tokens (each criterion's met / not met, the winner's letter) weigh W times the rest.

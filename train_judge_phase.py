@@ -1,5 +1,9 @@
 """Stage II, judge phase: GRPO of the judge under cached rubrics from the frozen rubric generator.
 
+Most used:
+    python train_judge_phase.py --model smollm2-135m --adapter runs/sft_judge/adapter --data part1.jsonl \\
+        --rubric-cache rubrics1.jsonl --out runs/judge1
+
 For each example the rubric comes from a cache (one rubric per example, written once by the frozen
 generator: `python common.py cache-rubrics`), the A/B order is drawn at random (the label follows),
 and the judge samples G trajectories. Reward = R_acc + R_fmt (paper Section 4):

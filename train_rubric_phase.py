@@ -1,5 +1,9 @@
 """Stage II, rubric phase: GRPO of the rubric generator against the frozen judge.
 
+Most used:
+    python train_rubric_phase.py --model smollm2-135m --adapter runs/sft_rubric/adapter \\
+        --judge-adapter runs/judge1/adapter --data part1.jsonl --out runs/rubric1
+
 The generator (trainable LoRA) samples G rubrics per prompt. The frozen judge (the same base
 network with the judge adapter: two adapters, one base in memory) then decodes greedily on the
 example's response pair under each rubric, in one random A/B order per example, all rubrics of a
