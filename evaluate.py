@@ -567,6 +567,7 @@ def main(argv=None) -> dict:
     rubrics = None
     if args.reference_rubrics and not args.no_rubric:
         rubrics = reference_rubrics(args.reference_rubrics, [c.prompt for cs in comps.values() for c in cs])
+        C.write_jsonl_atomic(out / "rubrics.jsonl", [{"prompt": p, "rubric": r} for p, r in rubrics.items()])
     elif not args.no_rubric:  # one rubric per distinct prompt, cached and reused for every pair and order
         prompts = [{"prompt": p} for p in dict.fromkeys(c.prompt for cs in comps.values() for c in cs)]
         with C.adapter(model, rubric_name):

@@ -187,6 +187,13 @@ def eval_accuracy(folder: Path) -> dict:
     return out
 
 
+def claims(folder: Path) -> dict:
+    """How right the judge's per-constraint met / not met claims are, and whether its verdict follows
+    them (if_preference_task.claims_report), over both held-out files."""
+    from if_preference_task import claims_of_eval
+    return claims_of_eval(folder, [ROOT / p for p in EVAL.values()])
+
+
 def report(out: Path) -> None:
     res: dict = {"config": {"model": MODEL, "n_sft": N_SFT, "weights": WEIGHTS, "reach_args": REACH_ARGS,
                             "sft_args": SFT_ARGS, "eval_args": EVAL_ARGS}, "rows": {}}
@@ -215,6 +222,7 @@ def report(out: Path) -> None:
         folder = out / f"eval_sft_w{w}"
         if (out / ".done" / f"eval_sft_w{w}").exists():
             res["rows"][f"trajectory judge, SFT, decision weight {w}"] = eval_accuracy(folder)
+            res.setdefault("claims", {})[f"SFT, decision weight {w}"] = claims(folder)
     rl_acc = []
     for seed in RL_SEEDS:
         if (out / ".done" / f"eval_judge_rl_s{seed}").exists():
@@ -244,6 +252,14 @@ def report(out: Path) -> None:
             cells.append("-" if c is None else f"{100 * c['accuracy']:.1f} [{100 * c['ci95'][0]:.1f}, "
                          f"{100 * c['ci95'][1]:.1f}] (n={c['pairs']})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if res.get("claims"):
+        keys = ("claims", "balanced", "said_met_if_met", "said_not_met_if_not", "decisive", "follows_claims")
+        lines += ["", "The judge's claims, checked against the official checkers (balanced = mean of P(says met | met)"
+                  " and P(says not met | not met); follows = share of judgements whose verdict names the response its own "
+                  "claims single out):", "", "| judge | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        for name, c in res["claims"].items():
+            lines.append(f"| {name} | " + " | ".join("-" if c[k] is None else f"{100 * c[k]:.1f}" if isinstance(c[k], float)
+                                                     else str(c[k]) for k in keys) + " |")
     if "probe_by_layer" in res:
         lines += ["", "Probe accuracy by layer (IF test / IFBench-OOD): " + ", ".join(
             f"{L}: {100 * v['IF test']:.1f} / {100 * v['IFBench-OOD']:.1f}" for L, v in res["probe_by_layer"].items())]
