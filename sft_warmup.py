@@ -133,7 +133,8 @@ def sft_step(model, run: C.TrainingRun, batch, micro_batch: int, pad_id: int, ma
         total_nll += float(nll.detach())
     finite, gnorm = run.optimizer_step(max_grad_norm)
     loss = float(C.all_reduce_sum(torch.tensor(total_nll, device=dist.device), dist) / n_tok)
-    return loss, gnorm, sum(len(c) for _, c, _ in batch), finite
+    tokens = C.all_reduce_sum(torch.tensor(float(sum(len(c) for _, c, _ in batch)), device=dist.device), dist)
+    return loss, gnorm, int(tokens), finite
 
 
 def main(argv=None) -> None:
