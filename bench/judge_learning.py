@@ -22,7 +22,6 @@ of the same pairs (docs/results/if_task_baselines.json).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import baselines as B  # noqa: E402
+from manifests import content_digest  # noqa: E402
 
 # ---- configuration (what the report's tables were made with) ----
 MODEL = "smollm2-135m"
@@ -56,15 +56,7 @@ RL_ARGS = ("--dtype bf16 --group-size 4 --batch-size 16 --micro-batch 8 --gen-ba
 
 
 def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file() and "checkpoints" not in p.parts:
-                h.update(p.relative_to(path).as_posix().encode())
-                h.update(p.read_bytes())
-    else:
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    return content_digest(path)  # the project's manifest digest: one definition of "same input"
 
 
 class Runner:
