@@ -39,7 +39,7 @@ from manifests import content_digest  # noqa: E402
 # ---- configuration (what the report's tables were made with) ----
 MODEL = "smollm2-135m"
 N_SFT = 320                     # train pairs 0 .. N_SFT-1: the judge's SFT warm-up (40 steps of 8)
-WEIGHTS = [1, 10]               # --decision-weight of the SFT variants
+WEIGHTS = [10, 1]               # --decision-weight of the SFT variants (RL starts from the first)
 EVAL = {"IF test": "data/if_test.jsonl", "IFBench-OOD": "data/if_ood.jsonl"}
 REACH_ARGS = "--n-train 800 --n-eval 200 --steps 150 --eval-every 25 --batch 8"
 SFT_ARGS = "--dtype bf16 --epochs 1 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1024 --save-every 10"
@@ -99,7 +99,7 @@ def py(*args) -> list[str]:
     return [sys.executable, *[str(a) for a in args]]
 
 
-def run_all(out: Path, redo: set[str]) -> None:
+def run_all(out: Path, redo: set[str], skip: set[str]) -> None:
     r = Runner(out, redo)
     data = out / "data"
     data.mkdir(exist_ok=True)
@@ -109,15 +109,21 @@ def run_all(out: Path, redo: set[str]) -> None:
         sft.write_text("\n".join(rows[:N_SFT]) + "\n")
     train = ROOT / "data" / "if_train.jsonl"
     evals = [ROOT / p for p in EVAL.values()]
-    r.step("reach", py("bench/judge_reach.py", "--model", MODEL, *REACH_ARGS.split(), "--train", train,
-                       *[x for p in evals for x in ("--eval", p)], "--out", REACH_OUT), [train, *evals])
-    for w in WEIGHTS:
+    if "reach" not in skip:
+        r.step("reach", py("bench/judge_reach.py", "--model", MODEL, *REACH_ARGS.split(), "--train", train,
+                           *[x for p in evals for x in ("--eval", p)], "--out", REACH_OUT), [train, *evals])
+
+    def sft_step(w) -> None:
         run = out / f"sft_w{w}"
+        if f"sft_w{w}" in skip:
+            return
         if f"sft_w{w}" in redo:
             shutil.rmtree(run, ignore_errors=True)
         r.step(f"sft_w{w}", py("sft_warmup.py", "--role", "judge", "--model", MODEL, *SFT_ARGS.split(),
                                "--decision-weight", w, "--data", sft, "--out", run, "--resume"), [sft])
         evaluate(r, f"eval_sft_w{w}", run / "adapter", evals)
+
+    sft_step(RL_FROM_WEIGHT)  # the RL runs start from this one: it goes first
     rl = data / "rl.jsonl"
     rl_rows = rows[N_SFT:N_SFT + N_RL]
     if not rl.exists() or rl.read_text() != "\n".join(rl_rows) + "\n":
@@ -128,12 +134,18 @@ def run_all(out: Path, redo: set[str]) -> None:
     start = out / f"sft_w{RL_FROM_WEIGHT}" / "adapter"
     for seed in RL_SEEDS:
         run = out / f"judge_rl_s{seed}"
+        if f"judge_rl_s{seed}" in skip:
+            continue
         if f"judge_rl_s{seed}" in redo:
             shutil.rmtree(run, ignore_errors=True)
         r.step(f"judge_rl_s{seed}", py("train_judge_phase.py", "--model", MODEL, *RL_ARGS.split(), "--adapter", start,
                                        "--data", rl, "--rubric-cache", cache, "--seed", seed, "--out", run, "--resume"),
                [start, rl, cache])
         evaluate(r, f"eval_judge_rl_s{seed}", run / "adapter", evals)
+        report(out)  # the report grows as the seeds finish
+    for w in WEIGHTS:
+        if w != RL_FROM_WEIGHT:
+            sft_step(w)
     report(out)
 
 
@@ -186,8 +198,26 @@ def claims(folder: Path) -> dict:
     return claims_of_eval(folder, [ROOT / p for p in EVAL.values()])
 
 
+def carry_earlier_rows(res: dict) -> None:
+    """SFT rows this run folder lacks (a step left out with --skip, or run in an earlier session whose
+    folder is gone) come from the committed report, only if it was made with the same configuration;
+    each carried row is marked."""
+    path = ROOT / "docs" / "results" / "judge_learning.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    if {k: old.get("config", {}).get(k) for k in res["config"]} != res["config"]:
+        return
+    for w in WEIGHTS:
+        name = f"trajectory judge, SFT, decision weight {w}"
+        if name not in res["rows"] and name in old["rows"]:
+            res["rows"][name] = {**old["rows"][name], "carried": True}
+            if f"SFT, decision weight {w}" in old.get("claims", {}):
+                res.setdefault("claims", {})[f"SFT, decision weight {w}"] = old["claims"][f"SFT, decision weight {w}"]
+
+
 def report(out: Path) -> None:
-    res: dict = {"config": {"model": MODEL, "n_sft": N_SFT, "weights": WEIGHTS, "reach_args": REACH_ARGS,
+    res: dict = {"config": {"model": MODEL, "n_sft": N_SFT, "weights": sorted(WEIGHTS), "reach_args": REACH_ARGS,
                             "sft_args": SFT_ARGS, "eval_args": EVAL_ARGS}, "rows": {}}
     base_path = ROOT / "docs" / "results" / "if_task_baselines.json"
     base = json.loads(base_path.read_text())
@@ -197,7 +227,7 @@ def report(out: Path) -> None:
             res["rows"].setdefault(f"baseline: {k}", {})[names[Path(path).name]] = {
                 "accuracy": r[k]["accuracy"], "ci95": r[k]["ci95"], "pairs": r["pairs"]}
     reach = REACH_OUT
-    if (out / ".done" / "reach").exists():
+    if reach.exists():  # written by the reach step, or committed by an earlier run of it
         rep = json.loads(reach.read_text())
         stems = {"if_test": "IF test", "if_ood": "IFBench-OOD"}
         best_layer = max(rep["probe"], key=lambda L: rep["probe"][L]["if_test"]["accuracy"])
@@ -215,6 +245,7 @@ def report(out: Path) -> None:
         if (out / ".done" / f"eval_sft_w{w}").exists():
             res["rows"][f"trajectory judge, SFT, decision weight {w}"] = eval_accuracy(folder)
             res.setdefault("claims", {})[f"SFT, decision weight {w}"] = claims(folder)
+    carry_earlier_rows(res)
     rl_acc = []
     for seed in RL_SEEDS:
         if (out / ".done" / f"eval_judge_rl_s{seed}").exists():
@@ -239,6 +270,8 @@ def report(out: Path) -> None:
              "| judge | IF test | IFBench-OOD |", "|---|---|---|"]
     for name, cols in res["rows"].items():
         cells = []
+        if cols.get("carried"):
+            name += " (an earlier run of this configuration)"
         for k in ("IF test", "IFBench-OOD"):
             c = cols.get(k)
             cells.append("-" if c is None else f"{100 * c['accuracy']:.1f} [{100 * c['ci95'][0]:.1f}, "
@@ -266,13 +299,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/judge_learning", help="run folder (resumable)")
     ap.add_argument("--redo", action="append", default=[], metavar="STEP", help="run this finished step again")
+    ap.add_argument("--skip", action="append", default=[], metavar="STEP",
+                    help="leave this step out (e.g. reach: its committed report is used as it is)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the finished steps")
     args = ap.parse_args()
     out = Path(args.out).resolve()
     if args.report_only:
         report(out)
     else:
-        run_all(out, set(args.redo))
+        run_all(out, set(args.redo), set(args.skip))
 
 
 if __name__ == "__main__":

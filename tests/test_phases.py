@@ -101,7 +101,7 @@ def test_alternate_two_cycles_then_kill_and_rerun(tiny_model, tmp_path):
 
 
 def test_alternate_stops_at_first_failing_step(tiny_model, tmp_path):
-    env = {**_alternate_env(tiny_model), "SFT_JUDGE_ARGS": "--no-such-flag"}
+    env = {**_alternate_env(tiny_model), "SFT_JUDGE_ARGS": "--lora-targets no_such_module"}  # fails at run time, not in the flag check
     p = subprocess.run(["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(TRAIN),
                         "--cycles", "2", "--out", str(tmp_path / "arm")], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)

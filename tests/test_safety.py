@@ -316,7 +316,7 @@ def test_alternate_resolves_relative_paths_against_the_callers_folder(tiny_model
     work = tmp_path / "work"
     work.mkdir()
     write_rows(work / "rel.jsonl", read_jsonl(TRAIN)[:8])
-    e = {**env(), "SFT_RUBRIC_ARGS": "--no-such-flag"}  # stop at the first step: only the paths matter
+    e = {**env(), "SFT_RUBRIC_ARGS": "--lora-targets no_such_module"}  # the first step fails when it runs: only the paths matter
     p = subprocess.run(["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", "rel.jsonl",
                         "--out", "relout"], cwd=work, env=e, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1
