@@ -181,6 +181,20 @@ def test_alternate_refuses_zero_cycles(tmp_path):
     assert p.returncode == 2 and p.stderr.strip() == "alternate.sh: --cycles 0: must be a whole number, at least 1"
 
 
+def test_alternate_checks_every_stages_flags_before_the_first_step(tiny_model, tmp_path):
+    """A bad flag of a late stage (the judge phase, the unknown flag of an SFT stage) stops the run before
+    any step: nothing is trained, and the message names the step and the flag."""
+    e = {**env(), "JUDGE_ARGS": "--group-size 1", "SFT_JUDGE_ARGS": "--no-such-flag"}
+    t = time.time()
+    p = subprocess.run(["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(TRAIN),
+                        "--out", str(tmp_path / "o")], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "the flags of step judge cannot work" in p.stderr and "--group-size 1: must be at least 2" in p.stderr
+    assert "the flags of step sft_judge cannot work" in p.stderr and "--no-such-flag" in p.stderr
+    assert not any((tmp_path / "o" / ".done").glob("*"))
+    assert not (tmp_path / "o" / "sft_rubric").exists() and time.time() - t < 90
+
+
 def test_damaged_adapter_offline_hub_name_and_full_disk_are_one_line(tiny_model, tmp_path):
     run_script("sft_warmup.py", "--role", "rubric", "--model", tiny_model, "--data", TRAIN, "--limit", "4", "--max-steps",
                "1", "--out", tmp_path / "sft", "--lora-r", "8", "--lora-alpha", "16")
