@@ -76,14 +76,14 @@ def test_evaluate_refuses_judgements_of_an_adapter_retrained_at_the_same_path(ti
     assert "made with other settings or inputs (judge_adapter: 'sha256:" in err
 
 
-def _alternate(tiny_model, out, data, judge_args="--max-steps 1"):
+def _alternate(tiny_model, out, data, judge_args="--max-steps 1", cycles=1):
     e = {**env(), "MODEL_ARGS": "--lora-r 4 --lora-alpha 8",
          "SFT_RUBRIC_ARGS": "--max-steps 1 --batch-size 2 --micro-batch 2",
          "SFT_JUDGE_ARGS": "--max-steps 1 --batch-size 2 --micro-batch 2",
          "CACHE_ARGS": "--max-new-tokens 4", "JUDGE_ARGS": f"--group-size 2 --batch-size 2 --max-completion-length 4 {judge_args}",
          "RUBRIC_ARGS": "--group-size 2 --batch-size 2 --max-completion-length 4 --judge-max-new-tokens 4 --max-steps 1"}
     return subprocess.run(["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(data),
-                           "--cycles", "1", "--out", str(out)], cwd=ROOT, env=e, capture_output=True, text=True,
+                           "--cycles", str(cycles), "--out", str(out)], cwd=ROOT, env=e, capture_output=True, text=True,
                           timeout=1200)
 
 
@@ -96,6 +96,8 @@ def test_alternate_refuses_a_rerun_with_other_data_or_stage_flags(tiny_model, tm
     assert again.returncode == 0 and again.stdout.count("done, skipped") == 6, again.stdout
     other = _alternate(tiny_model, out, data, judge_args="--max-steps 1 --lr 3e-3")
     assert other.returncode == 2 and "step c1_judge in" in other.stderr and "--lr: None -> '3e-3'" in other.stderr
+    more = _alternate(tiny_model, out, data, cycles=2)  # the data was split for one cycle
+    assert more.returncode == 2 and "step split in" in more.stderr and "--parts" in more.stderr, more.stderr
     write_rows(data, _flipped(read_jsonl(data)))  # another --data content at the same path
     changed = _alternate(tiny_model, out, data)
     assert changed.returncode == 2 and "step sft_rubric in" in changed.stderr and "--data: 'sha256:" in changed.stderr
