@@ -162,7 +162,8 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     import common as C
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s [flags: listed below]")
     ap.add_argument("--train", required=True, help="pairs the prompt-blind classifier is fit on")
     ap.add_argument("--eval", action="append", required=True, help="held-out pairs (repeatable)")
     ap.add_argument("--out", default=None, help="JSON report (also printed as a table)")

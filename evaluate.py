@@ -491,7 +491,8 @@ def reference_rubrics(path: str, prompts: list[str]) -> dict[str, str]:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s [flags: listed below]")
     C.add_model_args(ap)
     ap.add_argument("--benchmark", action="append", required=True, metavar="NAME[=PATH]",
                     help="rewardbench | rewardbench2 | rm-bench | ppe-ifeval | ppe-human | helpsteer3, or NAME=PATH "

@@ -894,7 +894,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "judge-claims":
         import common as C
         return C.run_main(lambda: judge_claims_cli(sys.argv[2:]))
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s [flags: listed below]")
     ap.add_argument("--out-dir", default="data", help="folder for if_{train,test,ood}.jsonl")
     ap.add_argument("--n-train", type=int, default=2000)
     ap.add_argument("--n-test", type=int, default=200)

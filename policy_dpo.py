@@ -37,7 +37,8 @@ import common as C
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s [flags: listed below]")
     C.add_model_args(ap)
     C.add_run_args(ap)
     ap.add_argument("--adapter", default=None, help="policy adapter to start from (default: a new LoRA)")

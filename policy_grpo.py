@@ -30,7 +30,8 @@ PAPER = dict(group_size=6, batch_size=288, max_completion_length=2048, lr=5e-7 *
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s [flags: listed below]")
     C.add_model_args(ap)
     C.add_run_args(ap)
     ap.add_argument("--adapter", default=None, help="policy adapter to start from (default: a new LoRA)")

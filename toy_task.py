@@ -1,5 +1,7 @@
 """A synthetic preference task whose labels are checkable by code.
 
+Most used:  python toy_task.py make-tiny-model tiny-model     (the random tiny model of the tests)
+
 Each instruction asks for a short text on a topic under explicit constraints (a required word, a word
 limit, lowercase only, a forbidden letter). Candidate responses satisfy some of the constraints; the
 preferred response is the one that satisfies more, as decided by the checkers below. Each row carries
@@ -237,7 +239,8 @@ def main() -> None:
         a = ap.parse_args(sys.argv[2:])
         print(make_tiny_model(a.out_dir, hidden=a.hidden, layers=a.layers, vocab=a.vocab, seed=a.seed))
         return
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s [flags: listed below]")
     ap.add_argument("--out-dir", default="data", help="folder for demo_train.jsonl and demo_eval.jsonl")
     ap.add_argument("--n-train", type=int, default=240, help="training rows")
     ap.add_argument("--n-eval", type=int, default=60, help="held-out rows")

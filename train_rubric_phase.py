@@ -33,7 +33,8 @@ PAPER = dict(group_size=6, batch_size=288, max_completion_length=512, lr=1e-6 * 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s [flags: listed below]")
     C.add_model_args(ap)
     C.add_data_args(ap)
     C.add_run_args(ap)

@@ -72,3 +72,19 @@ def test_every_number_of_a_sourced_table_is_in_its_results_file():
                     assert number in known, f"{page.name}: {number} in '{line[:60]}...' is not in {source}"
                     checked += 1
     assert checked > 20  # the headline table at least is checked
+
+
+@pytest.mark.parametrize("script", ["sft_warmup.py", "train_judge_phase.py", "train_rubric_phase.py", "evaluate.py",
+                                    "policy_dpo.py", "policy_grpo.py", "if_preference_task.py", "baselines.py",
+                                    "toy_task.py"])
+def test_help_opens_with_what_the_script_does_and_the_command_most_used(script):
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, str(ROOT / script), "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    lines = [x for x in p.stdout.splitlines() if x.strip()]
+    assert p.returncode == 0 and lines[0].startswith("usage:") and len(lines[0]) < 80  # no wall of flags first
+    most = next(i for i, x in enumerate(lines[:6]) if x.startswith("Most used:"))
+    what = " ".join(lines[1:most]).strip()
+    assert what.endswith(".") and what.count(". ") == 0, what  # one sentence: what it does
+    assert f"python {script}" in "\n".join(lines[most:most + 3])
