@@ -343,16 +343,33 @@ JUDGE_TEMPLATE = (PROMPTS / "judge.txt").read_text(encoding="utf-8").strip()
 DIRECT_JUDGE_TEMPLATE = (PROMPTS / "judge_no_rubric.txt").read_text(encoding="utf-8").strip()  # the no-rubric baseline
 PLACEHOLDERS = {"rubric": ("{instruction}",), "judge": ("{instruction}", "{rubric}", "{response_a}", "{response_b}")}
 TEMPLATES = {"rubric": RUBRIC_TEMPLATE, "judge": JUDGE_TEMPLATE, "direct": DIRECT_JUDGE_TEMPLATE}
+# Template files written from model cards and other projects name the same fields otherwise (the released
+# Rubric-ARM generator's card fills {prompt}); each alias below is read as the project's own name. A
+# placeholder may also be written as a dict lookup, {content["response_a"]}, as in Python f-string prompts.
+PLACEHOLDER_ALIASES = {"instruction": ("instruction", "prompt", "question", "query", "request"),
+                       "rubric": ("rubric", "rubrics", "criteria"),
+                       "response_a": ("response_a", "answer_a", "output_a", "response1", "response_1"),
+                       "response_b": ("response_b", "answer_b", "output_b", "response2", "response_2")}
+_PLACEHOLDER = re.compile(r"""\{\s*(?:content\[\s*["'])?(\w+)(?:["']\s*\])?\s*\}""")
+_CANONICAL = {alias: name for name, aliases in PLACEHOLDER_ALIASES.items() for alias in aliases}
+
+
+def canonical_placeholders(text: str) -> str:
+    """A template's placeholders under the project's names ({prompt} -> {instruction}, ...); braces that
+    name no known field (a JSON example, say) are left as they are."""
+    return _PLACEHOLDER.sub(lambda m: "{" + _CANONICAL[m.group(1)] + "}" if m.group(1) in _CANONICAL else m.group(0), text)
 
 
 def add_template_args(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("prompt templates")
     g.add_argument("--rubric-template", default=None,
-                   help="text file for the rubric generator's prompt, with the placeholder {instruction} "
-                        "(e.g. the paper's exact prompt, for its released checkpoints); default: built in")
+                   help="text file for the rubric generator's prompt, with the placeholder {instruction} (or {prompt}, "
+                        "as the released checkpoints' cards write it): e.g. the prompt of a released checkpoint's "
+                        "model card; default: built in")
     g.add_argument("--judge-template", default=None,
                    help="text file for the judge's prompt, with {instruction}, {rubric}, {response_a} and "
-                        "{response_b}; default: built in")
+                        "{response_b} (aliases such as {prompt}, {question}, {answer_a} are read too: "
+                        "docs/data_and_prompts.md lists them); default: built in")
 
 
 def use_templates(args) -> None:
@@ -365,9 +382,12 @@ def use_templates(args) -> None:
             text = Path(path).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot read the {role} template ({e})") from None
+        text = canonical_placeholders(text)
         missing = [p for p in PLACEHOLDERS[role] if p not in text]
         if missing:
-            raise DataError(f"{path}: the {role} template lacks the placeholder(s) {', '.join(missing)}")
+            raise DataError(f"{path}: the {role} template lacks the placeholder(s) {', '.join(missing)} (also read as "
+                            + "; ".join(" ".join("{" + a + "}" for a in PLACEHOLDER_ALIASES[p[1:-1]][1:]) for p in missing)
+                            + ")")
         TEMPLATES[role] = text
 
 
@@ -905,6 +925,26 @@ def add_model_args(ap: argparse.ArgumentParser, lora_r: int = 16) -> None:
     g.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     add_template_args(ap)
+
+
+def add_role_model_args(ap: argparse.ArgumentParser, default: str = "--model") -> None:
+    """The rubric generator's and the judge's models, each optionally with an adapter. Default: both
+    are adapters (or none) on the one base model; a released full checkpoint per role is a model here."""
+    g = ap.add_argument_group("Rubric-ARM: the generator and the judge")
+    g.add_argument("--rubric-model", default=None,
+                   help=f"the rubric generator's model (default: {default}); e.g. a released full checkpoint "
+                        "such as OpenRubrics/RubricARM-8B-Rubric, used as it is or with --rubric-adapter")
+    g.add_argument("--rubric-adapter", default=None, help="rubric generator adapter (none: the model as it is)")
+    g.add_argument("--judge-model", default=None,
+                   help=f"the judge's model (default: {default}); e.g. OpenRubrics/RubricARM-8B-Judge. Roles on the "
+                        "same model share it in memory")
+    g.add_argument("--judge-adapter", default=None, help="judge adapter (none: the model as it is)")
+
+
+def role_models_default(args, default: str) -> None:
+    """--rubric-model / --judge-model left out: the default model of the stage."""
+    args.rubric_model = args.rubric_model or default
+    args.judge_model = args.judge_model or default
 
 
 def load_trainable(args, dist: Dist, adapter: str | None):
@@ -1497,15 +1537,73 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
     return done
 
 
+@dataclass
+class Role:
+    """One role's network (the rubric generator's or the judge's): the model, its tokenizer, and the
+    adapter to activate on it (None: the model as it is, every adapter off)."""
+    model: object
+    tok: object
+    adapter: str | None
+
+    def active(self):
+        return adapter(self.model, self.adapter)
+
+
+def model_key(name: str) -> str:
+    """Two model names are one model when they resolve to the same folder (or are the same hub name)."""
+    path = resolve_model(name) if name in SHIPPED_MODELS else name
+    return os.path.realpath(path) if os.path.exists(path) else path
+
+
+def load_roles(specs: dict[str, tuple[str, str | None] | None], load_4bit: bool = False, device=None,
+               dtype: str = "auto", trust_remote_code: bool = False, share=None, share_tok=None,
+               share_name: str | None = None) -> dict[str, Role | None]:
+    """{role: (model name, adapter folder or None)} -> {role: Role}; a role given as None is not loaded.
+    Roles whose models are the same load it once, each with its own frozen adapter on it (two adapters,
+    one base in memory); a role whose model is `share_name` goes onto `share` (the policy being trained,
+    a PeftModel whose trainable adapter stays "default"). A full fine-tuned checkpoint (a released
+    Rubric-ARM model) is a role's model with no adapter."""
+    nets: dict[str, tuple[object, object]] = {}
+    if share is not None:
+        nets[model_key(share_name)] = (share, share_tok)
+    roles: dict[str, Role | None] = {}
+    for role, spec in specs.items():
+        if spec is None:
+            roles[role] = None
+            continue
+        name, path = spec
+        key = model_key(name)
+        if key not in nets:
+            tok = load_tokenizer(name, trust_remote_code)
+            model = load_base_model(name, load_4bit, device, dtype, trust_remote_code)
+            model.eval()
+            nets[key] = (model, tok)
+        model, tok = nets[key]
+        active = None
+        if path:
+            if not hasattr(model, "disable_adapter"):  # the first adapter on a plain model wraps it
+                model = attach_lora(model, path, trainable=False)
+                active = "default"
+            else:
+                add_frozen_adapter(model, path, role)
+                active = role
+            nets[key] = (model, tok)
+        roles[role] = Role(model, tok, active)
+    for r in roles.values():  # a later adapter wrapped the network an earlier role holds: point it there
+        if r is not None and r.adapter is None:
+            r.model = next((m for m, _ in nets.values() if getattr(m, "get_base_model", lambda: None)() is r.model), r.model)
+    return roles
+
+
 class RubricARM:
-    """The rubric generator and the judge as adapters on one network. `rubric` and `judge` name the
-    adapters to activate (None: the base model). The generator decodes greedily; the judge samples at
+    """The rubric generator and the judge, each a Role: adapters on one network, or two different
+    models (a released generator and judge, say). The generator decodes greedily; the judge samples at
     temperature 1.0, top-p 1.0 (paper Table 11) unless judge_temperature says otherwise (0: greedy)."""
 
-    def __init__(self, model, tok, rubric: str | None, judge: str | None, max_rubric_tokens: int = 1024,
+    def __init__(self, gen: Role | None, jud: Role, max_rubric_tokens: int = 1024,
                  max_judge_tokens: int = 4096, batch_size: int = 16, max_prompt_len: int | None = None,
                  judge_temperature: float = 1.0, judge_top_p: float = 1.0):
-        self.model, self.tok, self.rubric, self.judge = model, tok, rubric, judge
+        self.gen, self.jud = gen, jud
         self.max_prompt_len = max_prompt_len
         self.judge_temperature, self.judge_top_p = judge_temperature, judge_top_p  # paper Table 11: 1.0, 1.0
         self.max_rubric_tokens, self.max_judge_tokens, self.batch_size = max_rubric_tokens, max_judge_tokens, batch_size
@@ -1513,38 +1611,25 @@ class RubricARM:
         self.stats = {"rubrics": 0, "rubric_tokens": 0, "judge_calls": 0, "judge_tokens": 0}
 
     @classmethod
-    def load(cls, base_name: str, rubric_adapter: str | None, judge_adapter: str | None, share=None,
-             load_4bit: bool = False, device=None, dtype: str = "auto", trust_remote_code: bool = False, **kw):
-        """Load both adapters; onto `share` (a PeftModel of the same base, e.g. the policy being
-        trained) when given, so that one base sits in memory."""
-        if share is not None:
-            for name, path in (("rubric", rubric_adapter), ("judge", judge_adapter)):
-                if path:
-                    add_frozen_adapter(share, path, name)
-            return cls(share, load_tokenizer(base_name, trust_remote_code), "rubric" if rubric_adapter else None,
-                       "judge" if judge_adapter else None, **kw)
-        tok = load_tokenizer(base_name, trust_remote_code)
-        model = load_base_model(base_name, load_4bit, device, dtype, trust_remote_code)
-        names = [None, None]
-        for k, path in enumerate((rubric_adapter, judge_adapter)):
-            if not path:
-                continue
-            if not hasattr(model, "disable_adapter"):
-                model = attach_lora(model, path, trainable=False)
-                names[k] = "default"
-            else:
-                add_frozen_adapter(model, path, "judge")
-                names[k] = "judge"
-        model.eval()
-        return cls(model, tok, names[0], names[1], **kw)
+    def load(cls, rubric: tuple[str, str | None] | None, judge: tuple[str, str | None], share=None, share_tok=None,
+             share_name: str | None = None, load_4bit: bool = False, device=None, dtype: str = "auto",
+             trust_remote_code: bool = False, **kw):
+        """rubric / judge: (model name, adapter or None) each (rubric None: no generator, e.g. reference
+        rubrics). With `share` (the policy being trained), a role whose model is `share_name` lives on it."""
+        roles = load_roles({"rubric": rubric, "judge": judge}, load_4bit, device, dtype, trust_remote_code,
+                           share, share_tok, share_name)
+        return cls(roles["rubric"], roles["judge"], **kw)
 
     def rubrics_for(self, prompts: list[str]) -> dict[str, str]:
         """One greedy rubric per distinct prompt, generated once and kept."""
         todo = [p for p in dict.fromkeys(prompts) if p not in self.cache]
         if todo:
+            if self.gen is None:
+                raise ValueError("this RubricARM was loaded without a rubric generator")
             st: dict = {}
-            with adapter(self.model, self.rubric):
-                texts = generate_batched(self.model, self.tok, [chat_prompt_ids(self.tok, rubric_messages(p)) for p in todo],
+            g = self.gen
+            with g.active():
+                texts = generate_batched(g.model, g.tok, [chat_prompt_ids(g.tok, rubric_messages(p)) for p in todo],
                                          self.batch_size, desc="rubrics", stats=st, n=1,
                                          max_new_tokens=self.max_rubric_tokens, temperature=0.0)
             self.cache.update(zip(todo, texts))
@@ -1558,7 +1643,7 @@ class RubricARM:
         rubrics = self.rubrics_for([p for p, _, _ in items])
         st: dict = {}
         bar = GenerationProgress(len(items), "judge")
-        out = judge(self.model, self.tok, [(p, rubrics[p], a, b) for p, a, b in items], self.judge,
+        out = judge(self.jud.model, self.jud.tok, [(p, rubrics[p], a, b) for p, a, b in items], self.jud.adapter,
                     max_new_tokens=self.max_judge_tokens,
                     temperature=self.judge_temperature if temperature is None else temperature,
                     top_p=self.judge_top_p, batch_size=self.batch_size, max_prompt_len=self.max_prompt_len, stats=st,

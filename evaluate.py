@@ -270,7 +270,7 @@ def score_of(verdict: str | None, chosen_is: str, strict: bool = False) -> float
     return float(verdict == chosen_is)
 
 
-def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | None, judge_name, args,
+def judge_all(jud: C.Role, comps: list[Comparison], rubrics: dict[str, str] | None, args,
               stats: dict, partial: Path) -> list[dict]:
     """One record per comparison and order: the raw judge texts, verdict and score. Records are
     appended to `partial` chunk by chunk, so an interrupted run keeps them and judges only the rest.
@@ -292,7 +292,7 @@ def judge_all(model, tok, comps: list[Comparison], rubrics: dict[str, str] | Non
         for c, order in part:
             a, b = (c.chosen, c.rejected) if order == FIRST else (c.rejected, c.chosen)
             items.append((c.prompt, None if rubrics is None else rubrics[c.prompt], a, b))
-        judged = C.judge(model, tok, items, judge_name, max_new_tokens=args.max_judge_tokens, temperature=temperature,
+        judged = C.judge(jud.model, jud.tok, items, jud.adapter, max_new_tokens=args.max_judge_tokens, temperature=temperature,
                          top_p=args.top_p, votes=args.votes, batch_size=args.batch_size,
                          max_prompt_len=args.max_prompt_length, stats=stats, progress=bar)
         recs = []
@@ -452,7 +452,8 @@ def peak_memory_gb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
 
 
-SIGNATURE_KEYS = ("model", "rubric_adapter", "judge_adapter", "no_rubric", "votes", "temperature", "top_p", "greedy",
+SIGNATURE_KEYS = ("model", "rubric_model", "judge_model", "rubric_adapter", "judge_adapter", "no_rubric", "votes",
+                  "temperature", "top_p", "greedy",
                   "max_rubric_tokens", "max_judge_tokens", "max_prompt_length", "seed", "load_4bit", "dtype",
                   "limit", "rubric_template", "judge_template", "reference_rubrics")
 
@@ -499,8 +500,7 @@ def parse_args(argv=None):
                          "for a local file (followbench, infobench, ifbench fill the paper's columns)")
     ap.add_argument("--data", default=None, help="local file for a single --benchmark (same as NAME=PATH)")
     ap.add_argument("--limit", type=int, default=None, help="first N examples of each benchmark")
-    ap.add_argument("--rubric-adapter", default=None, help="rubric generator adapter (none: the base model)")
-    ap.add_argument("--judge-adapter", default=None, help="judge adapter (none: the base model)")
+    C.add_role_model_args(ap)
     ap.add_argument("--no-rubric", action="store_true", help="direct-judge baseline: no rubric in the prompt")
     ap.add_argument("--reference-rubrics", default=None, metavar="FILE",
                     help="take each prompt's rubric from FILE (rows with prompt and rubric, e.g. a bundled task's "
@@ -520,7 +520,9 @@ def parse_args(argv=None):
     ap.add_argument("--out", required=True, help="run folder")
     ap.add_argument("--seed", type=int, default=0, help="fixes the mixed A/B order of every pair and the sampling")
     ap.add_argument("--label", default="ours", help="row name in the table")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    C.role_models_default(args, args.model)
+    return args
 
 
 def main(argv=None) -> dict:
@@ -560,9 +562,11 @@ def main(argv=None) -> dict:
         comps[name] = loaded
     n_prompts = len({c.prompt for cs in comps.values() for c in cs})
     C.log.info("loaded %s; %d distinct prompts", ", ".join(f"{k} {len(v)} comparisons" for k, v in comps.items()), n_prompts)
-    rm = C.RubricARM.load(args.model, args.rubric_adapter, args.judge_adapter, load_4bit=args.load_4bit, device=device,
-                          dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    model, tok, rubric_name, judge_name = rm.model, rm.tok, rm.rubric, rm.judge
+    needs_generator = not (args.no_rubric or args.reference_rubrics)
+    roles = C.load_roles({"rubric": (args.rubric_model, args.rubric_adapter) if needs_generator else None,
+                          "judge": (args.judge_model, args.judge_adapter)}, args.load_4bit, device, args.dtype,
+                         args.trust_remote_code)
+    gen, jud = roles["rubric"], roles["judge"]
     t0 = time.perf_counter()
     rubric_stats, judge_stats = {}, {}
     rubrics = None
@@ -571,15 +575,14 @@ def main(argv=None) -> dict:
         C.write_jsonl_atomic(out / "rubrics.jsonl", [{"prompt": p, "rubric": r} for p, r in rubrics.items()])
     elif not args.no_rubric:  # one rubric per distinct prompt, cached and reused for every pair and order
         prompts = [{"prompt": p} for p in dict.fromkeys(c.prompt for cs in comps.values() for c in cs)]
-        with C.adapter(model, rubric_name):
-            rubrics = C.cache_rubrics(model, tok, prompts, out / "rubrics.jsonl", args.max_rubric_tokens,
+        with gen.active():
+            rubrics = C.cache_rubrics(gen.model, gen.tok, prompts, out / "rubrics.jsonl", args.max_rubric_tokens,
                                       args.batch_size, key="prompt", stats=rubric_stats)
     t_rub = time.perf_counter()
     partial = out / "predictions.jsonl.partial"
     if (out / "predictions.jsonl").exists() and not partial.exists():
         partial.write_bytes((out / "predictions.jsonl").read_bytes())  # a finished run: reuse its judgements
-    records = judge_all(model, tok, [c for cs in comps.values() for c in cs], rubrics, judge_name, args, judge_stats,
-                        partial)
+    records = judge_all(jud, [c for cs in comps.values() for c in cs], rubrics, args, judge_stats, partial)
     t_end = time.perf_counter()
     C.write_jsonl_atomic(out / "predictions.jsonl", records)
     partial.unlink(missing_ok=True)

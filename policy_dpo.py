@@ -45,9 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     C.add_prompt_args(ap)
     ap.add_argument("--candidates", default=None, help="round 1 reads these {prompt, responses} instead of sampling")
     g = ap.add_argument_group("labelling with Rubric-ARM")
-    g.add_argument("--rm-model", default=None, help="Rubric-ARM base model (default: --model)")
-    g.add_argument("--rubric-adapter", required=True, help="rubric generator adapter")
-    g.add_argument("--judge-adapter", required=True, help="judge adapter")
+    g.add_argument("--rm-model", default=None, help="Rubric-ARM base model of both roles (default: --model)")
     g.add_argument("--n-samples", type=int, default=2, help="responses sampled per prompt (paper Eq. 13: 2)")
     g.add_argument("--sample-temperature", type=float, default=1.0)
     g.add_argument("--max-new-tokens", type=int, default=1024, help="policy response length")
@@ -55,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--max-judge-tokens", type=int, default=4096)
     g.add_argument("--judge-temperature", type=float, default=1.0, help="paper Table 11: 1.0 (0: greedy)")
     g.add_argument("--gen-batch", type=int, default=16, help="prompts per generate call")
+    C.add_role_model_args(ap, default="--rm-model")
     g = ap.add_argument_group("DPO (paper recipe defaults)")
     g.add_argument("--rounds", type=int, default=1, help="IterDPO rounds (paper: 3)")
     g.add_argument("--dpo-reference", default="round-start", choices=["round-start", "base"],
@@ -75,6 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--save-every", type=int, default=50)
     args = ap.parse_args(argv)
     args.rm_model = args.rm_model or args.model
+    C.role_models_default(args, args.rm_model)
     return args
 
 
@@ -169,8 +169,8 @@ def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = Non
 
 def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
     samples = C.read_jsonl_resumable(samples_path)
-    rm = C.RubricARM.load(args.rm_model, args.rubric_adapter, args.judge_adapter, load_4bit=args.load_4bit,
-                          device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+    rm = C.RubricARM.load((args.rubric_model, args.rubric_adapter), (args.judge_model, args.judge_adapter),
+                          load_4bit=args.load_4bit, device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                           max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
                           judge_temperature=args.judge_temperature, batch_size=args.gen_batch)
     partial = prefs_path.with_name("labels.partial.jsonl")

@@ -36,9 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     C.add_run_args(ap)
     ap.add_argument("--adapter", default=None, help="policy adapter to start from (default: a new LoRA)")
     C.add_prompt_args(ap)
-    ap.add_argument("--rm-model", default=None, help="Rubric-ARM base model (default: --model, shared in memory)")
-    ap.add_argument("--rubric-adapter", required=True)
-    ap.add_argument("--judge-adapter", required=True)
+    ap.add_argument("--rm-model", default=None,
+                    help="Rubric-ARM base model of both roles (default: --model, shared in memory with the policy)")
+    C.add_role_model_args(ap, default="--rm-model")
     ap.add_argument("--max-rubric-tokens", type=int, default=1024)
     ap.add_argument("--max-judge-tokens", type=int, default=4096)
     ap.add_argument("--judge-temperature", type=float, default=1.0, help="paper Table 11: 1.0 (0: greedy)")
@@ -46,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     C.add_grpo_args(ap, PAPER)
     args = ap.parse_args(argv)
     args.rm_model = args.rm_model or args.model
+    C.role_models_default(args, args.rm_model)
     return args
 
 
@@ -81,16 +82,16 @@ def main(argv=None) -> None:
     prompts = C.load_prompts(args.prompts, args.split, args.limit, args.prompt_field)
     policy, tok = C.load_trainable(args, dist, args.adapter)
     C.add_reference_adapter(policy, args.adapter)  # KL anchor: the starting policy
-    share = policy if args.rm_model == args.model else None
-    rm = C.RubricARM.load(args.rm_model, args.rubric_adapter, args.judge_adapter, share=share,
-                          load_4bit=args.load_4bit, device=dist.device, dtype=args.dtype,
-                          trust_remote_code=args.trust_remote_code, max_rubric_tokens=args.max_rubric_tokens,
-                          max_judge_tokens=args.max_judge_tokens, judge_temperature=args.judge_temperature,
-                          batch_size=args.judge_batch)
+    rm = C.RubricARM.load((args.rubric_model, args.rubric_adapter), (args.judge_model, args.judge_adapter),
+                          share=policy, share_tok=tok, share_name=args.model, load_4bit=args.load_4bit,
+                          device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                          max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
+                          judge_temperature=args.judge_temperature, batch_size=args.judge_batch)
     cfg = C.grpo_config_from_args(args)
     G = cfg.group_size
     C.log.info("online GRPO: %d prompts, G=%d, Rubric-ARM %s", len(prompts), G,
-               "on the policy's network" if share is not None else f"as a second model ({args.rm_model})")
+               ", ".join(f"{r} on the policy's network" if getattr(rm, k).model is policy else f"{r} on {m}"
+                         for r, k, m in (("generator", "gen", args.rubric_model), ("judge", "jud", args.judge_model))))
     run = C.grpo_run(out, policy, dist, cfg, len(prompts), args, "policy grpo")
     share_prompt = cfg.share_prefix and not C.checkpointing_on(policy)
     for step in run.steps():

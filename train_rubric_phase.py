@@ -39,7 +39,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     C.add_data_args(ap)
     C.add_run_args(ap)
     ap.add_argument("--adapter", default=None, help="rubric generator adapter to start from")
-    ap.add_argument("--judge-adapter", required=True, help="the frozen judge's adapter folder")
+    ap.add_argument("--judge-adapter", default=None,
+                    help="the frozen judge's adapter folder (needed when the judge runs on --model)")
+    ap.add_argument("--judge-model", default=None,
+                    help="the frozen judge's model (default: --model, the judge adapter on the generator's network); "
+                         "another model, e.g. a released full judge checkpoint, is loaded beside it, with "
+                         "--judge-adapter or as it is")
     ap.add_argument("--judge-max-new-tokens", type=int, default=1024, help="judge tokens per verdict (greedy)")
     ap.add_argument("--max-prompt-length", type=int, default=5120,
                     help="judge prompt tokens (responses shortened to fit; a rubric that cannot fit gets reward 0)")
@@ -64,7 +69,7 @@ def rubric_prompt(tok, row: dict) -> C.GroupPrompt:
     return C.GroupPrompt(C.chat_prompt_ids(tok, C.rubric_messages(row["prompt"])), {"row": row, "swap": random.random() < 0.5})
 
 
-def rubric_rewards(model, tok, batch: list[C.GroupPrompt], rubrics: list[str], G: int, args):
+def rubric_rewards(jud: C.Role, batch: list[C.GroupPrompt], rubrics: list[str], G: int, args):
     """R_r = 1[the frozen judge's greedy verdict under the rubric == label] (+ the optional format
     term). A rubric too long for the judge's prompt even with the responses cut gets no verdict."""
     items, labels = [], []
@@ -74,7 +79,7 @@ def rubric_rewards(model, tok, batch: list[C.GroupPrompt], rubrics: list[str], G
         items.append((row["prompt"], rubric, a, b))
         labels.append(label)
     bar = C.GenerationProgress(len(items), "judge reward")
-    judged = C.judge(model, tok, items, "judge", max_new_tokens=args.judge_max_new_tokens, temperature=0.0,
+    judged = C.judge(jud.model, jud.tok, items, jud.adapter, max_new_tokens=args.judge_max_new_tokens, temperature=0.0,
                      batch_size=args.judge_batch, max_prompt_len=args.max_prompt_length, progress=bar)
     bar.close()
     verdicts = [j.verdict for j in judged]
@@ -86,6 +91,16 @@ def rubric_rewards(model, tok, batch: list[C.GroupPrompt], rubrics: list[str], G
     return acc + args.rubric_format_weight * fmt, parts, samples
 
 
+def frozen_judge(args, model, tok, dist) -> C.Role:
+    """The judge adapter on the generator's own network (one base in memory), or another model loaded
+    beside it when --judge-model names one (a released judge checkpoint, say), frozen either way."""
+    if C.model_key(args.judge_model or args.model) == C.model_key(args.model):
+        C.add_frozen_adapter(model, args.judge_adapter, "judge")
+        return C.Role(model, tok, "judge")
+    return C.load_roles({"judge": (args.judge_model, args.judge_adapter)}, args.load_4bit, dist.device, args.dtype,
+                        args.trust_remote_code)["judge"]
+
+
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
@@ -93,7 +108,9 @@ def main(argv=None) -> None:
                   (args.judge_max_new_tokens >= 1, f"--judge-max-new-tokens {args.judge_max_new_tokens}: must be at least 1"),
                   (args.judge_batch >= 1, f"--judge-batch {args.judge_batch}: must be at least 1"),
                   (args.rubric_format_weight >= 0,
-                   f"--rubric-format-weight {args.rubric_format_weight}: must not be negative"))
+                   f"--rubric-format-weight {args.rubric_format_weight}: must not be negative"),
+                  (bool(args.judge_adapter) or (args.judge_model not in (None, args.model)),
+                   "--judge-adapter is needed: the frozen judge runs on --model (or name another --judge-model)"))
     C.fit_micro_batch(args)
     C.use_templates(args)
     dist = C.init_distributed(args.device)
@@ -102,11 +119,11 @@ def main(argv=None) -> None:
     rows = C.load_pairs_from_args(args)
     model, tok = C.load_trainable(args, dist, args.adapter)
     C.add_reference_adapter(model, args.adapter)  # KL anchor: the phase's starting adapter, frozen
-    C.add_frozen_adapter(model, args.judge_adapter, "judge")
+    jud = frozen_judge(args, model, tok, dist)
     cfg = C.grpo_config_from_args(args)
     G = cfg.group_size
-    C.log.info("rubric phase: %d examples, G=%d, batch %d, frozen judge %s", len(rows), G, cfg.batch_size,
-               args.judge_adapter)
+    C.log.info("rubric phase: %d examples, G=%d, batch %d, frozen judge %s%s", len(rows), G, cfg.batch_size,
+               args.judge_model or args.model, f" + {args.judge_adapter}" if args.judge_adapter else "")
     run = C.grpo_run(out, model, dist, cfg, len(rows), args, "rubric phase")
     samples_path = Path(out) / "judge_samples.jsonl" if dist.is_main and args.log_samples else None
     if samples_path is not None and not run.start:
@@ -121,7 +138,7 @@ def main(argv=None) -> None:
         rubrics = [t for r in rolls for t in r.texts]
         t_gen = timer.mark("gen")
         # 3. rewards from the frozen judge's greedy verdicts, advantages within each group of G
-        rewards, parts, samples = rubric_rewards(model, tok, batch, rubrics, G, args)
+        rewards, parts, samples = rubric_rewards(jud, batch, rubrics, G, args)
         adv = C.group_advantages(rewards, G, cfg.scale_rewards).to(dist.device)
         if samples_path is not None:
             C.append_jsonl(samples_path, samples if args.log_samples < 0 else samples[:args.log_samples])

@@ -62,17 +62,18 @@ def main() -> None:
     def run(reuse: bool | None) -> dict:
         if reuse is None:
             return plain_hf()
-        rm = C.RubricARM(model, tok, None, None, a.rubric_tokens, a.judge_tokens, a.batch, judge_temperature=0.0)
+        role = C.Role(model, tok, None)
+        rm = C.RubricARM(role, role, a.rubric_tokens, a.judge_tokens, a.batch, judge_temperature=0.0)
         t = time.perf_counter()
         if reuse:
             rm.verdicts(comps)
             toks, n_rub = rm.stats["rubric_tokens"] + rm.stats["judge_tokens"], rm.stats["rubrics"]
         else:  # a fresh rubric per comparison, still batched: same code path, rubrics keyed by comparison
             st: dict = {}
-            rubrics = C.generate_batched(rm.model, rm.tok, [C.chat_prompt_ids(rm.tok, C.rubric_messages(p)) for p, _, _ in comps],
+            rubrics = C.generate_batched(model, tok, [C.chat_prompt_ids(tok, C.rubric_messages(p)) for p, _, _ in comps],
                                          a.batch, stats=st, n=1, max_new_tokens=a.rubric_tokens, temperature=0.0)
-            prompts = [C.judge_prompt_ids(rm.tok, p, r, x, y)[0] for (p, x, y), r in zip(comps, rubrics)]
-            C.generate_batched(rm.model, rm.tok, prompts, a.batch, stats=st, n=1, max_new_tokens=a.judge_tokens,
+            prompts = [C.judge_prompt_ids(tok, p, r, x, y)[0] for (p, x, y), r in zip(comps, rubrics)]
+            C.generate_batched(model, tok, prompts, a.batch, stats=st, n=1, max_new_tokens=a.judge_tokens,
                                temperature=0.0)
             toks, n_rub = st["tokens"], len(comps)
         wall = time.perf_counter() - t

@@ -35,7 +35,8 @@ def test_order_consistency_and_online_reward_arithmetic():
 
 def test_labelling_keeps_only_order_consistent_pairs(tiny_model, yes_rm, yes_template, always_a_judge):
     # greedy judges (judge_temperature 0): the test checks the labelling logic, not sampling
-    rm = C.RubricARM.load(str(tiny_model), str(yes_rm["rubric"]), str(yes_rm["judge"]), max_rubric_tokens=16,
+    rm = C.RubricARM.load((str(tiny_model), str(yes_rm["rubric"])), (str(tiny_model), str(yes_rm["judge"])),
+                          max_rubric_tokens=16,
                           max_judge_tokens=8, judge_temperature=0.0)
     samples = [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river", "no bird", "no cloud"]}]
     kept, report = policy_dpo.label_pairs(rm, samples)
@@ -45,7 +46,7 @@ def test_labelling_keeps_only_order_consistent_pairs(tiny_model, yes_rm, yes_tem
     yes_vs_no = [k for k in kept if k["chosen"].startswith("yes") != k["rejected"].startswith("yes")]
     assert len(yes_vs_no) == 4 and all(k["chosen"].startswith("yes") for k in yes_vs_no)
     # the same judge with the verdict fixed by position: nothing survives the swap
-    always_a = C.RubricARM.load(str(tiny_model), str(yes_rm["rubric"]), str(always_a_judge),
+    always_a = C.RubricARM.load((str(tiny_model), str(yes_rm["rubric"])), (str(tiny_model), str(always_a_judge)),
                                 max_rubric_tokens=16, max_judge_tokens=8, judge_temperature=0.0)
     kept, report = policy_dpo.label_pairs(always_a, samples)
     assert kept == [] and report["dropped_inconsistent"] == 6

@@ -44,7 +44,8 @@ def test_evaluate_resumes_after_kill(tiny_model, tmp_path):
 def test_dpo_labelling_resumes_after_kill(tiny_model, yes_rm, yes_template, tmp_path):
     samples = [{"prompt": YES_PROMPT, "responses": ["yes stone", "no cloud", "yes river", "no bird"]},
                {"prompt": "Say yes.", "responses": ["yes", "no", "no no"]}]
-    rm = C.RubricARM.load(str(tiny_model), str(yes_rm["rubric"]), str(yes_rm["judge"]), max_rubric_tokens=16,
+    rm = C.RubricARM.load((str(tiny_model), str(yes_rm["rubric"])), (str(tiny_model), str(yes_rm["judge"])),
+                          max_rubric_tokens=16,
                           max_judge_tokens=8, batch_size=1, judge_temperature=0.0)
     ref, ref_report = policy_dpo.label_pairs(rm, samples)
     cands = write_rows(tmp_path / "c.jsonl", samples)
