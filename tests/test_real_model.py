@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_roles import greedy_judge_texts
 
 import common as C
-from conftest import ROOT, read_jsonl
+from conftest import EVAL, ROOT, read_jsonl, run_script
 
 MODEL = "smollm2-135m"
 
@@ -71,6 +72,23 @@ def test_real_model_one_lora_sft_step_is_finite_and_moves_the_adapter(tmp_path):
     weights = load_file(out / "adapter" / "adapter_model.safetensors")
     # LoRA starts with B = 0: one step must have moved it
     assert max(w.abs().max().item() for k, w in weights.items() if "lora_B" in k) > 0
+
+
+def test_real_model_generates_rubrics_for_a_judge_of_another_model_and_tokenizer(real, tiny_model, tmp_path):
+    """SmolLM2 writes the rubric, a tiny model with its own tokenizer judges: each through its own
+    tokenizer and chat template, as with a released generator and judge pair."""
+    run_script("evaluate.py", "--model", MODEL, "--judge-model", tiny_model, "--benchmark", "pairwise", "--data", EVAL,
+               "--limit", "1", "--greedy", "--max-rubric-tokens", "24", "--max-judge-tokens", "6", "--out", tmp_path / "ev")
+    (rub,) = read_jsonl(tmp_path / "ev" / "rubrics.jsonl")
+    tok, model = real
+    alone = C.generate(model, tok, [C.chat_prompt_ids(tok, C.rubric_messages(rub["prompt"]))], max_new_tokens=24,
+                       temperature=0.0).texts[0]
+    assert rub["rubric"] == alone and any(c.isalpha() for c in alone)
+    row = read_jsonl(EVAL)[0]
+    (pred,) = read_jsonl(tmp_path / "ev" / "predictions.jsonl")
+    both = greedy_judge_texts(tiny_model, [(row["prompt"], alone, row["response_a"], row["response_b"]),
+                                           (row["prompt"], alone, row["response_b"], row["response_a"])])
+    assert pred["judge_texts"][0] in both
 
 
 @pytest.mark.slow
