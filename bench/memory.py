@@ -175,6 +175,27 @@ def miniature_flags(phase: str) -> Flags:
 PHASES = ["SFT rubric", "SFT judge", "judge phase", "rubric phase", "DPO"]
 
 
+def two_model_estimates(s: Shape, load_4bit: bool, batch: int, context_gb: float = 1.0) -> dict[str, dict]:
+    """A generator and a judge that are two models (the released checkpoints, one full model per role):
+    both weights sit in memory. Evaluation: the generator's greedy rubrics (prompt 512 + 1024 new) and the
+    judge's verdicts (prompt 5120 + 4096 new, paper Table 11), `batch` prompts per generate call, one
+    role at a time. Rubric phase with a released judge: the trainable generator (LoRA) and the whole judge
+    model frozen, with the phase's rollouts, training micro-batch and the judge's greedy verdicts."""
+    w = estimate(s, Flags(load_4bit=load_4bit), "DPO", 0)["weights"] * GB  # one model's weights
+    kv_tok = 2 * s.layers * s.kv_heads * s.head_dim * 2
+    gen_rubric = batch * (512 + 1024) * kv_tok + batch * s.vocab * 4
+    gen_judge = batch * (5120 + 4096) * kv_tok + batch * s.vocab * 4
+    out = {"evaluation": {"weights": 2 * w / GB, "lora": 0.0, "working": max(gen_rubric, gen_judge) / GB}}
+    f = replace(phase_flags("rubric phase", Flags(load_4bit=load_4bit)), judge_batch=batch, gen_batch=1)
+    one = estimate(s, f, "rubric phase", 0)
+    lora_frozen_judge = 4 * lora_params(s, f.lora_r) / GB  # the single-model estimate counts a frozen judge adapter
+    out["rubric phase, released judge"] = {"weights": (one["weights"] * GB + w) / GB, "lora": one["lora"] - lora_frozen_judge,
+                                           "working": max(one["generation"], one["training"])}
+    for e in out.values():
+        e["peak"] = e["weights"] + e["lora"] + e["working"] + context_gb
+    return out
+
+
 # ---- measured: one real step with random weights ------------------------------------------------
 # CUDA: the allocator's peak. CPU (Linux): the process's peak resident memory during the step above
 # what it held before the model was built, reset first through /proc/self/clear_refs, so the model's
@@ -343,7 +364,12 @@ def main() -> None:
     ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases to estimate (and measure)")
     ap.add_argument("--only-phase", choices=PHASES, help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    ap.add_argument("--two-models", action="store_true",
+                    help="the generator and the judge as two models (released checkpoints): evaluation and the rubric "
+                         "phase, 4-bit and bf16, against 24 / 48 / 80 GB cards")
     a = ap.parse_args()
+    if a.two_models:
+        return two_models_table(a)
     base = Flags(load_4bit=not a.bf16, lora_r=a.lora_r, micro_batch=a.micro_batch, gen_batch=a.gen_batch,
                  judge_batch=a.judge_batch, grad_ckpt=not a.no_grad_ckpt)
     shape = SHAPES[a.shape]
@@ -417,6 +443,29 @@ def main() -> None:
         U.write_section("memory_smollm2_cpu", "Memory planner against a measured CPU step, SmolLM2-135M shape",
                         "python bench/memory.py --shape smollm2 --measure"
                         + (f" --allocator {a.allocator}" if a.allocator != "both" else ""), body)
+
+
+def two_models_table(a) -> None:
+    rows = ["| case | weights | base | prompts per call | weights GB | LoRA state GB | working GB | **peak (est.)** | "
+            "24 GB | 48 GB | 80 GB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for load_4bit in (True, False):
+        for batch in (1, 8):
+            for case, e in two_model_estimates(QWEN3_8B, load_4bit, batch).items():
+                fits = ["fits" if e["peak"] <= card else "no" for card in (24, 48, 80)]
+                rows.append(f"| {case} | two 8B models | {'4-bit nf4' if load_4bit else 'bf16'} | {batch} | {e['weights']:.2f} | "
+                            f"{e['lora']:.2f} | {e['working']:.2f} | **{e['peak']:.2f}** | " + " | ".join(fits) + " |")
+    print("\n".join(rows))
+    if a.no_write:
+        return
+    body = ("Two Qwen3-8B-shaped models, one per role (the released RubricARM-8B-Rubric and -Judge): both weights in "
+            "memory, one role generating at a time. Evaluation: rubric prompts 512 + 1024 new tokens, judge prompts "
+            "5120 + 4096 new tokens (paper Table 11's limit), the KV cache of the larger; rubric phase: the generator "
+            "trained by LoRA (gradient checkpointing, micro-batch 1, G=6 rollouts of 512 + 512 tokens) beside the whole "
+            "frozen judge model, whose greedy verdicts run `prompts per call` at a time. The same model as the tables "
+            "above (1 GB CUDA context included). 'fits' compares the peak with the card's size; leave 1-2 GB of headroom "
+            "in practice. GB = 2^30 bytes.\n\n" + "\n".join(rows))
+    U.write_section("memory_two_models", "Peak GPU memory with a generator and a judge of their own (released checkpoints)",
+                    "python bench/memory.py --two-models", body)
 
 
 if __name__ == "__main__":
