@@ -58,3 +58,15 @@ def test_measured_path_runs_one_real_step(phase):
     if not M.reset_cpu_peak():
         pytest.skip("no /proc/self/clear_refs here: the CPU step runs but gives no reading")
     assert peak is not None and 0 <= peak < 1.0  # GB; a tiny model's step
+
+
+def test_two_models_hold_both_weights_and_what_fits_one_24gb_card():
+    one = M.estimate(M.QWEN3_8B, M.Flags(load_4bit=True), "DPO")["weights"]
+    nf4 = M.two_model_estimates(M.QWEN3_8B, load_4bit=True, batch=1)
+    assert nf4["evaluation"]["weights"] == pytest.approx(2 * one) and nf4["evaluation"]["lora"] == 0
+    assert nf4["evaluation"]["peak"] < 24 and nf4["rubric phase, released judge"]["peak"] < 24
+    kv = 2 * 36 * 8 * 128 * 2 * (5120 + 4096) / M.GB  # the judge's cache is the larger: one prompt + 4096 new tokens
+    assert nf4["evaluation"]["working"] == pytest.approx(kv + 151936 * 4 / M.GB)
+    bf16 = M.two_model_estimates(M.QWEN3_8B, load_4bit=False, batch=1)
+    assert bf16["evaluation"]["peak"] > 24  # two bf16 8B models need a larger card (or two)
+    assert M.two_model_estimates(M.QWEN3_8B, True, 8)["evaluation"]["working"] > 7 * nf4["evaluation"]["working"]
