@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import logging
 import math
@@ -1986,6 +1987,64 @@ def all_reduce_sum(x: torch.Tensor, dist: Dist) -> torch.Tensor:
     return x
 
 
+def barrier(dist: Dist) -> None:
+    if dist.world > 1:
+        torch.distributed.barrier()
+
+
+# Inference under torchrun (evaluation, rubric caching, DPO labelling): each rank takes every world-th
+# item of what is left to do and appends its results to its own file beside the output (PATH.rankK);
+# what is already done is read from every such file first, whatever world size wrote it, so a run
+# resumes under another number of ranks; the main rank merges them into the one output.
+
+def rank_file(path: str | os.PathLike, dist: Dist) -> Path:
+    """This rank's share of a sharded output: the output's own partial file in one process."""
+    path = Path(path)
+    return path if dist.world == 1 else path.with_name(f"{path.name}.rank{dist.rank}")
+
+
+def shard_files(path: str | os.PathLike) -> list[Path]:
+    """The file, its partial file, and every rank's share file and its partial (of this run or an
+    earlier one)."""
+    path = Path(path)
+    return [path, path.with_name(path.name + ".partial"), *sorted(path.parent.glob(f"{glob.escape(path.name)}.rank*"))]
+
+
+def read_shards(path: str | os.PathLike, dist: Dist) -> list[dict]:
+    """Every row written so far under `path` and its rank files, read by every rank before any of them
+    writes again (the barrier), so that all ranks split the same remaining work."""
+    rows = [r for f in shard_files(path) for r in read_jsonl_resumable(f)]
+    barrier(dist)
+    return rows
+
+
+def my_share(todo: list, dist: Dist) -> list:
+    return todo[dist.rank::dist.world]
+
+
+def merge_shards(path: str | os.PathLike, rows: list[dict] | None, dist: Dist) -> None:
+    """Once every rank has finished and read the shares: the main rank writes `rows` as the one output
+    (None: the caller writes it) and removes the share files, also those an earlier run under another
+    number of ranks left."""
+    barrier(dist)
+    shares = shard_files(path)[2:] if dist.is_main else []
+    if shares:
+        if rows is not None:
+            write_jsonl_atomic(path, rows)
+        for f in shares:
+            f.unlink(missing_ok=True)
+    barrier(dist)
+
+
+def sum_over_ranks(values: dict[str, float], dist: Dist) -> dict[str, float]:
+    """Counts of this rank (tokens generated, say) summed over every rank."""
+    if dist.world == 1:
+        return values
+    t = torch.tensor([float(v) for v in values.values()], dtype=torch.float64, device=dist.device)
+    torch.distributed.all_reduce(t)
+    return dict(zip(values, t.tolist()))
+
+
 def average_gradients(params: list[torch.nn.Parameter], dist: Dist) -> None:
     """Data parallelism by hand: average LoRA gradients over ranks once per optimizer step.
     (DDP's wrapper fights with generate() and adapter switching; the LoRA grads are small.)"""
@@ -2635,18 +2694,25 @@ def _cli() -> None:
         check_flags(*model_flag_rules(args), (args.max_new_tokens >= 1, "--max-new-tokens: must be at least 1"),
                     (args.batch_size >= 1, "--batch-size: must be at least 1"))
         use_templates(args)
-        lock_output(args.out)
-        made = rubric_cache_manifest(args)
-        check_rubric_cache_manifest(Path(args.out), made)
         dist = init_distributed(args.device)
         rows = load_pairs_from_args(args)
-        check_cached_prompts(Path(args.out), rows)
+        if dist.is_main:  # under torchrun the main rank holds the cache for all
+            lock_output(args.out)
+            check_rubric_cache_manifest(Path(args.out), rubric_cache_manifest(args))
+            check_cached_prompts(Path(args.out), rows)
+        barrier(dist)
         tok = load_tokenizer(args.model, args.trust_remote_code)
         base = load_base_model(args.model, args.load_4bit, dist.device, args.dtype, args.trust_remote_code)
         model = attach_lora(base, args.adapter, trainable=False) if args.adapter else base
         t0 = time.perf_counter()
-        cache_rubrics(model, tok, rows, args.out, args.max_new_tokens, args.batch_size)
-        log.info("rubric cache %s: %d rubrics in %.1fs", args.out, len(rows), time.perf_counter() - t0)
+        done = {r["id"] for r in read_shards(args.out, dist)}
+        mine = my_share([r for r in rows if r["id"] not in done], dist)  # each rank its share of what is left
+        cache_rubrics(model, tok, mine, rank_file(args.out, dist), args.max_new_tokens, args.batch_size)
+        barrier(dist)
+        rubrics = {r["id"]: r["rubric"] for r in read_shards(args.out, dist)}
+        merge_shards(args.out, [{"id": r["id"], "rubric": rubrics[r["id"]]} for r in rows], dist)
+        log.info("rubric cache %s: %d rubrics in %.1fs%s", args.out, len(rows), time.perf_counter() - t0,
+                 f" over {dist.world} ranks" if dist.world > 1 else "")
     elif args.cmd == "split":
         rows = load_pairs(args.data)
         if args.parts < 1:

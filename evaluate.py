@@ -271,17 +271,18 @@ def score_of(verdict: str | None, chosen_is: str, strict: bool = False) -> float
 
 
 def judge_all(jud: C.Role, comps: list[Comparison], rubrics: dict[str, str] | None, args,
-              stats: dict, partial: Path) -> list[dict]:
+              stats: dict, partial: Path, dist: C.Dist) -> list[dict]:
     """One record per comparison and order: the raw judge texts, verdict and score. Records are
-    appended to `partial` chunk by chunk, so an interrupted run keeps them and judges only the rest.
-    A judge prompt that cannot fit --max-prompt-length even with the responses cut counts as
-    undecided and is counted as too long."""
+    appended to `partial` (under torchrun: this rank's share file) chunk by chunk, so an interrupted
+    run keeps them and judges only the rest. A judge prompt that cannot fit --max-prompt-length even
+    with the responses cut counts as undecided and is counted as too long."""
     jobs = [(c, order) for c in comps for order in ([FIRST, SECOND] if args.swap else [mixed_order(c.cid, args.seed)])]
-    done = {(r["cid"], r["order"]): r for r in C.read_jsonl_resumable(partial)}
+    done = {(r["cid"], r["order"]): r for r in C.read_shards(partial, dist)}
     if done:
         C.log.info("resuming: %d of %d judgements already written", sum(j in done for j in
                    ((c.cid, o) for c, o in jobs)), len(jobs))
-    todo = [j for j in jobs if (j[0].cid, j[1]) not in done]
+    todo = C.my_share([j for j in jobs if (j[0].cid, j[1]) not in done], dist)
+    own = C.rank_file(partial, dist)
     temperature = 0.0 if args.greedy else args.temperature
     chunk = max(args.batch_size * 8, 1)
     bar = C.GenerationProgress(len(todo), "judge")
@@ -306,8 +307,11 @@ def judge_all(jud: C.Role, comps: list[Comparison], rubrics: dict[str, str] | No
                    "format": sum(C.format_reward(x, n_crit) for x in j.texts) / len(j.texts) if j.texts else 0.0}
             recs.append(rec)
             done[(c.cid, order)] = rec
-        C.append_jsonl(partial, recs)  # one write per chunk
+        C.append_jsonl(own, recs)  # one write per chunk
     bar.close()
+    if dist.world > 1:  # every rank's share, once all have finished
+        C.barrier(dist)
+        done = {(r["cid"], r["order"]): r for r in C.read_shards(partial, dist)}
     return [done[(c.cid, order)] for c, order in jobs]
 
 
@@ -477,6 +481,20 @@ def check_run_signature(out: Path, args, specs: list[tuple[str, str | None]]) ->
         C.atomic_write_text(path, json.dumps(sig, indent=2))
 
 
+def generate_rubrics(gen: C.Role, prompts: list[str], path: Path, args, stats: dict, dist: C.Dist) -> dict[str, str]:
+    """One greedy rubric per prompt, written to `path` as they come (resumable); under torchrun each rank
+    writes its share of the prompts still without one, and the main rank merges them."""
+    done = {r["prompt"]: r["rubric"] for r in C.read_shards(path, dist)}
+    mine = C.my_share([p for p in prompts if p not in done], dist)
+    with gen.active():
+        C.cache_rubrics(gen.model, gen.tok, [{"prompt": p} for p in mine], C.rank_file(path, dist), args.max_rubric_tokens,
+                        args.batch_size, key="prompt", stats=stats)
+    C.barrier(dist)
+    done = {r["prompt"]: r["rubric"] for r in C.read_shards(path, dist)}
+    C.merge_shards(path, [{"prompt": p, "rubric": done[p]} for p in prompts], dist)
+    return {p: done[p] for p in prompts}
+
+
 def reference_rubrics(path: str, prompts: list[str]) -> dict[str, str]:
     """{prompt: rubric} from a file's rows; every prompt to judge must have one."""
     found: dict[str, str] = {}
@@ -545,11 +563,14 @@ def main(argv=None) -> dict:
                   (args.batch_size >= 1, f"--batch-size {args.batch_size}: must be at least 1"),
                   (args.max_prompt_length >= 64, f"--max-prompt-length {args.max_prompt_length}: must be at least 64"),
                   (args.limit is None or args.limit >= 1, f"--limit {args.limit}: must be at least 1"))
+    dist = C.init_distributed(args.device)
+    device = dist.device
     out = C.check_writable(args.out)
-    C.lock_output(out)
-    C.seed_everything(args.seed)
-    device = torch.device(args.device) if args.device else C.default_device()
-    check_run_signature(out, args, specs)
+    if dist.is_main:  # under torchrun the main rank holds the folder for all
+        C.lock_output(out)
+        check_run_signature(out, args, specs)
+    C.barrier(dist)
+    C.seed_everything(args.seed + dist.rank)  # judge sampling: another stream per rank
     comps, identical = {}, {}
     for name, path in specs:
         loaded = load_benchmark(name, path, args.limit)
@@ -574,16 +595,20 @@ def main(argv=None) -> dict:
         rubrics = reference_rubrics(args.reference_rubrics, [c.prompt for cs in comps.values() for c in cs])
         C.write_jsonl_atomic(out / "rubrics.jsonl", [{"prompt": p, "rubric": r} for p, r in rubrics.items()])
     elif not args.no_rubric:  # one rubric per distinct prompt, cached and reused for every pair and order
-        prompts = [{"prompt": p} for p in dict.fromkeys(c.prompt for cs in comps.values() for c in cs)]
-        with gen.active():
-            rubrics = C.cache_rubrics(gen.model, gen.tok, prompts, out / "rubrics.jsonl", args.max_rubric_tokens,
-                                      args.batch_size, key="prompt", stats=rubric_stats)
+        prompts = list(dict.fromkeys(c.prompt for cs in comps.values() for c in cs))
+        rubrics = generate_rubrics(gen, prompts, out / "rubrics.jsonl", args, rubric_stats, dist)
     t_rub = time.perf_counter()
     partial = out / "predictions.jsonl.partial"
-    if (out / "predictions.jsonl").exists() and not partial.exists():
+    if dist.is_main and (out / "predictions.jsonl").exists() and not partial.exists():
         partial.write_bytes((out / "predictions.jsonl").read_bytes())  # a finished run: reuse its judgements
-    records = judge_all(jud, [c for cs in comps.values() for c in cs], rubrics, args, judge_stats, partial)
+    C.barrier(dist)
+    records = judge_all(jud, [c for cs in comps.values() for c in cs], rubrics, args, judge_stats, partial, dist)
     t_end = time.perf_counter()
+    counts = C.sum_over_ranks({"generated": rubric_stats.get("generated", 0), "rubric_tokens": rubric_stats.get("tokens", 0),
+                               "judge_tokens": judge_stats.get("tokens", 0)}, dist)
+    C.merge_shards(partial, None, dist)  # every share is read: remove the share files
+    if not dist.is_main:
+        return {}
     C.write_jsonl_atomic(out / "predictions.jsonl", records)
     partial.unlink(missing_ok=True)
 
@@ -601,9 +626,9 @@ def main(argv=None) -> dict:
     wall = t_end - t0
     eff = {"wall_s": wall, "wall_s_per_100_prompts": 100 * wall / max(n_prompts, 1),
            "rubric_time_s": t_rub - t0, "judge_time_s": t_end - t_rub,
-           "rubrics_generated": rubric_stats.get("generated", 0), "rubric_tokens": rubric_stats.get("tokens", 0),
-           "judge_tokens": judge_stats.get("tokens", 0),
-           "tokens_per_s": (rubric_stats.get("tokens", 0) + judge_stats.get("tokens", 0)) / max(wall, 1e-9),
+           "rubrics_generated": int(counts["generated"]), "rubric_tokens": int(counts["rubric_tokens"]),
+           "judge_tokens": int(counts["judge_tokens"]), "ranks": dist.world,
+           "tokens_per_s": (counts["rubric_tokens"] + counts["judge_tokens"]) / max(wall, 1e-9),
            "peak_memory_gb": peak_memory_gb(device)}
     summary = {"accuracy": sum(r["score"] for r in mixed) / len(mixed),
                "format_rate": sum(r["format"] for r in records) / len(records),

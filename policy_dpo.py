@@ -131,28 +131,39 @@ def sample_responses(args, dist, prompts: list[list[dict]], adapter: str | None,
 
 # ---- step 2: label -------------------------------------------------------------------------------
 
-def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = None) -> tuple[list[dict], dict]:
+def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = None,
+                dist: C.Dist | None = None) -> tuple[list[dict], dict]:
     """Every pair of distinct responses of a prompt, judged in both orders; keep the consistent ones.
-    Verdicts are appended to `partial` chunk by chunk, so an interrupted labelling resumes."""
+    Verdicts are appended to `partial` chunk by chunk, so an interrupted labelling resumes. Under
+    torchrun each rank judges the pairs of every world-th prompt (one rubric per prompt, written once)."""
+    dist = dist or C.Dist()
     items, chats = [], {}
     for s in samples:
         text = s["prompt"] if isinstance(s["prompt"], str) else C.messages_text(s["prompt"], "candidates")
         chats[text] = s.get("messages") or (s["prompt"] if isinstance(s["prompt"], list) else None)
         for x, y in itertools.combinations(dict.fromkeys(r for r in s["responses"] if r.strip()), 2):
             items.append((text, x, y))
-    done = {(r["prompt"], r["x"], r["y"]): (r["v1"], r["v2"]) for r in C.read_jsonl_resumable(partial)} if partial else {}
+    def judged() -> dict:
+        return {(r["prompt"], r["x"], r["y"]): (r["v1"], r["v2"]) for r in C.read_shards(partial, dist)} if partial else {}
+    done = judged()
     todo = [it for it in items if it not in done]
     if done:
         C.log.info("labelling: %d pairs already judged, %d to go", len(items) - len(todo), len(todo))
+    prompt_index = {p: k for k, p in enumerate(chats)}
+    todo = [it for it in todo if prompt_index[it[0]] % dist.world == dist.rank]
+    own = C.rank_file(partial, dist) if partial else None
     chunk = max(4 * rm.batch_size, 1)
     for k, s in enumerate(range(0, len(todo), chunk)):
         C.maybe_crash("label_chunk", k)  # fault injection for the resume test
         part = todo[s:s + chunk]
         verdicts = rm.both_orders(part)
         done.update(zip(part, verdicts))
-        if partial:
-            C.append_jsonl(partial, [{"prompt": p, "x": x, "y": y, "v1": v1, "v2": v2}
-                                     for (p, x, y), (v1, v2) in zip(part, verdicts)])
+        if own:
+            C.append_jsonl(own, [{"prompt": p, "x": x, "y": y, "v1": v1, "v2": v2}
+                                 for (p, x, y), (v1, v2) in zip(part, verdicts)])
+    if dist.world > 1:  # every rank's verdicts, once all have finished
+        C.barrier(dist)
+        done = judged()
     kept, report = [], {"pairs": len(items), "kept": 0, "dropped_inconsistent": 0, "dropped_unparsed": 0}
     for p, x, y in items:
         v1, v2 = done[(p, x, y)]
@@ -174,10 +185,12 @@ def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
                           max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
                           judge_temperature=args.judge_temperature, batch_size=args.gen_batch)
     partial = prefs_path.with_name("labels.partial.jsonl")
-    kept, report = label_pairs(rm, samples, partial)
-    C.write_jsonl_atomic(prefs_path, kept)
-    partial.unlink(missing_ok=True)
-    report.update(rm.stats)
+    kept, report = label_pairs(rm, samples, partial, dist)
+    C.merge_shards(partial, None, dist)
+    if dist.is_main:
+        C.write_jsonl_atomic(prefs_path, kept)
+        partial.unlink(missing_ok=True)
+    report.update({k: int(v) for k, v in C.sum_over_ranks(rm.stats, dist).items()})
     C.log.info("labelled %d pairs: kept %d, dropped %d inconsistent across A/B orders, %d unparsed",
                report["pairs"], report["kept"], report["dropped_inconsistent"], report["dropped_unparsed"])
     del rm
@@ -304,8 +317,10 @@ def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir:
         (rdir / ".done_sample").touch()
     if not done(rdir, "label"):
         report = label_round(args, dist, rdir / "samples.jsonl", rdir / "prefs.jsonl")
-        C.atomic_write_text(rdir / "label_report.json", json.dumps(report, indent=2))
-        (rdir / ".done_label").touch()
+        if dist.is_main:
+            C.atomic_write_text(rdir / "label_report.json", json.dumps(report, indent=2))
+            (rdir / ".done_label").touch()
+        C.barrier(dist)  # the other ranks train on the labels the main rank wrote
     if not done(rdir, "train"):
         report = train_dpo(args, dist, adapter, rdir / "prefs.jsonl", rdir)
         C.atomic_write_text(rdir / "train_report.json", json.dumps(report, indent=2))

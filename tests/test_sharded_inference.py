@@ -1,0 +1,64 @@
+"""Inference under torchrun: evaluation, rubric caching and DPO labelling split their work over the ranks
+and write one merged, resumable result, the same as one process (greedy decoding, 2 gloo ranks on CPU)."""
+
+import json
+import sys
+
+from conftest import EVAL, ROOT, TRAIN, read_jsonl, run_script, write_rows
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def torchrun(script, *args, check=True):
+    return run_script(*TORCHRUN, str(ROOT / script), *map(str, args), check=check)
+
+
+def test_evaluation_on_two_ranks_equals_one_process(tiny_model, tmp_path):
+    ev = ["--model", tiny_model, "--benchmark", "pairwise", "--data", EVAL, "--limit", "7", "--greedy", "--swap",
+          "--max-rubric-tokens", "8", "--max-judge-tokens", "6", "--batch-size", "1"]
+    run_script("evaluate.py", *ev, "--out", tmp_path / "one")
+    torchrun("evaluate.py", *ev, "--out", tmp_path / "two")
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert two["benchmarks"] == one["benchmarks"] and two["summary"] == one["summary"]
+    assert two["efficiency"]["ranks"] == 2 and two["efficiency"]["judge_tokens"] == one["efficiency"]["judge_tokens"]
+    assert read_jsonl(tmp_path / "two" / "predictions.jsonl") == read_jsonl(tmp_path / "one" / "predictions.jsonl")
+    assert sorted(map(json.dumps, read_jsonl(tmp_path / "two" / "rubrics.jsonl"))) == \
+        sorted(map(json.dumps, read_jsonl(tmp_path / "one" / "rubrics.jsonl")))
+    assert not list((tmp_path / "two").glob("*.rank*")) and not list((tmp_path / "two").glob("*.partial"))
+    # an interrupted two-rank run (its share files left behind) resumes in one process: nothing judged twice
+    preds = read_jsonl(tmp_path / "two" / "predictions.jsonl")
+    (tmp_path / "two" / "predictions.jsonl").unlink()
+    write_rows(tmp_path / "two" / "predictions.jsonl.partial.rank1", preds[1::2])
+    write_rows(tmp_path / "two" / "predictions.jsonl.partial.rank0", preds[0:4:2])
+    p = run_script("evaluate.py", *ev, "--out", tmp_path / "two")
+    assert f"resuming: {len(preds[1::2]) + 2} of {len(preds)} judgements already written" in p.stderr
+    assert read_jsonl(tmp_path / "two" / "predictions.jsonl") == preds and not list((tmp_path / "two").glob("*.rank*"))
+
+
+def test_rubric_cache_on_two_ranks_equals_one_process(tiny_model, tmp_path):
+    rows = write_rows(tmp_path / "rows.jsonl", read_jsonl(TRAIN)[:5])
+    args = ["cache-rubrics", "--model", tiny_model, "--data", rows, "--max-new-tokens", "8", "--batch-size", "1"]
+    run_script("common.py", *args, "--out", tmp_path / "one.jsonl")
+    torchrun("common.py", *args, "--out", tmp_path / "two.jsonl")
+    assert read_jsonl(tmp_path / "two.jsonl") == read_jsonl(tmp_path / "one.jsonl")  # in the rows' order
+    assert [r["id"] for r in read_jsonl(tmp_path / "two.jsonl")] == [r["id"] for r in read_jsonl(rows)]
+    assert (tmp_path / "two.jsonl.manifest.json").exists() and not list(tmp_path.glob("two.jsonl.rank*"))
+
+
+def test_dpo_labelling_on_two_ranks_equals_one_process(tiny_model, yes_rm, tmp_path):
+    cands = write_rows(tmp_path / "cands.jsonl", [{"prompt": f"Answer yes. ({i})", "responses": ["yes stone", "no cloud", "yes river"]}
+                                                   for i in range(3)])
+    args = ["--model", tiny_model, "--prompts", cands, "--candidates", cands, "--rubric-adapter", yes_rm["rubric"],
+            "--judge-adapter", yes_rm["judge"], "--judge-template", yes_rm["template"], "--judge-temperature", "0",
+            "--max-rubric-tokens", "16", "--max-judge-tokens", "8", "--gen-batch", "1", "--batch-size", "2",
+            "--micro-batch", "2", "--max-steps", "1", "--lora-r", "8", "--lora-alpha", "16"]
+    run_script("policy_dpo.py", *args, "--out", tmp_path / "one")
+    torchrun("policy_dpo.py", *args, "--out", tmp_path / "two")
+    for f in ("prefs.jsonl", "label_report.json"):
+        a, b = (tmp_path / d / "round1" / f for d in ("one", "two"))
+        assert (read_jsonl(a) if f.endswith("l") else json.loads(a.read_text())) == \
+            (read_jsonl(b) if f.endswith("l") else json.loads(b.read_text())), f
+    assert not list((tmp_path / "two" / "round1").glob("*.rank*"))
+    report = json.loads((tmp_path / "two" / "round1" / "label_report.json").read_text())
+    assert report["pairs"] == 9 and report["kept"] > 0
+    assert report["rubrics"] == 3 and report["judge_calls"] == 18  # each prompt's rubric written once, on one rank
