@@ -940,12 +940,40 @@ def add_role_model_args(ap: argparse.ArgumentParser, default: str = "--model") -
                    help=f"the judge's model (default: {default}); e.g. OpenRubrics/RubricARM-8B-Judge. Roles on the "
                         "same model share it in memory")
     g.add_argument("--judge-adapter", default=None, help="judge adapter (none: the model as it is)")
+    g.add_argument("--rubric-server", default=None, metavar="URL",
+                   help="send the generator's prompts to this OpenAI-compatible server (vLLM, SGLang, ...; e.g. "
+                        "http://localhost:8000/v1) instead of loading a model; --rubric-model then names the served "
+                        "model (default: the one it serves)")
+    g.add_argument("--judge-server", default=None, metavar="URL", help="likewise for the judge")
+    add_server_args(g)
+
+
+def add_server_args(g) -> None:
+    g.add_argument("--server-concurrency", type=int, default=8, help="requests in flight per server")
+    g.add_argument("--server-retries", type=int, default=5,
+                   help="retries of a request the server did not answer (backoff 1, 2, 4 ... s)")
 
 
 def role_models_default(args, default: str) -> None:
-    """--rubric-model / --judge-model left out: the default model of the stage."""
-    args.rubric_model = args.rubric_model or default
-    args.judge_model = args.judge_model or default
+    """--rubric-model / --judge-model left out: the default model of the stage (with a server: the
+    model it serves)."""
+    for role in ("rubric", "judge"):
+        if not getattr(args, f"{role}_model") and not getattr(args, f"{role}_server", None):
+            setattr(args, f"{role}_model", default)
+
+
+def role_flag_rules(args) -> list[tuple[bool, str]]:
+    """A served role runs the server's own weights: an adapter for it is loaded in the server, not here."""
+    return [(not (getattr(args, f"{r}_server", None) and getattr(args, f"{r}_adapter", None)),
+             f"--{r}-server with --{r}-adapter: load the adapter in the server (vLLM: --lora-modules) and name it "
+             f"with --{r}-model") for r in ("rubric", "judge")] + \
+        [(getattr(args, "server_concurrency", 1) >= 1 and getattr(args, "server_retries", 0) >= 0,
+          "--server-concurrency must be at least 1 and --server-retries at least 0")]
+
+
+def role_spec(args, role: str) -> tuple:
+    """(model, adapter, server URL) of a role, as load_roles takes it."""
+    return getattr(args, f"{role}_model"), getattr(args, f"{role}_adapter"), getattr(args, f"{role}_server", None)
 
 
 def load_trainable(args, dist: Dist, adapter: str | None):
@@ -1441,6 +1469,80 @@ def majority(verdicts: list[str | None]) -> str | None:
     return None if len(top) > 1 and top[0][1] == top[1][1] else top[0][0]
 
 
+class ServedModel:
+    """A role answered by an OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, or serve.py):
+    chat completions, the served model's own chat template applied by the server, thinking off (the
+    paper's Table 11; `chat_template_kwargs`, which vLLM and SGLang read). Requests run `concurrency`
+    at a time; a refused connection, a timeout, 429 and 5xx are retried with exponential backoff; a
+    prompt the server rejects as too long (400) comes back as None. No weights are digested: the
+    manifest records the URL and the served model's id."""
+
+    def __init__(self, url: str, model: str | None = None, concurrency: int = 8, retries: int = 5,
+                 timeout: float = 600.0, backoff: float = 1.0):
+        self.url = url.rstrip("/")
+        if not self.url.endswith("/v1"):
+            self.url += "/v1"
+        self.concurrency, self.retries, self.timeout, self.backoff = concurrency, retries, timeout, backoff
+        self.api_key = os.environ.get("RUBRIC_ARM_SERVER_KEY") or os.environ.get("OPENAI_API_KEY")
+        served = [m["id"] for m in self._request("GET", "/models").get("data", [])]
+        if model is not None and model not in served:
+            raise SystemExit(f"error: the server at {url} serves {', '.join(served) or 'no model'}, not {model!r}; "
+                             "name one of those, or leave the model out to take what it serves")
+        if not served:
+            raise SystemExit(f"error: the server at {url} lists no model under /v1/models")
+        self.model = model or served[0]
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        import urllib.error
+        import urllib.request
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                req = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
+                with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                    return json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                detail = e.read().decode("utf-8", "replace")[:300]
+                if e.code == 400 and path == "/chat/completions":
+                    return {"rejected": detail}
+                if e.code not in (408, 429) and e.code < 500:
+                    raise SystemExit(f"error: the server at {self.url} answered {e.code} to {path}: {detail}") from None
+                last = f"HTTP {e.code}: {detail}"
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+                last = _first_line(e.reason if isinstance(e, urllib.error.URLError) and isinstance(e.reason, Exception) else e)
+            log.warning("server %s%s: %s (attempt %d of %d)", self.url, path, last, attempt + 1, self.retries + 1)
+        raise SystemExit(f"error: no answer from the server at {self.url} after {self.retries + 1} attempts ({last}); "
+                         "is it running and reachable?")
+
+    def complete(self, conversations: list[list[dict]], n: int, max_new_tokens: int, temperature: float,
+                 top_p: float = 1.0, seed: int | None = None, stats: dict | None = None,
+                 progress: GenerationProgress | None = None) -> list[list[str] | None]:
+        """n texts per conversation (None: the server rejected the prompt), in order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(k: int) -> list[str] | None:
+            body = {"model": self.model, "messages": conversations[k], "n": n, "max_tokens": max_new_tokens,
+                    "temperature": temperature, "top_p": top_p, "chat_template_kwargs": {"enable_thinking": False}}
+            if seed is not None:
+                body["seed"] = seed + k
+            r = self._request("POST", "/chat/completions", body)
+            if "rejected" in r:
+                log.warning("the server rejected a prompt (%s): counted as too long", r["rejected"][:120])
+                return None
+            texts = [c["message"]["content"] or "" for c in sorted(r["choices"], key=lambda c: c.get("index", 0))]
+            if stats is not None:
+                stats["tokens"] = stats.get("tokens", 0) + int(r.get("usage", {}).get("completion_tokens", 0))
+            if progress is not None:
+                progress.add_prompts(1)
+            return texts
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(one, range(len(conversations))))
+
+
 @dataclass
 class Judgement:
     texts: list[str]             # the judge's k sampled trajectories (empty when the prompt could not fit)
@@ -1456,7 +1558,12 @@ def judge(model, tokenizer, items: list[tuple[str, str | None, str, str]], judge
           progress: GenerationProgress | None = None) -> list[Judgement]:
     """Judge (prompt, rubric, response A, response B) items with the adapter `judge_adapter` (None: the
     base model; rubric None: the direct-judge prompt), `votes` samples each, batched. The rubric
-    phase's reward, evaluation and the policy stages all come through here."""
+    phase's reward, evaluation and the policy stages all come through here. `model` may be a
+    ServedModel: the server then applies the chat template and the prompt limit."""
+    if isinstance(model, ServedModel):
+        served = model.complete([judge_messages(*it) for it in items], votes, max_new_tokens, temperature, top_p,
+                                stats=stats, progress=progress)
+        return [Judgement(t or [], v := [parse_verdict(x) for x in t or []], majority(v), False, t is None) for t in served]
     built = [judge_prompt_ids(tokenizer, p, r, a, b, max_prompt_len) for p, r, a, b in items]
     fits = [k for k, (ids, _) in enumerate(built) if ids is not None]
     with adapter(model, judge_adapter):
@@ -1496,6 +1603,17 @@ def read_rubric_lines(path: str | os.PathLike, key: str = "id") -> list[dict]:
     return rows
 
 
+def rubric_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
+                 batch_size: int = 8, stats: dict | None = None, progress: GenerationProgress | None = None) -> list[str]:
+    """One rubric per request, from the local network (batched) or a ServedModel."""
+    if isinstance(model, ServedModel):
+        served = model.complete([rubric_messages(p) for p in prompts], 1, max_new_tokens, temperature, stats=stats,
+                                progress=progress)
+        return [t[0] if t else "" for t in served]  # a request the server refuses gets an empty rubric (counted)
+    return generate_batched(model, tokenizer, [chat_prompt_ids(tokenizer, rubric_messages(p)) for p in prompts], batch_size,
+                            stats=stats, progress=progress, n=1, max_new_tokens=max_new_tokens, temperature=temperature)
+
+
 def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, max_new_tokens: int = 1024,
                   batch_size: int = 8, temperature: float = 0.0, key: str = "id",
                   stats: dict | None = None) -> dict[str, str]:
@@ -1525,14 +1643,12 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
     for b, s in enumerate(range(0, len(todo), batch_size)):
         maybe_crash("rubric_batch", b)  # fault injection: killed before batch b is generated
         chunk = todo[s:s + batch_size]
-        ro = generate(model, tokenizer, [chat_prompt_ids(tokenizer, rubric_messages(r["prompt"])) for r in chunk],
-                      n=1, max_new_tokens=max_new_tokens, temperature=temperature, progress=bar)
-        bar.add_prompts(len(chunk))
+        texts = rubric_texts(model, tokenizer, [r["prompt"] for r in chunk], max_new_tokens, temperature, len(chunk),
+                             stats, bar)
         if stats is not None:
-            stats["tokens"] = stats.get("tokens", 0) + int(ro.completion_mask.sum())
             stats["generated"] = stats.get("generated", 0) + len(chunk)
-        append_jsonl(partial, [{key: r[key], "rubric": text} for r, text in zip(chunk, ro.texts)])
-        done.update((r[key], text) for r, text in zip(chunk, ro.texts))
+        append_jsonl(partial, [{key: r[key], "rubric": text} for r, text in zip(chunk, texts)])
+        done.update((r[key], text) for r, text in zip(chunk, texts))
     bar.close()
     os.replace(partial, path) if partial.exists() else write_jsonl_atomic(path, [])
     return done
@@ -1556,10 +1672,11 @@ def model_key(name: str) -> str:
     return os.path.realpath(path) if os.path.exists(path) else path
 
 
-def load_roles(specs: dict[str, tuple[str, str | None] | None], load_4bit: bool = False, device=None,
+def load_roles(specs: dict[str, tuple | None], load_4bit: bool = False, device=None,
                dtype: str = "auto", trust_remote_code: bool = False, share=None, share_tok=None,
-               share_name: str | None = None) -> dict[str, Role | None]:
-    """{role: (model name, adapter folder or None)} -> {role: Role}; a role given as None is not loaded.
+               share_name: str | None = None, server_concurrency: int = 8, server_retries: int = 5) -> dict[str, Role | None]:
+    """{role: (model name, adapter folder or None[, server URL])} -> {role: Role}; a role given as None
+    is not loaded; a role with a server URL is a ServedModel (the name, if any, is the served model's).
     Roles whose models are the same load it once, each with its own frozen adapter on it (two adapters,
     one base in memory); a role whose model is `share_name` goes onto `share` (the policy being trained,
     a PeftModel whose trainable adapter stays "default"). A full fine-tuned checkpoint (a released
@@ -1572,7 +1689,10 @@ def load_roles(specs: dict[str, tuple[str, str | None] | None], load_4bit: bool 
         if spec is None:
             roles[role] = None
             continue
-        name, path = spec
+        name, path, server = (*spec, None)[:3]
+        if server:
+            roles[role] = Role(ServedModel(server, name, server_concurrency, server_retries), None, None)
+            continue
         key = model_key(name)
         if key not in nets:
             tok = load_tokenizer(name, trust_remote_code)
@@ -1612,13 +1732,14 @@ class RubricARM:
         self.stats = {"rubrics": 0, "rubric_tokens": 0, "judge_calls": 0, "judge_tokens": 0}
 
     @classmethod
-    def load(cls, rubric: tuple[str, str | None] | None, judge: tuple[str, str | None], share=None, share_tok=None,
+    def load(cls, rubric: tuple | None, judge: tuple, share=None, share_tok=None,
              share_name: str | None = None, load_4bit: bool = False, device=None, dtype: str = "auto",
-             trust_remote_code: bool = False, **kw):
-        """rubric / judge: (model name, adapter or None) each (rubric None: no generator, e.g. reference
-        rubrics). With `share` (the policy being trained), a role whose model is `share_name` lives on it."""
+             trust_remote_code: bool = False, server_concurrency: int = 8, server_retries: int = 5, **kw):
+        """rubric / judge: (model name, adapter or None[, server URL]) each (rubric None: no generator,
+        e.g. reference rubrics). With `share` (the policy being trained), a role whose model is
+        `share_name` lives on it."""
         roles = load_roles({"rubric": rubric, "judge": judge}, load_4bit, device, dtype, trust_remote_code,
-                           share, share_tok, share_name)
+                           share, share_tok, share_name, server_concurrency, server_retries)
         return cls(roles["rubric"], roles["judge"], **kw)
 
     def rubrics_for(self, prompts: list[str]) -> dict[str, str]:
@@ -1629,10 +1750,10 @@ class RubricARM:
                 raise ValueError("this RubricARM was loaded without a rubric generator")
             st: dict = {}
             g = self.gen
+            bar = GenerationProgress(len(todo), "rubrics")
             with g.active():
-                texts = generate_batched(g.model, g.tok, [chat_prompt_ids(g.tok, rubric_messages(p)) for p in todo],
-                                         self.batch_size, desc="rubrics", stats=st, n=1,
-                                         max_new_tokens=self.max_rubric_tokens, temperature=0.0)
+                texts = rubric_texts(g.model, g.tok, todo, self.max_rubric_tokens, 0.0, self.batch_size, st, bar)
+            bar.close()
             self.cache.update(zip(todo, texts))
             self.stats["rubrics"] += len(todo)
             self.stats["rubric_tokens"] += st.get("tokens", 0)
@@ -2615,7 +2736,7 @@ def check_output(adapter: str | None, cache: str | None, data: str | None) -> No
 # A rubric cache made by cache-rubrics has a manifest beside it (CACHE.manifest.json): the generator
 # that wrote it (model, adapter, template, decoding) and the digest of each row's prompt. More rows may
 # be added by the same generator; anything else is refused, and so is a file without a manifest.
-RUBRIC_CACHE_KEYS = ("model", "adapter", "rubric_template", "max_new_tokens", "load_4bit", "dtype")
+RUBRIC_CACHE_KEYS = ("model", "adapter", "rubric_template", "max_new_tokens", "load_4bit", "dtype", "server", "server_model")
 
 
 def _manifest_path(cache: Path) -> Path:
@@ -2675,6 +2796,10 @@ def _cli() -> None:
     c.add_argument("--out", required=True, help="output JSONL of {id, rubric}")
     c.add_argument("--max-new-tokens", type=int, default=1024, help="paper: 1024")
     c.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
+    c.add_argument("--server", default=None, metavar="URL",
+                   help="the generator is this OpenAI-compatible server (vLLM, SGLang, ...) instead of --model")
+    c.add_argument("--server-model", default=None, help="with --server: the served model (default: the one it serves)")
+    add_server_args(c)
     s = sub.add_parser("split", help="split a JSONL file into K equal, disjoint parts (one per cycle)")
     s.add_argument("data")
     s.add_argument("--parts", type=int, required=True)
@@ -2692,7 +2817,8 @@ def _cli() -> None:
     args = ap.parse_args()
     if args.cmd == "cache-rubrics":
         check_flags(*model_flag_rules(args), (args.max_new_tokens >= 1, "--max-new-tokens: must be at least 1"),
-                    (args.batch_size >= 1, "--batch-size: must be at least 1"))
+                    (args.batch_size >= 1, "--batch-size: must be at least 1"),
+                    (not (args.server and args.adapter), "--server with --adapter: load the adapter in the server"))
         use_templates(args)
         dist = init_distributed(args.device)
         rows = load_pairs_from_args(args)
@@ -2701,9 +2827,12 @@ def _cli() -> None:
             check_rubric_cache_manifest(Path(args.out), rubric_cache_manifest(args))
             check_cached_prompts(Path(args.out), rows)
         barrier(dist)
-        tok = load_tokenizer(args.model, args.trust_remote_code)
-        base = load_base_model(args.model, args.load_4bit, dist.device, args.dtype, args.trust_remote_code)
-        model = attach_lora(base, args.adapter, trainable=False) if args.adapter else base
+        if args.server:
+            tok, model = None, ServedModel(args.server, args.server_model, args.server_concurrency, args.server_retries)
+        else:
+            tok = load_tokenizer(args.model, args.trust_remote_code)
+            base = load_base_model(args.model, args.load_4bit, dist.device, args.dtype, args.trust_remote_code)
+            model = attach_lora(base, args.adapter, trainable=False) if args.adapter else base
         t0 = time.perf_counter()
         done = {r["id"] for r in read_shards(args.out, dist)}
         mine = my_share([r for r in rows if r["id"] not in done], dist)  # each rank its share of what is left

@@ -456,7 +456,8 @@ def peak_memory_gb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
 
 
-SIGNATURE_KEYS = ("model", "rubric_model", "judge_model", "rubric_adapter", "judge_adapter", "no_rubric", "votes",
+SIGNATURE_KEYS = ("model", "rubric_model", "judge_model", "rubric_adapter", "judge_adapter", "rubric_server", "judge_server",
+                  "no_rubric", "votes",
                   "temperature", "top_p", "greedy",
                   "max_rubric_tokens", "max_judge_tokens", "max_prompt_length", "seed", "load_4bit", "dtype",
                   "limit", "rubric_template", "judge_template", "reference_rubrics")
@@ -554,7 +555,7 @@ def main(argv=None) -> dict:
         if name not in HUB and not path:
             raise SystemExit(f"error: unknown benchmark {name!r} (a local pairwise file needs {name}=PATH)")
         specs.append((name, path))
-    C.check_flags(*C.model_flag_rules(args),
+    C.check_flags(*C.model_flag_rules(args), *C.role_flag_rules(args),
                   (args.votes >= 1, f"--votes {args.votes}: must be at least 1"),
                   (args.temperature >= 0, f"--temperature {args.temperature}: must not be negative"),
                   (0 < args.top_p <= 1, f"--top-p {args.top_p}: must be in (0, 1]"),
@@ -584,9 +585,9 @@ def main(argv=None) -> dict:
     n_prompts = len({c.prompt for cs in comps.values() for c in cs})
     C.log.info("loaded %s; %d distinct prompts", ", ".join(f"{k} {len(v)} comparisons" for k, v in comps.items()), n_prompts)
     needs_generator = not (args.no_rubric or args.reference_rubrics)
-    roles = C.load_roles({"rubric": (args.rubric_model, args.rubric_adapter) if needs_generator else None,
-                          "judge": (args.judge_model, args.judge_adapter)}, args.load_4bit, device, args.dtype,
-                         args.trust_remote_code)
+    roles = C.load_roles({"rubric": C.role_spec(args, "rubric") if needs_generator else None,
+                          "judge": C.role_spec(args, "judge")}, args.load_4bit, device, args.dtype, args.trust_remote_code,
+                         server_concurrency=args.server_concurrency, server_retries=args.server_retries)
     gen, jud = roles["rubric"], roles["judge"]
     t0 = time.perf_counter()
     rubric_stats, judge_stats = {}, {}

@@ -180,10 +180,11 @@ def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = Non
 
 def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
     samples = C.read_jsonl_resumable(samples_path)
-    rm = C.RubricARM.load((args.rubric_model, args.rubric_adapter), (args.judge_model, args.judge_adapter),
+    rm = C.RubricARM.load(C.role_spec(args, "rubric"), C.role_spec(args, "judge"),
                           load_4bit=args.load_4bit, device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                           max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
-                          judge_temperature=args.judge_temperature, batch_size=args.gen_batch)
+                          judge_temperature=args.judge_temperature, batch_size=args.gen_batch,
+                          server_concurrency=args.server_concurrency, server_retries=args.server_retries)
     partial = prefs_path.with_name("labels.partial.jsonl")
     kept, report = label_pairs(rm, samples, partial, dist)
     C.merge_shards(partial, None, dist)
@@ -331,7 +332,7 @@ def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir:
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
-    C.check_flags(*C.model_flag_rules(args),
+    C.check_flags(*C.model_flag_rules(args), *C.role_flag_rules(args),
                   (args.n_samples >= 2, f"--n-samples {args.n_samples}: must be at least 2 (pairs of responses)"),
                   (args.rounds >= 1, f"--rounds {args.rounds}: must be at least 1"),
                   (args.beta > 0, f"--beta {args.beta}: must be positive"),

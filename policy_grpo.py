@@ -71,7 +71,7 @@ def policy_rewards(policy, tok, rm: C.RubricARM, batch: list[C.GroupPrompt], tex
 def main(argv=None) -> None:
     C.setup_logging()
     args = parse_args(argv)
-    C.check_flags(*C.model_flag_rules(args), *C.grpo_flag_rules(args),
+    C.check_flags(*C.model_flag_rules(args), *C.role_flag_rules(args), *C.grpo_flag_rules(args),
                   (args.judge_temperature >= 0, f"--judge-temperature {args.judge_temperature}: must not be negative"),
                   (args.judge_batch >= 1, f"--judge-batch {args.judge_batch}: must be at least 1"))
     C.fit_micro_batch(args)
@@ -82,16 +82,18 @@ def main(argv=None) -> None:
     prompts = C.load_prompts(args.prompts, args.split, args.limit, args.prompt_field)
     policy, tok = C.load_trainable(args, dist, args.adapter)
     C.add_reference_adapter(policy, args.adapter)  # KL anchor: the starting policy
-    rm = C.RubricARM.load((args.rubric_model, args.rubric_adapter), (args.judge_model, args.judge_adapter),
+    rm = C.RubricARM.load(C.role_spec(args, "rubric"), C.role_spec(args, "judge"),
                           share=policy, share_tok=tok, share_name=args.model, load_4bit=args.load_4bit,
                           device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                           max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
-                          judge_temperature=args.judge_temperature, batch_size=args.judge_batch)
+                          judge_temperature=args.judge_temperature, batch_size=args.judge_batch,
+                          server_concurrency=args.server_concurrency, server_retries=args.server_retries)
     cfg = C.grpo_config_from_args(args)
     G = cfg.group_size
     C.log.info("online GRPO: %d prompts, G=%d, Rubric-ARM %s", len(prompts), G,
                ", ".join(f"{r} on the policy's network" if getattr(rm, k).model is policy else f"{r} on {m}"
-                         for r, k, m in (("generator", "gen", args.rubric_model), ("judge", "jud", args.judge_model))))
+                         for r, k, m in (("generator", "gen", args.rubric_server or args.rubric_model),
+                                         ("judge", "jud", args.judge_server or args.judge_model))))
     run = C.grpo_run(out, policy, dist, cfg, len(prompts), args, "policy grpo")
     share_prompt = cfg.share_prefix and not C.checkpointing_on(policy)
     for step in run.steps():

@@ -45,6 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="the frozen judge's model (default: --model, the judge adapter on the generator's network); "
                          "another model, e.g. a released full judge checkpoint, is loaded beside it, with "
                          "--judge-adapter or as it is")
+    ap.add_argument("--judge-server", default=None, metavar="URL",
+                    help="the frozen judge is this OpenAI-compatible server (vLLM, SGLang, ...); --judge-model then "
+                         "names the served model (default: the one it serves)")
+    C.add_server_args(ap)
     ap.add_argument("--judge-max-new-tokens", type=int, default=1024, help="judge tokens per verdict (greedy)")
     ap.add_argument("--max-prompt-length", type=int, default=5120,
                     help="judge prompt tokens (responses shortened to fit; a rubric that cannot fit gets reward 0)")
@@ -92,8 +96,11 @@ def rubric_rewards(jud: C.Role, batch: list[C.GroupPrompt], rubrics: list[str], 
 
 
 def frozen_judge(args, model, tok, dist) -> C.Role:
-    """The judge adapter on the generator's own network (one base in memory), or another model loaded
-    beside it when --judge-model names one (a released judge checkpoint, say), frozen either way."""
+    """The judge adapter on the generator's own network (one base in memory), another model loaded beside
+    it when --judge-model names one (a released judge checkpoint, say), frozen either way, or a server."""
+    if args.judge_server:
+        return C.Role(C.ServedModel(args.judge_server, args.judge_model, args.server_concurrency, args.server_retries),
+                      None, None)
     if C.model_key(args.judge_model or args.model) == C.model_key(args.model):
         C.add_frozen_adapter(model, args.judge_adapter, "judge")
         return C.Role(model, tok, "judge")
@@ -109,8 +116,9 @@ def main(argv=None) -> None:
                   (args.judge_batch >= 1, f"--judge-batch {args.judge_batch}: must be at least 1"),
                   (args.rubric_format_weight >= 0,
                    f"--rubric-format-weight {args.rubric_format_weight}: must not be negative"),
-                  (bool(args.judge_adapter) or (args.judge_model not in (None, args.model)),
-                   "--judge-adapter is needed: the frozen judge runs on --model (or name another --judge-model)"))
+                  (bool(args.judge_adapter or args.judge_server) or (args.judge_model not in (None, args.model)),
+                   "--judge-adapter is needed: the frozen judge runs on --model (or name another --judge-model or a "
+                   "--judge-server)"), *C.role_flag_rules(args))
     C.fit_micro_batch(args)
     C.use_templates(args)
     dist = C.init_distributed(args.device)
@@ -123,7 +131,7 @@ def main(argv=None) -> None:
     cfg = C.grpo_config_from_args(args)
     G = cfg.group_size
     C.log.info("rubric phase: %d examples, G=%d, batch %d, frozen judge %s%s", len(rows), G, cfg.batch_size,
-               args.judge_model or args.model, f" + {args.judge_adapter}" if args.judge_adapter else "")
+               args.judge_server or args.judge_model or args.model, f" + {args.judge_adapter}" if args.judge_adapter else "")
     run = C.grpo_run(out, model, dist, cfg, len(rows), args, "rubric phase")
     samples_path = Path(out) / "judge_samples.jsonl" if dist.is_main and args.log_samples else None
     if samples_path is not None and not run.start:
