@@ -45,6 +45,12 @@ REACH_ARGS = "--n-train 800 --n-eval 200 --steps 150 --eval-every 25 --batch 8"
 SFT_ARGS = "--dtype bf16 --epochs 1 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1024 --save-every 10"
 EVAL_ARGS = "--dtype bf16 --greedy --max-judge-tokens 320 --batch-size 40 --max-prompt-length 1024 --limit 120"
 REACH_OUT = ROOT / "docs" / "results" / "judge_reach.json"  # small: committed beside the report
+# The same two readings with every layer trained and a compact prompt (no judge instructions): what the
+# model reaches when the recipe is not the limit (bench/compact_judge_template.txt)
+COMPACT_TEMPLATE = ROOT / "bench" / "compact_judge_template.txt"
+REACH_COMPACT_ARGS = ("--n-train 800 --n-eval 100 --steps 150 --eval-every 50 --batch 8 --split-layer 0 --lr 3e-4 "
+                      "--probe-layers 8 16 24 30")
+REACH_COMPACT_OUT = ROOT / "docs" / "results" / "judge_reach_compact.json"
 # RL (judge phase, the paper's Stage II with the generator frozen): from the SFT judge of RL_FROM_WEIGHT,
 # on the next N_RL train pairs, the reference rubric as the cached rubric, one run per seed
 RL_FROM_WEIGHT = 10
@@ -124,6 +130,11 @@ def run_all(out: Path, redo: set[str], skip: set[str]) -> None:
         evaluate(r, f"eval_sft_w{w}", run / "adapter", evals)
 
     sft_step(RL_FROM_WEIGHT)  # the RL runs start from this one: it goes first
+    if "reach_compact" not in skip:
+        r.step("reach_compact", py("bench/judge_reach.py", "--model", MODEL, *REACH_COMPACT_ARGS.split(), "--train", train,
+                                   *[x for p in evals for x in ("--eval", p)], "--judge-template", COMPACT_TEMPLATE,
+                                   "--out", REACH_COMPACT_OUT), [train, *evals, COMPACT_TEMPLATE])
+        report(out)
     rl = data / "rl.jsonl"
     rl_rows = rows[N_SFT:N_SFT + N_RL]
     if not rl.exists() or rl.read_text() != "\n".join(rl_rows) + "\n":
@@ -198,6 +209,22 @@ def claims(folder: Path) -> dict:
     return claims_of_eval(folder, [ROOT / p for p in EVAL.values()])
 
 
+def reach_rows(res: dict, rep: dict, label: str, key: str) -> None:
+    """The probe's best layer and the decision-only fit's last point as table rows, their curves beside."""
+    stems = {"if_test": "IF test", "if_ood": "IFBench-OOD"}
+    best_layer = max(rep["probe"], key=lambda L: rep["probe"][L]["if_test"]["accuracy"])
+    res[f"{key}probe_best_layer"] = int(best_layer)
+    res["rows"][f"reach: {label}linear probe, layer {best_layer} (best on IF test)"] = {
+        stems[k]: rep["probe"][best_layer][k] for k in stems}
+    res[f"{key}probe_by_layer"] = {L: {stems[k]: v[k]["accuracy"] for k in stems} for L, v in rep["probe"].items()}
+    if "decision_fit" in rep:
+        curve = rep["decision_fit"]["curve"]
+        res[f"{key}decision_fit_curve"] = [{"step": p["step"], **{stems[k]: p[k]["accuracy"] for k in stems}} for p in curve]
+        layers = rep["decision_fit"]["top_layers"]
+        res["rows"][f"reach: {label}decision-only LoRA fit, {'all' if rep['decision_fit']['split_layer'] == 0 else 'top'} "
+                    f"{layers} layers, step {curve[-1]['step']}"] = {stems[k]: curve[-1][k] for k in stems}
+
+
 def carry_earlier_rows(res: dict) -> None:
     """SFT rows this run folder lacks (a step left out with --skip, or run in an earlier session whose
     folder is gone) come from the committed report, only if it was made with the same configuration;
@@ -226,20 +253,9 @@ def report(out: Path) -> None:
         for k in ("prompt-blind classifier", "longer wins", "always A"):
             res["rows"].setdefault(f"baseline: {k}", {})[names[Path(path).name]] = {
                 "accuracy": r[k]["accuracy"], "ci95": r[k]["ci95"], "pairs": r["pairs"]}
-    reach = REACH_OUT
-    if reach.exists():  # written by the reach step, or committed by an earlier run of it
-        rep = json.loads(reach.read_text())
-        stems = {"if_test": "IF test", "if_ood": "IFBench-OOD"}
-        best_layer = max(rep["probe"], key=lambda L: rep["probe"][L]["if_test"]["accuracy"])
-        res["probe_best_layer"] = int(best_layer)
-        res["rows"][f"reach: linear probe, layer {best_layer} (best on IF test)"] = {
-            stems[k]: rep["probe"][best_layer][k] for k in stems}
-        res["probe_by_layer"] = {L: {stems[k]: v[k]["accuracy"] for k in stems} for L, v in rep["probe"].items()}
-        if "decision_fit" in rep:
-            curve = rep["decision_fit"]["curve"]
-            res["decision_fit_curve"] = [{"step": p["step"], **{stems[k]: p[k]["accuracy"] for k in stems}} for p in curve]
-            res["rows"][f"reach: decision-only LoRA fit, top {rep['decision_fit']['top_layers']} layers, "
-                        f"step {curve[-1]['step']}"] = {stems[k]: curve[-1][k] for k in stems}
+    for reach, label, key in ((REACH_OUT, "", ""), (REACH_COMPACT_OUT, "compact prompt, ", "compact_")):
+        if reach.exists():  # written by the reach step, or committed by an earlier run of it
+            reach_rows(res, json.loads(reach.read_text()), label, key)
     for w in WEIGHTS:
         folder = out / f"eval_sft_w{w}"
         if (out / ".done" / f"eval_sft_w{w}").exists():
@@ -285,12 +301,14 @@ def report(out: Path) -> None:
         for name, c in res["claims"].items():
             lines.append(f"| {name} | " + " | ".join("-" if c[k] is None else f"{100 * c[k]:.1f}" if isinstance(c[k], float)
                                                      else str(c[k]) for k in keys) + " |")
-    if "probe_by_layer" in res:
-        lines += ["", "Probe accuracy by layer (IF test / IFBench-OOD): " + ", ".join(
-            f"{L}: {100 * v['IF test']:.1f} / {100 * v['IFBench-OOD']:.1f}" for L, v in res["probe_by_layer"].items())]
-    if "decision_fit_curve" in res:
-        lines += ["", "Decision-only fit, held-out accuracy by step (IF test / IFBench-OOD): " + ", ".join(
-            f"{p['step']}: {100 * p['IF test']:.1f} / {100 * p['IFBench-OOD']:.1f}" for p in res["decision_fit_curve"])]
+    for key, label in (("", ""), ("compact_", "Compact prompt, every layer trained: ")):
+        if f"{key}probe_by_layer" in res:
+            lines += ["", f"{label}Probe accuracy by layer (IF test / IFBench-OOD): " + ", ".join(
+                f"{L}: {100 * v['IF test']:.1f} / {100 * v['IFBench-OOD']:.1f}" for L, v in res[f"{key}probe_by_layer"].items())]
+        if f"{key}decision_fit_curve" in res:
+            lines += ["", f"{label}Decision-only fit, held-out accuracy by step (IF test / IFBench-OOD): " + ", ".join(
+                f"{p['step']}: {100 * p['IF test']:.1f} / {100 * p['IFBench-OOD']:.1f}"
+                for p in res[f"{key}decision_fit_curve"])]
     (ROOT / "docs" / "judge_learning.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

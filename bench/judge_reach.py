@@ -215,7 +215,8 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=200, help="pairs per held-out file")
     ap.add_argument("--max-prompt-length", type=int, default=1024)
     ap.add_argument("--probe-layers", type=int, nargs="+", default=[8, 12, 16, 20, 24, 30])
-    ap.add_argument("--split-layer", type=int, default=22, help="LoRA on layers from this one up; the rest cached")
+    ap.add_argument("--split-layer", type=int, default=22,
+                    help="LoRA on layers from this one up; the rest cached (0: every layer trained)")
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--batch", type=int, default=8)
@@ -224,8 +225,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--out", required=True, help="JSON report")
+    C.add_template_args(ap)  # --judge-template: e.g. a compact prompt without the judge's instructions
     args = ap.parse_args()
     C.setup_logging()
+    C.use_templates(args)
     C.seed_everything(args.seed)
     torch.set_grad_enabled(True)
     tok = C.load_tokenizer(args.model)
@@ -239,7 +242,8 @@ def main() -> None:
     evals = {Path(p).stem: (rows := C.load_pairs(p)[:args.n_eval], encode(model, tok, rows, args, f"encode {Path(p).stem}"))
              for p in evals_paths}
     encode_s = time.perf_counter() - t0
-    report = {"model": args.model, "train": args.train, "train_pairs": len(train_rows),
+    report = {"model": args.model, "train": args.train, "train_pairs": len(train_rows), "args": vars(args),
+              "judge_template": C.TEMPLATES["judge"],
               "eval": {k: len(v[0]) for k, v in evals.items()}, "verdict_prefix": VERDICT_PREFIX,
               "encode_seconds": encode_s, "probe": probe(train, evals, args.probe_layers)}
     C.atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
