@@ -34,7 +34,7 @@ def start_server(model, *extra, env=None):
                 return proc, url
         except OSError:
             if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read())
+                raise AssertionError(proc.stderr.read()) from None
             time.sleep(0.3)
     proc.kill()
     raise AssertionError("serve.py did not come up")
