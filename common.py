@@ -747,6 +747,15 @@ def fix_bnb_cpu_trap(model) -> int:
     return n
 
 
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing, non-reentrant; transformers 5 renamed the method (the old
+    name warns of its removal in v6)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def load_base_model(name: str, load_4bit: bool = False, device: torch.device | None = None,
                     dtype: str = "auto", trust_remote_code: bool = False, gradient_checkpointing: bool = False):
     from transformers import AutoModelForCausalLM
@@ -770,7 +779,7 @@ def load_base_model(name: str, load_4bit: bool = False, device: torch.device | N
     if load_4bit:
         log.info("4-bit nf4 base; %d Linear4bit layers guarded against the CPU repack trap", fix_bnb_cpu_trap(model))
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
         model.enable_input_require_grads()  # PEFT: frozen embeddings still pass gradients on
         model.config.use_cache = False
     return model
@@ -2674,7 +2683,8 @@ class TrainingRun:
             raise SystemExit(f"error: {self.bad} consecutive non-finite steps; lower --lr or check the data")
         if self.bar is not None and self.progress_key in metrics:
             self.bar.set_postfix({self.progress_key: f"{metrics[self.progress_key]:.4f}"})
-        saved = self.save_every and (step + 1) % self.save_every == 0 and step + 1 < self.total
+        # the last step is checkpointed too: a finished run given more --max-steps continues from it
+        saved = self.save_every and ((step + 1) % self.save_every == 0 or step + 1 == self.total)
         if self.dist.is_main and saved:
             save_checkpoint(self.out, step + 1, self.model, self.opt, self.sched, {"total": self.total})
         maybe_crash("step", step + 1)

@@ -261,7 +261,7 @@ def measure(s: Shape, f: Flags, phase: str, device, dtype: torch.dtype | None = 
     rss0 = _proc_kb("VmRSS") if device.type == "cpu" else None
     model = random_model(s, f.load_4bit, device, dtype)
     if f.grad_ckpt:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        C.enable_checkpointing(model)
         model.enable_input_require_grads()
     model = C.attach_lora(model, r=f.lora_r, alpha=2 * f.lora_r)
     tok = _IdTokenizer()

@@ -89,11 +89,16 @@ def _alternate(tiny_model, out, data, judge_args="--max-steps 1", cycles=1):
 
 def test_alternate_refuses_a_rerun_with_other_data_or_stage_flags(tiny_model, tmp_path):
     data = write_rows(tmp_path / "rl.jsonl", read_jsonl(TRAIN)[:8])
-    out = tmp_path / "arm"
+    out = tmp_path / "arm out"  # a space in --out: every path in alternate.sh stays quoted
     first = _alternate(tiny_model, out, data)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    # a folder that holds evaluation results, rerun without --eval-data: the summary shows them, no traceback
+    (out / "eval_sft").mkdir()
+    (out / "eval_sft" / "results.json").write_text(json.dumps(
+        {"summary": {"judgements": 4, "accuracy": 0.5, "unparsed_share": 0.25, "format_rate": 0.75}}))
     again = _alternate(tiny_model, out, data)
-    assert again.returncode == 0 and again.stdout.count("done, skipped") == 6, again.stdout
+    assert again.returncode == 0 and again.stdout.count("done, skipped") == 6, again.stdout + again.stderr
+    assert "| after SFT | 50.0% | 25% | 75% |" in again.stdout and "Traceback" not in again.stderr
     other = _alternate(tiny_model, out, data, judge_args="--max-steps 1 --lr 3e-3")
     assert other.returncode == 2 and "step c1_judge in" in other.stderr and "--lr: None -> '3e-3'" in other.stderr
     more = _alternate(tiny_model, out, data, cycles=2)  # the data was split for one cycle

@@ -94,3 +94,39 @@ def test_the_interrupt_line_gives_the_command_that_continues(tiny_model, tmp_pat
     assert "this continues from there: python" in line and "cache-rubrics" in line and "--resume" not in line
     json.loads(open(tmp_path / "r.jsonl.manifest.json").read())  # its manifest is there for the rerun
     run_script(*cmd[1:])
+
+
+def test_more_steps_on_a_finished_run_says_its_schedule_was_planned_for_fewer(tiny_model, tmp_path):
+    sft = ["sft_warmup.py", "--role", "rubric", "--data", TRAIN, "--limit", "8", "--batch-size", "2", "--micro-batch", "2",
+           "--lora-r", "4", "--lora-alpha", "8", "--model", tiny_model, "--out", tmp_path / "o"]
+    run_script(*sft, "--max-steps", "2")
+    p = run_script(*sft, "--max-steps", "4", "--resume")
+    assert "planned for 2 steps and now runs 4" in p.stderr
+    assert [r["step"] for r in read_jsonl(tmp_path / "o" / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_a_full_disk_in_cache_rubrics_names_the_rerun_without_a_resume_flag(tiny_model, tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+    rows = write_rows(tmp_path / "d.jsonl", read_jsonl(TRAIN)[:20])
+    p = subprocess.run([sys.executable, str(ROOT / "common.py"), "cache-rubrics", "--model", str(tiny_model), "--data",
+                        str(rows), "--batch-size", "1", "--max-new-tokens", "48", "--out", str(tmp_path / "r.jsonl")],
+                       cwd=ROOT, capture_output=True, text=True, preexec_fn=small_files, timeout=300,
+                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    err = one_line_error(p)
+    assert err.startswith("error: could not write") and "cache-rubrics" in err and "--resume" not in err, err
+    assert "(what was finished is kept)" in err and (tmp_path / "r.jsonl.partial").exists()
+
+
+def test_library_noise_stays_out_of_the_logs(tiny_model, tmp_path):
+    """bitsandbytes' message about its optional kernels package and the gradient-checkpointing
+    FutureWarning concern nobody running the stages."""
+    p = run_script(*SFT, "--model", tiny_model, "--load-4bit", "--gradient-checkpointing", "--out", tmp_path / "o")
+    assert "kernels-community" not in p.stderr and "gemm_4bit" not in p.stderr
+    assert "FutureWarning" not in p.stderr and "Traceback" not in p.stderr
