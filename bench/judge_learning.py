@@ -48,7 +48,7 @@ REACH_OUT = ROOT / "docs" / "results" / "judge_reach.json"  # small: committed b
 # The same two readings with every layer trained and a compact prompt (no judge instructions): what the
 # model reaches when the recipe is not the limit (bench/compact_judge_template.txt)
 COMPACT_TEMPLATE = ROOT / "bench" / "compact_judge_template.txt"
-REACH_COMPACT_ARGS = ("--n-train 800 --n-eval 100 --steps 150 --eval-every 50 --batch 8 --split-layer 0 --lr 3e-4 "
+REACH_COMPACT_ARGS = ("--n-train 600 --n-eval 100 --steps 100 --eval-every 25 --batch 8 --split-layer 0 --lr 3e-4 "
                       "--probe-layers 8 16 24 30")
 REACH_COMPACT_OUT = ROOT / "docs" / "results" / "judge_reach_compact.json"
 # RL (judge phase, the paper's Stage II with the generator frozen): from the SFT judge of RL_FROM_WEIGHT,

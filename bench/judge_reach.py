@@ -148,8 +148,9 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float) -> tuple[torch.Tensor
     return w.detach(), b.detach()
 
 
-def decision_fit(model, tok, train: dict, evals: dict[str, tuple[list[dict], dict]], args) -> dict:
-    """LoRA on the top layers, cross-entropy on the verdict letter; held-out accuracy every --eval-every steps."""
+def decision_fit(model, tok, train: dict, evals: dict[str, tuple[list[dict], dict]], args, on_point=None) -> dict:
+    """LoRA on the top layers, cross-entropy on the verdict letter; held-out accuracy every --eval-every steps
+    (each point handed to on_point(curve) as it comes, so a stopped run keeps its curve)."""
     from peft import LoraConfig, get_peft_model
     n_layers = len(model.model.layers)
     targets = [f"model.layers.{i}.{m}" for i in range(args.split_layer, n_layers)
@@ -176,6 +177,8 @@ def decision_fit(model, tok, train: dict, evals: dict[str, tuple[list[dict], dic
                     ok.append(float((lg[0] > lg[1]) == (y == 1)))
                 point[name] = summary(rows, ok)
         curve.append(point)
+        if on_point is not None:
+            on_point(curve)
         C.log.info("decision fit step %d: %s", step, ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in point.items() if isinstance(v, dict)))
         peft.train()
 
@@ -247,7 +250,11 @@ def main() -> None:
               "eval": {k: len(v[0]) for k, v in evals.items()}, "verdict_prefix": VERDICT_PREFIX,
               "encode_seconds": encode_s, "probe": probe(train, evals, args.probe_layers)}
     C.atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    report["decision_fit"] = decision_fit(model, tok, train, evals, args)
+    def keep(curve: list[dict]) -> None:
+        report["decision_fit_partial"] = {"split_layer": args.split_layer, "curve": curve}
+        C.atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    report["decision_fit"] = decision_fit(model, tok, train, evals, args, keep)
+    report.pop("decision_fit_partial", None)
     report["seconds"] = time.perf_counter() - t0
     C.atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     best = {k: max(p[k]["accuracy"] for p in report["decision_fit"]["curve"]) for k in evals}
