@@ -217,12 +217,13 @@ def reach_rows(res: dict, rep: dict, label: str, key: str) -> None:
     res["rows"][f"reach: {label}linear probe, layer {best_layer} (best on IF test)"] = {
         stems[k]: rep["probe"][best_layer][k] for k in stems}
     res[f"{key}probe_by_layer"] = {L: {stems[k]: v[k]["accuracy"] for k in stems} for L, v in rep["probe"].items()}
-    if "decision_fit" in rep:
-        curve = rep["decision_fit"]["curve"]
+    fit = rep.get("decision_fit") or rep.get("decision_fit_partial")  # partial: a run stopped before its last step
+    if fit:
+        curve = fit["curve"]
         res[f"{key}decision_fit_curve"] = [{"step": p["step"], **{stems[k]: p[k]["accuracy"] for k in stems}} for p in curve]
-        layers = rep["decision_fit"]["top_layers"]
-        res["rows"][f"reach: {label}decision-only LoRA fit, {'all' if rep['decision_fit']['split_layer'] == 0 else 'top'} "
-                    f"{layers} layers, step {curve[-1]['step']}"] = {stems[k]: curve[-1][k] for k in stems}
+        res["rows"][f"reach: {label}decision-only LoRA fit, {'all' if fit['split_layer'] == 0 else 'top'} "
+                    f"{fit['top_layers']} layers, step {curve[-1]['step']}"
+                    f"{' (stopped there)' if 'decision_fit' not in rep else ''}"] = {stems[k]: curve[-1][k] for k in stems}
 
 
 def carry_earlier_rows(res: dict) -> None:

@@ -251,7 +251,8 @@ def main() -> None:
               "encode_seconds": encode_s, "probe": probe(train, evals, args.probe_layers)}
     C.atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     def keep(curve: list[dict]) -> None:
-        report["decision_fit_partial"] = {"split_layer": args.split_layer, "curve": curve}
+        report["decision_fit_partial"] = {"split_layer": args.split_layer, "curve": curve,
+                                          "top_layers": len(model.model.layers) - args.split_layer}
         C.atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     report["decision_fit"] = decision_fit(model, tok, train, evals, args, keep)
     report.pop("decision_fit_partial", None)
