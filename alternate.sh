@@ -302,7 +302,7 @@ rows = [(n, json.loads(p.read_text())) for n, p in rows if p.exists()]
 if rows:
     n = rows[0][1]["summary"]["judgements"]
     print(f"\nHeld-out accuracy on {n} pairs (judge sampled at T=1.0, each pair in a random A/B order; an unparseable "
-          "verdict counts as half; chance is 50%):")
+          "verdict counts as half; chance is 50%; [95% bootstrap interval over pairs]):")
     # on the instruction-following task each met / not met claim of the judge can be checked too
     first = next((json.loads(x) for x in open(eval_data, encoding="utf-8") if x.strip()), {}) if eval_data else {}
     claims = None
@@ -313,10 +313,29 @@ if rows:
           + "\n|---|---|---|---|" + ("---|" if claims else ""))
     label = {"eval_base": "base model (rubric + judge by prompting)", "eval_sft": "after SFT",
              "eval_final": f"after {cycles} Rubric-ARM cycle(s)"}
+    from baselines import bootstrap
+    def pair_scores(name):  # each pair's score (its orders averaged): the unit of the 95% intervals
+        by, path = {}, out / name / "predictions.jsonl"
+        if not path.exists():
+            return None
+        for x in path.read_text().splitlines():
+            r = json.loads(x)
+            by.setdefault(r["unit"], []).append(r["score"])
+        return {u: sum(v) / len(v) for u, v in by.items()}
+    scores = {n: pair_scores(n) for n, _ in rows}
     for n, r in rows:
         s = r["summary"]
+        ci = "" if not scores[n] else " [%.0f, %.0f]" % tuple(100 * x for x in bootstrap(list(scores[n].values()))[1:])
         cell = "" if not claims else " - |" if claims[n] is None else f" {100 * claims[n]:.0f}% |"
-        print(f"| {label[n]} | {100 * s['accuracy']:.1f}% | {100 * s['unparsed_share']:.0f}% | {100 * s['format_rate']:.0f}% |{cell}")
+        print(f"| {label[n]} | {100 * s['accuracy']:.1f}%{ci} | {100 * s['unparsed_share']:.0f}% | "
+              f"{100 * s['format_rate']:.0f}% |{cell}")
+    if scores.get("eval_sft") and scores.get("eval_final"):
+        common = sorted(set(scores["eval_sft"]) & set(scores["eval_final"]))
+        m, lo, hi = bootstrap([scores["eval_final"][u] - scores["eval_sft"][u] for u in common])
+        verdict = ("the loop measurably raised accuracy" if lo > 0 else "the loop measurably lowered accuracy" if hi < 0
+                   else "no measurable change: the interval holds 0")
+        print(f"Did the judge learn in the loop? after the cycles minus after SFT: {100 * m:+.1f} points "
+              f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (95% bootstrap over {len(common)} pairs): {verdict}")
     if claims:
         print("claims right (balanced): the mean of P(judge says met | the official checker says met) and P(says not met "
               "| not met) over the rubric's hard rules; 50% means the judge's analysis carries no information "

@@ -53,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--decision-weight", type=float, default=1.0,
                    help="judge role: weight, in the mean NLL, of the target tokens that state a decision (each "
                    "criterion's met / not met, the winner's letter); the rest weigh 1. 1 = plain SFT")
+    g.add_argument("--no-rubric", action="store_true",
+                   help="judge role: a direct judge, trained on the same trajectories with the rubric left out of "
+                   "its prompt (the no-rubric judge template; evaluate.py --no-rubric reads it): does the rubric help?")
     g.add_argument("--lr-scheduler", default="cosine", choices=["cosine", "constant"])
     g.add_argument("--warmup-ratio", type=float, default=0.05)
     g.add_argument("--weight-decay", type=float, default=0.0)
@@ -79,8 +82,8 @@ def decision_weights(tok, text: str, weight: float) -> list[float]:
     return [weight if any(s < e2 and s2 < e for s2, e2 in spans) else 1.0 for s, e in enc["offset_mapping"]] + [1.0]
 
 
-def build_examples(rows: list[dict], role: str, tok, cutoff: int, decision_weight: float = 1.0
-                   ) -> tuple[list[tuple[list[int], list[int], list[float]]], dict]:
+def build_examples(rows: list[dict], role: str, tok, cutoff: int, decision_weight: float = 1.0,
+                   with_rubric: bool = True) -> tuple[list[tuple[list[int], list[int], list[float]]], dict]:
     """(prompt ids, completion ids, completion token weights) per row, fitted to the cutoff. Judge
     prompts are fitted by shortening the two responses (common.judge_prompt_ids: the instruction and
     rubric are never cut); a row that still does not fit, or a rubric prompt over the cutoff, is
@@ -94,8 +97,8 @@ def build_examples(rows: list[dict], role: str, tok, cutoff: int, decision_weigh
             if len(prompt) + len(target) > cutoff:
                 prompt = None
         else:
-            prompt, cut = C.judge_prompt_ids(tok, r["prompt"], r["rubric"], r["response_a"], r["response_b"],
-                                             cutoff - len(target))
+            prompt, cut = C.judge_prompt_ids(tok, r["prompt"], r["rubric"] if with_rubric else None,
+                                             r["response_a"], r["response_b"], cutoff - len(target))
         if prompt is None:
             counts["dropped"] += 1
             continue
@@ -151,18 +154,21 @@ def main(argv=None) -> None:
                   (args.max_steps is None or args.max_steps >= 1, f"--max-steps {args.max_steps}: must be at least 1"),
                   (args.save_every >= 0, f"--save-every {args.save_every}: must not be negative"),
                   (0 <= args.warmup_ratio < 1, f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)"),
-                  (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"))
+                  (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"),
+                  (args.role == "judge" or not args.no_rubric, "--no-rubric: a judge-role flag (the direct judge)"))
     C.fit_micro_batch(args)
     C.use_templates(args)
     dist = C.init_distributed(args.device)
     out = C.prepare_output(args, dist)
     C.seed_everything(args.seed)  # the same on every rank: identical LoRA init
-    required = ("rubric",) if args.role == "rubric" else ("rubric", "judge_trajectory")
+    required = ("rubric",) if args.role == "rubric" else ("judge_trajectory",) if args.no_rubric else \
+        ("rubric", "judge_trajectory")
     rows = C.load_pairs_from_args(args, require=required)
     model, tok = C.load_trainable(args, dist, args.adapter)
-    examples, counts = build_examples(rows, args.role, tok, args.cutoff_len, args.decision_weight)
-    C.log.info("SFT %s: %d examples; over --cutoff-len %d: %d fitted by shortening the responses, %d dropped",
-               args.role, len(examples), args.cutoff_len, counts["truncated"], counts["dropped"])
+    examples, counts = build_examples(rows, args.role, tok, args.cutoff_len, args.decision_weight, not args.no_rubric)
+    C.log.info("SFT %s%s: %d examples; over --cutoff-len %d: %d fitted by shortening the responses, %d dropped",
+               args.role, " (direct: no rubric in the prompt)" if args.no_rubric else "", len(examples),
+               args.cutoff_len, counts["truncated"], counts["dropped"])
     if not examples:
         raise SystemExit(f"error: no example fits --cutoff-len {args.cutoff_len}")
     per_rank = max(1, args.batch_size // dist.world)

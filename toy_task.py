@@ -1,14 +1,19 @@
-"""A synthetic preference task whose labels are checkable by code.
+"""A synthetic preference task whose labels are checkable by code, built as minimal pairs.
 
 Most used:  python toy_task.py make-tiny-model tiny-model     (the random tiny model of the tests)
 
-Each instruction asks for a short text on a topic under explicit constraints (a required word, a word
-limit, lowercase only, a forbidden letter). Candidate responses satisfy some of the constraints; the
-preferred response is the one that satisfies more, as decided by the checkers below. Each row carries
-a reference rubric in the project's rubric format and a reference judge trajectory in the judge
-format (paper Section 4 and Appendix E), so the same rows serve SFT warm-up, GRPO and evaluation.
+Each instruction asks for a short text on a topic under explicit constraints. Both responses of a pair
+are the same text except for one edit, and the prompt decides which side of the edit wins: every edit
+belongs to two opposite constraints ("use at most N words" / "use at least N words", "write in
+lowercase only" / "begin with a capital letter", "do not use the letter x" / "use the letter x", and a
+required word against a near word of the same pool), drawn equally often. So longer, shorter, capital,
+rare letter or a given word wins about half the time across the task, and a judge that never reads the
+prompt stays near chance (tests/test_toy.py checks it with baselines.py). The winner meets every
+constraint, the loser fails exactly the deciding one; the checkers below decide the label. Each row
+carries a reference rubric in the project's rubric format and a reference judge trajectory in the
+judge format (paper Section 4 and Appendix E), so the same rows serve SFT warm-up, GRPO and evaluation.
 
-    python toy_task.py --out-dir data --n-train 240 --n-eval 60 --seed 0
+    python toy_task.py --out-dir data --n-train 240 --n-eval 200 --seed 0   # the bundled data/demo_*.jsonl
     python toy_task.py make-tiny-model tiny-model     # the random tiny model of the tests
 """
 
@@ -34,11 +39,24 @@ WORDS = ["light", "stone", "water", "green", "quiet", "bright", "cold", "warm", 
 FILLER = ["the", "a", "and", "with", "under", "over", "near", "past", "into", "on", "soft",
           "slow", "old", "long", "deep", "calm", "still", "wide", "clear", "open"]
 LETTERS = ["z", "q", "x", "j", "k", "v"]
+# Words that carry one rare letter each: the edit behind the two letter constraints
+LETTER_WORDS = {"z": ["haze", "maze", "zone", "zinc", "doze", "gaze"],
+                "q": ["quay", "quill", "quilt", "squid", "quest", "quota"],
+                "x": ["box", "fox", "wax", "flax", "axe", "hex"],
+                "j": ["jar", "jade", "joy", "jam", "jet", "jug"],
+                "k": ["oak", "kite", "silk", "milk", "dusk", "elk"],
+                "v": ["vine", "dove", "vale", "cave", "wave", "hive"]}
+# What responses are made of: no word carries a rare letter, so only a letter edit adds or removes one
+BASE = [w for w in WORDS + FILLER if not any(ch in w for ch in LETTERS)]
+# Constraints in groups of opposites; a prompt holds at most one constraint of each group
+GROUPS = {"word": ("include",), "length": ("max_words", "min_words"), "case": ("lowercase", "capital_start"),
+          "letter": ("forbid_letter", "require_letter")}
+KINDS = tuple(k for kinds in GROUPS.values() for k in kinds)
 
 
 @dataclass(frozen=True)
 class Constraint:
-    kind: str      # "include" | "max_words" | "lowercase" | "forbid_letter"
+    kind: str      # one of KINDS
     value: str | int | None = None
 
     def check(self, text: str) -> bool:
@@ -47,74 +65,126 @@ class Constraint:
             return self.value in [w.strip(".,;:!?").lower() for w in words]
         if self.kind == "max_words":
             return len(words) <= self.value
+        if self.kind == "min_words":
+            return len(words) >= self.value
         if self.kind == "lowercase":
             return text == text.lower()
+        if self.kind == "capital_start":
+            return text[:1].isupper()
         if self.kind == "forbid_letter":
             return self.value not in text.lower()
+        if self.kind == "require_letter":
+            return self.value in text.lower()
         raise ValueError(f"unknown constraint kind {self.kind!r}")
 
     def instruction(self) -> str:
         return {"include": f'include the word "{self.value}"',
                 "max_words": f"use at most {self.value} words",
+                "min_words": f"use at least {self.value} words",
                 "lowercase": "write in lowercase only",
-                "forbid_letter": f'do not use the letter "{self.value}"'}[self.kind]
+                "capital_start": "begin with a capital letter",
+                "forbid_letter": f'do not use the letter "{self.value}"',
+                "require_letter": f'use the letter "{self.value}" at least once'}[self.kind]
 
     def criterion(self) -> str:
         return {"include": f'The response must include the word "{self.value}".',
                 "max_words": f"The response must use at most {self.value} words.",
+                "min_words": f"The response must use at least {self.value} words.",
                 "lowercase": "The response must be written entirely in lowercase.",
-                "forbid_letter": f'The response must not contain the letter "{self.value}".'}[self.kind]
+                "capital_start": "The response must begin with a capital letter.",
+                "forbid_letter": f'The response must not contain the letter "{self.value}".',
+                "require_letter": f'The response must contain the letter "{self.value}".'}[self.kind]
 
     def explain(self, text: str) -> str:
-        ok = self.check(text)
+        ok, n = self.check(text), len(text.split())
         if self.kind == "include":
             return f'the word "{self.value}" {"appears" if ok else "does not appear"}.'
         if self.kind == "max_words":
-            return f"it has {len(text.split())} words, {'within' if ok else 'over'} the limit of {self.value}."
+            return f"it has {n} words, {'within' if ok else 'over'} the limit of {self.value}."
+        if self.kind == "min_words":
+            return f"it has {n} words, {'reaching' if ok else 'under'} the minimum of {self.value}."
         if self.kind == "lowercase":
             return "all letters are lowercase." if ok else "it contains uppercase letters."
-        return (f'the letter "{self.value}" does not appear.' if ok
-                else f'the letter "{self.value}" appears.')
+        if self.kind == "capital_start":
+            return f"it begins with {'a capital' if ok else 'a lowercase'} letter."
+        present = self.value in text.lower()
+        return f'the letter "{self.value}" {"appears" if present else "does not appear"}.'
 
 
 def satisfied(constraints: list[Constraint], text: str) -> list[bool]:
     return [c.check(text) for c in constraints]
 
 
-KINDS = ("include", "max_words", "lowercase", "forbid_letter")
-
-
-def _sample_constraints(rng: random.Random, kinds: tuple = KINDS) -> list[Constraint]:
-    kinds = rng.sample(list(kinds), k=rng.randint(min(2, len(kinds)), len(kinds)))
+def _sample_constraints(rng: random.Random, head: str, kinds: tuple = KINDS) -> list[Constraint]:
+    """Two or more groups, one constraint of each; a letter is never one the topic word carries."""
+    groups = [[k for k in g if k in kinds] for g in GROUPS.values()]
+    groups = [g for g in groups if g]
     out = []
-    for kind in kinds:
-        value = {"include": rng.choice(WORDS), "max_words": rng.randint(8, 14),
-                 "lowercase": None, "forbid_letter": rng.choice(LETTERS)}[kind]
+    for g in rng.sample(groups, k=rng.randint(min(2, len(groups)), len(groups))):
+        kind = rng.choice(g)
+        value = {"include": lambda: rng.choice([w for w in WORDS if w in BASE and w != head]),
+                 "max_words": lambda: rng.randint(8, 14), "min_words": lambda: rng.randint(8, 14),
+                 "forbid_letter": lambda: rng.choice([x for x in LETTERS if x not in head]),
+                 "require_letter": lambda: rng.choice([x for x in LETTERS if x not in head])}.get(kind, lambda: None)()
         out.append(Constraint(kind, value))
     return out
 
 
-def _write_response(rng: random.Random, topic: str, constraints: list[Constraint], keep: set[int]) -> str:
-    """A response that satisfies exactly the constraints whose index is in `keep` (checked after)."""
-    by_kind = {c.kind: (i, c) for i, c in enumerate(constraints)}
-    n_words = rng.randint(6, 12)
-    if "max_words" in by_kind:
-        i, c = by_kind["max_words"]
-        n_words = rng.randint(max(4, c.value - 5), c.value) if i in keep else rng.randint(c.value + 2, c.value + 7)
-    forbid = by_kind.get("forbid_letter")
-    pool = [w for w in WORDS + FILLER if not (forbid and forbid[0] in keep and forbid[1].value in w)]
-    words = topic.split()[-1:] + [rng.choice(pool) for _ in range(n_words - 1)]
-    if "include" in by_kind:
-        i, c = by_kind["include"]
-        words = [w for w in words if w != c.value] or ["calm"]
-        if i in keep:
-            words[rng.randrange(len(words))] = c.value
-    if forbid and forbid[0] not in keep:
-        words[-1] = words[-1] + forbid[1].value  # an odd ending that breaks the letter rule
-    text = " ".join(words[:max(n_words, 1)]) + "."
-    if "lowercase" in by_kind and by_kind["lowercase"][0] not in keep:
-        text = text[0].upper() + text[1:].replace(" the ", " The ")
-    return text
+def _render(words: list[str], capital: bool) -> str:
+    text = " ".join(words) + "."
+    return text[0].upper() + text[1:] if capital else text
+
+
+def _minimal_pair(rng: random.Random, head: str, constraints: list[Constraint], decisive: int) -> tuple[str, str]:
+    """(winner, loser): one text meeting every constraint, and the same text with one edit that breaks
+    constraints[decisive] alone. The edit is the same whichever of its two opposite constraints asks."""
+    by_kind = {c.kind: c for c in constraints}
+    d = constraints[decisive]
+    include = by_kind.get("include")
+    letter = by_kind.get("forbid_letter") or by_kind.get("require_letter")
+    avoid = {include.value} if include else set()
+    pool = [w for w in BASE if w not in avoid and w != head]
+    # winner length: inside the length constraint's side, the loser's across it when it decides
+    limit = by_kind.get("max_words") or by_kind.get("min_words")
+    if limit is None:
+        n = rng.randint(6, 12)
+    elif limit.kind == "max_words":
+        n = rng.randint(limit.value - 3, limit.value)
+    else:
+        n = rng.randint(limit.value, limit.value + 3)
+    words = [head] + [rng.choice(pool) for _ in range(n - 1)]
+    protected = {0}
+    free = lambda: [i for i in range(len(words)) if i not in protected]  # noqa: E731
+    if include:
+        i = rng.choice(free())
+        words[i] = include.value
+        protected.add(i)
+    letter_word = rng.choice(LETTER_WORDS[letter.value]) if letter else None
+    if letter and letter.kind == "require_letter":
+        i = rng.choice(free())
+        words[i] = letter_word
+        protected.add(i)
+    case = by_kind.get("lowercase") or by_kind.get("capital_start")
+    capital = rng.random() < 0.5 if case is None else case.kind == "capital_start"
+    winner = _render(words, capital)
+    # the loser: one edit
+    lose, lose_capital = list(words), capital
+    if d.kind == "include":
+        # a near word: another word of the pool required words come from, so no word marks a side
+        lose[lose.index(d.value)] = rng.choice([w for w in WORDS if w in BASE and w != d.value and w != head])
+    elif d.kind == "max_words":
+        for _ in range(rng.randint(d.value + 1, d.value + 4) - n):
+            lose.insert(rng.randint(1, len(lose)), rng.choice(pool))
+    elif d.kind == "min_words":
+        drop = set(rng.sample(free(), n - rng.randint(d.value - 4, d.value - 1)))
+        lose = [w for i, w in enumerate(lose) if i not in drop]
+    elif d.kind in ("lowercase", "capital_start"):
+        lose_capital = not capital
+    elif d.kind == "forbid_letter":
+        lose[rng.choice(free())] = letter_word
+    elif d.kind == "require_letter":
+        lose[lose.index(letter_word)] = rng.choice(pool)
+    return winner, _render(lose, lose_capital)
 
 
 def make_rubric(topic: str, constraints: list[Constraint]) -> str:
@@ -147,16 +217,12 @@ def make_judge_trajectory(constraints: list[Constraint], a: str, b: str, winner:
 
 
 def make_example(rng: random.Random, idx: int, prefix: str = "toy", kinds: tuple = KINDS) -> dict:
-    while True:
-        topic = rng.choice(TOPICS)
-        constraints = _sample_constraints(rng, kinds)
-        n = len(constraints)
-        k_good = rng.randint(1, n)
-        k_bad = rng.randint(0, k_good - 1)
-        good = _write_response(rng, topic, constraints, set(rng.sample(range(n), k_good)))
-        bad = _write_response(rng, topic, constraints, set(rng.sample(range(n), k_bad)))
-        if sum(satisfied(constraints, good)) > sum(satisfied(constraints, bad)):
-            break
+    topic = rng.choice(TOPICS)
+    constraints = _sample_constraints(rng, topic.split()[-1], kinds)
+    decisive = rng.randrange(len(constraints))
+    good, bad = _minimal_pair(rng, topic.split()[-1], constraints, decisive)
+    ok_good, ok_bad = satisfied(constraints, good), satisfied(constraints, bad)
+    assert all(ok_good) and [k for k, ok in enumerate(ok_bad) if not ok] == [decisive], (constraints, good, bad)
     winner = rng.choice("AB")
     a, b = (good, bad) if winner == "A" else (bad, good)
     prompt = (f"Write a short text about {topic}. Constraints: "
@@ -164,7 +230,7 @@ def make_example(rng: random.Random, idx: int, prefix: str = "toy", kinds: tuple
     return {"id": f"{prefix}-{idx:05d}", "prompt": prompt, "response_a": a, "response_b": b,
             "winner": winner, "rubric": make_rubric(topic, constraints),
             "judge_trajectory": make_judge_trajectory(constraints, a, b, winner), "source": "toy",
-            "constraints": [[c.kind, c.value] for c in constraints]}
+            "constraints": [[c.kind, c.value] for c in constraints], "decisive": constraints[decisive].kind}
 
 
 def check_label(row: dict) -> bool:
@@ -243,7 +309,7 @@ def main() -> None:
                                  usage="%(prog)s [flags: listed below]")
     ap.add_argument("--out-dir", default="data", help="folder for demo_train.jsonl and demo_eval.jsonl")
     ap.add_argument("--n-train", type=int, default=240, help="training rows")
-    ap.add_argument("--n-eval", type=int, default=60, help="held-out rows")
+    ap.add_argument("--n-eval", type=int, default=200, help="held-out rows")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     C.write_jsonl_atomic(os.path.join(args.out_dir, "demo_train.jsonl"), make_split(args.n_train, args.seed, "train"))

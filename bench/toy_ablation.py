@@ -1,19 +1,25 @@
 """Proof that the method learns, at laptop scale: a verifiable toy task, a small model trained from
 scratch, and the paper's training-order ablation run with the real stage scripts.
 
-  1. data      toy_task.py instructions with code-checkable constraints (default: a required word and
-               lowercase only); labels verified by the checkers; disjoint pretrain / SFT / RL / eval splits
+  1. data      toy_task.py minimal pairs with code-checkable constraints (default: a required word, and
+               lowercase only or a capital first letter, so that neither side of the case edit wins without
+               the prompt); labels verified by the checkers; disjoint pretrain / SFT / RL / eval splits
   2. base      a Qwen3 of hidden 128 x 2 layers and a BPE tokenizer sized for the task, trained from
                random weights (all parameters) on the pretrain split's rubric and judge trajectories
-  3. SFT       sft_warmup.py (LoRA) of both roles on the SFT split, per seed
-  4. loop      alternate.sh --order judge-first | rubric-first | simultaneous, 2 cycles, per seed
+  3. SFT       sft_warmup.py (LoRA) of both roles on the SFT split, per seed (the paper's Rubric-RM),
+               and a direct judge on the same trajectories without the rubric (--no-rubric; Table 1's
+               question: does the rubric help?)
+  4. loop      alternate.sh --order judge-first | rubric-first | simultaneous, 2 cycles, per seed (Table 2)
   5. eval      evaluate.py on the held-out split (generated rubrics, both A/B orders) after SFT and
                after each cycle: judge accuracy, format rate (mean R_fmt), position-bias flip rate
-  6. report    table.md (mean and std over seeds) and accuracy.png in the run folder
+  6. report    table.md: mean ± std over seeds, the pooled accuracy with its 95% bootstrap interval over
+               pairs, each cycle's gain over SFT (paired), rubric minus direct judge, the trivial judges
+               of the same pairs; summary.json, accuracy.png (--publish copies them into docs/)
 
-    python bench/toy_ablation.py --out runs/toy_ablation                 # 3 schedules x 3 seeds
+    python bench/toy_ablation.py --out runs/toy_ablation --publish       # 3 schedules x 3 seeds
     python bench/toy_ablation.py --out runs/toy_quick --seeds 0 --schedules none   # base + SFT only
-Finished steps are kept (the base, each SFT, each loop, each evaluation), so a rerun resumes.
+Finished steps are kept (the base, each SFT, each loop, each evaluation), so a rerun resumes; a rerun
+into a folder made with other settings (OUT/config.json) is refused.
 """
 
 from __future__ import annotations
@@ -34,12 +40,14 @@ os.environ.setdefault("RUBRIC_ARM_NO_PROGRESS", "1")
 
 import torch  # noqa: E402
 
+import baselines  # noqa: E402
 import common as C  # noqa: E402
 import toy_task  # noqa: E402
+from manifests import content_digest  # noqa: E402
 
 # ---- configuration: everything the ablation depends on ----------------------------------------
-KINDS = ("include", "lowercase")
-SPLITS = {"pretrain": (4000, 100), "sft": (320, 200), "rl": (128, 300), "eval": (60, 400)}  # rows, seed
+KINDS = ("include", "lowercase", "capital_start")
+SPLITS = {"pretrain": (4000, 100), "sft": (320, 200), "rl": (128, 300), "eval": (200, 400)}  # rows, seed
 MODEL = dict(hidden=128, layers=2, heads=4, kv_heads=2, vocab=2048, init_std=0.02)
 PRETRAIN = dict(steps=1500, batch=16, lr=2e-3, warmup=0.05)
 CYCLES = 2
@@ -53,7 +61,7 @@ STAGE_ARGS = {
 }
 SFT_ARGS = ["--epochs", "1", "--batch-size", "16", "--micro-batch", "16", "--lora-r", "16", "--lora-alpha", "32",
             "--warmup-ratio", "0"]
-SFT_LR = 1e-3  # the recorded ablation's value; 2e-4 keeps more of what the base learned (see README)
+SFT_LR = 2e-4  # keeps what the base learned (1e-3, the first recorded ablation's value, cost it accuracy)
 EVAL_ARGS = ["--max-rubric-tokens", "64", "--max-judge-tokens", "200", "--batch-size", "32", "--swap"]
 
 
@@ -65,6 +73,26 @@ def sh(cmd: list, log: Path, env: dict | None = None) -> None:
                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     if p.returncode != 0:
         raise SystemExit(f"error: {' '.join(map(str, cmd[:3]))} failed; log {log}:\n" + log.read_text()[-2000:])
+
+
+def config() -> dict:
+    """Everything a run folder's results depend on: a rerun into it with other values is refused."""
+    return {"kinds": KINDS, "splits": SPLITS, "model": MODEL, "pretrain": PRETRAIN, "cycles": CYCLES,
+            "stage_args": STAGE_ARGS, "sft_args": SFT_ARGS, "eval_args": EVAL_ARGS,
+            "toy_task.py": content_digest(ROOT / "toy_task.py")}
+
+
+def check_config(out: Path, cfg: dict) -> None:
+    path = out / "config.json"
+    cfg = json.loads(json.dumps(cfg))  # tuples as lists, as read back
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
+        if diff:
+            raise SystemExit(f"error: {out} was made with other settings ({', '.join(diff)} differ); "
+                             "use another --out or remove it")
+    else:
+        C.atomic_write_text(path, json.dumps(cfg, indent=2))
 
 
 def make_data(out: Path) -> dict[str, Path]:
@@ -127,14 +155,34 @@ def sft(base: Path, data: Path, out: Path, seed: int, lr: float) -> tuple[Path, 
     return out / "sft_rubric" / "adapter", out / "sft_judge" / "adapter"
 
 
-def evaluate(base: Path, rubric: Path, judge: Path, data: Path, out: Path) -> dict:
+def evaluate(base: Path, rubric: Path | None, judge: Path, data: Path, out: Path, direct: bool = False) -> dict:
     if not (out / "results.json").exists():
-        sh([sys.executable, "evaluate.py", "--model", base, "--rubric-adapter", rubric, "--judge-adapter", judge,
+        roles = ["--no-rubric"] if direct else ["--rubric-adapter", rubric]
+        sh([sys.executable, "evaluate.py", "--model", base, *roles, "--judge-adapter", judge,
             "--benchmark", "pairwise", "--data", data, "--out", out, *EVAL_ARGS], out.parent / "logs" / f"{out.name}.log")
     s = json.loads((out / "results.json").read_text())["summary"]
-    # each pair judged in both orders: "accuracy" with the chosen response first, "swapped" second
+    # each pair judged in both orders: "accuracy" with the chosen response first, "swapped" second;
+    # "pairs": each pair's score averaged over its two orders (the unit of the bootstrap intervals)
+    by_pair: dict[str, list[float]] = {}
+    for line in (out / "predictions.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        by_pair.setdefault(r["unit"], []).append(r["score"])
     return {"accuracy": s.get("accuracy_fixed1", s["accuracy"]), "accuracy_swapped": s.get("accuracy_fixed2", float("nan")),
-            "format": s["format_rate"], "flip": s.get("flip_rate", float("nan"))}
+            "both": s["accuracy"], "format": s["format_rate"], "flip": s.get("flip_rate", float("nan")),
+            "pairs": [sum(v) / len(v) for _, v in sorted(by_pair.items())]}
+
+
+def short(r: dict) -> dict:
+    return {k: round(v, 3) for k, v in r.items() if k != "pairs"}
+
+
+def direct_judge(base: Path, data: Path, out: Path, seed: int, lr: float) -> Path:
+    """The paper's Table 1 question, does the rubric help: a judge SFT'd on the same trajectories with
+    the rubric left out of its prompt (sft_warmup.py --no-rubric), read with evaluate.py --no-rubric."""
+    if not (out / "sft_direct" / "adapter").exists():
+        sh([sys.executable, "sft_warmup.py", "--role", "judge", "--no-rubric", "--model", base, "--data", data,
+            "--seed", seed, "--out", out / "sft_direct", "--lr", lr, *SFT_ARGS], out / "logs" / "sft_direct.log")
+    return out / "sft_direct" / "adapter"
 
 
 def run_schedule(base: Path, rl: Path, init: tuple[Path, Path], out: Path, order: str, seed: int) -> None:
@@ -143,48 +191,115 @@ def run_schedule(base: Path, rl: Path, init: tuple[Path, Path], out: Path, order
        env={**STAGE_ARGS, "RUBRIC_ARM_PYTHON": sys.executable})
 
 
-def mean_std(xs: list[float]) -> str:
-    if not xs:
-        return "-"
-    return f"{100 * statistics.mean(xs):.1f} ± {100 * (statistics.stdev(xs) if len(xs) > 1 else 0.0):.1f}"
+SFT_ROW, DIRECT_ROW = "SFT only (Rubric-RM)", "direct judge, SFT on the same data"
 
 
-def report(out: Path, results: dict, seeds: list[int]) -> str:
-    stages = ["after SFT"] + [f"after cycle {k}" for k in range(1, CYCLES + 1)]
-    lines = [f"Held-out judge accuracy, format rate (mean R_fmt) and A/B flip rate (%, mean ± std over seeds "
-             f"{', '.join(map(str, seeds))}); {SPLITS['eval'][0]} held-out pairs judged in both orders with "
-             "rubrics from the generator being evaluated.", "",
-             "| schedule | stage | accuracy | format rate | flip rate |", "|---|---|---|---|---|"]
-    for schedule, by_stage in results.items():
+def pooled(rs: list[dict]) -> list[float]:
+    """Each held-out pair's score averaged over the seeds (the same pairs in every seed)."""
+    return [statistics.mean(col) for col in zip(*[r["pairs"] for r in rs])]
+
+
+def interval(values: list[float]) -> dict:
+    m, lo, hi = baselines.bootstrap(values)
+    return {"mean": m, "ci95": [lo, hi]}
+
+
+def spread(xs: list[float]) -> dict:
+    return {"mean": statistics.mean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
+
+
+def pct(d: dict) -> str:
+    """'m ± s' or 'm [lo, hi]' in %, from spread() or interval()."""
+    if "std" in d:
+        return f"{100 * d['mean']:.1f} ± {100 * d['std']:.1f}"
+    return f"{100 * d['mean']:.1f} [{100 * d['ci95'][0]:.1f}, {100 * d['ci95'][1]:.1f}]"
+
+
+def summarize(results: dict, stages: list[str], trivial: dict) -> dict:
+    """The report's numbers (fractions): per row the spread over seeds and the pooled 95% interval
+    (bootstrap over pairs); per schedule and cycle the gain over the SFT judge, paired by pair; the
+    rubric judge against the direct judge after SFT; the trivial judges of the same pairs."""
+    rows, gains = [], []
+    sft = results.get(SFT_ROW, {}).get("after SFT", [])
+    for name, by_stage in results.items():
         for stage in stages:
             rs = by_stage.get(stage, [])
-            if rs:
-                lines.append(f"| {schedule} | {stage} | {mean_std([r['accuracy'] for r in rs])} | "
-                             f"{mean_std([r['format'] for r in rs])} | {mean_std([r['flip'] for r in rs])} |")
+            if not rs:
+                continue
+            rows.append({"judge": name, "stage": stage, "seeds": len(rs), "accuracy": spread([r["both"] for r in rs]),
+                         "pooled": interval(pooled(rs)), "format": spread([r["format"] for r in rs]),
+                         "flip": spread([r["flip"] for r in rs])})
+            if name != SFT_ROW and name != DIRECT_ROW and len(sft) >= len(rs):
+                d = [x - y for x, y in zip(pooled(rs), pooled(sft[:len(rs)]))]
+                gains.append({"judge": name, "stage": stage, "gain_over_sft": interval(d)})
+    direct = results.get(DIRECT_ROW, {}).get("after SFT")
+    vs_direct = None
+    if direct and len(sft) >= len(direct):
+        vs_direct = interval([x - y for x, y in zip(pooled(sft[:len(direct)]), pooled(direct))])
+    return {"rows": rows, "gains": gains, "rubric_minus_direct_after_sft": vs_direct, "trivial": trivial}
+
+
+def report(out: Path, results: dict, seeds: list[int], trivial: dict, publish: bool = False) -> str:
+    stages = ["after SFT"] + [f"after cycle {k}" for k in range(1, CYCLES + 1)]
+    summ = summarize(results, stages, trivial)
+    n_eval = SPLITS["eval"][0]
+    lines = [f"Held-out judge accuracy (both A/B orders of {n_eval} pairs), format rate (mean R_fmt) and A/B flip rate: "
+             f"%, mean ± std over seeds {', '.join(map(str, seeds))}, and the pooled accuracy (each pair's score "
+             "averaged over the seeds) with its 95% bootstrap interval over pairs. Rubrics come from the generator "
+             "being evaluated; the direct judge has none.", "",
+             "| judge | stage | seeds | accuracy | pooled [95% CI] | format rate | flip rate |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['judge']} | {r['stage']} | {r['seeds']} | {pct(r['accuracy'])} | {pct(r['pooled'])} | "
+              f"{pct(r['format'])} | {pct(r['flip'])} |" for r in summ["rows"]]
+    lines += [f"| baseline: {name} | - | - | - | {pct(v)} | - | - |" for name, v in trivial.items()]
+    if summ["gains"]:
+        lines += ["", "Gain over the SFT judge of the same seeds (points, paired by pair, 95% bootstrap interval):", "",
+                  "| judge | stage | gain over SFT |", "|---|---|---|"]
+        lines += [f"| {g['judge']} | {g['stage']} | {pct(g['gain_over_sft'])} |" for g in summ["gains"]]
+    if summ["rubric_minus_direct_after_sft"]:
+        lines += ["", f"Rubric judge minus direct judge after SFT (points, paired): {pct(summ['rubric_minus_direct_after_sft'])}"]
     table = "\n".join(lines) + "\n"
     C.atomic_write_text(out / "table.md", table)
     C.atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    C.atomic_write_text(out / "summary.json", json.dumps(summ, indent=2))
+    plot(out / "accuracy.png", results, stages)
+    if publish:  # the small files the docs cite
+        C.atomic_write_text(ROOT / "docs" / "results" / "toy_ablation.json",
+                            json.dumps({"config": json.loads((out / "config.json").read_text()), "seeds": seeds,
+                                        **summ}, indent=2))
+        if (out / "accuracy.png").exists():
+            (ROOT / "docs" / "toy_ablation.png").write_bytes((out / "accuracy.png").read_bytes())
+    return table
+
+
+def plot(path: Path, results: dict, stages: list[str]) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for schedule, by_stage in results.items():
-            xs = [k for k, st in enumerate(stages) if by_stage.get(st)]
-            ms = [100 * statistics.mean(r["accuracy"] for r in by_stage[stages[k]]) for k in xs]
-            sd = [100 * (statistics.stdev([r["accuracy"] for r in by_stage[stages[k]]]) if len(by_stage[stages[k]]) > 1
-                         else 0) for k in xs]
-            ax.errorbar(xs, ms, yerr=sd, marker="o", capsize=3, label=schedule)
-        ax.axhline(50, color="grey", ls="--", lw=1, label="chance")
-        ax.set_xticks(range(len(stages)), stages)
-        ax.set_ylabel("held-out judge accuracy (%)")
-        ax.set_title("Toy task: training order ablation")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "accuracy.png", dpi=120)
     except ImportError:
         C.log.warning("matplotlib not installed (bench/requirements-bench.txt): no plot")
-    return table
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, by_stage in results.items():
+        xs = [k for k, st in enumerate(stages) if by_stage.get(st)]
+        ms = [100 * statistics.mean(r["both"] for r in by_stage[stages[k]]) for k in xs]
+        sd = [100 * (statistics.stdev([r["both"] for r in by_stage[stages[k]]]) if len(by_stage[stages[k]]) > 1
+                     else 0) for k in xs]
+        ax.errorbar(xs, ms, yerr=sd, marker="o" if len(xs) > 1 else "s", capsize=3, label=name)
+    ax.axhline(50, color="grey", ls="--", lw=1, label="chance")
+    ax.set_xticks(range(len(stages)), stages)
+    ax.set_ylabel("held-out judge accuracy (%), both orders")
+    ax.set_title("Toy minimal pairs: SFT, direct judge, training orders")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def trivial_judges(paths: dict[str, Path]) -> dict:
+    """The trivial judges of the held-out pairs, the classifier fit on the SFT split (baselines.py)."""
+    rep = baselines.evaluate(paths["sft"], [paths["eval"]])["eval"][str(paths["eval"])]
+    return {name: {"mean": r["accuracy"], "ci95": r["ci95"]} for name, r in rep.items()
+            if name in ("prompt-blind classifier", "longer wins", "always A")}
 
 
 def main(argv=None) -> dict:
@@ -196,21 +311,27 @@ def main(argv=None) -> dict:
                     help="alternate.sh orders, or 'none' for base + SFT only")
     ap.add_argument("--pretrain-steps", type=int, default=PRETRAIN["steps"])
     ap.add_argument("--sft-lr", type=float, default=SFT_LR, help="LoRA SFT learning rate of both roles")
+    ap.add_argument("--publish", action="store_true",
+                    help="also write docs/results/toy_ablation.json and docs/toy_ablation.png (the docs cite them)")
     a = ap.parse_args(argv)
     out = C.check_writable(a.out)
+    check_config(out, {**config(), "pretrain_steps": a.pretrain_steps, "sft_lr": a.sft_lr})
     t0 = time.perf_counter()
     paths = make_data(out)
     base = pretrain_base(out, paths["pretrain"], a.pretrain_steps)
     C.log.info("base ready (%.0fs)", time.perf_counter() - t0)
     schedules = [] if a.schedules == ["none"] else a.schedules
-    results: dict = {s: {} for s in schedules} or {"SFT only": {}}
+    results: dict = {SFT_ROW: {}, DIRECT_ROW: {}, **{s: {} for s in schedules}}
     for seed in a.seeds:
         sdir = out / f"seed{seed}"
         init = sft(base, paths["sft"], sdir, seed, a.sft_lr)
         r_sft = evaluate(base, init[0], init[1], paths["eval"], sdir / "eval_sft")
-        C.log.info("seed %d after SFT: %s (%.0fs)", seed, r_sft, time.perf_counter() - t0)
-        for schedule in results:
-            results[schedule].setdefault("after SFT", []).append(r_sft)
+        results[SFT_ROW].setdefault("after SFT", []).append(r_sft)
+        C.log.info("seed %d after SFT: %s (%.0fs)", seed, short(r_sft), time.perf_counter() - t0)
+        r_direct = evaluate(base, None, direct_judge(base, paths["sft"], sdir, seed, a.sft_lr), paths["eval"],
+                            sdir / "eval_direct", direct=True)
+        results[DIRECT_ROW].setdefault("after SFT", []).append(r_direct)
+        C.log.info("seed %d direct judge: %s (%.0fs)", seed, short(r_direct), time.perf_counter() - t0)
         for schedule in schedules:
             run = sdir / schedule
             run_schedule(base, paths["rl"], init, run, schedule, seed)
@@ -218,8 +339,8 @@ def main(argv=None) -> dict:
                 r = evaluate(base, run / f"c{k}_rubric" / "adapter", run / f"c{k}_judge" / "adapter", paths["eval"],
                              sdir / f"eval_{schedule}_c{k}")
                 results[schedule].setdefault(f"after cycle {k}", []).append(r)
-                C.log.info("seed %d %s after cycle %d: %s (%.0fs)", seed, schedule, k, r, time.perf_counter() - t0)
-    table = report(out, results, a.seeds)
+                C.log.info("seed %d %s after cycle %d: %s (%.0fs)", seed, schedule, k, short(r), time.perf_counter() - t0)
+    table = report(out, results, a.seeds, trivial_judges(paths), a.publish)
     print(table)
     print(f"toy ablation done in {time.perf_counter() - t0:.0f}s; {out / 'table.md'}, {out / 'accuracy.png'}")
     return results

@@ -5,6 +5,7 @@ Everything else in the suite uses the random tiny model for speed."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,7 @@ def test_real_model_pipeline_smoke(tmp_path):
         s = json.loads((out / name / "results.json").read_text())["summary"]
         assert s["judgements"] == 4 and 0.0 <= s["accuracy"] <= 1.0
     assert "Held-out accuracy" in p.stdout
+    # each accuracy with its interval, and the loop's change over SFT with its own, in words
+    assert re.search(r"\| after SFT \| \d+\.\d% \[\d+, \d+\] \|", p.stdout), p.stdout[-2000:]
+    assert re.search(r"after the cycles minus after SFT: [+-]\d+\.\d points \[[+-]\d+\.\d, [+-]\d+\.\d\] "
+                     r"\(95% bootstrap over 4 pairs\): (no measurable change|the loop measurably)", p.stdout), p.stdout[-2000:]

@@ -92,3 +92,27 @@ def test_lora_default_rate_moves_as_far_as_full_finetuning_at_the_paper_rate(tmp
     assert full["drop"] > 0
     assert lora_paper["drop"] < 0.3 * full["drop"]
     assert lora_default["drop"] >= full["drop"]
+
+
+def test_direct_judge_sft_leaves_the_rubric_out_of_its_prompts(tiny_model, tok, tmp_path):
+    """--no-rubric trains a direct judge on the same trajectories (paper Table 1's question: does the
+    rubric help?); evaluate.py --no-rubric reads its verdicts. A rubric-role run refuses the flag."""
+    rows = C.load_pairs(str(TRAIN), limit=4)
+    with_r, _ = sft_warmup.build_examples(rows, "judge", tok, 10_000)
+    direct, _ = sft_warmup.build_examples(rows, "judge", tok, 10_000, with_rubric=False)
+    for (p1, c1, _), (p2, c2, _), r in zip(with_r, direct, rows):
+        assert c1 == c2  # the same target
+        assert r["rubric"] in tok.decode(p1) and r["rubric"] not in tok.decode(p2)
+        assert tok.decode(p2).count(r["response_a"]) == 1 and len(p2) < len(p1)
+    out = tmp_path / "direct"
+    p = run_script("sft_warmup.py", "--role", "judge", "--no-rubric", "--model", tiny_model, "--data", TRAIN,
+                   "--limit", "4", "--batch-size", "4", "--micro-batch", "4", "--max-steps", "1", "--out", out)
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert "direct: no rubric in the prompt" in p.stderr
+    run_script("evaluate.py", "--model", tiny_model, "--judge-adapter", out / "adapter", "--no-rubric",
+               "--benchmark", "pairwise", "--data", TRAIN, "--limit", "2", "--max-judge-tokens", "8",
+               "--out", tmp_path / "ev")
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["benchmarks"]["pairwise"]["n"] == 2
+    p = run_script("sft_warmup.py", "--role", "rubric", "--no-rubric", "--model", tiny_model, "--data", TRAIN,
+                   "--out", tmp_path / "r", check=False)
+    assert p.returncode == 2 and "--no-rubric: a judge-role flag" in p.stderr

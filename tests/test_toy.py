@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
+import baselines
 import toy_task
-from conftest import ROOT, TRAIN, read_jsonl
+from conftest import EVAL, ROOT, TRAIN, read_jsonl
 
 
 def test_checkers_by_hand():
@@ -16,6 +17,47 @@ def test_checkers_by_hand():
     assert C("max_words", 3).check("one two three") and not C("max_words", 3).check("one two three four")
     assert C("lowercase").check("all lower here.") and not C("lowercase").check("Not lower")
     assert C("forbid_letter", "z").check("calm sea") and not C("forbid_letter", "z").check("hazy")
+    assert C("min_words", 3).check("one two three") and not C("min_words", 3).check("one two")
+    assert C("capital_start").check("Calm sea.") and not C("capital_start").check("calm Sea.")
+    assert C("require_letter", "x").check("a fox.") and not C("require_letter", "x").check("a dog.")
+
+
+def test_pairs_are_minimal_and_every_edit_cuts_both_ways():
+    """One edit separates the two sides, the loser fails the deciding constraint alone, and each edit
+    (more words, a capital first letter, a rare letter) is on the winner's side about half the time."""
+    rows = toy_task.make_split(2000, 7, "m")
+    sides = {"longer": [], "capital": [], "rare letter": []}
+    for r in rows:
+        win, lose = (r["response_a"], r["response_b"]) if r["winner"] == "A" else (r["response_b"], r["response_a"])
+        assert win != lose and r["decisive"] in toy_task.KINDS
+        w, x = win.split(), lose.split()
+        if len(w) != len(x):
+            sides["longer"].append(len(w) > len(x))
+        else:  # same length: at most one word differs, or only the first letter's case
+            assert sum(a != b for a, b in zip(w, x)) == 1, (win, lose)
+        if win[0].isupper() != lose[0].isupper():
+            sides["capital"].append(win[0].isupper())
+        rare = [sum(ch in t.lower() for ch in toy_task.LETTERS) for t in (win, lose)]
+        if rare[0] != rare[1]:
+            sides["rare letter"].append(rare[0] > rare[1])
+    for name, won in sides.items():
+        assert len(won) > 200 and 0.44 < sum(won) / len(won) < 0.56, (name, len(won), sum(won) / len(won))
+
+
+def test_a_judge_that_never_reads_the_prompt_stays_near_chance(tmp_path):
+    """The test of tests/test_if_task.py for this task: a prompt-blind classifier fit on the train split
+    and one-line surface rules stay at or below 60% on held-out pairs (both orders), on the bundled files
+    and on a larger draw of the same generator."""
+    big = {}
+    for name, n, seed in (("train", 1200, 31), ("eval", 400, 32)):
+        big[name] = tmp_path / f"{name}.jsonl"
+        big[name].write_text("".join(json.dumps(r) + "\n" for r in toy_task.make_split(n, seed, name)))
+    for train, held_out in ((TRAIN, EVAL), (big["train"], big["eval"])):
+        report = baselines.evaluate(train, [held_out])
+        assert report["train_accuracy"] > 0.6  # it fits what it sees
+        for name in ["prompt-blind classifier", *baselines.RULES]:
+            acc = report["eval"][str(held_out)][name]["accuracy"]
+            assert max(acc, 1 - acc) <= 0.60, (held_out, name, acc)
 
 
 @pytest.mark.parametrize("kinds", [toy_task.KINDS, ("include", "lowercase")])
@@ -36,7 +78,7 @@ def test_short_run_judge_accuracy_after_sft_is_above_chance(tmp_path):
     sys.path.insert(0, str(ROOT / "bench"))
     import toy_ablation
     toy_ablation.main(["--out", str(tmp_path / "toy"), "--seeds", "0", "--schedules", "none", "--sft-lr", "2e-4"])
-    res = json.loads((tmp_path / "toy" / "results.json").read_text())["SFT only"]["after SFT"][0]
+    res = json.loads((tmp_path / "toy" / "results.json").read_text())["SFT only (Rubric-RM)"]["after SFT"][0]
     both = (res["accuracy"] + res["accuracy_swapped"]) / 2
     print(f"toy judge after SFT: accuracy {res['accuracy']:.3f} / swapped {res['accuracy_swapped']:.3f}, "
           f"format {res['format']:.3f}, flips {res['flip']:.3f}")
