@@ -168,7 +168,8 @@ def evaluate(base: Path, rubric: Path | None, judge: Path, data: Path, out: Path
         r = json.loads(line)
         by_pair.setdefault(r["unit"], []).append(r["score"])
     return {"accuracy": s.get("accuracy_fixed1", s["accuracy"]), "accuracy_swapped": s.get("accuracy_fixed2", float("nan")),
-            "both": s["accuracy"], "format": s["format_rate"], "flip": s.get("flip_rate", float("nan")),
+            "both": (s["accuracy_fixed1"] + s["accuracy_fixed2"]) / 2 if "accuracy_fixed1" in s else s["accuracy"],
+            "format": s["format_rate"], "flip": s.get("flip_rate", float("nan")),
             "pairs": [sum(v) / len(v) for _, v in sorted(by_pair.items())]}
 
 
