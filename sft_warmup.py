@@ -69,16 +69,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-# The tokens of a judge trajectory that decide something: a criterion line's closing met / not met,
-# and the letter after "Winner: Response".
-DECISIONS = re.compile(r"(?im)\b(not met|met)\b(?=\W*$)|winner:\s*response\s+([AB])\b")
+# The tokens of a judge trajectory that decide something: a criterion line's closing met / not met (or
+# satisfied / not satisfied), and the letter after "Winner: Response".
+DECISIONS = re.compile(r"(?im)\b(not met|met|not satisfied|satisfied)\b(?=\W*$)|winner:\s*response\s+([AB])\b")
 
 
-def decision_weights(tok, text: str, weight: float) -> list[float]:
+def decision_weights(tok, text: str, weight: float, spans: list[tuple[int, int]] | None = None) -> list[float]:
     """One weight per target token of `text` (C.completion_ids: its tokens, then end-of-turn): `weight` on
-    the tokens overlapping a decision, 1 elsewhere."""
+    the tokens overlapping a decision, 1 elsewhere. Decisions: the character spans given, or those
+    DECISIONS finds."""
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
-    spans = [m.span(g) for m in DECISIONS.finditer(text) for g in (1, 2) if m.group(g)] if weight != 1 else []
+    if spans is None:
+        spans = [m.span(g) for m in DECISIONS.finditer(text) for g in (1, 2) if m.group(g)] if weight != 1 else []
     return [weight if any(s < e2 and s2 < e for s2, e2 in spans) else 1.0 for s, e in enc["offset_mapping"]] + [1.0]
 
 

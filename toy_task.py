@@ -20,6 +20,7 @@ judge format (paper Section 4 and Appendix E), so the same rows serve SFT warm-u
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import random
 import sys
@@ -231,6 +232,23 @@ def make_example(rng: random.Random, idx: int, prefix: str = "toy", kinds: tuple
             "winner": winner, "rubric": make_rubric(topic, constraints),
             "judge_trajectory": make_judge_trajectory(constraints, a, b, winner), "source": "toy",
             "constraints": [[c.kind, c.value] for c in constraints], "decisive": constraints[decisive].kind}
+
+
+def decision_spans(row: dict) -> list[tuple[int, int]]:
+    """Character spans of the row's judge trajectory that decide: those that change when the two
+    responses trade places (every claim about A or B, the counts, the winner), found by diffing the
+    trajectory against the one of the swapped pair. A trajectory's other tokens follow from the prompt,
+    the rubric and the layout."""
+    cs = [Constraint(k, v) for k, v in row["constraints"]]
+    mine = row["judge_trajectory"]
+    swapped = make_judge_trajectory(cs, row["response_b"], row["response_a"], "B" if row["winner"] == "A" else "A")
+    spans, start = [], 0
+    for a, b in zip(mine.split("\n"), swapped.split("\n"), strict=True):  # the same layout, line by line
+        if a != b:
+            ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+            spans += [(start + i1, start + max(i2, i1 + 1)) for tag, i1, i2, _, _ in ops if tag != "equal"]
+        start += len(a) + 1
+    return spans
 
 
 def check_label(row: dict) -> bool:

@@ -42,6 +42,7 @@ import torch  # noqa: E402
 
 import baselines  # noqa: E402
 import common as C  # noqa: E402
+import sft_warmup  # noqa: E402
 import toy_task  # noqa: E402
 from manifests import content_digest  # noqa: E402
 
@@ -49,7 +50,8 @@ from manifests import content_digest  # noqa: E402
 KINDS = ("include", "lowercase", "capital_start")
 SPLITS = {"pretrain": (4000, 100), "sft": (320, 200), "rl": (128, 300), "eval": (200, 400)}  # rows, seed
 MODEL = dict(hidden=128, layers=2, heads=4, kv_heads=2, vocab=2048, init_std=0.02)
-PRETRAIN = dict(steps=1500, batch=16, lr=2e-3, warmup=0.05)
+# decision_weight: the weight of a judge trajectory's deciding tokens in the pretraining loss (1: plain)
+PRETRAIN = dict(steps=1500, batch=16, lr=2e-3, warmup=0.05, decision_weight=10.0)
 CYCLES = 2
 STAGE_ARGS = {
     "MODEL_ARGS": "--lora-r 16 --lora-alpha 32",
@@ -119,27 +121,35 @@ def pretrain_base(out: Path, data: Path, steps: int, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tok = C.load_tokenizer(str(init))
     model = AutoModelForCausalLM.from_pretrained(str(init))
+    # (prompt, target, weights): the judge's decision tokens (toy_task.decision_spans) weigh
+    # PRETRAIN["decision_weight"], every other token 1; a rubric target is fixed by its prompt, weight 1
+    w = PRETRAIN["decision_weight"]
     examples = []
     for r in rows:
         examples.append((C.judge_prompt_ids(tok, r["prompt"], r["rubric"], r["response_a"], r["response_b"])[0],
-                         C.completion_ids(tok, r["judge_trajectory"])))
-        examples.append((C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])), C.completion_ids(tok, r["rubric"])))
+                         C.completion_ids(tok, r["judge_trajectory"]),
+                         sft_warmup.decision_weights(tok, r["judge_trajectory"], w, toy_task.decision_spans(r))))
+        target = C.completion_ids(tok, r["rubric"])
+        examples.append((C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])), target, [1.0] * len(target)))
     opt = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"])
     sched = C.make_scheduler(opt, "cosine", steps, PRETRAIN["warmup"])
     rng = random.Random(seed)
     model.train()
     t0 = time.perf_counter()
     for step in range(steps):
-        batch = C.collate_completions(rng.sample(examples, PRETRAIN["batch"]), tok.pad_token_id, "cpu")
-        logp, n = C.sequence_logprobs(model, batch)
-        loss = -logp.sum() / n.sum()
+        pids, pmask, cids, weights = sft_warmup.collate(rng.sample(examples, PRETRAIN["batch"]), tok.pad_token_id, "cpu")
+        logp = C.token_logprobs(model, pids, pmask, cids)  # [B, T]
+        loss = -(logp * weights).sum() / weights.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         if step % 250 == 0 or step == steps - 1:
-            C.log.info("pretrain step %d/%d loss %.4f (%.0fs)", step + 1, steps, float(loss.detach()), time.perf_counter() - t0)
+            decide = weights > 1  # the decision tokens' own loss: what the judge must learn, apart from the layout
+            C.log.info("pretrain step %d/%d loss %.4f, on decision tokens %.3f (%.0fs)", step + 1, steps,
+                       float(loss.detach()), float(-logp[decide].mean()) if decide.any() else float("nan"),
+                       time.perf_counter() - t0)
     tmp = out / ".tmp-base"
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)

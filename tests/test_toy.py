@@ -6,6 +6,7 @@ import sys
 import pytest
 
 import baselines
+import common as C
 import toy_task
 from conftest import EVAL, ROOT, TRAIN, read_jsonl
 
@@ -84,3 +85,17 @@ def test_short_run_judge_accuracy_after_sft_is_above_chance(tmp_path):
           f"format {res['format']:.3f}, flips {res['flip']:.3f}")
     assert both >= 0.58  # 120 judgements of 60 held-out pairs; chance 0.5 (measured here: 0.633)
     assert res["format"] > 0.9
+
+
+def test_decision_spans_are_what_changes_when_the_responses_trade_places(tok):
+    """The toy pretraining weighs these: the claims about A and B and the winner, none of the layout."""
+    import sft_warmup
+    for r in toy_task.make_split(50, 9, "d"):
+        t = r["judge_trajectory"]
+        spans = toy_task.decision_spans(r)
+        marked = "".join(t[a:b] for a, b in spans)
+        assert spans and "Not s" in marked and marked.endswith(r["winner"])
+        assert not any(t[a:b].strip("-* \n") and a < t.index("--- Analysis ---") + 16 and b > t.index("--- Analysis ---")
+                       for a, b in spans)
+        w = sft_warmup.decision_weights(tok, t, 5.0, spans)
+        assert len(w) == len(C.completion_ids(tok, t)) and 0 < sum(x == 5.0 for x in w) < len(w) / 3
