@@ -310,6 +310,14 @@ def report(out: Path) -> None:
             lines += ["", f"{label}Decision-only fit, held-out accuracy by step (IF test / IFBench-OOD): " + ", ".join(
                 f"{p['step']}: {100 * p['IF test']:.1f} / {100 * p['IFBench-OOD']:.1f}"
                 for p in res[f"{key}decision_fit_curve"])]
+    for seed, curve in res.get("rl_curves", {}).items():
+        blocks = [curve[i:i + 5] for i in range(0, len(curve), 5)]
+        done = (out / ".done" / f"judge_rl_s{seed}").exists()
+        lines += ["", f"Judge-phase GRPO, seed {seed} ({len(curve)} of {RL_ARGS.split('--max-steps ')[1].split()[0]} steps"
+                  f"{'' if done else ', still running or stopped there'}): the accuracy part of the training reward "
+                  "(verdicts sampled at T=1, 16 judgements a step of training pairs not seen before; chance 0.5), mean "
+                  "per 5 steps: " + ", ".join(f"{b[0]['step']}-{b[-1]['step']}: {sum(x['reward_acc'] for x in b) / len(b):.2f}"
+                                           for b in blocks)]
     (ROOT / "docs" / "judge_learning.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
