@@ -272,13 +272,15 @@ def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> d
     C.log.info("DPO on %d pairs (%d responses truncated to --cutoff-len, %d dropped)", len(pairs),
                counts["truncated"], counts["dropped_long_prompt"])
     ref_path = out / "ref_logps.pt"
+    C.barrier(dist)  # every rank sees the file as it was before this round: all load it, or all compute it
     if ref_path.exists():
         ref_c, ref_r = torch.load(ref_path).values()
     else:
         ref_c, ref_r = reference_logps(model, pairs, args.micro_batch, tok.pad_token_id, dist.device, args.dpo_reference)
-        tmp = ref_path.with_suffix(".tmp")
-        torch.save({"chosen": ref_c, "rejected": ref_r}, tmp)
-        tmp.replace(ref_path)
+        if dist.is_main:  # one writer: two ranks renaming one temporary file raced (one rename found it gone)
+            tmp = ref_path.with_suffix(".tmp")
+            torch.save({"chosen": ref_c, "rejected": ref_r}, tmp)
+            tmp.replace(ref_path)
     per_rank = max(1, args.batch_size // dist.world)
     run = C.TrainingRun(out, model, dist, lr=args.lr, n_examples=len(pairs), per_rank=min(per_rank, len(pairs)),
                         epochs=args.epochs, max_steps=args.max_steps, scheduler=args.lr_scheduler,

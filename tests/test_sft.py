@@ -115,4 +115,4 @@ def test_direct_judge_sft_leaves_the_rubric_out_of_its_prompts(tiny_model, tok, 
     assert json.loads((tmp_path / "ev" / "results.json").read_text())["benchmarks"]["pairwise"]["n"] == 2
     p = run_script("sft_warmup.py", "--role", "rubric", "--no-rubric", "--model", tiny_model, "--data", TRAIN,
                    "--out", tmp_path / "r", check=False)
-    assert p.returncode == 2 and "--no-rubric: a judge-role flag" in p.stderr
+    assert p.returncode == 1 and p.stderr.strip() == "error: --no-rubric: a judge-role flag (the direct judge)"
