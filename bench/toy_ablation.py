@@ -148,7 +148,7 @@ def pretrain_base(out: Path, data: Path, steps: int, seed: int = 0) -> Path:
         if step % 250 == 0 or step == steps - 1:
             decide = weights > 1  # the decision tokens' own loss: what the judge must learn, apart from the layout
             C.log.info("pretrain step %d/%d loss %.4f, on decision tokens %.3f (%.0fs)", step + 1, steps,
-                       float(loss.detach()), float(-logp[decide].mean()) if decide.any() else float("nan"),
+                       float(loss.detach()), float(-logp.detach()[decide].mean()) if decide.any() else float("nan"),
                        time.perf_counter() - t0)
     tmp = out / ".tmp-base"
     model.save_pretrained(tmp, safe_serialization=True)
@@ -277,8 +277,8 @@ def report(out: Path, results: dict, seeds: list[int], trivial: dict, publish: b
         C.atomic_write_text(ROOT / "docs" / "results" / "toy_ablation.json",
                             json.dumps({"config": json.loads((out / "config.json").read_text()), "seeds": seeds,
                                         **summ}, indent=2))
-        if (out / "accuracy.png").exists():
-            (ROOT / "docs" / "toy_ablation.png").write_bytes((out / "accuracy.png").read_bytes())
+        if (out / "accuracy.png").exists() and len(stages) > 1 and any(len(by) > 1 for by in results.values()):
+            (ROOT / "docs" / "toy_ablation.png").write_bytes((out / "accuracy.png").read_bytes())  # a curve, not 2 dots
     return table
 
 
