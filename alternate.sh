@@ -314,15 +314,8 @@ if rows:
     label = {"eval_base": "base model (rubric + judge by prompting)", "eval_sft": "after SFT",
              "eval_final": f"after {cycles} Rubric-ARM cycle(s)"}
     from baselines import bootstrap
-    def pair_scores(name):  # each pair's score (its orders averaged): the unit of the 95% intervals
-        by, path = {}, out / name / "predictions.jsonl"
-        if not path.exists():
-            return None
-        for x in path.read_text().splitlines():
-            r = json.loads(x)
-            by.setdefault(r["unit"], []).append(r["score"])
-        return {u: sum(v) / len(v) for u, v in by.items()}
-    scores = {n: pair_scores(n) for n, _ in rows}
+    from evaluate import pair_scores  # each pair's score (its orders averaged): the unit of the 95% intervals
+    scores = {n: pair_scores(out / n) for n, _ in rows}
     for n, r in rows:
         s = r["summary"]
         ci = "" if not scores[n] else " [%.0f, %.0f]" % tuple(100 * x for x in bootstrap(list(scores[n].values()))[1:])

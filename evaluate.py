@@ -450,6 +450,19 @@ def flip_rate(records: list[dict]) -> float | None:
     return sum(v[FIRST] == v[SECOND] for v in both) / len(both) if both else None
 
 
+def pair_scores(run_dir: Path) -> dict[str, float] | None:
+    """Each judged pair's score in a finished run (OUT/predictions.jsonl), its orders averaged (with
+    --swap a pair is judged in both): the unit of the bootstrap intervals over pairs. None if absent."""
+    path = Path(run_dir) / "predictions.jsonl"
+    if not path.exists():
+        return None
+    by: dict[str, list[float]] = defaultdict(list)
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        by[r["unit"]].append(r["score"])
+    return {u: sum(v) / len(v) for u, v in by.items()}
+
+
 def peak_memory_gb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30

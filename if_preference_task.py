@@ -571,8 +571,9 @@ def make_rubric(constraints: list[Constraint]) -> str:
 def make_judge_trajectory(constraints: list[Constraint], a: str, b: str, ok_a: list[bool], ok_b: list[bool],
                           winner: str) -> str:
     n = len(constraints)
-    gate = next((k for k in range(n) if ok_a[k] != ok_b[k]), 0)
-    lines = ["--- Compliance Check ---", f"Identified Gatekeeper Criterion: Criterion {gate + 1} [Hard Rule]",
+    # the gatekeeper comes from the rubric alone (its first hard rule), as in the paper's compliance
+    # check; naming the criterion the responses differ on would decide the pair before the analysis
+    lines = ["--- Compliance Check ---", "Identified Gatekeeper Criterion: Criterion 1 [Hard Rule]",
              "--- Analysis ---"]
     for name, text, ok in (("Response A", a, ok_a), ("Response B", b, ok_b)):
         lines.append(f"**{name}:**")
@@ -593,7 +594,7 @@ def make_judge_trajectory(constraints: list[Constraint], a: str, b: str, ok_a: l
 # Building the splits
 # ---------------------------------------------------------------------------------------------
 
-FORMAT_VERSION = 3  # of the rows (3: minimal pairs, both sides from one sampled text)
+FORMAT_VERSION = 4  # of the rows (3: minimal pairs, both sides from one sampled text; 4: gatekeeper from the rubric)
 SPLITS = {  # name -> (registry, writing tasks, id prefix)
     "train": ("ifeval", TRAIN_TASKS, "if-train"),
     "test": ("ifeval", HELD_OUT_TASKS, "if-test"),

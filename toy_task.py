@@ -104,10 +104,13 @@ class Constraint:
             return f"it has {n} words, {'within' if ok else 'over'} the limit of {self.value}."
         if self.kind == "min_words":
             return f"it has {n} words, {'reaching' if ok else 'under'} the minimum of {self.value}."
+        # the case claims quote their evidence (the first word) before the verdict, justification first:
+        # copying a word is a step a small model learns; reading a letter's case off the copy is local
+        first = text.split()[0].strip(".,;:!?") if text.split() else ""
         if self.kind == "lowercase":
-            return "all letters are lowercase." if ok else "it contains uppercase letters."
+            return f'it begins with "{first}"; ' + ("all letters are lowercase." if ok else "it has an uppercase letter.")
         if self.kind == "capital_start":
-            return f"it begins with {'a capital' if ok else 'a lowercase'} letter."
+            return f'it begins with "{first}", {"a capital" if ok else "a lowercase"} letter.'
         present = self.value in text.lower()
         return f'the letter "{self.value}" {"appears" if present else "does not appear"}.'
 
@@ -197,10 +200,12 @@ def make_rubric(topic: str, constraints: list[Constraint]) -> str:
 def make_judge_trajectory(constraints: list[Constraint], a: str, b: str, winner: str) -> str:
     """The reference trajectory in the judge's layout (common.JUDGE_TEMPLATE)."""
     ok_a, ok_b = satisfied(constraints, a), satisfied(constraints, b)
-    gate = next((k for k in range(len(constraints)) if ok_a[k] != ok_b[k]), 0)
+    # The gatekeeper is read off the rubric (its first hard rule), as in the paper's compliance check
+    # (App. E), not the criterion the two responses differ on: naming that one would make the judge
+    # decide the pair in its second line, before any analysis, and the analysis would only follow it.
     n = len(constraints) + 1
     lines = ["--- Compliance Check ---",
-             f"Identified Gatekeeper Criterion: Criterion {gate + 1} [Hard Rule]: {constraints[gate].criterion()}",
+             f"Identified Gatekeeper Criterion: Criterion 1 [Hard Rule]: {constraints[0].criterion()}",
              "--- Analysis ---"]
     for name, text, ok in (("Response A", a, ok_a), ("Response B", b, ok_b)):
         lines.append(f"**{name}:**")

@@ -44,23 +44,25 @@ import baselines  # noqa: E402
 import common as C  # noqa: E402
 import sft_warmup  # noqa: E402
 import toy_task  # noqa: E402
+from evaluate import pair_scores  # noqa: E402
 from manifests import content_digest  # noqa: E402
 
 # ---- configuration: everything the ablation depends on ----------------------------------------
 KINDS = ("include", "lowercase", "capital_start")
-SPLITS = {"pretrain": (4000, 100), "sft": (320, 200), "rl": (128, 300), "eval": (200, 400)}  # rows, seed
+SPLITS = {"pretrain": (4000, 100), "sft": (320, 200), "rl": (1024, 300), "eval": (200, 400)}  # rows, seed
 MODEL = dict(hidden=128, layers=2, heads=4, kv_heads=2, vocab=2048, init_std=0.02)
 # decision_weight: the weight of a judge trajectory's deciding tokens in the pretraining loss (1: plain)
 PRETRAIN = dict(steps=1500, batch=16, lr=2e-3, warmup=0.05, decision_weight=10.0)
 CYCLES = 2
-STAGE_ARGS = {
+RL_STEPS = 30  # GRPO steps per phase (--rl-steps); each cycle gets half of the RL split (alternate.sh)
+STAGE_ARGS = {  # alternate.sh's stage flags; --max-steps comes from --rl-steps
     "MODEL_ARGS": "--lora-r 16 --lora-alpha 32",
     "CACHE_ARGS": "--max-new-tokens 64 --batch-size 32",
-    "JUDGE_ARGS": "--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 200 --lr 5e-4 "
-                  "--max-steps 6 --save-every 3",
+    "JUDGE_ARGS": "--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 200 --lr 5e-4",
     "RUBRIC_ARGS": "--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 64 "
-                   "--judge-max-new-tokens 200 --judge-batch 16 --lr 5e-4 --max-steps 6 --save-every 3",
+                   "--judge-max-new-tokens 200 --judge-batch 16 --lr 5e-4",
 }
+NO_FORMAT = "-no-format"  # a schedule name ending so drops R_fmt from the judge's reward (paper Table 2)
 SFT_ARGS = ["--epochs", "1", "--batch-size", "16", "--micro-batch", "16", "--lora-r", "16", "--lora-alpha", "32",
             "--warmup-ratio", "0"]
 SFT_LR = 2e-4  # keeps what the base learned (1e-3, the first recorded ablation's value, cost it accuracy)
@@ -108,11 +110,39 @@ def make_data(out: Path) -> dict[str, Path]:
     return paths
 
 
-def pretrain_base(out: Path, data: Path, steps: int, seed: int = 0) -> Path:
-    """A small model trained from random weights (every parameter) on rubric and judge trajectories."""
+def analysis_accuracy(model, tok, rows: list[dict]) -> dict:
+    """Teacher-forced check of what the judge must decide, on held-out rows: the share whose deciding
+    tokens in Response A's analysis (those that change when A and B trade places, toy_task.decision_spans)
+    are all the model's most likely ones, overall and by the kind of constraint that decides the pair.
+    Every later deciding token (B's analysis, the counts, the winner) follows from these, so the mean
+    over all deciding tokens (near 1 once the layout is learnt) hides whether the judge decides."""
+    hits: dict[str, list[float]] = {}
+    model.eval()
+    for r in rows:
+        traj = r["judge_trajectory"]
+        end_a = traj.index("**Response B:**")
+        spans = [s for s in toy_task.decision_spans(r) if s[1] <= end_a]
+        ex = [(C.judge_prompt_ids(tok, r["prompt"], r["rubric"], r["response_a"], r["response_b"])[0],
+               C.completion_ids(tok, traj), sft_warmup.decision_weights(tok, traj, 2.0, spans))]
+        pids, _, cids, w = sft_warmup.collate(ex, tok.pad_token_id, "cpu")
+        ids = torch.cat([pids, cids], 1)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, pids.shape[1] - 1:-1]  # [T, V]
+        decide = w[0] > 1
+        hit = float(bool((logits.argmax(-1)[decide] == cids[0][decide]).all()))
+        for key in ("all", r["decisive"]):
+            hits.setdefault(key, []).append(hit)
+    model.train()
+    return {k: round(statistics.mean(v), 3) for k, v in sorted(hits.items())}
+
+
+def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, seed: int = 0) -> Path:
+    """A small model trained from random weights (every parameter) on rubric and judge trajectories;
+    logs the held-out accuracy of Response A's analysis (analysis_accuracy) as it goes, kept in base/held_out_analysis.json."""
     final = out / "base"
     if (final / "config.json").exists():
         return final
+    check_rows = C.read_jsonl_resumable(held_out)[:100]
     rows = C.read_jsonl_resumable(data)
     corpus = [C.RUBRIC_TEMPLATE, C.JUDGE_TEMPLATE] + [
         f"{r['prompt']}\n{r['rubric']}\n{r['response_a']}\n{r['response_b']}\n{r['judge_trajectory']}" for r in rows[:500]]
@@ -147,12 +177,15 @@ def pretrain_base(out: Path, data: Path, steps: int, seed: int = 0) -> Path:
         sched.step()
         if step % 250 == 0 or step == steps - 1:
             decide = weights > 1  # the decision tokens' own loss: what the judge must learn, apart from the layout
-            C.log.info("pretrain step %d/%d loss %.4f, on decision tokens %.3f (%.0fs)", step + 1, steps,
-                       float(loss.detach()), float(-logp.detach()[decide].mean()) if decide.any() else float("nan"),
+            check = analysis_accuracy(model, tok, check_rows)
+            C.log.info("pretrain step %d/%d loss %.4f, on decision tokens %.3f; held-out pairs whose Response A "
+                       "analysis is right %s (%.0fs)", step + 1, steps, float(loss.detach()),
+                       float(-logp.detach()[decide].mean()) if decide.any() else float("nan"), check,
                        time.perf_counter() - t0)
     tmp = out / ".tmp-base"
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
+    C.atomic_write_text(tmp / "held_out_analysis.json", json.dumps({"held_out_rows": len(check_rows), "steps": steps, **check}))
     os.replace(tmp, final)
     return final
 
@@ -165,22 +198,20 @@ def sft(base: Path, data: Path, out: Path, seed: int, lr: float) -> tuple[Path, 
     return out / "sft_rubric" / "adapter", out / "sft_judge" / "adapter"
 
 
-def evaluate(base: Path, rubric: Path | None, judge: Path, data: Path, out: Path, direct: bool = False) -> dict:
+def evaluate(base: Path, rubric: Path | None, judge: Path, data: Path, out: Path, direct: bool = False,
+             votes: int = 1) -> dict:
     if not (out / "results.json").exists():
         roles = ["--no-rubric"] if direct else ["--rubric-adapter", rubric]
-        sh([sys.executable, "evaluate.py", "--model", base, *roles, "--judge-adapter", judge,
+        sh([sys.executable, "evaluate.py", "--model", base, *roles, "--judge-adapter", judge, "--votes", votes,
             "--benchmark", "pairwise", "--data", data, "--out", out, *EVAL_ARGS], out.parent / "logs" / f"{out.name}.log")
     s = json.loads((out / "results.json").read_text())["summary"]
     # each pair judged in both orders: "accuracy" with the chosen response first, "swapped" second;
     # "pairs": each pair's score averaged over its two orders (the unit of the bootstrap intervals)
-    by_pair: dict[str, list[float]] = {}
-    for line in (out / "predictions.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        by_pair.setdefault(r["unit"], []).append(r["score"])
+    by_pair = pair_scores(out)
     return {"accuracy": s.get("accuracy_fixed1", s["accuracy"]), "accuracy_swapped": s.get("accuracy_fixed2", float("nan")),
             "both": (s["accuracy_fixed1"] + s["accuracy_fixed2"]) / 2 if "accuracy_fixed1" in s else s["accuracy"],
             "format": s["format_rate"], "flip": s.get("flip_rate", float("nan")),
-            "pairs": [sum(v) / len(v) for _, v in sorted(by_pair.items())]}
+            "pairs": [v for _, v in sorted(by_pair.items())]}
 
 
 def short(r: dict) -> dict:
@@ -196,10 +227,18 @@ def direct_judge(base: Path, data: Path, out: Path, seed: int, lr: float) -> Pat
     return out / "sft_direct" / "adapter"
 
 
-def run_schedule(base: Path, rl: Path, init: tuple[Path, Path], out: Path, order: str, seed: int) -> None:
+def run_schedule(base: Path, rl: Path, init: tuple[Path, Path], out: Path, schedule: str, seed: int,
+                 steps: int) -> None:
+    """alternate.sh from the SFT adapters; `schedule` is an order, optionally ending in NO_FORMAT.
+    (alternate.sh itself refuses to resume a folder made with other stage flags.)"""
+    order = schedule.removesuffix(NO_FORMAT)
+    limit = f" --max-steps {steps} --save-every {max(1, steps // 3)}"
+    env = {**STAGE_ARGS, "JUDGE_ARGS": STAGE_ARGS["JUDGE_ARGS"] + limit
+           + (" --no-format-reward" if schedule.endswith(NO_FORMAT) else ""),
+           "RUBRIC_ARGS": STAGE_ARGS["RUBRIC_ARGS"] + limit, "RUBRIC_ARM_PYTHON": sys.executable}
     sh(["bash", "alternate.sh", "--model", base, "--data", rl, "--rubric-init", init[0], "--judge-init", init[1],
         "--cycles", CYCLES, "--order", order, "--seed", seed, "--out", out], out.parent / "logs" / f"{out.name}.log",
-       env={**STAGE_ARGS, "RUBRIC_ARM_PYTHON": sys.executable})
+       env=env)
 
 
 SFT_ROW, DIRECT_ROW = "SFT only (Rubric-RM)", "direct judge, SFT on the same data"
@@ -250,14 +289,15 @@ def summarize(results: dict, stages: list[str], trivial: dict) -> dict:
     return {"rows": rows, "gains": gains, "rubric_minus_direct_after_sft": vs_direct, "trivial": trivial}
 
 
-def report(out: Path, results: dict, seeds: list[int], trivial: dict, publish: bool = False) -> str:
+def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict, publish: bool = False) -> str:
     stages = ["after SFT"] + [f"after cycle {k}" for k in range(1, CYCLES + 1)]
     summ = summarize(results, stages, trivial)
     n_eval = SPLITS["eval"][0]
     lines = [f"Held-out judge accuracy (both A/B orders of {n_eval} pairs), format rate (mean R_fmt) and A/B flip rate: "
              f"%, mean ± std over seeds {', '.join(map(str, seeds))}, and the pooled accuracy (each pair's score "
              "averaged over the seeds) with its 95% bootstrap interval over pairs. Rubrics come from the generator "
-             "being evaluated; the direct judge has none.", "",
+             f"being evaluated; the direct judge has none. Loops: alternate.sh, {CYCLES} cycles of {loop['rl_steps']} "
+             "GRPO steps per phase, from the SFT adapters of the same seed.", "",
              "| judge | stage | seeds | accuracy | pooled [95% CI] | format rate | flip rate |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['judge']} | {r['stage']} | {r['seeds']} | {pct(r['accuracy'])} | {pct(r['pooled'])} | "
               f"{pct(r['format'])} | {pct(r['flip'])} |" for r in summ["rows"]]
@@ -276,7 +316,7 @@ def report(out: Path, results: dict, seeds: list[int], trivial: dict, publish: b
     if publish:  # the small files the docs cite
         C.atomic_write_text(ROOT / "docs" / "results" / "toy_ablation.json",
                             json.dumps({"config": json.loads((out / "config.json").read_text()), "seeds": seeds,
-                                        **summ}, indent=2))
+                                        "loop": loop, **summ}, indent=2))
         if (out / "accuracy.png").exists() and len(stages) > 1 and any(len(by) > 1 for by in results.values()):
             (ROOT / "docs" / "toy_ablation.png").write_bytes((out / "accuracy.png").read_bytes())  # a curve, not 2 dots
     return table
@@ -318,8 +358,12 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/toy_ablation")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--schedules", nargs="+", default=["judge-first", "rubric-first", "simultaneous"],
-                    help="alternate.sh orders, or 'none' for base + SFT only")
+    ap.add_argument("--schedules", nargs="+", default=["judge-first", "rubric-first", "judge-first" + NO_FORMAT],
+                    help="alternate.sh orders (judge-first, rubric-first, simultaneous), each optionally ending in "
+                         f"'{NO_FORMAT}' (the judge's reward without R_fmt), or 'none' for base + SFT only")
+    ap.add_argument("--rl-steps", type=int, default=RL_STEPS, help="GRPO steps of each judge and rubric phase")
+    ap.add_argument("--votes", type=int, default=5,
+                    help="also read each schedule's last judge by voting@k (paper Table 1); 1: not")
     ap.add_argument("--pretrain-steps", type=int, default=PRETRAIN["steps"])
     ap.add_argument("--sft-lr", type=float, default=SFT_LR, help="LoRA SFT learning rate of both roles")
     ap.add_argument("--publish", action="store_true",
@@ -329,13 +373,14 @@ def main(argv=None) -> dict:
     check_config(out, {**config(), "pretrain_steps": a.pretrain_steps, "sft_lr": a.sft_lr})
     t0 = time.perf_counter()
     paths = make_data(out)
-    base = pretrain_base(out, paths["pretrain"], a.pretrain_steps)
+    base = pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps)
     C.log.info("base ready (%.0fs)", time.perf_counter() - t0)
     schedules = [] if a.schedules == ["none"] else a.schedules
     results: dict = {SFT_ROW: {}, DIRECT_ROW: {}, **{s: {} for s in schedules}}
-    for seed in a.seeds:
+    inits = {}
+    for seed in a.seeds:  # every seed's SFT first, then each schedule over the seeds: the first rows fill first
         sdir = out / f"seed{seed}"
-        init = sft(base, paths["sft"], sdir, seed, a.sft_lr)
+        inits[seed] = init = sft(base, paths["sft"], sdir, seed, a.sft_lr)
         r_sft = evaluate(base, init[0], init[1], paths["eval"], sdir / "eval_sft")
         results[SFT_ROW].setdefault("after SFT", []).append(r_sft)
         C.log.info("seed %d after SFT: %s (%.0fs)", seed, short(r_sft), time.perf_counter() - t0)
@@ -343,15 +388,26 @@ def main(argv=None) -> dict:
                             sdir / "eval_direct", direct=True)
         results[DIRECT_ROW].setdefault("after SFT", []).append(r_direct)
         C.log.info("seed %d direct judge: %s (%.0fs)", seed, short(r_direct), time.perf_counter() - t0)
-        for schedule in schedules:
-            run = sdir / schedule
-            run_schedule(base, paths["rl"], init, run, schedule, seed)
+    for schedule in schedules:
+        name = f"{schedule}-{a.rl_steps}steps"  # the folder of this loop and of its evaluations
+        for seed in a.seeds:
+            sdir = out / f"seed{seed}"
+            run = sdir / name
+            run_schedule(base, paths["rl"], inits[seed], run, schedule, seed, a.rl_steps)
             for k in range(1, CYCLES + 1):
-                r = evaluate(base, run / f"c{k}_rubric" / "adapter", run / f"c{k}_judge" / "adapter", paths["eval"],
-                             sdir / f"eval_{schedule}_c{k}")
+                adapters = run / f"c{k}_rubric" / "adapter", run / f"c{k}_judge" / "adapter"
+                r = evaluate(base, *adapters, paths["eval"], sdir / f"eval_{name}_c{k}")
                 results[schedule].setdefault(f"after cycle {k}", []).append(r)
                 C.log.info("seed %d %s after cycle %d: %s (%.0fs)", seed, schedule, k, short(r), time.perf_counter() - t0)
-    table = report(out, results, a.seeds, trivial_judges(paths), a.publish)
+                if k == CYCLES and a.votes > 1:
+                    r = evaluate(base, *adapters, paths["eval"], sdir / f"eval_{name}_c{k}_vote{a.votes}", votes=a.votes)
+                    results.setdefault(f"{schedule}, voting@{a.votes}", {}).setdefault(f"after cycle {k}", []).append(r)
+                    C.log.info("seed %d %s voting@%d: %s (%.0fs)", seed, schedule, a.votes, short(r),
+                               time.perf_counter() - t0)
+    check = base / "held_out_analysis.json"
+    loop = {"rl_steps": a.rl_steps, "votes": a.votes, "schedules": schedules,
+            "base_held_out_analysis": json.loads(check.read_text()) if check.exists() else None}
+    table = report(out, results, a.seeds, trivial_judges(paths), loop, a.publish)
     print(table)
     print(f"toy ablation done in {time.perf_counter() - t0:.0f}s; {out / 'table.md'}, {out / 'accuracy.png'}")
     return results

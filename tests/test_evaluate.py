@@ -183,6 +183,11 @@ def test_evaluate_end_to_end_with_rubric_reuse_swap_and_votes(tiny_model, tmp_pa
     assert set(res["by_order"]) == {"fixed1", "fixed2", "mixed"} and "Pairwise" not in res["paper_columns"]
     assert "pairwise" in res["paper_columns"] and "average_variation" in res["position_bias"]
     assert "| ours |" in (out / "table.md").read_text() and "Position bias" in p.stdout
+    # the unit of the intervals: each pair's two orders averaged
+    by_pair = E.pair_scores(out)
+    assert len(by_pair) == 6 and E.pair_scores(tmp_path) is None
+    for unit, score in by_pair.items():
+        assert score == sum(r["score"] for r in preds if r["unit"] == unit) / 2
     # a rerun reuses the cached rubrics: none generated
     run_script(*args)
     assert json.loads((out / "results.json").read_text())["efficiency"]["rubrics_generated"] == 0

@@ -30,6 +30,8 @@ def test_every_label_is_the_official_checkers_and_only_the_deciding_constraint_d
         failed = [c.iid for c, ok in zip(cs, loser) if not ok]
         assert failed == [r["decisive"]], r["id"]  # exactly one constraint tells the two apart
         assert T.check_row(r, regs)
+        # the gatekeeper is read off the rubric, not off the responses: no verdict before the analysis
+        assert "Identified Gatekeeper Criterion: Criterion 1 [Hard Rule]\n" in r["judge_trajectory"], r["id"]
 
 
 def test_the_splits_keep_their_tasks_and_types_apart():

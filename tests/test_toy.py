@@ -72,13 +72,12 @@ def test_generated_labels_agree_with_the_checkers(kinds):
 
 
 @pytest.mark.expensive
-@pytest.mark.xfail(strict=True, reason="measured: on minimal pairs the tiny judge after SFT is at 55% (seed 0), "
-                   "under this bar (docs/results.md, the toy task); strict, so a recipe that clears it is reported")
 def test_short_run_judge_accuracy_after_sft_is_above_chance(tmp_path):
     """From random weights to a judge that checks constraints: one seed, base + SFT, held-out pairs in
     both orders with generated rubrics (about 17 minutes on 2 cores: left out of the default run and CI,
-    `bash tests/run.sh -m expensive` runs it). On the leaky toy task it passed (63%, by a surface cue);
-    on minimal pairs it measured 49% with plain pretraining and 55% with the decision tokens weighted."""
+    `bash tests/run.sh -m expensive` runs it). Measured on minimal pairs: 49% with plain pretraining,
+    55% with the deciding tokens weighted, 66% once the trajectories named the gatekeeper from the rubric
+    and quoted the first word before the case verdict (task format of this commit)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import toy_ablation
     toy_ablation.main(["--out", str(tmp_path / "toy"), "--seeds", "0", "--schedules", "none", "--sft-lr", "2e-4"])
@@ -86,8 +85,24 @@ def test_short_run_judge_accuracy_after_sft_is_above_chance(tmp_path):
     both = (res["accuracy"] + res["accuracy_swapped"]) / 2
     print(f"toy judge after SFT: accuracy {res['accuracy']:.3f} / swapped {res['accuracy_swapped']:.3f}, "
           f"format {res['format']:.3f}, flips {res['flip']:.3f}")
-    assert both >= 0.58  # 400 judgements of 200 held-out pairs; chance 0.5
+    assert both >= 0.60  # 400 judgements of 200 held-out pairs; chance 0.5
     assert res["format"] > 0.9
+    # the base reads the letter case (its held-out analysis of Response A, teacher-forced)
+    check = json.loads((tmp_path / "toy" / "base" / "held_out_analysis.json").read_text())
+    assert check["capital_start"] >= 0.9 and check["lowercase"] >= 0.9
+
+
+def test_trajectory_decides_after_its_analysis():
+    """The gatekeeper comes from the rubric alone (the same whichever response is A), and the case
+    verdicts quote their evidence first: nothing before the analysis depends on the responses."""
+    for r in toy_task.make_split(60, 5, "g"):
+        t = r["judge_trajectory"]
+        assert "Identified Gatekeeper Criterion: Criterion 1 [Hard Rule]" in t
+        assert all(a > t.index("--- Analysis ---") for a, _ in toy_task.decision_spans(r))
+        for side in ("a", "b"):
+            first = r[f"response_{side}"].split()[0].strip(".")
+            if any(k in ("lowercase", "capital_start") for k, _ in r["constraints"]):
+                assert f'it begins with "{first}"' in t
 
 
 def test_decision_spans_are_what_changes_when_the_responses_trade_places(tok):
