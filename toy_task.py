@@ -15,12 +15,15 @@ judge format (paper Section 4 and Appendix E), so the same rows serve SFT warm-u
 
     python toy_task.py --out-dir data --n-train 240 --n-eval 200 --seed 0   # the bundled data/demo_*.jsonl
     python toy_task.py make-tiny-model tiny-model     # the random tiny model of the tests
+    python toy_task.py demo-splits --out-dir runs/toy_demo/data   # the default demo's splits
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
+import json
 import os
 import random
 import sys
@@ -317,7 +320,47 @@ def make_tiny_model(out_dir: str | os.PathLike, hidden: int = 64, layers: int = 
     return out
 
 
+def task_fingerprint(kinds: tuple = KINDS) -> str:
+    """What a model trained on this task depends on: a digest of rows the generator makes (prompts,
+    responses, labels, rubrics, trajectories). Edits elsewhere in this file leave it unchanged."""
+    rows = make_split(64, 12345, "fingerprint", kinds)
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# The pretrained toy base shipped for the default demo (bench/toy_ablation.py's base, 2 MB) and the
+# splits the demo runs on: the same generator seeds as that driver's SFT, RL and held-out splits.
+TOY_BASE = Path(__file__).resolve().parent / "data" / "toy_base"
+DEMO_SPLITS = {"sft": (320, 200), "rl": (256, 300), "eval": (200, 400)}  # rows, seed
+
+
+def demo_splits(out_dir: Path, base: Path = TOY_BASE) -> dict[str, Path]:
+    """Write the toy demo's splits, after checking that `base` was pretrained on this very generator
+    (its made_by.json records the digest of toy_task.py): a base from another version is refused."""
+    made = base / "made_by.json"
+    if not made.exists():
+        raise SystemExit(f"error: {made}: missing; the toy base comes from bench/toy_ablation.py --export-base")
+    rec = json.loads(made.read_text())
+    now = task_fingerprint(tuple(rec.get("kinds", KINDS)))
+    if rec.get("task_fingerprint") != now:
+        raise SystemExit(f"error: {made}: field 'task_fingerprint' is {rec.get('task_fingerprint')}, but this "
+                         f"toy_task.py makes {now}: the base was pretrained on another version of the task; "
+                         "rebuild it with bench/toy_ablation.py --export-base")
+    paths = {}
+    for name, (n, seed) in DEMO_SPLITS.items():
+        paths[name] = out_dir / f"{name}.jsonl"
+        C.write_jsonl_atomic(paths[name], make_split(n, seed, name, tuple(rec["kinds"])))
+    return paths
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "demo-splits":
+        ap = argparse.ArgumentParser(prog="toy_task.py demo-splits", description="the default demo's toy splits")
+        ap.add_argument("--out-dir", required=True)
+        ap.add_argument("--base", default=str(TOY_BASE), help="the pretrained toy base whose task version to check")
+        a = ap.parse_args(sys.argv[2:])
+        paths = demo_splits(Path(a.out_dir), Path(a.base))
+        print(" ".join(f"{k}={v}" for k, v in paths.items()))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "make-tiny-model":
         ap = argparse.ArgumentParser(prog="toy_task.py make-tiny-model", description="build the offline tiny model")
         ap.add_argument("out_dir", nargs="?", default="tiny-model")

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def config() -> dict:
     """Everything a run folder's results depend on: a rerun into it with other values is refused."""
     return {"kinds": KINDS, "splits": SPLITS, "model": MODEL, "pretrain": PRETRAIN, "cycles": CYCLES,
             "stage_args": STAGE_ARGS, "sft_args": SFT_ARGS, "eval_args": EVAL_ARGS,
-            "toy_task.py": content_digest(ROOT / "toy_task.py")}
+            "task_fingerprint": toy_task.task_fingerprint(KINDS)}
 
 
 def check_config(out: Path, cfg: dict) -> None:
@@ -190,6 +191,26 @@ def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, seed: int =
     return final
 
 
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path)
+
+
+def export_base(base: Path, dest: Path, out: Path) -> None:
+    """Copy the pretrained base to `dest` (the default demo's data/toy_base) with made_by.json: the
+    task version it was trained on (toy_task.demo_splits refuses another), its settings, its check."""
+    tmp = dest.parent / f".tmp-{dest.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp)
+    cfg = json.loads((out / "config.json").read_text())
+    C.atomic_write_text(tmp / "made_by.json", json.dumps({
+        "made_by": f"python bench/toy_ablation.py --out {rel(out)} --export-base {rel(dest)}",
+        "kinds": list(KINDS), "task_fingerprint": cfg["task_fingerprint"], "config": cfg,
+        "weights": content_digest(base / "model.safetensors")}, indent=2))
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    C.log.info("exported the base to %s", dest)
+
+
 def sft(base: Path, data: Path, out: Path, seed: int, lr: float) -> tuple[Path, Path]:
     for role in ("rubric", "judge"):
         if not (out / f"sft_{role}" / "adapter").exists():
@@ -208,14 +229,19 @@ def evaluate(base: Path, rubric: Path | None, judge: Path, data: Path, out: Path
     # each pair judged in both orders: "accuracy" with the chosen response first, "swapped" second;
     # "pairs": each pair's score averaged over its two orders (the unit of the bootstrap intervals)
     by_pair = pair_scores(out)
+    kind = {r["id"]: r["decisive"] for r in C.read_jsonl_resumable(data)}
+    by_kind: dict[str, list[float]] = {}
+    for unit, score in by_pair.items():
+        by_kind.setdefault(kind[unit], []).append(score)
     return {"accuracy": s.get("accuracy_fixed1", s["accuracy"]), "accuracy_swapped": s.get("accuracy_fixed2", float("nan")),
             "both": (s["accuracy_fixed1"] + s["accuracy_fixed2"]) / 2 if "accuracy_fixed1" in s else s["accuracy"],
-            "format": s["format_rate"], "flip": s.get("flip_rate", float("nan")),
-            "pairs": [v for _, v in sorted(by_pair.items())]}
+            "mixed": s["accuracy"], "format": s["format_rate"], "flip": s.get("flip_rate", float("nan")),
+            "pairs": [v for _, v in sorted(by_pair.items())],
+            "by_kind": {k: statistics.mean(v) for k, v in sorted(by_kind.items())}}
 
 
 def short(r: dict) -> dict:
-    return {k: round(v, 3) for k, v in r.items() if k != "pairs"}
+    return {k: round(v, 3) for k, v in r.items() if k not in ("pairs", "by_kind")}
 
 
 def direct_judge(base: Path, data: Path, out: Path, seed: int, lr: float) -> Path:
@@ -276,9 +302,14 @@ def summarize(results: dict, stages: list[str], trivial: dict) -> dict:
             rs = by_stage.get(stage, [])
             if not rs:
                 continue
+            kinds = sorted(rs[0].get("by_kind", {}))
             rows.append({"judge": name, "stage": stage, "seeds": len(rs), "accuracy": spread([r["both"] for r in rs]),
+                         "by_kind": {k: statistics.mean(r["by_kind"][k] for r in rs) for k in kinds},
                          "pooled": interval(pooled(rs)), "format": spread([r["format"] for r in rs]),
-                         "flip": spread([r["flip"] for r in rs])})
+                         "flip": spread([r["flip"] for r in rs]),
+                         "position": {k: statistics.mean(r[f] for r in rs) for k, f in
+                                      (("chosen first", "accuracy"), ("chosen second", "accuracy_swapped"),
+                                       ("mixed", "mixed")) if all(f in r for r in rs)}})
             if name != SFT_ROW and name != DIRECT_ROW and len(sft) >= len(rs):
                 d = [x - y for x, y in zip(pooled(rs), pooled(sft[:len(rs)]))]
                 gains.append({"judge": name, "stage": stage, "gain_over_sft": interval(d)})
@@ -302,6 +333,18 @@ def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict
     lines += [f"| {r['judge']} | {r['stage']} | {r['seeds']} | {pct(r['accuracy'])} | {pct(r['pooled'])} | "
               f"{pct(r['format'])} | {pct(r['flip'])} |" for r in summ["rows"]]
     lines += [f"| baseline: {name} | - | - | - | {pct(v)} | - | - |" for name, v in trivial.items()]
+    kinds = sorted({k for r in summ["rows"] for k in r["by_kind"]})
+    if kinds:  # where the accuracy comes from: the constraint that tells the pair apart
+        lines += ["", "Accuracy by the constraint that decides the pair (%, both orders, mean over seeds):", "",
+                  "| judge | stage | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
+        lines += [f"| {r['judge']} | {r['stage']} | " + " | ".join(f"{100 * r['by_kind'].get(k, float('nan')):.1f}"
+                                                              for k in kinds) + " |" for r in summ["rows"]]
+    if all(len(r["position"]) == 3 for r in summ["rows"]):  # the paper's Table 13: position bias
+        lines += ["", "Position bias (paper Table 13: accuracy %, mean over seeds, with the chosen response shown "
+                  "first, second, in a mixed order; variation = max - min):", "",
+                  "| judge | stage | chosen first | chosen second | mixed order | variation |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['judge']} | {r['stage']} | " + " | ".join(f"{100 * v:.1f}" for v in r["position"].values())
+                  + f" | {100 * (max(r['position'].values()) - min(r['position'].values())):.1f} |" for r in summ["rows"]]
     if summ["gains"]:
         lines += ["", "Gain over the SFT judge of the same seeds (points, paired by pair, 95% bootstrap interval):", "",
                   "| judge | stage | gain over SFT |", "|---|---|---|"]
@@ -366,6 +409,8 @@ def main(argv=None) -> dict:
                     help="also read each schedule's last judge by voting@k (paper Table 1); 1: not")
     ap.add_argument("--pretrain-steps", type=int, default=PRETRAIN["steps"])
     ap.add_argument("--sft-lr", type=float, default=SFT_LR, help="LoRA SFT learning rate of both roles")
+    ap.add_argument("--export-base", default=None, metavar="DIR",
+                    help="also copy the pretrained base to DIR with made_by.json (data/toy_base: the default demo's)")
     ap.add_argument("--publish", action="store_true",
                     help="also write docs/results/toy_ablation.json and docs/toy_ablation.png (the docs cite them)")
     a = ap.parse_args(argv)
@@ -375,6 +420,8 @@ def main(argv=None) -> dict:
     paths = make_data(out)
     base = pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps)
     C.log.info("base ready (%.0fs)", time.perf_counter() - t0)
+    if a.export_base:
+        export_base(base, Path(a.export_base).resolve(), out)
     schedules = [] if a.schedules == ["none"] else a.schedules
     results: dict = {SFT_ROW: {}, DIRECT_ROW: {}, **{s: {} for s in schedules}}
     inits = {}

@@ -117,3 +117,16 @@ def test_decision_spans_are_what_changes_when_the_responses_trade_places(tok):
                        for a, b in spans)
         w = sft_warmup.decision_weights(tok, t, 5.0, spans)
         assert len(w) == len(C.completion_ids(tok, t)) and 0 < sum(x == 5.0 for x in w) < len(w) / 3
+
+
+def test_the_bundled_toy_base_was_pretrained_on_this_task(tmp_path):
+    """The default demo's base (data/toy_base) records the task version it learnt; demo-splits writes
+    the demo's splits only for that version and refuses a base made for another one."""
+    paths = toy_task.demo_splits(tmp_path / "splits")
+    assert {k: len(C.read_jsonl_resumable(p)) for k, p in paths.items()} == {k: n for k, (n, _) in toy_task.DEMO_SPLITS.items()}
+    stale = tmp_path / "stale_base"
+    stale.mkdir()
+    rec = json.loads((toy_task.TOY_BASE / "made_by.json").read_text())
+    (stale / "made_by.json").write_text(json.dumps({**rec, "task_fingerprint": "0" * 16}))
+    with pytest.raises(SystemExit, match="made_by.json: field 'task_fingerprint'.*another version of the task"):
+        toy_task.demo_splits(tmp_path / "other", stale)
