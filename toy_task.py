@@ -330,7 +330,7 @@ def task_fingerprint(kinds: tuple = KINDS) -> str:
 # The pretrained toy base shipped for the default demo (bench/toy_ablation.py's base, 2 MB) and the
 # splits the demo runs on: the same generator seeds as that driver's SFT, RL and held-out splits.
 TOY_BASE = Path(__file__).resolve().parent / "data" / "toy_base"
-DEMO_SPLITS = {"sft": (320, 200), "rl": (256, 300), "eval": (200, 400)}  # rows, seed
+DEMO_SPLITS = {"sft": (320, 200), "rl": (1024, 300), "eval": (200, 400)}  # rows, seed
 
 
 def demo_splits(out_dir: Path, base: Path = TOY_BASE) -> dict[str, Path]:

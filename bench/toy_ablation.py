@@ -192,7 +192,8 @@ def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, seed: int =
 
 
 def rel(path: Path) -> str:
-    return str(path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path)
+    path = path.resolve()
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def export_base(base: Path, dest: Path, out: Path) -> None:
@@ -310,6 +311,8 @@ def summarize(results: dict, stages: list[str], trivial: dict) -> dict:
                          "position": {k: statistics.mean(r[f] for r in rs) for k, f in
                                       (("chosen first", "accuracy"), ("chosen second", "accuracy_swapped"),
                                        ("mixed", "mixed")) if all(f in r for r in rs)}})
+            pos = rows[-1]["position"]
+            rows[-1]["position_variation"] = max(pos.values()) - min(pos.values()) if pos else None
             if name != SFT_ROW and name != DIRECT_ROW and len(sft) >= len(rs):
                 d = [x - y for x, y in zip(pooled(rs), pooled(sft[:len(rs)]))]
                 gains.append({"judge": name, "stage": stage, "gain_over_sft": interval(d)})
@@ -317,7 +320,13 @@ def summarize(results: dict, stages: list[str], trivial: dict) -> dict:
     vs_direct = None
     if direct and len(sft) >= len(direct):
         vs_direct = interval([x - y for x, y in zip(pooled(sft[:len(direct)]), pooled(direct))])
-    return {"rows": rows, "gains": gains, "rubric_minus_direct_after_sft": vs_direct, "trivial": trivial}
+    # Table 2: the schedules against each other after the last cycle, paired by pair
+    last = stages[-1]
+    loops = [n for n, by in results.items() if n not in (SFT_ROW, DIRECT_ROW) and "voting" not in n and by.get(last)]
+    schedules = {f"{x} minus {y}, {last}": interval([p - q for p, q in zip(pooled(results[x][last]), pooled(results[y][last]))])
+                 for i, x in enumerate(loops) for y in loops[i + 1:] if len(results[x][last]) == len(results[y][last])}
+    return {"rows": rows, "gains": gains, "rubric_minus_direct_after_sft": vs_direct, "schedules": schedules,
+            "trivial": trivial}
 
 
 def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict, publish: bool = False) -> str:
@@ -344,11 +353,13 @@ def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict
                   "first, second, in a mixed order; variation = max - min):", "",
                   "| judge | stage | chosen first | chosen second | mixed order | variation |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['judge']} | {r['stage']} | " + " | ".join(f"{100 * v:.1f}" for v in r["position"].values())
-                  + f" | {100 * (max(r['position'].values()) - min(r['position'].values())):.1f} |" for r in summ["rows"]]
+                  + f" | {100 * r['position_variation']:.1f} |" for r in summ["rows"]]
     if summ["gains"]:
         lines += ["", "Gain over the SFT judge of the same seeds (points, paired by pair, 95% bootstrap interval):", "",
                   "| judge | stage | gain over SFT |", "|---|---|---|"]
         lines += [f"| {g['judge']} | {g['stage']} | {pct(g['gain_over_sft'])} |" for g in summ["gains"]]
+    for name, d in summ["schedules"].items():
+        lines += ["", f"Schedules compared (points, paired, 95% bootstrap interval): {name}: {pct(d)}"]
     if summ["rubric_minus_direct_after_sft"]:
         lines += ["", f"Rubric judge minus direct judge after SFT (points, paired): {pct(summ['rubric_minus_direct_after_sft'])}"]
     table = "\n".join(lines) + "\n"
