@@ -45,10 +45,15 @@ def test_labelling_keeps_only_order_consistent_pairs(tiny_model, yes_rm, yes_tem
     assert rm.stats["rubrics"] == 1 and rm.stats["judge_calls"] == 12  # one rubric; each pair in both orders
     yes_vs_no = [k for k in kept if k["chosen"].startswith("yes") != k["rejected"].startswith("yes")]
     assert len(yes_vs_no) == 4 and all(k["chosen"].startswith("yes") for k in yes_vs_no)
-    # the same judge with the verdict fixed by position: nothing survives the swap
-    always_a = C.RubricARM.load((str(tiny_model), str(yes_rm["rubric"])), (str(tiny_model), str(always_a_judge)),
-                                max_rubric_tokens=16, max_judge_tokens=8, judge_temperature=0.0)
-    kept, report = policy_dpo.label_pairs(always_a, samples)
+    # a judge whose verdict is fixed by position: nothing survives the swap. It was trained under the
+    # project's own judge prompt, so it is read under that one, not the yes judge's short prompt.
+    yes_judge_prompt, C.TEMPLATES["judge"] = C.TEMPLATES["judge"], C.JUDGE_TEMPLATE
+    try:
+        always_a = C.RubricARM.load((str(tiny_model), str(yes_rm["rubric"])), (str(tiny_model), str(always_a_judge)),
+                                    max_rubric_tokens=16, max_judge_tokens=8, judge_temperature=0.0)
+        kept, report = policy_dpo.label_pairs(always_a, samples)
+    finally:
+        C.TEMPLATES["judge"] = yes_judge_prompt
     assert kept == [] and report["dropped_inconsistent"] == 6
 
 
