@@ -335,7 +335,7 @@ DEMO_SPLITS = {"sft": (320, 200), "rl": (1024, 300), "eval": (200, 400)}  # rows
 
 def demo_splits(out_dir: Path, base: Path = TOY_BASE) -> dict[str, Path]:
     """Write the toy demo's splits, after checking that `base` was pretrained on this very generator
-    (its made_by.json records the digest of toy_task.py): a base from another version is refused."""
+    (its made_by.json records task_fingerprint()): a base from another version is refused."""
     made = base / "made_by.json"
     if not made.exists():
         raise SystemExit(f"error: {made}: missing; the toy base comes from bench/toy_ablation.py --export-base")

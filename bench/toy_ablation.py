@@ -50,7 +50,7 @@ from manifests import content_digest  # noqa: E402
 
 # ---- configuration: everything the ablation depends on ----------------------------------------
 KINDS = ("include", "lowercase", "capital_start")
-SPLITS = {"pretrain": (4000, 100), "sft": (320, 200), "rl": (1024, 300), "eval": (200, 400)}  # rows, seed
+SPLITS = {"pretrain": (4000, 100), **toy_task.DEMO_SPLITS}  # rows, seed; the default demo runs on the same splits
 MODEL = dict(hidden=128, layers=2, heads=4, kv_heads=2, vocab=2048, init_std=0.02)
 # decision_weight: the weight of a judge trajectory's deciding tokens in the pretraining loss (1: plain)
 PRETRAIN = dict(steps=1500, batch=16, lr=2e-3, warmup=0.05, decision_weight=10.0)
