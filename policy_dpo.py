@@ -6,6 +6,8 @@ Each round has three steps, each leaving a marker in OUT/roundK/ so that a rerun
 first unfinished step of the first unfinished round:
   1. sample   the current policy samples --n-samples responses per prompt (round 1 may read given
               candidates instead: --candidates FILE with {prompt, responses: [...]})
+              (round 1 may read labelled pairs and skip steps 1 and 2: --preferences FILE with
+              {prompt, chosen, rejected}, e.g. labelled by a checker)
   2. label    Rubric-ARM writes one rubric per prompt and judges every pair of distinct responses in
               both A/B orders; a pair is kept only if both orders prefer the same response
   3. train    DPO (sigmoid loss) on the kept pairs; the reference is the policy the round starts from
@@ -44,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--adapter", default=None, help="policy adapter to start from (default: a new LoRA)")
     C.add_prompt_args(ap)
     ap.add_argument("--candidates", default=None, help="round 1 reads these {prompt, responses} instead of sampling")
+    ap.add_argument("--preferences", default=None,
+                    help="round 1 trains on these labelled pairs, {prompt, chosen, rejected} per line, instead of "
+                         "sampling and labelling (e.g. pairs labelled by a checker: the ceiling of Table 3)")
     g = ap.add_argument_group("labelling with Rubric-ARM")
     g.add_argument("--rm-model", default=None, help="Rubric-ARM base model of both roles (default: --model)")
     g.add_argument("--n-samples", type=int, default=2, help="responses sampled per prompt (paper Eq. 13: 2)")
@@ -199,6 +204,30 @@ def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
     return report
 
 
+def given_preferences(path: str) -> list[dict]:
+    """--preferences: pairs labelled elsewhere, {prompt, chosen, rejected} per record (prompt: a text
+    or chat messages); a bad record stops the stage naming its file, line and field."""
+    kept = []
+    for where, rec, err in C.load_records(path):
+        if err:
+            raise C.DataError(f"{where}: {err}")
+        if not isinstance(rec, dict):
+            raise C.DataError(f"{where}: expected an object with prompt, chosen and rejected")
+        prompt = rec.get("prompt")
+        if isinstance(prompt, list):
+            C.messages_text(prompt, where)  # validates the chat
+        elif not (isinstance(prompt, str) and prompt.strip()):
+            raise C.DataError(f"{where}: field 'prompt' is missing or empty")
+        for field in ("chosen", "rejected"):
+            if not (isinstance(rec.get(field), str) and rec[field].strip()):
+                raise C.DataError(f"{where}: field '{field}' is missing or empty (a response text)")
+        kept.append({"id": rec.get("id", f"pair-{len(kept)}"), "prompt": prompt, "chosen": rec["chosen"],
+                     "rejected": rec["rejected"]})
+    if not kept:
+        raise C.DataError(f"{path}: no preference pairs")
+    return kept
+
+
 # ---- step 3: DPO ---------------------------------------------------------------------------------
 
 def tokenize_pairs(tok, prefs: list[dict], cutoff: int) -> tuple[list[tuple], dict]:
@@ -312,6 +341,15 @@ def done(rdir: Path, step: str) -> bool:
 def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir: Path) -> str:
     """One IterDPO round; each finished step leaves rdir/.done_<step>. Returns the new adapter."""
     rdir.mkdir(exist_ok=True)
+    if k == 1 and args.preferences and not done(rdir, "label"):  # labelled already: no sampling, no judging
+        prefs = given_preferences(args.preferences)
+        if dist.is_main:
+            C.write_jsonl_atomic(rdir / "prefs.jsonl", prefs)
+            C.atomic_write_text(rdir / "label_report.json", json.dumps(
+                {"pairs": len(prefs), "kept": len(prefs), "given": str(args.preferences)}, indent=2))
+            (rdir / ".done_sample").touch()
+            (rdir / ".done_label").touch()
+        C.barrier(dist)
     if not done(rdir, "sample"):
         if k == 1 and args.candidates:
             C.write_jsonl_atomic(rdir / "samples.jsonl", C.read_jsonl_resumable(args.candidates))
@@ -345,7 +383,8 @@ def main(argv=None) -> None:
                   (args.sft_weight >= 0, f"--sft-weight {args.sft_weight}: must not be negative"),
                   (args.judge_temperature >= 0, f"--judge-temperature {args.judge_temperature}: must not be negative"),
                   (args.max_new_tokens >= 1, f"--max-new-tokens {args.max_new_tokens}: must be at least 1"),
-                  (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"))
+                  (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"),
+                  (not (args.candidates and args.preferences), "--candidates and --preferences: round 1 reads one"))
     C.fit_micro_batch(args)
     C.use_templates(args)
     dist = C.init_distributed(args.device)

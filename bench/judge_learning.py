@@ -44,6 +44,7 @@ EVAL = {"IF test": "data/if_test.jsonl", "IFBench-OOD": "data/if_ood.jsonl"}
 REACH_ARGS = "--n-train 800 --n-eval 200 --steps 150 --eval-every 25 --batch 8"
 SFT_ARGS = "--dtype bf16 --epochs 1 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1024 --save-every 10"
 EVAL_ARGS = "--dtype bf16 --greedy --max-judge-tokens 320 --batch-size 40 --max-prompt-length 1024 --limit 120"
+REPORT = {"name": "judge_learning"}  # docs/NAME.md and docs/results/NAME.json (--report)
 REACH_OUT = ROOT / "docs" / "results" / "judge_reach.json"  # small: committed beside the report
 # The same two readings with every layer trained and a compact prompt (no judge instructions): what the
 # model reaches when the recipe is not the limit (bench/compact_judge_template.txt)
@@ -230,7 +231,7 @@ def carry_earlier_rows(res: dict) -> None:
     """SFT rows this run folder lacks (a step left out with --skip, or run in an earlier session whose
     folder is gone) come from the committed report, only if it was made with the same configuration;
     each carried row is marked."""
-    path = ROOT / "docs" / "results" / "judge_learning.json"
+    path = ROOT / "docs" / "results" / f"{REPORT['name']}.json"
     if not path.exists():
         return
     old = json.loads(path.read_text())
@@ -246,7 +247,9 @@ def carry_earlier_rows(res: dict) -> None:
 
 def report(out: Path) -> None:
     res: dict = {"config": {"model": MODEL, "n_sft": N_SFT, "weights": sorted(WEIGHTS), "reach_args": REACH_ARGS,
-                            "sft_args": SFT_ARGS, "eval_args": EVAL_ARGS}, "rows": {}}
+                            "sft_args": SFT_ARGS, "eval_args": EVAL_ARGS,
+                            # the task's rows (trajectory format included): rows of another version are not carried
+                            "train_digest": digest(ROOT / "data" / "if_train.jsonl")}, "rows": {}}
     base_path = ROOT / "docs" / "results" / "if_task_baselines.json"
     base = json.loads(base_path.read_text())
     names = {"if_test.jsonl": "IF test", "if_ood.jsonl": "IFBench-OOD"}
@@ -278,9 +281,10 @@ def report(out: Path) -> None:
         res["rl_over_seeds"] = {k: {"mean": statistics.mean(a[k] for a in rl_acc), "sd": statistics.stdev(a[k] for a in rl_acc),
                                     "seeds": len(rl_acc)} for k in rl_acc[0]}
     (ROOT / "docs" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "docs" / "results" / "judge_learning.json").write_text(json.dumps(res, indent=2) + "\n")
+    (ROOT / "docs" / "results" / f"{REPORT['name']}.json").write_text(json.dumps(res, indent=2) + "\n")
     lines = ["# Does the judge learn? (leak-free IF task, SmolLM2-135M-Instruct)", "",
-             "Written by `bench/judge_learning.py --report-only` from `docs/results/judge_learning.json`",
+             f"Written by `bench/judge_learning.py --report-only --report {REPORT['name']}` from "
+             f"`docs/results/{REPORT['name']}.json`",
              "(baselines: `docs/results/if_task_baselines.json`, written by `baselines.py`). Accuracy over pairs,",
              "95% bootstrap interval; an unparseable verdict counts 0.5. Baselines and probes average both A/B",
              "orders of each pair; evaluate.py shows each pair in one seeded order.", "",
@@ -318,7 +322,7 @@ def report(out: Path) -> None:
                   "(verdicts sampled at T=1, 16 judgements a step of training pairs not seen before; chance 0.5), mean "
                   "per 5 steps: " + ", ".join(f"{b[0]['step']}-{b[-1]['step']}: {sum(x['reward_acc'] for x in b) / len(b):.2f}"
                                            for b in blocks)]
-    (ROOT / "docs" / "judge_learning.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "docs" / f"{REPORT['name']}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -329,7 +333,10 @@ def main() -> None:
     ap.add_argument("--skip", action="append", default=[], metavar="STEP",
                     help="leave this step out (e.g. reach: its committed report is used as it is)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the finished steps")
+    ap.add_argument("--report", default=REPORT["name"], metavar="NAME",
+                    help="write the report to docs/NAME.md and docs/results/NAME.json")
     args = ap.parse_args()
+    REPORT["name"] = args.report
     out = Path(args.out).resolve()
     if args.report_only:
         report(out)

@@ -64,6 +64,9 @@ STAGE_ARGS = {  # alternate.sh's stage flags; --max-steps comes from --rl-steps
                    "--judge-max-new-tokens 200 --judge-batch 16 --lr 5e-4",
 }
 NO_FORMAT = "-no-format"  # a schedule name ending so drops R_fmt from the judge's reward (paper Table 2)
+# a schedule name ending so starts the loop from the base itself (new, untrained LoRA adapters) instead of
+# the SFT adapters: the base here was pretrained on trajectories, so it is a judge already
+FROM_BASE = "-from-base"
 SFT_ARGS = ["--epochs", "1", "--batch-size", "16", "--micro-batch", "16", "--lora-r", "16", "--lora-alpha", "32",
             "--warmup-ratio", "0"]
 SFT_LR = 2e-4  # keeps what the base learned (1e-3, the first recorded ablation's value, cost it accuracy)
@@ -223,8 +226,9 @@ def sft(base: Path, data: Path, out: Path, seed: int, lr: float) -> tuple[Path, 
 def evaluate(base: Path, rubric: Path | None, judge: Path, data: Path, out: Path, direct: bool = False,
              votes: int = 1) -> dict:
     if not (out / "results.json").exists():
-        roles = ["--no-rubric"] if direct else ["--rubric-adapter", rubric]
-        sh([sys.executable, "evaluate.py", "--model", base, *roles, "--judge-adapter", judge, "--votes", votes,
+        roles = ["--no-rubric"] if direct else ["--rubric-adapter", rubric] if rubric else []
+        roles += ["--judge-adapter", judge] if judge else []  # neither: the base by prompting alone
+        sh([sys.executable, "evaluate.py", "--model", base, *roles, "--votes", votes,
             "--benchmark", "pairwise", "--data", data, "--out", out, *EVAL_ARGS], out.parent / "logs" / f"{out.name}.log")
     s = json.loads((out / "results.json").read_text())["summary"]
     # each pair judged in both orders: "accuracy" with the chosen response first, "swapped" second;
@@ -245,6 +249,18 @@ def short(r: dict) -> dict:
     return {k: round(v, 3) for k, v in r.items() if k not in ("pairs", "by_kind")}
 
 
+def untrained_adapters(base: Path, out: Path, seed: int) -> tuple[Path, Path]:
+    """A new LoRA adapter of each role, saved untrained (its B matrices are zero: the base itself), for
+    the loops that start from the base."""
+    paths = out / "untrained_rubric", out / "untrained_judge"
+    for k, path in enumerate(paths):
+        if not (path / "adapter_config.json").exists():
+            torch.manual_seed(seed * 2 + k)
+            model = C.attach_lora(C.load_base_model(str(base), device=torch.device("cpu")), None, r=16, alpha=32)
+            C.save_adapter_atomic(model, path)
+    return paths
+
+
 def direct_judge(base: Path, data: Path, out: Path, seed: int, lr: float) -> Path:
     """The paper's Table 1 question, does the rubric help: a judge SFT'd on the same trajectories with
     the rubric left out of its prompt (sft_warmup.py --no-rubric), read with evaluate.py --no-rubric."""
@@ -256,9 +272,9 @@ def direct_judge(base: Path, data: Path, out: Path, seed: int, lr: float) -> Pat
 
 def run_schedule(base: Path, rl: Path, init: tuple[Path, Path], out: Path, schedule: str, seed: int,
                  steps: int) -> None:
-    """alternate.sh from the SFT adapters; `schedule` is an order, optionally ending in NO_FORMAT.
-    (alternate.sh itself refuses to resume a folder made with other stage flags.)"""
-    order = schedule.removesuffix(NO_FORMAT)
+    """alternate.sh from the `init` adapters; `schedule` is an order, optionally ending in NO_FORMAT
+    and/or FROM_BASE. (alternate.sh itself refuses to resume a folder made with other stage flags.)"""
+    order = schedule.removesuffix(FROM_BASE).removesuffix(NO_FORMAT)
     limit = f" --max-steps {steps} --save-every {max(1, steps // 3)}"
     env = {**STAGE_ARGS, "JUDGE_ARGS": STAGE_ARGS["JUDGE_ARGS"] + limit
            + (" --no-format-reward" if schedule.endswith(NO_FORMAT) else ""),
@@ -269,6 +285,7 @@ def run_schedule(base: Path, rl: Path, init: tuple[Path, Path], out: Path, sched
 
 
 SFT_ROW, DIRECT_ROW = "SFT only (Rubric-RM)", "direct judge, SFT on the same data"
+BASE_ROW, BASE_STAGE = "base (rubric + judge by prompting)", "before SFT"  # one model: no seeds
 
 
 def pooled(rs: list[dict]) -> list[float]:
@@ -296,8 +313,9 @@ def summarize(results: dict, stages: list[str], trivial: dict) -> dict:
     """The report's numbers (fractions): per row the spread over seeds and the pooled 95% interval
     (bootstrap over pairs); per schedule and cycle the gain over the SFT judge, paired by pair; the
     rubric judge against the direct judge after SFT; the trivial judges of the same pairs."""
-    rows, gains = [], []
+    rows, gains, gains_base = [], [], []
     sft = results.get(SFT_ROW, {}).get("after SFT", [])
+    base = results.get(BASE_ROW, {}).get(BASE_STAGE)
     for name, by_stage in results.items():
         for stage in stages:
             rs = by_stage.get(stage, [])
@@ -313,34 +331,40 @@ def summarize(results: dict, stages: list[str], trivial: dict) -> dict:
                                        ("mixed", "mixed")) if all(f in r for r in rs)}})
             pos = rows[-1]["position"]
             rows[-1]["position_variation"] = max(pos.values()) - min(pos.values()) if pos else None
-            if name != SFT_ROW and name != DIRECT_ROW and len(sft) >= len(rs):
+            if name not in (SFT_ROW, DIRECT_ROW, BASE_ROW) and len(sft) >= len(rs):
                 d = [x - y for x, y in zip(pooled(rs), pooled(sft[:len(rs)]))]
                 gains.append({"judge": name, "stage": stage, "gain_over_sft": interval(d)})
+            if base and name != BASE_ROW:  # the pretrained base is one model: every seed's judge against it
+                gains_base.append({"judge": name, "stage": stage,
+                                   "gain_over_base": interval([x - y for x, y in zip(pooled(rs), pooled(base))])})
     direct = results.get(DIRECT_ROW, {}).get("after SFT")
     vs_direct = None
     if direct and len(sft) >= len(direct):
         vs_direct = interval([x - y for x, y in zip(pooled(sft[:len(direct)]), pooled(direct))])
     # Table 2: the schedules against each other after the last cycle, paired by pair
     last = stages[-1]
-    loops = [n for n, by in results.items() if n not in (SFT_ROW, DIRECT_ROW) and "voting" not in n and by.get(last)]
+    loops = [n for n, by in results.items() if n not in (SFT_ROW, DIRECT_ROW, BASE_ROW) and "voting" not in n and by.get(last)]
     schedules = {f"{x} minus {y}, {last}": interval([p - q for p, q in zip(pooled(results[x][last]), pooled(results[y][last]))])
                  for i, x in enumerate(loops) for y in loops[i + 1:] if len(results[x][last]) == len(results[y][last])}
-    return {"rows": rows, "gains": gains, "rubric_minus_direct_after_sft": vs_direct, "schedules": schedules,
+    return {"rows": rows, "gains": gains, "gains_over_base": gains_base, "rubric_minus_direct_after_sft": vs_direct,
+            "schedules": schedules,
             "trivial": trivial}
 
 
 def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict, publish: bool = False) -> str:
-    stages = ["after SFT"] + [f"after cycle {k}" for k in range(1, CYCLES + 1)]
+    stages = [BASE_STAGE, "after SFT"] + [f"after cycle {k}" for k in range(1, CYCLES + 1)]
     summ = summarize(results, stages, trivial)
     n_eval = SPLITS["eval"][0]
     lines = [f"Held-out judge accuracy (both A/B orders of {n_eval} pairs), format rate (mean R_fmt) and A/B flip rate: "
              f"%, mean ± std over seeds {', '.join(map(str, seeds))}, and the pooled accuracy (each pair's score "
              "averaged over the seeds) with its 95% bootstrap interval over pairs. Rubrics come from the generator "
              f"being evaluated; the direct judge has none. Loops: alternate.sh, {CYCLES} cycles of {loop['rl_steps']} "
-             "GRPO steps per phase, from the SFT adapters of the same seed.", "",
+             "GRPO steps per phase, from the SFT adapters of the same seed (a loop named "
+             f"'...{FROM_BASE}': from the base, with new untrained adapters).", "",
              "| judge | stage | seeds | accuracy | pooled [95% CI] | format rate | flip rate |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['judge']} | {r['stage']} | {r['seeds']} | {pct(r['accuracy'])} | {pct(r['pooled'])} | "
-              f"{pct(r['format'])} | {pct(r['flip'])} |" for r in summ["rows"]]
+    one = lambda r, k: pct(r[k]) if r["seeds"] > 1 else f"{100 * r[k]['mean']:.1f}"  # noqa: E731 - one model: no spread
+    lines += [f"| {r['judge']} | {r['stage']} | {r['seeds']} | {one(r, 'accuracy')} | {pct(r['pooled'])} | "
+              f"{one(r, 'format')} | {one(r, 'flip')} |" for r in summ["rows"]]
     lines += [f"| baseline: {name} | - | - | - | {pct(v)} | - | - |" for name, v in trivial.items()]
     kinds = sorted({k for r in summ["rows"] for k in r["by_kind"]})
     if kinds:  # where the accuracy comes from: the constraint that tells the pair apart
@@ -358,6 +382,11 @@ def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict
         lines += ["", "Gain over the SFT judge of the same seeds (points, paired by pair, 95% bootstrap interval):", "",
                   "| judge | stage | gain over SFT |", "|---|---|---|"]
         lines += [f"| {g['judge']} | {g['stage']} | {pct(g['gain_over_sft'])} |" for g in summ["gains"]]
+    if summ["gains_over_base"]:
+        lines += ["", "Against the pretrained base (points, paired by pair, 95% bootstrap interval; the base is one "
+                  "model, read by prompting with the same rubric and judge prompts):", "",
+                  "| judge | stage | minus the base |", "|---|---|---|"]
+        lines += [f"| {g['judge']} | {g['stage']} | {pct(g['gain_over_base'])} |" for g in summ["gains_over_base"]]
     for name, d in summ["schedules"].items():
         lines += ["", f"Schedules compared (points, paired, 95% bootstrap interval): {name}: {pct(d)}"]
     if summ["rubric_minus_direct_after_sft"]:
@@ -393,8 +422,10 @@ def plot(path: Path, results: dict, stages: list[str]) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     sft = results.get(SFT_ROW, {}).get("after SFT")
     for name, by_stage in results.items():
-        if name not in (SFT_ROW, DIRECT_ROW) and "voting" not in name and sft:
-            by_stage = {"after SFT": sft, **by_stage}  # every loop starts from the SFT adapters
+        start = results.get(BASE_ROW, {}).get(BASE_STAGE) if FROM_BASE in name else sft
+        if name not in (SFT_ROW, DIRECT_ROW, BASE_ROW) and "voting" not in name and start:
+            # a loop starts from the SFT adapters, or (FROM_BASE) from the base
+            by_stage = {BASE_STAGE if FROM_BASE in name else "after SFT": start, **by_stage}
         xs = [k for k, st in enumerate(stages) if by_stage.get(st)]
         ms = [100 * statistics.mean(r["both"] for r in by_stage[stages[k]]) for k in xs]
         sd = [100 * (statistics.stdev([r["both"] for r in by_stage[stages[k]]]) if len(by_stage[stages[k]]) > 1
@@ -423,7 +454,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--schedules", nargs="+", default=["judge-first", "rubric-first", "judge-first" + NO_FORMAT],
                     help="alternate.sh orders (judge-first, rubric-first, simultaneous), each optionally ending in "
-                         f"'{NO_FORMAT}' (the judge's reward without R_fmt), or 'none' for base + SFT only")
+                         f"'{NO_FORMAT}' (the judge's reward without R_fmt) and/or '{FROM_BASE}' (the loop starts "
+                         "from the base, not from the SFT adapters), or 'none' for base + SFT only")
     ap.add_argument("--rl-steps", type=int, default=RL_STEPS, help="GRPO steps of each judge and rubric phase")
     ap.add_argument("--votes", type=int, default=5,
                     help="also read each schedule's last judge by voting@k (paper Table 1); 1: not")
@@ -443,7 +475,9 @@ def main(argv=None) -> dict:
     if a.export_base:
         export_base(base, Path(a.export_base).resolve(), out)
     schedules = [] if a.schedules == ["none"] else a.schedules
-    results: dict = {SFT_ROW: {}, DIRECT_ROW: {}, **{s: {} for s in schedules}}
+    r_base = evaluate(base, None, None, paths["eval"], out / "eval_base")
+    C.log.info("base by prompting: %s (%.0fs)", short(r_base), time.perf_counter() - t0)
+    results: dict = {BASE_ROW: {BASE_STAGE: [r_base]}, SFT_ROW: {}, DIRECT_ROW: {}, **{s: {} for s in schedules}}
     inits = {}
     for seed in a.seeds:  # every seed's SFT first, then each schedule over the seeds: the first rows fill first
         sdir = out / f"seed{seed}"
@@ -460,7 +494,8 @@ def main(argv=None) -> dict:
         for seed in a.seeds:
             sdir = out / f"seed{seed}"
             run = sdir / name
-            run_schedule(base, paths["rl"], inits[seed], run, schedule, seed, a.rl_steps)
+            init = untrained_adapters(base, sdir, seed) if schedule.endswith(FROM_BASE) else inits[seed]
+            run_schedule(base, paths["rl"], init, run, schedule, seed, a.rl_steps)
             for k in range(1, CYCLES + 1):
                 adapters = run / f"c{k}_rubric" / "adapter", run / f"c{k}_judge" / "adapter"
                 r = evaluate(base, *adapters, paths["eval"], sdir / f"eval_{name}_c{k}")

@@ -90,6 +90,28 @@ def test_dpo_raises_the_margin_on_its_pairs(tiny_model, yes_rm, tmp_path):
     assert bool((margins > 0.5).all())
 
 
+def test_dpo_on_given_preferences_skips_sampling_and_labelling(tiny_model, tmp_path):
+    """--preferences: pairs labelled elsewhere (a checker: Table 3's ceiling) are trained on as given;
+    no reward model is loaded (none is named), and a bad record stops the stage naming file, line, field."""
+    pairs = [{"prompt": YES_PROMPT, "chosen": "yes stone", "rejected": "no cloud"},
+             {"prompt": [{"role": "user", "content": "Say yes or no."}], "chosen": "yes river", "rejected": "no bird"}]
+    prefs = write_rows(tmp_path / "prefs.jsonl", pairs)
+    args = [a if a is not None else prefs for a in DPO]
+    run_script(*args, "--model", tiny_model, "--preferences", prefs, "--out", tmp_path / "dpo", "--lr", "5e-3",
+               "--epochs", "4")
+    r1 = tmp_path / "dpo" / "round1"
+    assert not (r1 / "samples.jsonl").exists() and not (r1 / "labels.partial.jsonl").exists()
+    assert [(r["chosen"], r["rejected"]) for r in read_jsonl(r1 / "prefs.jsonl")] == [
+        (p["chosen"], p["rejected"]) for p in pairs]
+    assert json.loads((r1 / "label_report.json").read_text())["kept"] == 2
+    log = read_jsonl(r1 / "metrics.jsonl")
+    assert log[-1]["reward_margin"] > log[0]["reward_margin"]
+    bad = write_rows(tmp_path / "bad.jsonl", [pairs[0], {"prompt": YES_PROMPT, "chosen": "yes"}])
+    p = run_script(*args, "--model", tiny_model, "--preferences", bad, "--out", tmp_path / "bad", check=False)
+    assert p.returncode != 0 and f"{bad}:2: field 'rejected' is missing or empty" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
 @pytest.mark.slow
 def test_iterdpo_two_rounds_with_resume(tiny_model, yes_rm, tmp_path):
     prompts = write_rows(tmp_path / "p.jsonl", [{"prompt": YES_PROMPT}, {"prompt": "Say yes or no."}])
