@@ -150,7 +150,7 @@ def score(policy: Path, adapter: Path | None, rows: list[dict], out: Path, seed:
         return json.loads(out.read_text())
     C.seed_everything(seed)
     tok = C.load_tokenizer(str(policy))
-    model = C.load_base_model(str(policy), device=torch.device("cpu"))
+    model = C.load_base_model(str(policy))
     if adapter:
         model = C.attach_lora(model, str(adapter), trainable=False)
     model.eval()
@@ -176,8 +176,8 @@ def label_quality(run: Path, checked: Path) -> dict:
     total = len(C.read_jsonl_resumable(checked))
     kept = C.read_jsonl_resumable(run / "round1" / "prefs.jsonl")
     right = sum((r["prompt"], r["chosen"]) in truth for r in kept)
-    return {"pairs": total, "kept": len(kept), "agree": right / len(kept) if kept else float("nan"),
-            "right_pairs": right / total}
+    return {"pairs": total, "kept": len(kept), "kept_share": len(kept) / total,
+            "agree": right / len(kept) if kept else float("nan"), "right_pairs": right / total}
 
 
 def config(abl: Path, seeds: list[int]) -> dict:
@@ -218,15 +218,15 @@ def report(out: Path, summary: dict, seeds: list[int], publish: bool) -> str:
              f"prompt, over {len(seeds)} seeds ({', '.join(map(str, seeds))}) x "
              f"{SPLITS['prompts'][0]} held-out prompts; labels: share of the {SPLITS['dpo'][0]} DPO pairs the "
              "labeller kept (order-consistent) and, of those, the share it labelled as the checkers do.", "",
-             "| policy | pass rate (mean ± std) | pooled [95% CI] | pairs kept | agree with checkers | "
+             "| policy | pass rate (mean ± std) | pooled [95% CI] | pairs kept (%) | kept pairs labelled as the checkers do (%) | "
              + " | ".join(f"meets {k}" for k in summary["rows"][0]["by_kind"]) + " |",
              "|---|---|---|---|---|" + "---|" * len(summary["rows"][0]["by_kind"])]
     for r in summary["rows"]:
         q = r["labels"]
-        lab = (f"{q['kept'] / q['pairs']:.0%} | {q['agree']:.1%}") if q else "- | -"
+        lab = f"{100 * q['kept_share']:.1f} | {100 * q['agree']:.1f}" if q else "- | -"
         lines.append(f"| {r['source']} | {A.pct(r['seeds'])} | {A.pct(r['pooled'])} | {lab} | "
                      + " | ".join(f"{100 * v:.1f}" for v in r["by_kind"].values()) + " |")
-    lines += ["", "Paired differences (the same prompts; pooled over seeds):", ""]
+    lines += ["", "Source: `docs/results/toy_policy.json`.", "", "Paired differences (the same prompts; pooled over seeds):", ""]
     lines += [f"- {d['a']} minus {d['b']}: {100 * d['diff']['mean']:+.1f} points "
               f"[{100 * d['diff']['ci95'][0]:+.1f}, {100 * d['diff']['ci95'][1]:+.1f}]" for d in summary["differences"]]
     lines += ["", f"Held-out prompts whose exact text also occurs among the policy's training prompts: "

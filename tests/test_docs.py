@@ -48,24 +48,26 @@ def _numbers_of(obj) -> set[str]:
 
 
 def _sourced_tables(text: str):
-    """(source file, table lines) for each table that a 'Source: `FILE`' line follows or precedes."""
+    """(source files, table lines) for each table that a 'Source: `FILE`' line (or 'Sources: `A`, `B`')
+    follows or precedes."""
     blocks = re.split(r"\n\s*\n", text)
     for k, block in enumerate(blocks):
         lines = block.strip().splitlines()
         if not lines or not lines[0].startswith("|"):
             continue
         near = " ".join(blocks[max(0, k - 1):k + 2])
-        m = re.search(r"Source: `([^`]+\.json)`", near)
+        m = re.search(r"Sources?: ((?:`[^`]+\.json`(?:,\s*|\s+and\s+)?)+)", near)
         if m:
-            yield m.group(1), lines
+            yield re.findall(r"`([^`]+\.json)`", m.group(1)), lines
 
 
 def test_every_number_of_a_sourced_table_is_in_its_results_file():
     checked = 0
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
-        for source, lines in _sourced_tables(text):
-            known = _numbers_of(json.loads((ROOT / source).read_text()))
+        for sources, lines in _sourced_tables(text):
+            source = " + ".join(sources)
+            known = set().union(*(_numbers_of(json.loads((ROOT / f).read_text())) for f in sources))
             for line in lines[2:]:
                 cells = line.strip("|").split("|")[1:]  # the first cell names the row
                 for number in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])", " ".join(cells)):
