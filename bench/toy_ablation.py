@@ -419,7 +419,7 @@ def plot(path: Path, results: dict, stages: list[str]) -> None:
     except ImportError:
         C.log.warning("matplotlib not installed (bench/requirements-bench.txt): no plot")
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     sft = results.get(SFT_ROW, {}).get("after SFT")
     for name, by_stage in results.items():
         start = results.get(BASE_ROW, {}).get(BASE_STAGE) if FROM_BASE in name else sft
@@ -435,7 +435,7 @@ def plot(path: Path, results: dict, stages: list[str]) -> None:
     ax.set_xticks(range(len(stages)), stages)
     ax.set_ylabel("held-out judge accuracy (%), both orders")
     ax.set_title("Toy minimal pairs: SFT, direct judge, training orders")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curves, not over them
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
