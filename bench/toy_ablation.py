@@ -9,14 +9,16 @@ scratch, and the paper's training-order ablation run with the real stage scripts
   3. SFT       sft_warmup.py (LoRA) of both roles on the SFT split, per seed (the paper's Rubric-RM),
                and a direct judge on the same trajectories without the rubric (--no-rubric; Table 1's
                question: does the rubric help?)
-  4. loop      alternate.sh --order judge-first | rubric-first | simultaneous, 2 cycles, per seed (Table 2)
-  5. eval      evaluate.py on the held-out split (generated rubrics, both A/B orders) after SFT and
-               after each cycle: judge accuracy, format rate (mean R_fmt), position-bias flip rate
+  4. loop      alternate.sh --order judge-first | rubric-first | simultaneous, 2 cycles, per seed (Table 2),
+               from the SFT adapters; also without the format reward, and (judge-first-from-base) from
+               the base itself: here the base is a judge already, pretrained on trajectories
+  5. eval      evaluate.py on the held-out split (generated rubrics, both A/B orders): the base by
+               prompting, after SFT, after each cycle: judge accuracy, format rate (mean R_fmt), flip rate
   6. report    table.md: mean ± std over seeds, the pooled accuracy with its 95% bootstrap interval over
                pairs, each cycle's gain over SFT (paired), rubric minus direct judge, the trivial judges
                of the same pairs; summary.json, accuracy.png (--publish copies them into docs/)
 
-    python bench/toy_ablation.py --out runs/toy_ablation --publish       # 3 schedules x 3 seeds
+    python bench/toy_ablation.py --out runs/toy_ablation --publish       # 4 schedules x 3 seeds
     python bench/toy_ablation.py --out runs/toy_quick --seeds 0 --schedules none   # base + SFT only
 Finished steps are kept (the base, each SFT, each loop, each evaluation), so a rerun resumes; a rerun
 into a folder made with other settings (OUT/config.json) is refused.
@@ -311,8 +313,8 @@ def pct(d: dict) -> str:
 
 def summarize(results: dict, stages: list[str], trivial: dict) -> dict:
     """The report's numbers (fractions): per row the spread over seeds and the pooled 95% interval
-    (bootstrap over pairs); per schedule and cycle the gain over the SFT judge, paired by pair; the
-    rubric judge against the direct judge after SFT; the trivial judges of the same pairs."""
+    (bootstrap over pairs); per schedule and cycle the gain over the SFT judge and over the base, paired
+    by pair; the rubric judge against the direct judge after SFT; the trivial judges of the same pairs."""
     rows, gains, gains_base = [], [], []
     sft = results.get(SFT_ROW, {}).get("after SFT", [])
     base = results.get(BASE_ROW, {}).get(BASE_STAGE)
@@ -362,7 +364,8 @@ def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict
              "GRPO steps per phase, from the SFT adapters of the same seed (a loop named "
              f"'...{FROM_BASE}': from the base, with new untrained adapters).", "",
              "| judge | stage | seeds | accuracy | pooled [95% CI] | format rate | flip rate |", "|---|---|---|---|---|---|---|"]
-    one = lambda r, k: pct(r[k]) if r["seeds"] > 1 else f"{100 * r[k]['mean']:.1f}"  # noqa: E731 - one model: no spread
+    def one(r: dict, k: str) -> str:  # the base is one model: no spread over seeds
+        return pct(r[k]) if r["seeds"] > 1 else f"{100 * r[k]['mean']:.1f}"
     lines += [f"| {r['judge']} | {r['stage']} | {r['seeds']} | {one(r, 'accuracy')} | {pct(r['pooled'])} | "
               f"{one(r, 'format')} | {one(r, 'flip')} |" for r in summ["rows"]]
     lines += [f"| baseline: {name} | - | - | - | {pct(v)} | - | - |" for name, v in trivial.items()]
@@ -452,7 +455,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/toy_ablation")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--schedules", nargs="+", default=["judge-first", "rubric-first", "judge-first" + NO_FORMAT],
+    ap.add_argument("--schedules", nargs="+",
+                    default=["judge-first", "rubric-first", "judge-first" + NO_FORMAT, "judge-first" + FROM_BASE],
                     help="alternate.sh orders (judge-first, rubric-first, simultaneous), each optionally ending in "
                          f"'{NO_FORMAT}' (the judge's reward without R_fmt) and/or '{FROM_BASE}' (the loop starts "
                          "from the base, not from the SFT adapters), or 'none' for base + SFT only")
