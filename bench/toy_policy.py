@@ -137,6 +137,7 @@ def dpo(policy: Path, base: Path, source: str, adapters: tuple[Path, Path] | Non
         labels = ["--preferences", paths["checked"]] if adapters is None else [
             "--candidates", paths["candidates"], "--rm-model", base, "--rubric-adapter", adapters[0],
             "--judge-adapter", adapters[1]]
+        # (--prompts: what later rounds would sample from; a one-round run from given pairs reads none)
         A.sh([sys.executable, "policy_dpo.py", "--model", policy, "--prompts", paths["prompts"], *labels,
               "--seed", seed, "--out", out, *DPO_ARGS, *(["--resume"] if out.exists() else [])],
              out.parent / "logs" / f"dpo_{slug(source)}.log")
@@ -145,9 +146,14 @@ def dpo(policy: Path, base: Path, source: str, adapters: tuple[Path, Path] | Non
 
 def score(policy: Path, adapter: Path | None, rows: list[dict], out: Path, seed: int) -> dict:
     """SAMPLES responses per prompt at temperature 1, checked: per prompt the share meeting every
-    constraint; per kind of constraint the share meeting it."""
+    constraint; per kind of constraint the share meeting it. Reused only for the same policy and adapter."""
+    made_from = {"policy": content_digest(policy), "adapter": content_digest(adapter) if adapter else None,
+                 "seed": seed, "prompts": len(rows)}
     if out.exists():
-        return json.loads(out.read_text())
+        old = json.loads(out.read_text())
+        if old.get("made_from") == made_from:
+            return old
+        C.log.warning("%s was made from another policy or adapter: scoring again", out)
     C.seed_everything(seed)
     tok = C.load_tokenizer(str(policy))
     model = C.load_base_model(str(policy))
@@ -165,7 +171,7 @@ def score(policy: Path, adapter: Path | None, rows: list[dict], out: Path, seed:
             by_kind.setdefault(c.kind, []).extend(float(m[j]) for m in met)
     res = {"prompts": per_prompt, "pass_all": statistics.mean(per_prompt),
            "by_kind": {k: statistics.mean(v) for k, v in sorted(by_kind.items())},
-           "examples": texts[:2 * SAMPLES]}
+           "examples": texts[:2 * SAMPLES], "made_from": made_from}
     C.atomic_write_text(out, json.dumps(res, indent=1))
     return res
 
