@@ -142,6 +142,30 @@ def analysis_accuracy(model, tok, rows: list[dict]) -> dict:
     return {k: round(statistics.mean(v), 3) for k, v in sorted(hits.items())}
 
 
+def train_all_weights(model, tok, examples: list[tuple], steps: int, cfg: dict, rng: random.Random, name: str,
+                      progress=None, every: int = 250) -> None:
+    """Every parameter of `model` trained on (prompt ids, target ids, target weights) examples: the
+    weighted mean NLL of the targets, AdamW, cosine schedule with cfg's batch, lr and warmup. Every
+    `every` steps the loss is logged, with progress(logp, weights)'s text when given."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"])
+    sched = C.make_scheduler(opt, "cosine", steps, cfg["warmup"])
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        pids, pmask, cids, weights = sft_warmup.collate(rng.sample(examples, cfg["batch"]), tok.pad_token_id, "cpu")
+        logp = C.token_logprobs(model, pids, pmask, cids)  # [B, T]
+        loss = -(logp * weights).sum() / weights.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % every == 0 or step == steps - 1:
+            extra = progress(logp.detach(), weights) if progress else ""
+            C.log.info("%s step %d/%d loss %.4f%s (%.0fs)", name, step + 1, steps, float(loss.detach()), extra,
+                       time.perf_counter() - t0)
+
+
 def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, seed: int = 0) -> Path:
     """A small model trained from random weights (every parameter) on rubric and judge trajectories;
     logs the held-out accuracy of Response A's analysis (analysis_accuracy) as it goes, kept in base/held_out_analysis.json."""
@@ -167,27 +191,14 @@ def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, seed: int =
                          sft_warmup.decision_weights(tok, r["judge_trajectory"], w, toy_task.decision_spans(r))))
         target = C.completion_ids(tok, r["rubric"])
         examples.append((C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])), target, [1.0] * len(target)))
-    opt = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"])
-    sched = C.make_scheduler(opt, "cosine", steps, PRETRAIN["warmup"])
-    rng = random.Random(seed)
-    model.train()
-    t0 = time.perf_counter()
-    for step in range(steps):
-        pids, pmask, cids, weights = sft_warmup.collate(rng.sample(examples, PRETRAIN["batch"]), tok.pad_token_id, "cpu")
-        logp = C.token_logprobs(model, pids, pmask, cids)  # [B, T]
-        loss = -(logp * weights).sum() / weights.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 250 == 0 or step == steps - 1:
-            decide = weights > 1  # the decision tokens' own loss: what the judge must learn, apart from the layout
-            check = analysis_accuracy(model, tok, check_rows)
-            C.log.info("pretrain step %d/%d loss %.4f, on decision tokens %.3f; held-out pairs whose Response A "
-                       "analysis is right %s (%.0fs)", step + 1, steps, float(loss.detach()),
-                       float(-logp.detach()[decide].mean()) if decide.any() else float("nan"), check,
-                       time.perf_counter() - t0)
+    check: dict = {}  # the last held-out analysis accuracy, kept beside the base
+
+    def progress(logp: torch.Tensor, weights: torch.Tensor) -> str:
+        decide = weights > 1  # the decision tokens' own loss: what the judge must learn, apart from the layout
+        check.update(analysis_accuracy(model, tok, check_rows))
+        return (f", on decision tokens {float(-logp[decide].mean()) if decide.any() else float('nan'):.3f}; held-out "
+                f"pairs whose Response A analysis is right {check}")
+    train_all_weights(model, tok, examples, steps, PRETRAIN, random.Random(seed), "pretrain", progress)
     tmp = out / ".tmp-base"
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)

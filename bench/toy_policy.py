@@ -44,7 +44,6 @@ import toy_ablation as A  # noqa: E402
 
 import common as C  # noqa: E402
 import policy_dpo  # noqa: E402
-import sft_warmup  # noqa: E402
 import toy_task  # noqa: E402
 from manifests import content_digest  # noqa: E402
 
@@ -108,21 +107,7 @@ def warm_policy(base: Path, data: Path, out: Path, seed: int = 0) -> Path:
     for r in C.read_jsonl_resumable(data):
         target = C.completion_ids(tok, rng.choice([r["response_a"], r["response_b"]]))
         examples.append((policy_dpo.policy_prompt_ids(tok, r["prompt"]), target, [1.0] * len(target)))
-    opt = torch.optim.AdamW(model.parameters(), lr=WARMUP["lr"])
-    sched = C.make_scheduler(opt, "cosine", WARMUP["steps"], WARMUP["warmup"])
-    model.train()
-    t0 = time.perf_counter()
-    for step in range(WARMUP["steps"]):
-        pids, pmask, cids, weights = sft_warmup.collate(rng.sample(examples, WARMUP["batch"]), tok.pad_token_id, "cpu")
-        loss = -(C.token_logprobs(model, pids, pmask, cids) * weights).sum() / weights.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == WARMUP["steps"] - 1:
-            C.log.info("policy warm-up step %d/%d loss %.4f (%.0fs)", step + 1, WARMUP["steps"], float(loss.detach()),
-                       time.perf_counter() - t0)
+    A.train_all_weights(model, tok, examples, WARMUP["steps"], WARMUP, rng, "policy warm-up", every=100)
     tmp = out / ".tmp-policy"
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
