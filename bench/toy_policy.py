@@ -228,7 +228,10 @@ def report(out: Path, summary: dict, seeds: list[int], publish: bool) -> str:
     C.atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     if publish:
         C.atomic_write_text(ROOT / "docs" / "results" / "toy_policy.json", json.dumps(summary, indent=2))
-        C.atomic_write_text(ROOT / "docs" / "toy_policy.md", text + "\nWritten by `python bench/toy_policy.py "
+        back = "[Back to the results](results.md#table-3-on-the-toy-task-does-a-better-judge-make-a-better-policy)\n\n"
+        title, body = text.split("\n", 1)
+        page = f"{title}\n\n{back}{body.lstrip()}"
+        C.atomic_write_text(ROOT / "docs" / "toy_policy.md", page + "\nWritten by `python bench/toy_policy.py "
                             f"--ablation {A.rel(Path(summary['ablation']))} --out {A.rel(out)} --publish`.\n")
     return text
 
