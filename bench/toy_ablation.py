@@ -301,9 +301,9 @@ SFT_ROW, DIRECT_ROW = "SFT only (Rubric-RM)", "direct judge, SFT on the same dat
 BASE_ROW, BASE_STAGE = "base (rubric + judge by prompting)", "before SFT"  # one model: no seeds
 
 
-def pooled(rs: list[dict]) -> list[float]:
-    """Each held-out pair's score averaged over the seeds (the same pairs in every seed)."""
-    return [statistics.mean(col) for col in zip(*[r["pairs"] for r in rs])]
+def pooled(rs: list[dict], key: str = "pairs") -> list[float]:
+    """Each held-out unit's score (a pair's; `key`) averaged over the seeds (the same units in every seed)."""
+    return [statistics.mean(col) for col in zip(*[r[key] for r in rs])]
 
 
 def interval(values: list[float]) -> dict:

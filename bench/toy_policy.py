@@ -188,17 +188,15 @@ def config(abl: Path, seeds: list[int]) -> dict:
 def summarize(results: dict, quality: dict, overlap: float) -> dict:
     rows = []
     for source, per_seed in results.items():
-        pooled = [statistics.mean(col) for col in zip(*[r["prompts"] for r in per_seed])]
         kinds = sorted(per_seed[0]["by_kind"])
         rows.append({"source": source, "seeds": A.spread([r["pass_all"] for r in per_seed]),
-                     "pooled": A.interval(pooled),
+                     "pooled": A.interval(A.pooled(per_seed, "prompts")),
                      "by_kind": {k: statistics.mean(r["by_kind"][k] for r in per_seed) for k in kinds},
                      "labels": quality.get(source)})
     diffs = []
     for a, b in ((ARM_SRC, SFT_SRC), (CHECK_SRC, ARM_SRC), (SFT_SRC, BEFORE), (ARM_SRC, BEFORE)):
         if a in results and b in results:
-            d = [statistics.mean(x) - statistics.mean(y) for x, y in zip(
-                zip(*[r["prompts"] for r in results[a]]), zip(*[r["prompts"] for r in results[b]]))]
+            d = [x - y for x, y in zip(A.pooled(results[a], "prompts"), A.pooled(results[b], "prompts"))]
             diffs.append({"a": a, "b": b, "diff": A.interval(d)})
     return {"rows": rows, "differences": diffs, "eval_prompts_seen_in_training": overlap}
 
