@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rubric-ARM Stage II (and, unless given SFT adapters, Stage I): SFT warm-up, then alternating GRPO.
+# Rubric-ARM Stage II (and, unless given SFT adapters or --no-sft, Stage I): SFT warm-up, then alternating GRPO.
 #
 #   bash alternate.sh                 # the demo: learning you can watch, on the bundled toy base (about 9 minutes, CPU)
 #   bash alternate.sh --demo          # a real model (SmolLM2-135M) on the instruction-following task, CPU
@@ -22,7 +22,7 @@ ARGV=("$@")
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 MODEL="Qwen/Qwen3-8B"; DATA="OpenRubrics/OpenRubric-v2"; SFT_DATA=""; EVAL_DATA=""; OUT="runs/arm"
-CYCLES=3; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; DEMO=""; SEED=0; EVAL_BASE=0; OUT_GIVEN=0
+CYCLES=3; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; NO_SFT=0; DEMO=""; SEED=0; EVAL_BASE=0; OUT_GIVEN=0
 [ $# -eq 0 ] && DEMO=toy
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; cat <<'TXT'
 Flags:
@@ -39,6 +39,8 @@ Flags:
   --eval-base          with --eval-data: also evaluate the base model (rubric + judge by prompting)
   --rubric-init DIR    skip rubric SFT, start from this adapter
   --judge-init DIR     skip judge SFT, start from this adapter
+  --no-sft             skip SFT: the loop starts from the base model itself (new, untrained adapters);
+                       for a base that already judges (on the toy base it beat the loop from SFT)
   --cycles K           alternating cycles (default 3)
   --order ORDER        judge-first (default, the paper) | rubric-first (the paper's ablation) |
                        simultaneous (both phases from the previous cycle's models)
@@ -62,6 +64,7 @@ while [ $# -gt 0 ]; do
       esac
       shift 2 ;;
     --eval-base) EVAL_BASE=1; shift ;;
+    --no-sft) NO_SFT=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown flag $1 (see --help)" ;;
   esac
@@ -70,6 +73,7 @@ case "$ORDER" in judge-first|rubric-first|simultaneous) ;; *) die "--order must 
 [[ "$CYCLES" =~ ^[0-9]+$ ]] && [ "$CYCLES" -ge 1 ] || die "--cycles $CYCLES: must be a whole number, at least 1"
 [[ "$GPUS" =~ ^[0-9]+$ ]] && [ "$GPUS" -ge 1 ] || die "--gpus $GPUS: must be a whole number, at least 1"
 [[ "$SEED" =~ ^[0-9]+$ ]] || die "--seed $SEED: must be a whole number"
+[ "$NO_SFT" = 0 ] || [ -z "$RUBRIC_INIT$JUDGE_INIT" ] || die "--no-sft starts from new adapters: leave out --rubric-init / --judge-init"
 
 # Paths are the caller's: make them absolute before moving to the project folder. A name that is no
 # local path (a hub dataset or model) stays as it is.
@@ -224,6 +228,7 @@ X="$OUT/.flags-check"  # stands in for paths that exist only later; nothing is r
   precheck cache common.py cache-rubrics --model "$MODEL" --data "$DATA" --out "$X" $MODEL_ARGS $CACHE_ARGS &
   precheck judge train_judge_phase.py --model "$MODEL" --data "$DATA" --rubric-cache "$X" --out "$X" $MODEL_ARGS $JUDGE_ARGS &
   precheck rubric train_rubric_phase.py --model "$MODEL" --data "$DATA" --judge-adapter "$X" --out "$X" $MODEL_ARGS $RUBRIC_ARGS &
+  if [ "$NO_SFT" = 1 ]; then precheck init common.py new-adapter --model "$MODEL" --out "$X" $MODEL_ARGS & fi
   if [ -n "$EVAL_DATA" ]; then precheck eval evaluate.py --benchmark "held_out=$EVAL_DATA" --model "$MODEL" --out "$X" $MODEL_ARGS $EVAL_ARGS & fi
 }
 FLAGS_OK=1
@@ -244,7 +249,18 @@ evaluate_step() {  # evaluate_step NAME RUBRIC_ADAPTER JUDGE_ADAPTER (empty: the
   run_step "$1" - "$PY" evaluate.py --benchmark "held_out=$EVAL_DATA" --model "$MODEL" "${adapters[@]}" \
     --out "$OUT/$1" --label "$1" $MODEL_ARGS $EVAL_ARGS
 }
-if [ -n "$EVAL_DATA" ] && [ "$EVAL_BASE" = 1 ]; then evaluate_step eval_base "" ""; fi
+# without SFT the loop is measured against the base it starts from
+if [ -n "$EVAL_DATA" ] && { [ "$EVAL_BASE" = 1 ] || [ "$NO_SFT" = 1 ]; }; then evaluate_step eval_base "" ""; fi
+
+# --no-sft: new, untrained LoRA adapters (B = 0: the base model itself) stand where SFT's would.
+if [ "$NO_SFT" = 1 ]; then
+  for role in rubric judge; do
+    # shellcheck disable=SC2086
+    run_step "init_$role" "--adapter	$OUT/init_$role/adapter" "$PY" common.py new-adapter --model "$MODEL" \
+      --out "$OUT/init_$role/adapter" --seed "$(( SEED * 2 + $([ $role = judge ] && echo 1 || echo 0) ))" $MODEL_ARGS
+  done
+  RUBRIC_INIT="$OUT/init_rubric/adapter"; JUDGE_INIT="$OUT/init_judge/adapter"
+fi
 
 # Stage I: SFT warm-up of both models, unless adapters were given.
 if [ -z "$RUBRIC_INIT" ]; then
@@ -297,7 +313,7 @@ echo "$RUBRIC" >"$OUT/final_rubric_adapter.txt"; echo "$JUDGE" >"$OUT/final_judg
 
 # Held-out accuracy after SFT and after the loop.
 if [ -n "$EVAL_DATA" ]; then
-  evaluate_step eval_sft "$RUBRIC_INIT" "$JUDGE_INIT"
+  [ "$NO_SFT" = 1 ] || evaluate_step eval_sft "$RUBRIC_INIT" "$JUDGE_INIT"
   evaluate_step eval_final "$RUBRIC" "$JUDGE"
 fi
 

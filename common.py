@@ -1004,6 +1004,16 @@ def merge_adapter(base_name: str, adapter: str, out_dir: str, trust_remote_code:
     load_tokenizer(base_name, trust_remote_code).save_pretrained(out_dir)
 
 
+def new_adapter(base_name: str, out_dir: str | os.PathLike, seed: int, r: int = 16, alpha: int = 32,
+                dropout: float = 0.0, target_modules: str = "all-linear", load_4bit: bool = False,
+                dtype: str = "auto", trust_remote_code: bool = False) -> Path:
+    """A new LoRA adapter saved before any training: its B matrices are zero, so with it the model is
+    the base itself. A loop that starts from the base (no SFT warm-up) starts from these."""
+    torch.manual_seed(seed)  # the A matrices' random init
+    base = load_base_model(base_name, load_4bit, torch.device("cpu"), dtype, trust_remote_code)
+    return save_adapter_atomic(attach_lora(base, None, r, alpha, dropout, target_modules), out_dir)
+
+
 
 
 # =============================================================================================
@@ -2819,6 +2829,11 @@ def _cli() -> None:
     v.add_argument("--adapter", default=None, help="an adapter folder that must load")
     v.add_argument("--cache", default=None, help="a rubric cache that must cover every id of --data exactly once")
     v.add_argument("--data", default=None)
+    n = sub.add_parser("new-adapter", help="save a new, untrained LoRA adapter (the base model itself): "
+                                            "a loop that skips SFT starts from it")
+    add_model_args(n)
+    n.add_argument("--out", required=True, help="adapter folder to write")
+    n.add_argument("--seed", type=int, default=0, help="seed of the LoRA A matrices' random init")
     m = sub.add_parser("merge-adapter", help="fold an adapter into the base weights for export")
     m.add_argument("--model", required=True)
     m.add_argument("--adapter", required=True)
@@ -2865,6 +2880,11 @@ def _cli() -> None:
         print(f"{args.parts} parts of {size} rows in {args.out_dir} ({len(rows) - size * args.parts} left over)")
     elif args.cmd == "check-output":
         check_output(args.adapter, args.cache, args.data)
+    elif args.cmd == "new-adapter":
+        check_flags(*model_flag_rules(args))
+        new_adapter(args.model, args.out, args.seed, args.lora_r, args.lora_alpha, args.lora_dropout,
+                    args.lora_targets, args.load_4bit, args.dtype, args.trust_remote_code)
+        log.info("new, untrained adapter in %s", args.out)
     elif args.cmd == "merge-adapter":
         merge_adapter(args.model, args.adapter, args.out, args.trust_remote_code)
 

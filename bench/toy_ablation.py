@@ -268,9 +268,7 @@ def untrained_adapters(base: Path, out: Path, seed: int) -> tuple[Path, Path]:
     paths = out / "untrained_rubric", out / "untrained_judge"
     for k, path in enumerate(paths):
         if not (path / "adapter_config.json").exists():
-            torch.manual_seed(seed * 2 + k)
-            model = C.attach_lora(C.load_base_model(str(base), device=torch.device("cpu")), None, r=16, alpha=32)
-            C.save_adapter_atomic(model, path)
+            C.new_adapter(str(base), path, seed * 2 + k, r=16, alpha=32)  # alternate.sh --no-sft: the same
     return paths
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import common as C
-from conftest import ROOT, TRAIN, read_jsonl, run_script
+from conftest import EVAL, ROOT, TRAIN, read_jsonl, run_script, write_rows
 
 
 def test_rubric_phase_reward_comes_from_the_judges_verdicts(tiny_model, always_a_judge, tmp_path):
@@ -108,3 +108,35 @@ def test_alternate_stops_at_first_failing_step(tiny_model, tmp_path):
     assert p.returncode == 1
     assert "sft_judge FAILED" in p.stderr and str(tmp_path / "arm" / "logs" / "sft_judge.log") in p.stderr
     assert not (tmp_path / "arm" / ".done" / "split").exists()
+
+
+@pytest.mark.slow
+def test_alternate_no_sft_starts_the_loop_from_the_base(tiny_model, tmp_path):
+    """--no-sft: no SFT step; the loop starts from new adapters whose B matrices are zero (the base
+    itself), and the held-out table compares the loop with the base, with no 'after SFT' row."""
+    from safetensors.torch import load_file
+    data = write_rows(tmp_path / "rl.jsonl", read_jsonl(TRAIN)[:16])
+    held_out = write_rows(tmp_path / "eval.jsonl", read_jsonl(EVAL)[:6])
+    out = tmp_path / "arm"
+    env = {**_alternate_env(tiny_model), "EVAL_ARGS": "--max-rubric-tokens 8 --max-judge-tokens 8",
+           "JUDGE_ARGS": "--group-size 2 --batch-size 4 --micro-batch 4 --max-completion-length 8 --max-steps 2 --lr 1e-2"}
+    cmd = ["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(data), "--eval-data",
+           str(held_out), "--cycles", "1", "--no-sft", "--out", str(out)]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    done = {m.name for m in (out / ".done").iterdir()}
+    assert {"init_rubric", "init_judge", "eval_base", "c1_judge", "c1_rubric", "eval_final"} <= done
+    assert not done & {"sft_rubric", "sft_judge", "eval_sft"} and not (out / "sft_judge").exists()
+
+    def lora_b(adapter):
+        return [t for k, t in load_file(adapter / "adapter_model.safetensors").items() if "lora_B" in k]
+    for role in ("rubric", "judge"):
+        assert all(float(t.abs().max()) == 0 for t in lora_b(out / f"init_{role}" / "adapter"))
+    assert f"from {out / 'init_judge' / 'adapter'}" in (out / "logs" / "c1_judge.log").read_text()
+    assert "And against the base? after the cycles minus the base model" in p.stdout
+    assert "Did the judge learn in the loop?" not in p.stdout and "| after SFT |" not in p.stdout
+    # --no-sft with a given adapter is refused before anything runs
+    mixed = subprocess.run([*cmd[:-2], "--judge-init", str(out / "c1_judge" / "adapter"), "--out", str(tmp_path / "x")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert mixed.returncode == 2 and mixed.stderr.strip() == (
+        "alternate.sh: --no-sft starts from new adapters: leave out --rubric-init / --judge-init")
