@@ -85,9 +85,9 @@ def sh(cmd: list, log: Path, env: dict | None = None) -> None:
         raise SystemExit(f"error: {' '.join(map(str, cmd[:3]))} failed; log {log}:\n" + log.read_text()[-2000:])
 
 
-def config() -> dict:
+def config(model: dict = MODEL) -> dict:
     """Everything a run folder's results depend on: a rerun into it with other values is refused."""
-    return {"kinds": KINDS, "splits": SPLITS, "model": MODEL, "pretrain": PRETRAIN, "cycles": CYCLES,
+    return {"kinds": KINDS, "splits": SPLITS, "model": model, "pretrain": PRETRAIN, "cycles": CYCLES,
             "stage_args": STAGE_ARGS, "sft_args": SFT_ARGS, "eval_args": EVAL_ARGS,
             "task_fingerprint": toy_task.task_fingerprint(KINDS)}
 
@@ -166,7 +166,7 @@ def train_all_weights(model, tok, examples: list[tuple], steps: int, cfg: dict, 
                        time.perf_counter() - t0)
 
 
-def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, seed: int = 0) -> Path:
+def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, model_shape: dict = MODEL, seed: int = 0) -> Path:
     """A small model trained from random weights (every parameter) on rubric and judge trajectories;
     logs the held-out accuracy of Response A's analysis (analysis_accuracy) as it goes, kept in base/held_out_analysis.json."""
     final = out / "base"
@@ -176,7 +176,7 @@ def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, seed: int =
     rows = C.read_jsonl_resumable(data)
     corpus = [C.RUBRIC_TEMPLATE, C.JUDGE_TEMPLATE] + [
         f"{r['prompt']}\n{r['rubric']}\n{r['response_a']}\n{r['response_b']}\n{r['judge_trajectory']}" for r in rows[:500]]
-    init = toy_task.make_tiny_model(out / "base_init", seed=seed, corpus=corpus, **MODEL)
+    init = toy_task.make_tiny_model(out / "base_init", seed=seed, corpus=corpus, **model_shape)
     from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
     tok = C.load_tokenizer(str(init))
@@ -473,6 +473,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--votes", type=int, default=5,
                     help="also read each schedule's last judge by voting@k (paper Table 1); 1: not")
     ap.add_argument("--pretrain-steps", type=int, default=PRETRAIN["steps"])
+    ap.add_argument("--layers", type=int, default=MODEL["layers"],
+                    help="the base's depth (a required word is at chance at 2 layers: does depth reach it?)")
     ap.add_argument("--sft-lr", type=float, default=SFT_LR, help="LoRA SFT learning rate of both roles")
     ap.add_argument("--export-base", default=None, metavar="DIR",
                     help="also copy the pretrained base to DIR with made_by.json (data/toy_base: the default demo's)")
@@ -480,10 +482,11 @@ def main(argv=None) -> dict:
                     help="also write docs/results/toy_ablation.json and docs/toy_ablation.png (the docs cite them)")
     a = ap.parse_args(argv)
     out = C.check_writable(a.out)
-    check_config(out, {**config(), "pretrain_steps": a.pretrain_steps, "sft_lr": a.sft_lr})
+    model_shape = {**MODEL, "layers": a.layers}
+    check_config(out, {**config(model_shape), "pretrain_steps": a.pretrain_steps, "sft_lr": a.sft_lr})
     t0 = time.perf_counter()
     paths = make_data(out)
-    base = pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps)
+    base = pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps, model_shape)
     C.log.info("base ready (%.0fs)", time.perf_counter() - t0)
     if a.export_base:
         export_base(base, Path(a.export_base).resolve(), out)
