@@ -254,10 +254,12 @@ if [ -n "$EVAL_DATA" ] && { [ "$EVAL_BASE" = 1 ] || [ "$NO_SFT" = 1 ]; }; then e
 
 # --no-sft: new, untrained LoRA adapters (B = 0: the base model itself) stand where SFT's would.
 if [ "$NO_SFT" = 1 ]; then
-  for role in rubric judge; do
+  k=0
+  for role in rubric judge; do  # seeds 2*SEED and 2*SEED+1, as bench/toy_ablation.py's loops from the base
     # shellcheck disable=SC2086
     run_step "init_$role" "--adapter	$OUT/init_$role/adapter" "$PY" common.py new-adapter --model "$MODEL" \
-      --out "$OUT/init_$role/adapter" --seed "$(( SEED * 2 + $([ $role = judge ] && echo 1 || echo 0) ))" $MODEL_ARGS
+      --out "$OUT/init_$role/adapter" --seed "$(( SEED * 2 + k ))" $MODEL_ARGS
+    k=$(( k + 1 ))
   done
   RUBRIC_INIT="$OUT/init_rubric/adapter"; JUDGE_INIT="$OUT/init_judge/adapter"
 fi

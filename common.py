@@ -1006,11 +1006,11 @@ def merge_adapter(base_name: str, adapter: str, out_dir: str, trust_remote_code:
 
 def new_adapter(base_name: str, out_dir: str | os.PathLike, seed: int, r: int = 16, alpha: int = 32,
                 dropout: float = 0.0, target_modules: str = "all-linear", load_4bit: bool = False,
-                dtype: str = "auto", trust_remote_code: bool = False) -> Path:
+                dtype: str = "auto", trust_remote_code: bool = False, device: torch.device | None = None) -> Path:
     """A new LoRA adapter saved before any training: its B matrices are zero, so with it the model is
     the base itself. A loop that starts from the base (no SFT warm-up) starts from these."""
-    torch.manual_seed(seed)  # the A matrices' random init
-    base = load_base_model(base_name, load_4bit, torch.device("cpu"), dtype, trust_remote_code)
+    torch.manual_seed(seed)  # the A matrices' random init (drawn on the base's device)
+    base = load_base_model(base_name, load_4bit, device, dtype, trust_remote_code)
     return save_adapter_atomic(attach_lora(base, None, r, alpha, dropout, target_modules), out_dir)
 
 
@@ -2883,7 +2883,8 @@ def _cli() -> None:
     elif args.cmd == "new-adapter":
         check_flags(*model_flag_rules(args))
         new_adapter(args.model, args.out, args.seed, args.lora_r, args.lora_alpha, args.lora_dropout,
-                    args.lora_targets, args.load_4bit, args.dtype, args.trust_remote_code)
+                    args.lora_targets, args.load_4bit, args.dtype, args.trust_remote_code,
+                    torch.device(args.device) if args.device else None)
         log.info("new, untrained adapter in %s", args.out)
     elif args.cmd == "merge-adapter":
         merge_adapter(args.model, args.adapter, args.out, args.trust_remote_code)
