@@ -376,7 +376,8 @@ if rows:
         m, lo, hi = bootstrap([scores["eval_final"][u] - scores[ref][u] for u in common])
         verdict = ("measurably higher" if lo > 0 else "measurably lower" if hi < 0
                    else "no measurable change: the interval holds 0")
-        question = "Did the judge learn in the loop?" if ref == "eval_sft" else "And against the base?"
+        question = ("Did the judge learn in the loop?" if ref == "eval_sft" else "And against the base?"
+                    if scores.get("eval_sft") else "Did the judge learn in the loop (started from the base)?")
         print(f"{question} after the cycles minus {what}: {100 * m:+.1f} points "
               f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (95% bootstrap over {len(common)} pairs): {verdict}")
     if claims:
