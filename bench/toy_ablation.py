@@ -475,6 +475,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--pretrain-steps", type=int, default=PRETRAIN["steps"])
     ap.add_argument("--layers", type=int, default=MODEL["layers"],
                     help="the base's depth (a required word is at chance at 2 layers: does depth reach it?)")
+    ap.add_argument("--base-seed", type=int, default=0,
+                    help="seed of the base's pretraining (its init and batch order): the base row is one model")
     ap.add_argument("--sft-lr", type=float, default=SFT_LR, help="LoRA SFT learning rate of both roles")
     ap.add_argument("--export-base", default=None, metavar="DIR",
                     help="also copy the pretrained base to DIR with made_by.json (data/toy_base: the default demo's)")
@@ -483,10 +485,11 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     out = C.check_writable(a.out)
     model_shape = {**MODEL, "layers": a.layers}
-    check_config(out, {**config(model_shape), "pretrain_steps": a.pretrain_steps, "sft_lr": a.sft_lr})
+    check_config(out, {**config(model_shape), "pretrain_steps": a.pretrain_steps, "sft_lr": a.sft_lr,
+                       **({"base_seed": a.base_seed} if a.base_seed else {})})  # runs made before the flag: seed 0
     t0 = time.perf_counter()
     paths = make_data(out)
-    base = pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps, model_shape)
+    base = pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps, model_shape, a.base_seed)
     C.log.info("base ready (%.0fs)", time.perf_counter() - t0)
     if a.export_base:
         export_base(base, Path(a.export_base).resolve(), out)
