@@ -2486,6 +2486,8 @@ def prepare_output(args, dist: Dist | None = None) -> Path:
     sig = {k: input_identity(v if isinstance(v, (int, float, bool, str, type(None))) else str(v))
            for k, v in vars(args).items() if k not in VOLATILE_FLAGS}
     has_run = any((out / f).exists() for f in RUN_FILES[:3]) or any(out.glob("round*"))
+    if dist is not None:  # every rank has looked before any writes: a fast main rank's round1/ is no old run
+        barrier(dist)
     if getattr(args, "overwrite", False):
         if main and has_run:
             log.warning("--overwrite: deleting the run in %s", out)

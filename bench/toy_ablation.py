@@ -362,7 +362,8 @@ def summarize(results: dict, stages: list[str], trivial: dict) -> dict:
             "trivial": trivial}
 
 
-def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict, publish: bool = False) -> str:
+def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict, publish: bool = False,
+           name: str = "toy_ablation") -> str:
     stages = [BASE_STAGE, "after SFT"] + [f"after cycle {k}" for k in range(1, CYCLES + 1)]
     summ = summarize(results, stages, trivial)
     n_eval = SPLITS["eval"][0]
@@ -409,17 +410,19 @@ def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict
     C.atomic_write_text(out / "summary.json", json.dumps(summ, indent=2))
     plot(out / "accuracy.png", results, stages)
     if publish:  # the small files the docs cite
-        C.atomic_write_text(ROOT / "docs" / "results" / "toy_ablation.json",
+        C.atomic_write_text(ROOT / "docs" / "results" / f"{name}.json",
                             json.dumps({"config": json.loads((out / "config.json").read_text()), "seeds": seeds,
                                         "loop": loop, **summ}, indent=2))
         if (out / "accuracy.png").exists() and len(stages) > 1 and any(len(by) > 1 for by in results.values()):
-            (ROOT / "docs" / "toy_ablation.png").write_bytes((out / "accuracy.png").read_bytes())  # a curve, not 2 dots
+            (ROOT / "docs" / f"{name}.png").write_bytes((out / "accuracy.png").read_bytes())  # a curve, not 2 dots
         # the whole report as a page, each table followed by its source (tests/test_docs.py checks them)
-        source = "Source: `docs/results/toy_ablation.json` (written with this page by `bench/toy_ablation.py --publish`)."
+        source = f"Source: `docs/results/{name}.json` (written with this page by `bench/toy_ablation.py --publish`)."
         blocks = [b + ("\n\n" + source if b.startswith("|") else "") for b in table.strip().split("\n\n")]
-        C.atomic_write_text(ROOT / "docs" / "toy_ablation.md", "# Toy ablation: the full report\n\n[Back to the results]"
+        title = "# Toy ablation: the full report" + ("" if name == "toy_ablation" else f" ({name})")
+        figure = f"\n\n![held-out accuracy by stage]({name}.png)\n" if (ROOT / "docs" / f"{name}.png").exists() else "\n"
+        C.atomic_write_text(ROOT / "docs" / f"{name}.md", title + "\n\n[Back to the results]"
                             "(results.md#does-it-learn-the-toy-task-rebuilt-as-minimal-pairs)\n\n" + "\n\n".join(blocks)
-                            + "\n\n![held-out accuracy by stage](toy_ablation.png)\n")
+                            + figure)
     return table
 
 
@@ -480,6 +483,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--sft-lr", type=float, default=SFT_LR, help="LoRA SFT learning rate of both roles")
     ap.add_argument("--export-base", default=None, metavar="DIR",
                     help="also copy the pretrained base to DIR with made_by.json (data/toy_base: the default demo's)")
+    ap.add_argument("--report", default="toy_ablation", metavar="NAME",
+                    help="with --publish: write docs/results/NAME.json, docs/NAME.md (and .png); a side run "
+                         "(another --layers or --base-seed) keeps the main report")
     ap.add_argument("--publish", action="store_true",
                     help="also write docs/results/toy_ablation.json and docs/toy_ablation.png (the docs cite them)")
     a = ap.parse_args(argv)
@@ -528,7 +534,7 @@ def main(argv=None) -> dict:
     check = base / "held_out_analysis.json"
     loop = {"rl_steps": a.rl_steps, "votes": a.votes, "schedules": schedules,
             "base_held_out_analysis": json.loads(check.read_text()) if check.exists() else None}
-    table = report(out, results, a.seeds, trivial_judges(paths), loop, a.publish)
+    table = report(out, results, a.seeds, trivial_judges(paths), loop, a.publish, a.report)
     print(table)
     print(f"toy ablation done in {time.perf_counter() - t0:.0f}s; {out / 'table.md'}, {out / 'accuracy.png'}")
     return results
