@@ -232,7 +232,7 @@ def sft(base: Path, data: Path, out: Path, seed: int, lr: float) -> tuple[Path, 
     for role in ("rubric", "judge"):
         if not (out / f"sft_{role}" / "adapter").exists():
             sh([sys.executable, "sft_warmup.py", "--role", role, "--model", base, "--data", data, "--seed", seed,
-                "--out", out / f"sft_{role}", "--lr", lr, *SFT_ARGS], out / "logs" / f"sft_{role}.log")
+                "--out", out / f"sft_{role}", "--lr", lr, "--resume", *SFT_ARGS], out / "logs" / f"sft_{role}.log")
     return out / "sft_rubric" / "adapter", out / "sft_judge" / "adapter"
 
 
@@ -277,7 +277,7 @@ def direct_judge(base: Path, data: Path, out: Path, seed: int, lr: float) -> Pat
     the rubric left out of its prompt (sft_warmup.py --no-rubric), read with evaluate.py --no-rubric."""
     if not (out / "sft_direct" / "adapter").exists():
         sh([sys.executable, "sft_warmup.py", "--role", "judge", "--no-rubric", "--model", base, "--data", data,
-            "--seed", seed, "--out", out / "sft_direct", "--lr", lr, *SFT_ARGS], out / "logs" / "sft_direct.log")
+            "--seed", seed, "--out", out / "sft_direct", "--lr", lr, "--resume", *SFT_ARGS], out / "logs" / "sft_direct.log")
     return out / "sft_direct" / "adapter"
 
 
