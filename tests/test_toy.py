@@ -130,3 +130,28 @@ def test_the_bundled_toy_base_was_pretrained_on_this_task(tmp_path):
     (stale / "made_by.json").write_text(json.dumps({**rec, "task_fingerprint": "0" * 16}))
     with pytest.raises(SystemExit, match="made_by.json: field 'task_fingerprint'.*another version of the task"):
         toy_task.demo_splits(tmp_path / "other", stale)
+
+
+def test_copy_check_reads_the_token_of_the_required_word(tmp_path):
+    """bench/toy_copy_check.py scores the model's next token where the rubric and the judge's gatekeeper
+    line repeat the required word: that position must hold the word itself, in the bundled base's
+    tokenizer, for every held-out row; the script writes one JSON row per base with rates in [0, 1]."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import toy_copy_check
+    tok = C.load_tokenizer(str(toy_task.TOY_BASE))
+    rows = toy_task.make_split(60, 400, "eval", ("include", "lowercase", "capital_start"))
+    for r in rows:
+        word = dict(r["constraints"])["include"]
+        for text in (r["rubric"], r["judge_trajectory"]):
+            at = text.index(f'the word "{word}"') + len('the word "')
+            ids = C.text_ids(tok, text)
+            piece = tok.decode([ids[toy_copy_check.token_at(tok, ids, at)]])
+            assert piece.lstrip('" ').startswith(word[:len(piece.lstrip('" '))]) and piece.strip('" '), (word, piece)
+    out = tmp_path / "copy.json"
+    rep = toy_copy_check.main(["--base", str(toy_task.TOY_BASE), "--rows", "12", "--out", str(out)])
+    assert json.loads(out.read_text()) == rep and rep["rows"] == 12 and len(rep["bases"]) == 1
+    b = rep["bases"][0]
+    assert b["rubric_copies_word"]["n"] == 12 and 0 <= b["rubric_copies_word"]["rate"] <= 1
+    assert b["judge_copies_word"]["n"] == sum(r["constraints"][0][0] == "include" for r in toy_task.make_split(
+        200, 400, "eval", ("include", "lowercase", "capital_start"))[:12])
+    assert set(b["response_a_analysis_right"]) >= {"all", "include"}
