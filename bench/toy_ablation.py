@@ -166,9 +166,26 @@ def train_all_weights(model, tok, examples: list[tuple], steps: int, cfg: dict, 
                        time.perf_counter() - t0)
 
 
-def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, model_shape: dict = MODEL, seed: int = 0) -> Path:
-    """A small model trained from random weights (every parameter) on rubric and judge trajectories;
-    logs the held-out accuracy of Response A's analysis (analysis_accuracy) as it goes, kept in base/held_out_analysis.json."""
+def copy_examples(tok, n: int, seed: int) -> list[tuple]:
+    """n copy exercises: a user turn "Repeat these words: w1 ... wk." answered with "w1 ... wk.", random
+    lists of the task's words. A pretrained language model can copy a token from wherever it stands
+    (induction heads); a base trained on the task alone never learns to (bench/toy_copy_check.py), and
+    a required word is a copy from the request to the rubric and from the response to the judge."""
+    rng, vocab, out = random.Random(seed + 7), toy_task.WORDS + toy_task.FILLER, []
+    for _ in range(n):
+        ws = [rng.choice(vocab) for _ in range(rng.randint(3, 16))]
+        ws[0] = ws[0].capitalize() if rng.random() < 0.5 else ws[0]
+        target = C.completion_ids(tok, " ".join(ws) + ".")
+        out.append((C.chat_prompt_ids(tok, [{"role": "user", "content": "Repeat these words: " + " ".join(ws) + "."}]),
+                    target, [1.0] * len(target)))
+    return out
+
+
+def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, model_shape: dict = MODEL, seed: int = 0,
+                  copy_curriculum: bool = False) -> Path:
+    """A small model trained from random weights (every parameter) on rubric and judge trajectories
+    (and, with copy_curriculum, as many copy exercises as rows: copy_examples); logs the held-out
+    accuracy of Response A's analysis (analysis_accuracy) as it goes, kept in base/held_out_analysis.json."""
     final = out / "base"
     if (final / "config.json").exists():
         return final
@@ -191,6 +208,8 @@ def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, model_shape
                          sft_warmup.decision_weights(tok, r["judge_trajectory"], w, toy_task.decision_spans(r))))
         target = C.completion_ids(tok, r["rubric"])
         examples.append((C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])), target, [1.0] * len(target)))
+    if copy_curriculum:
+        examples += copy_examples(tok, len(rows), seed)
     check: dict = {}  # the last held-out analysis accuracy, kept beside the base
 
     def progress(logp: torch.Tensor, weights: torch.Tensor) -> str:
@@ -480,6 +499,9 @@ def main(argv=None) -> dict:
                     help="the base's depth (a required word is at chance at 2 layers: does depth reach it?)")
     ap.add_argument("--base-seed", type=int, default=0,
                     help="seed of the base's pretraining (its init and batch order): the base row is one model")
+    ap.add_argument("--copy-curriculum", action="store_true",
+                    help="pretrain the base on copy exercises too (one per pretraining row): a base that never "
+                         "learns to copy cannot check a required word (bench/toy_copy_check.py)")
     ap.add_argument("--sft-lr", type=float, default=SFT_LR, help="LoRA SFT learning rate of both roles")
     ap.add_argument("--export-base", default=None, metavar="DIR",
                     help="also copy the pretrained base to DIR with made_by.json (data/toy_base: the default demo's)")
@@ -492,10 +514,12 @@ def main(argv=None) -> dict:
     out = C.check_writable(a.out)
     model_shape = {**MODEL, "layers": a.layers}
     check_config(out, {**config(model_shape), "pretrain_steps": a.pretrain_steps, "sft_lr": a.sft_lr,
-                       **({"base_seed": a.base_seed} if a.base_seed else {})})  # runs made before the flag: seed 0
+                       **({"base_seed": a.base_seed} if a.base_seed else {}),  # runs made before the flag: seed 0
+                       **({"copy_curriculum": True} if a.copy_curriculum else {})})
     t0 = time.perf_counter()
     paths = make_data(out)
-    base = pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps, model_shape, a.base_seed)
+    base = pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps, model_shape, a.base_seed,
+                        a.copy_curriculum)
     C.log.info("base ready (%.0fs)", time.perf_counter() - t0)
     if a.export_base:
         export_base(base, Path(a.export_base).resolve(), out)

@@ -155,3 +155,22 @@ def test_copy_check_reads_the_token_of_the_required_word(tmp_path):
     assert b["judge_copies_word"]["n"] == sum(r["constraints"][0][0] == "include" for r in toy_task.make_split(
         200, 400, "eval", ("include", "lowercase", "capital_start"))[:12])
     assert set(b["response_a_analysis_right"]) >= {"all", "include"}
+
+
+def test_copy_exercises_ask_for_the_words_they_answer_with():
+    """toy_ablation --copy-curriculum: each exercise's target is the word list its request holds, then
+    end of turn; the lists vary and the same seed gives the same exercises."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import toy_ablation
+    tok = C.load_tokenizer(str(toy_task.TOY_BASE))
+    ex = toy_ablation.copy_examples(tok, 20, 3)
+    assert ex == toy_ablation.copy_examples(tok, 20, 3) and ex != toy_ablation.copy_examples(tok, 20, 4)
+    answers = set()
+    for prompt, target, weights in ex:
+        assert target[-1] == tok.eos_token_id and weights == [1.0] * len(target)
+        answer = tok.decode(target[:-1])
+        assert f"Repeat these words: {answer}" in tok.decode(prompt)
+        assert 3 <= len(answer.split()) <= 16 and all(w.strip(".").lower() in toy_task.WORDS + toy_task.FILLER
+                                                      for w in answer.split())
+        answers.add(answer)
+    assert len(answers) == 20
