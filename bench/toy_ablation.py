@@ -272,7 +272,9 @@ def evaluate(base: Path, rubric: Path | None, judge: Path, data: Path, out: Path
         by_kind.setdefault(kind[unit], []).append(score)
     return {"accuracy": s.get("accuracy_fixed1", s["accuracy"]), "accuracy_swapped": s.get("accuracy_fixed2", float("nan")),
             "both": (s["accuracy_fixed1"] + s["accuracy_fixed2"]) / 2 if "accuracy_fixed1" in s else s["accuracy"],
-            "mixed": s["accuracy"], "format": s["format_rate"], "flip": s.get("flip_rate", float("nan")),
+            "mixed": s["accuracy"], "format": s["format_rate"],
+            # no pair with both orders parsed: no flip rate (evaluate.py writes None)
+            "flip": float("nan") if s.get("flip_rate") is None else s["flip_rate"],
             "pairs": [v for _, v in sorted(by_pair.items())],
             "by_kind": {k: statistics.mean(v) for k, v in sorted(by_kind.items())}}
 
