@@ -10,6 +10,8 @@ split, default kinds) at the positions where a copy is the whole task:
                              likely next token the word the request named? (the rubric's one choice)
   judge copies the word      the same in the judge's gatekeeper line, which repeats the rubric's first
                              criterion (rows whose first criterion is the required word)
+  copy exercises             "Repeat these words: ..." answered token by token (toy_ablation --copy-curriculum
+                             trains on such exercises; these 40 are drawn with a seed no base saw)
   Response A analysis right  toy_ablation.analysis_accuracy: the deciding tokens of Response A's
                              analysis, by the kind of constraint that decides the pair
 
@@ -71,15 +73,30 @@ def copy_rates(model, tok, rows: list[dict]) -> dict:
             "judge_copies_word": {"rate": sum(judge) / len(judge), "n": len(judge)}}
 
 
+def exercise_rate(model, tok, n: int = 40) -> dict:
+    """The copy exercises of toy_ablation --copy-curriculum (a seed no base was trained on): the share of
+    answer tokens that are the model's most likely ones, teacher-forced, and of whole answers."""
+    tokens = whole = total = 0
+    for prompt, target, _ in toy_ablation.copy_examples(tok, n, 999):
+        with torch.no_grad():
+            pred = model(input_ids=torch.tensor([prompt + target])).logits[0, len(prompt) - 1:-1].argmax(-1)
+        right = pred == torch.tensor(target)
+        tokens, whole, total = tokens + int(right.sum()), whole + int(right.all()), total + len(target)
+    return {"token_rate": tokens / total, "whole_rate": whole / n, "n": n}
+
+
 def check(base: Path, rows: list[dict]) -> dict:
     from transformers import AutoModelForCausalLM
     tok = C.load_tokenizer(str(base))
     model = AutoModelForCausalLM.from_pretrained(str(base)).eval()
-    made = base / "made_by.json"
+    made, run = base / "made_by.json", base.parent / "config.json"  # an exported base, or one in its run folder
+    cfg = json.loads(made.read_text())["config"] if made.exists() else json.loads(run.read_text()) if run.exists() else {}
     return {"base": toy_ablation.rel(base), "weights": content_digest(base / "model.safetensors"),
             "layers": model.config.num_hidden_layers,
-            "pretrain": json.loads(made.read_text())["config"]["pretrain"] if made.exists() else None,
-            **copy_rates(model, tok, rows),
+            "made_with": {k: cfg[k] for k in ("model", "pretrain", "pretrain_steps", "base_seed", "copy_curriculum")
+                          if k in cfg},
+            "pretraining_check": json.loads(hc.read_text()) if (hc := base / "held_out_analysis.json").exists() else None,
+            **copy_rates(model, tok, rows), "copy_exercises": exercise_rate(model, tok),
             "response_a_analysis_right": toy_ablation.analysis_accuracy(model, tok, rows)}
 
 

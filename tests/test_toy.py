@@ -154,7 +154,7 @@ def test_copy_check_reads_the_token_of_the_required_word(tmp_path):
     assert b["rubric_copies_word"]["n"] == 12 and 0 <= b["rubric_copies_word"]["rate"] <= 1
     assert b["judge_copies_word"]["n"] == sum(r["constraints"][0][0] == "include" for r in toy_task.make_split(
         200, 400, "eval", ("include", "lowercase", "capital_start"))[:12])
-    assert set(b["response_a_analysis_right"]) >= {"all", "include"}
+    assert set(b["response_a_analysis_right"]) >= {"all", "include"} and 0 <= b["copy_exercises"]["token_rate"] <= 1
 
 
 def test_copy_exercises_ask_for_the_words_they_answer_with():
