@@ -169,8 +169,9 @@ def train_all_weights(model, tok, examples: list[tuple], steps: int, cfg: dict, 
 def copy_examples(tok, n: int, seed: int) -> list[tuple]:
     """n copy exercises: a user turn "Repeat these words: w1 ... wk." answered with "w1 ... wk.", random
     lists of the task's words. A pretrained language model can copy a token from wherever it stands
-    (induction heads); a base trained on the task alone never learns to (bench/toy_copy_check.py), and
-    a required word is a copy from the request to the rubric and from the response to the judge."""
+    (induction heads); the 1500-step base trained on the task alone does not even copy the requested word
+    into its rubric (bench/toy_copy_check.py), and a required word is a copy from the request to the
+    rubric and from the response to the judge."""
     rng, vocab, out = random.Random(seed + 7), toy_task.WORDS + toy_task.FILLER, []
     for _ in range(n):
         ws = [rng.choice(vocab) for _ in range(rng.randint(3, 16))]
@@ -502,8 +503,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--base-seed", type=int, default=0,
                     help="seed of the base's pretraining (its init and batch order): the base row is one model")
     ap.add_argument("--copy-curriculum", action="store_true",
-                    help="pretrain the base on copy exercises too (one per pretraining row): a base that never "
-                         "learns to copy cannot check a required word (bench/toy_copy_check.py)")
+                    help="pretrain the base on copy exercises too (one per pretraining row): a base that does not "
+                         "copy cannot check a required word (bench/toy_copy_check.py)")
     ap.add_argument("--sft-lr", type=float, default=SFT_LR, help="LoRA SFT learning rate of both roles")
     ap.add_argument("--export-base", default=None, metavar="DIR",
                     help="also copy the pretrained base to DIR with made_by.json (data/toy_base: the default demo's)")
