@@ -17,7 +17,9 @@ split, default kinds) at the positions where a copy is the whole task:
 
 Chance for a copy is about 1 in 29 (the words a request may name). Writes one JSON with a row per base:
 
-    python bench/toy_copy_check.py --base data/toy_base --out docs/results/toy_copy_check.json
+    python bench/toy_copy_check.py --base data/toy_base --base runs/toy_pretrain_4000/base \
+        --base runs/toy_copy_curriculum/base --out docs/results/toy_copy_check.json
+(the last two bases: bench/toy_ablation.py --pretrain-steps 4000, and --copy-curriculum; see docs/results.md)
 """
 
 from __future__ import annotations
