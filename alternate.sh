@@ -96,7 +96,8 @@ if [ "$DEMO" = real ]; then
   sed -n '65,80p' data/if_train.jsonl >"$OUT/data/rl.jsonl"
   head -n 32 data/if_test.jsonl >"$OUT/data/eval.jsonl"
   SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
-  : "${MODEL_ARGS:=--dtype bf16}"
+  # bf16 on a GPU or a CPU that computes it natively, fp32 where bf16 is emulated (AVX2: 10x slower)
+  : "${MODEL_ARGS:=--dtype $(cd "$HERE" && "$PY" -c 'import common; print(common.fast_dtype())')}"
   : "${SFT_RUBRIC_ARGS:=--epochs 1 --batch-size 8 --micro-batch 8 --lr 1e-3 --save-every 4}"
   : "${SFT_JUDGE_ARGS:=--epochs 2 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1280 --save-every 4}"
   : "${CACHE_ARGS:=--max-new-tokens 160 --batch-size 16}"

@@ -611,6 +611,17 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def fast_dtype() -> str:
+    """The --dtype a real-model run should train and sample in here: bf16 on a GPU and on a CPU that
+    computes bf16 natively (AVX-512 BF16 or AMX); fp32 on other CPUs, where bf16 is emulated and many
+    times slower (bench/bench_dtype.py measures both on the machine at hand: BENCHMARKS.md). Drivers
+    write the answer into their commands, so a run's record names the dtype it really used."""
+    if torch.cuda.is_available():
+        return "bf16"
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return "bf16" if caps.get("avx512_bf16") or caps.get("amx_bf16") else "fp32"
+
+
 def _decode_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """transformers' SDPA attention, except one decode step (one query token) with grouped KV heads
     always folds the query heads of a group into the query axis. transformers does that only when a
@@ -1907,6 +1918,7 @@ class GRPOConfig:
     epochs: float = 1.0
     max_steps: int | None = None
     save_every: int = 50
+    keep_checkpoints: int = 2           # checkpoints kept on disk (0: every one, for a held-out curve after the run)
     gen_batch: int = 8                  # prompts per generate() call
     share_prefix: bool = True
     reuse_first_pass: bool = True       # old log-probs from the first pass (exact without dropout)
@@ -1945,6 +1957,9 @@ def add_grpo_args(ap: argparse.ArgumentParser, paper: dict) -> None:
     g.add_argument("--epochs", type=float, default=d["epochs"], help="passes over the phase's examples")
     g.add_argument("--max-steps", type=int, default=d["max_steps"], help="stop after N steps")
     g.add_argument("--save-every", type=int, default=d["save_every"], help="checkpoint every N steps (0: never)")
+    g.add_argument("--keep-checkpoints", type=int, default=d["keep_checkpoints"],
+                   help="checkpoints kept in OUT/checkpoints, the newest (0: all of them, e.g. to evaluate the "
+                        "judge at every --save-every steps afterwards)")
     g.add_argument("--gen-batch", type=int, default=d["gen_batch"], help="prompts per generate call")
     g.add_argument("--share-prefix", default=d["share_prefix"], action=argparse.BooleanOptionalAction,
                    help="prefill each prompt once for its G samples (and run it once in training)")
@@ -1978,7 +1993,8 @@ def grpo_run(out, model, dist: Dist, cfg: GRPOConfig, n_examples: int, args, nam
     return TrainingRun(out, model, dist, lr=cfg.lr, n_examples=n_examples, per_rank=per_rank, epochs=cfg.epochs,
                        max_steps=cfg.max_steps, optimizer_steps_per_step=cfg.num_iterations, scheduler=cfg.lr_scheduler,
                        warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, save_every=cfg.save_every,
-                       resume=args.resume, data_seed=cfg.seed, sampling_seed=cfg.seed, max_bad_steps=cfg.max_bad_steps,
+                       keep_checkpoints=cfg.keep_checkpoints, resume=args.resume, data_seed=cfg.seed, sampling_seed=cfg.seed,
+                       max_bad_steps=cfg.max_bad_steps,
                        name=name, config=vars(args), wandb_project=args.wandb_project, progress_key="reward")
 
 
@@ -2370,7 +2386,8 @@ def _writing(tmp: Path, what: str):
 def save_checkpoint(out_dir: str | os.PathLike, step: int, model, optimizer, scheduler, extra: dict,
                     keep: int = 2) -> Path:
     """<out>/checkpoints/step-000123/{adapter files, trainer_state.pt}, written to a temporary folder
-    and renamed, so a crash never leaves a half checkpoint that looks whole."""
+    and renamed, so a crash never leaves a half checkpoint that looks whole; the newest `keep` stay
+    (0: all)."""
     root = Path(out_dir) / "checkpoints"
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
@@ -2469,7 +2486,7 @@ def lock_output(path: str | os.PathLike) -> None:
 
 
 # Flags that do not change what a run computes, so a rerun may change them freely.
-VOLATILE_FLAGS = {"out", "resume", "overwrite", "accept_changes", "wandb_project", "device", "save_every",
+VOLATILE_FLAGS = {"out", "resume", "overwrite", "accept_changes", "wandb_project", "device", "save_every", "keep_checkpoints",
                   "log_samples", "max_steps", "gen_batch", "judge_batch"}
 RUN_FILES = ("checkpoints", "metrics.jsonl", "adapter", "judge_samples.jsonl", "run_signature.json")
 
@@ -2568,6 +2585,7 @@ def grpo_flag_rules(args) -> list[tuple[bool, str]]:
         (args.epochs > 0, f"--epochs {args.epochs}: must be positive"),
         (args.max_steps is None or args.max_steps >= 1, f"--max-steps {args.max_steps}: must be at least 1"),
         (args.save_every >= 0, f"--save-every {args.save_every}: must not be negative"),
+        (args.keep_checkpoints >= 0, f"--keep-checkpoints {args.keep_checkpoints}: must not be negative"),
         (args.gen_batch >= 1, f"--gen-batch {args.gen_batch}: must be at least 1"),
         (0 <= args.warmup_ratio < 1, f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)"),
         (args.max_grad_norm > 0, f"--max-grad-norm {args.max_grad_norm}: must be positive"),
@@ -2613,11 +2631,13 @@ class TrainingRun:
     def __init__(self, out: str | os.PathLike, model, dist: Dist, *, lr: float, n_examples: int, per_rank: int,
                  epochs: float = 1.0, max_steps: int | None = None, optimizer_steps_per_step: int = 1,
                  scheduler: str = "cosine", warmup_ratio: float = 0.0, weight_decay: float = 0.0, save_every: int = 0,
-                 resume: bool = False, data_seed: int = 0, sampling_seed: int | None = None, max_bad_steps: int = 3,
+                 keep_checkpoints: int = 2, resume: bool = False, data_seed: int = 0, sampling_seed: int | None = None,
+                 max_bad_steps: int = 3,
                  name: str = "train", config: dict | None = None, wandb_project: str | None = None,
                  progress_key: str = "loss"):
         self.out, self.dist, self.model, self.per_rank = Path(out), dist, model, per_rank
         self.n_examples, self.data_seed, self.save_every = n_examples, data_seed, save_every
+        self.keep_checkpoints = keep_checkpoints
         self.max_bad_steps, self.bad, self.progress_key, self.name = max_bad_steps, 0, progress_key, name
         self.steps_per_epoch = max(1, n_examples // (per_rank * dist.world))
         self.total = max_steps or max(1, math.ceil(epochs * self.steps_per_epoch))
@@ -2698,7 +2718,8 @@ class TrainingRun:
         # the last step is checkpointed too: a finished run given more --max-steps continues from it
         saved = self.save_every and ((step + 1) % self.save_every == 0 or step + 1 == self.total)
         if self.dist.is_main and saved:
-            save_checkpoint(self.out, step + 1, self.model, self.opt, self.sched, {"total": self.total})
+            save_checkpoint(self.out, step + 1, self.model, self.opt, self.sched, {"total": self.total},
+                            keep=self.keep_checkpoints)
         maybe_crash("step", step + 1)
         if self.stop_signal is not None and step + 1 < self.total:
             self._stop(step + 1, saved)
@@ -2706,7 +2727,8 @@ class TrainingRun:
     def _stop(self, done: int, saved: bool) -> None:
         import shlex
         if self.dist.is_main and not saved:
-            save_checkpoint(self.out, done, self.model, self.opt, self.sched, {"total": self.total})
+            save_checkpoint(self.out, done, self.model, self.opt, self.sched, {"total": self.total},
+                            keep=self.keep_checkpoints)
         self.metrics.close()
         argv = [a for a in sys.argv if a != "--overwrite"]
         cmd = shlex.join([sys.executable, *argv, *([] if "--resume" in argv else ["--resume"])])

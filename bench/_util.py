@@ -33,6 +33,18 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def timed(fn, reps: int) -> float:
+    """Median seconds of `reps` calls of fn, after one warm-up call (first-call allocations, kernel choice)."""
+    import time
+    fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return median(ts)
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:

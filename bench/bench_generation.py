@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import _util as U
@@ -36,16 +35,6 @@ def long_prompts(tok, n: int, min_tokens: int) -> list[list[int]]:
     return out
 
 
-def timed(fn, reps: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return U.median(ts)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--G", type=int, default=7)
@@ -67,13 +56,13 @@ def main() -> None:
     ids, mask = C.left_pad(prompts, tok.pad_token_id, "cpu")
     rows = ["| mode | shared prefill s | G prefills s | speed-up | HF generate s | ours shared vs HF |", "|---|---|---|---|---|---|"]
     for mode, temp in (("greedy", 0.0), ("sampled, T=1", 1.0)):
-        t_shared = timed(lambda t=temp: C.generate(model, tok, prompts, n=a.G, max_new_tokens=a.new_tokens, temperature=t,
+        t_shared = U.timed(lambda t=temp: C.generate(model, tok, prompts, n=a.G, max_new_tokens=a.new_tokens, temperature=t,
                                                    share_prefix=True), a.reps)
-        t_copies = timed(lambda t=temp: C.generate(model, tok, prompts, n=a.G, max_new_tokens=a.new_tokens, temperature=t,
+        t_copies = U.timed(lambda t=temp: C.generate(model, tok, prompts, n=a.G, max_new_tokens=a.new_tokens, temperature=t,
                                                    share_prefix=False), a.reps)
         hf = "- | -"  # HF generate refuses num_return_sequences > 1 with greedy decoding
         if temp > 0:
-            t_hf = timed(lambda t=temp: model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=a.new_tokens,
+            t_hf = U.timed(lambda t=temp: model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=a.new_tokens,
                                                 min_new_tokens=a.new_tokens, num_return_sequences=a.G, do_sample=True,
                                                 temperature=t, top_k=0, pad_token_id=tok.pad_token_id), a.reps)
             hf = f"{t_hf:.3f} | {t_hf / t_shared:.2f}x"

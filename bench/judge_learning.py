@@ -34,16 +34,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import baselines as B  # noqa: E402
+import common as C  # noqa: E402
 from manifests import content_digest  # noqa: E402
 
 # ---- configuration (what the report's tables were made with) ----
 MODEL = "smollm2-135m"
+DTYPE = C.fast_dtype()          # bf16 where the hardware computes it (the published runs), else fp32; in every marker
 N_SFT = 320                     # train pairs 0 .. N_SFT-1: the judge's SFT warm-up (40 steps of 8)
 WEIGHTS = [10, 1]               # --decision-weight of the SFT variants (RL starts from the first)
 EVAL = {"IF test": "data/if_test.jsonl", "IFBench-OOD": "data/if_ood.jsonl"}
 REACH_ARGS = "--n-train 800 --n-eval 200 --steps 150 --eval-every 25 --batch 8"
-SFT_ARGS = "--dtype bf16 --epochs 1 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1024 --save-every 10"
-EVAL_ARGS = "--dtype bf16 --greedy --max-judge-tokens 320 --batch-size 40 --max-prompt-length 1024 --limit 120"
+SFT_ARGS = f"--dtype {DTYPE} --epochs 1 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1024 --save-every 10"
+EVAL_ARGS = f"--dtype {DTYPE} --greedy --max-judge-tokens 320 --batch-size 40 --max-prompt-length 1024 --limit 120"
 REPORT = {"name": "judge_learning"}  # docs/NAME.md and docs/results/NAME.json (--report)
 REACH_OUT = ROOT / "docs" / "results" / "judge_reach.json"  # small: committed beside the report
 # The same two readings with every layer trained and a compact prompt (no judge instructions): what the
@@ -57,7 +59,7 @@ REACH_COMPACT_OUT = ROOT / "docs" / "results" / "judge_reach_compact.json"
 RL_FROM_WEIGHT = 10
 N_RL = 800
 RL_SEEDS = [0, 1, 2]
-RL_ARGS = ("--dtype bf16 --group-size 4 --batch-size 16 --micro-batch 8 --gen-batch 4 --num-iterations 1 "
+RL_ARGS = (f"--dtype {DTYPE} --group-size 4 --batch-size 16 --micro-batch 8 --gen-batch 4 --num-iterations 1 "
            "--max-completion-length 288 --max-prompt-length 1024 --lr 5e-5 --lr-scheduler constant --warmup-ratio 0 "
            "--max-steps 50 --save-every 5")
 

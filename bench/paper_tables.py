@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import common as C  # noqa: E402
+
 # ---- configuration: the settings of the miniature, chosen by measurement (docs/paper_tables.md says why) ----
 MODEL = "smollm2-135m"
 SEEDS = [0, 1]                   # RL seeds of the default schedule (one shared SFT warm-up): the spread of the RL cycles
@@ -44,7 +46,7 @@ N_RL = 128                       # the next rows: RL data, CYCLES equal disjoint
 N_POLICY = 96                    # the last rows' requests: the policy's DPO prompts
 EVAL_ROWS = {"IF test": ("data/if_test.jsonl", 64), "IFBench-OOD": ("data/if_ood.jsonl", 64),
              "demo pairs": ("data/demo_eval.jsonl", 32)}
-MODEL_ARGS = "--dtype bf16"
+MODEL_ARGS = f"--dtype {C.fast_dtype()}"  # bf16 (the published tables) where the hardware computes it, else fp32
 SFT_RUBRIC_ARGS = "--epochs 1 --batch-size 8 --micro-batch 8 --lr 1e-3 --cutoff-len 1024 --save-every 8"
 SFT_JUDGE_ARGS = "--epochs 2 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1280 --save-every 8"
 CACHE_ARGS = "--max-new-tokens 160 --batch-size 32"

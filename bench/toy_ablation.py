@@ -248,6 +248,27 @@ def export_base(base: Path, dest: Path, out: Path) -> None:
     C.log.info("exported the base to %s", dest)
 
 
+PRETRAINING_KEYS = ("kinds", "splits", "model", "pretrain", "task_fingerprint", "pretrain_steps", "base_seed",
+                    "copy_curriculum")  # what a base depends on (a missing base_seed is 0, copy_curriculum off)
+
+
+def given_base(base: Path, cfg: dict) -> Path:
+    """A base exported by --export-base, used instead of pretraining one: its made_by.json must record the
+    pretraining settings this run would use (a base of other settings is refused, naming the field)."""
+    made = base / "made_by.json"
+    if not made.exists():
+        raise SystemExit(f"error: {made}: missing; --base takes a folder written by --export-base")
+    rec = json.loads(made.read_text()).get("config", {})
+    defaults = {"base_seed": 0, "copy_curriculum": False}
+    want = json.loads(json.dumps(cfg))
+    for key in PRETRAINING_KEYS:
+        have, need = rec.get(key, defaults.get(key)), want.get(key, defaults.get(key))
+        if have != need:
+            raise SystemExit(f"error: {made}: field 'config.{key}' is {json.dumps(have)}, this run pretrains with "
+                             f"{json.dumps(need)}: not the base of these settings")
+    return base
+
+
 def sft(base: Path, data: Path, out: Path, seed: int, lr: float) -> tuple[Path, Path]:
     for role in ("rubric", "judge"):
         if not (out / f"sft_{role}" / "adapter").exists():
@@ -506,6 +527,9 @@ def main(argv=None) -> dict:
                     help="pretrain the base on copy exercises too (one per pretraining row): a base that does not "
                          "copy cannot check a required word (bench/toy_copy_check.py)")
     ap.add_argument("--sft-lr", type=float, default=SFT_LR, help="LoRA SFT learning rate of both roles")
+    ap.add_argument("--base", default=None, metavar="DIR",
+                    help="use this base (exported by --export-base, e.g. data/toy_base) instead of pretraining one; "
+                         "refused unless its made_by.json records this run's pretraining settings")
     ap.add_argument("--export-base", default=None, metavar="DIR",
                     help="also copy the pretrained base to DIR with made_by.json (data/toy_base: the default demo's)")
     ap.add_argument("--report", default="toy_ablation", metavar="NAME",
@@ -516,13 +540,16 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     out = C.check_writable(a.out)
     model_shape = {**MODEL, "layers": a.layers}
-    check_config(out, {**config(model_shape), "pretrain_steps": a.pretrain_steps, "sft_lr": a.sft_lr,
-                       **({"base_seed": a.base_seed} if a.base_seed else {}),  # runs made before the flag: seed 0
-                       **({"copy_curriculum": True} if a.copy_curriculum else {})})
+    cfg = {**config(model_shape), "pretrain_steps": a.pretrain_steps, "sft_lr": a.sft_lr,
+           **({"base_seed": a.base_seed} if a.base_seed else {}),  # runs made before the flag: seed 0
+           **({"copy_curriculum": True} if a.copy_curriculum else {})}
+    given = given_base(Path(a.base).resolve(), cfg) if a.base else None
+    check_config(out, {**cfg, **({"base": rel(given), "base_weights": content_digest(given / "model.safetensors")}
+                                 if given else {})})
     t0 = time.perf_counter()
     paths = make_data(out)
-    base = pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps, model_shape, a.base_seed,
-                        a.copy_curriculum)
+    base = given or pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps, model_shape, a.base_seed,
+                                  a.copy_curriculum)
     C.log.info("base ready (%.0fs)", time.perf_counter() - t0)
     if a.export_base:
         export_base(base, Path(a.export_base).resolve(), out)

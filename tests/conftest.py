@@ -127,7 +127,8 @@ def grpo_loop(model, tok, cfg, prompts: list, reward, out, dist=None, on_step=No
     run = C.TrainingRun(out, model, dist, lr=cfg.lr, n_examples=len(prompts), per_rank=per_rank, epochs=cfg.epochs,
                         max_steps=cfg.max_steps, optimizer_steps_per_step=cfg.num_iterations,
                         scheduler=cfg.lr_scheduler, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-                        save_every=cfg.save_every, data_seed=cfg.seed, sampling_seed=cfg.seed,
+                        save_every=cfg.save_every, keep_checkpoints=cfg.keep_checkpoints, data_seed=cfg.seed,
+                        sampling_seed=cfg.seed,
                         max_bad_steps=cfg.max_bad_steps, progress_key="reward")
     for step in run.steps():
         timer = C.StepTimer()

@@ -175,6 +175,23 @@ def test_judge_phase_end_to_end_and_resume(tiny_model, tmp_path):
     assert_same_adapter(tmp_path / "full" / "adapter", tmp_path / "cut" / "adapter")
 
 
+def test_judge_phase_keeps_every_checkpoint_when_asked(tiny_model, tmp_path):
+    """--keep-checkpoints 0 keeps a loadable adapter at every --save-every step (a held-out curve after
+    the run: bench/toy_judge_curve.py); by default only the newest two stay."""
+    cache = make_cache(tmp_path / "rubrics.jsonl")
+    args = [*JUDGE, "--model", tiny_model, "--rubric-cache", cache, "--max-steps", "4", "--save-every", "1"]
+    run_script(*args, "--out", tmp_path / "two")
+    run_script(*args, "--keep-checkpoints", "0", "--out", tmp_path / "all")
+    names = lambda out: sorted(p.name for p in (out / "checkpoints").glob("step-*"))  # noqa: E731
+    assert names(tmp_path / "two") == ["step-000003", "step-000004"]
+    assert names(tmp_path / "all") == [f"step-{k:06d}" for k in (1, 2, 3, 4)]
+    C.attach_lora(C.load_base_model(str(tiny_model)), str(tmp_path / "all" / "checkpoints" / "step-000001"), trainable=False)
+    assert_same_adapter(tmp_path / "all" / "checkpoints" / "step-000004", tmp_path / "all" / "adapter")
+    assert_same_adapter(tmp_path / "all" / "adapter", tmp_path / "two" / "adapter")  # the same training either way
+    p = run_script(*args, "--keep-checkpoints", "-1", "--out", tmp_path / "bad", check=False)
+    assert p.returncode != 0 and "--keep-checkpoints -1: must not be negative" in p.stderr
+
+
 def test_judge_phase_missing_rubric_is_an_error(tiny_model, tmp_path):
     cache = make_cache(tmp_path / "rubrics.jsonl", n=5)
     p = run_script(*JUDGE, "--model", tiny_model, "--rubric-cache", cache, "--out", tmp_path / "o", check=False)

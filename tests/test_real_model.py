@@ -19,9 +19,9 @@ import common as C
 from conftest import EVAL, ROOT, read_jsonl, run_script
 
 MODEL = "smollm2-135m"
-# bf16 where the CPU computes it (AVX-512 and newer); on an AVX2-only CPU it is emulated and one SFT step
-# of SmolLM2 takes over 10 minutes, so the tests train in fp32 there
-TRAIN_DTYPE = "bf16" if torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "AVX2") else "fp32"
+# bf16 where the CPU computes it natively; where it is emulated (no AVX-512 BF16 or AMX) one SFT step of
+# SmolLM2 takes over 10 minutes, so the tests train in fp32 there (common.fast_dtype)
+TRAIN_DTYPE = C.fast_dtype()
 
 
 @pytest.fixture(scope="module")

@@ -174,3 +174,18 @@ def test_copy_exercises_ask_for_the_words_they_answer_with():
                                                       for w in answer.split())
         answers.add(answer)
     assert len(answers) == 20
+
+
+def test_a_given_base_must_record_the_runs_pretraining_settings(tmp_path):
+    """toy_ablation --base DIR skips pretraining only for a base exported with the same pretraining
+    settings (made_by.json); another setting is refused with the field named."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import toy_ablation
+    cfg = {**toy_ablation.config(), "pretrain_steps": toy_ablation.PRETRAIN["steps"], "sft_lr": toy_ablation.SFT_LR}
+    assert toy_ablation.given_base(toy_task.TOY_BASE, cfg) == toy_task.TOY_BASE
+    for change, field in (({"pretrain_steps": 4000}, "config.pretrain_steps"), ({"base_seed": 1}, "config.base_seed"),
+                          ({"model": {**toy_ablation.MODEL, "layers": 4}}, "config.model")):
+        with pytest.raises(SystemExit, match=f"field '{field}' is .* not the base of these settings"):
+            toy_ablation.given_base(toy_task.TOY_BASE, {**cfg, **change})
+    with pytest.raises(SystemExit, match="made_by.json: missing"):
+        toy_ablation.given_base(tmp_path, cfg)
