@@ -20,6 +20,8 @@ scratch, and the paper's training-order ablation run with the real stage scripts
 
     python bench/toy_ablation.py --out runs/toy_ablation --publish       # 4 schedules x 3 seeds
     python bench/toy_ablation.py --out runs/toy_quick --seeds 0 --schedules none   # base + SFT only
+    python bench/toy_ablation.py --out runs/toy_rl80 --base data/toy_base --rl-steps 80 --schedules judge-first \
+        --votes 1 --publish --report toy_rl80      # the bundled base (no pretraining), 80 GRPO steps a phase
 Finished steps are kept (the base, each SFT, each loop, each evaluation), so a rerun resumes; a rerun
 into a folder made with other settings (OUT/config.json) is refused.
 """
