@@ -40,7 +40,7 @@ Flags:
   --rubric-init DIR    skip rubric SFT, start from this adapter
   --judge-init DIR     skip judge SFT, start from this adapter
   --no-sft             skip SFT: the loop starts from the base model itself (new, untrained adapters);
-                       for a base that already judges (on the toy base it beat the loop from SFT)
+                       for a base that already judges (the toy base: --toy-demo --no-sft)
   --cycles K           alternating cycles (default 3)
   --order ORDER        judge-first (default, the paper) | rubric-first (the paper's ablation) |
                        simultaneous (both phases from the previous cycle's models)
@@ -96,7 +96,7 @@ if [ "$DEMO" = real ]; then
   sed -n '65,80p' data/if_train.jsonl >"$OUT/data/rl.jsonl"
   head -n 32 data/if_test.jsonl >"$OUT/data/eval.jsonl"
   SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
-  # bf16 on a GPU or a CPU that computes it natively, fp32 where bf16 is emulated (AVX2: 10x slower)
+  # bf16 on a GPU or a CPU that computes it natively, fp32 where bf16 is emulated (AVX2: a SmolLM2 training pass 31x slower, BENCHMARKS.md)
   : "${MODEL_ARGS:=--dtype $(cd "$HERE" && "$PY" -c 'import common; print(common.fast_dtype())')}"
   : "${SFT_RUBRIC_ARGS:=--epochs 1 --batch-size 8 --micro-batch 8 --lr 1e-3 --save-every 4}"
   : "${SFT_JUDGE_ARGS:=--epochs 2 --batch-size 8 --micro-batch 4 --lr 1e-3 --cutoff-len 1280 --save-every 4}"
