@@ -6,7 +6,7 @@ adapters (seed 0 of the ablation: the bundled base, the same SFT command), keepi
 EVERY steps, and each checkpoint is evaluated afterwards on the 200 held-out pairs in both orders with the
 SFT generator's rubrics: the curve shows where held-out accuracy stops rising.
 
-    python bench/toy_judge_curve.py --out runs/toy_judge_curve --publish    # 3 RL seeds, about 45 min on 2 cores
+    python bench/toy_judge_curve.py --out runs/toy_judge_curve --publish    # 3 RL seeds, 27 min on 2 cores
 
 Steps (each kept, so a rerun resumes): the demo splits, SFT of both roles (seed 0), one rubric cache of the
 RL split by the SFT generator, the judge phase per RL seed (train_judge_phase.py --keep-checkpoints 0), one
