@@ -43,7 +43,9 @@ Flags:
                        for a base that already judges (the toy base: --toy-demo --no-sft)
   --cycles K           alternating cycles (default 3)
   --order ORDER        judge-first (default, the paper) | rubric-first (the paper's ablation) |
-                       simultaneous (both phases from the previous cycle's models)
+                       simultaneous (both phases from the previous cycle's models) |
+                       judge-only / rubric-only (ablations: the other model stays as it starts, and
+                       its phase slot runs a second phase of the trained one: the same GRPO steps)
   --gpus N             processes per training phase; >1 uses torchrun (default 1)
   --out DIR            output folder (default runs/arm)
   --seed N             seed for the data split and the stages (default 0)
@@ -69,7 +71,8 @@ while [ $# -gt 0 ]; do
     *) die "unknown flag $1 (see --help)" ;;
   esac
 done
-case "$ORDER" in judge-first|rubric-first|simultaneous) ;; *) die "--order must be judge-first, rubric-first or simultaneous" ;; esac
+case "$ORDER" in judge-first|rubric-first|simultaneous|judge-only|rubric-only) ;;
+  *) die "--order must be judge-first, rubric-first, simultaneous, judge-only or rubric-only" ;; esac
 [[ "$CYCLES" =~ ^[0-9]+$ ]] && [ "$CYCLES" -ge 1 ] || die "--cycles $CYCLES: must be a whole number, at least 1"
 [[ "$GPUS" =~ ^[0-9]+$ ]] && [ "$GPUS" -ge 1 ] || die "--gpus $GPUS: must be a whole number, at least 1"
 [[ "$SEED" =~ ^[0-9]+$ ]] || die "--seed $SEED: must be a whole number"
@@ -197,6 +200,7 @@ run_step() {
   CHILD=$!
   wait "$CHILD" || rc=$?
   CHILD=""
+  echo $(( $(date +%s) - t )) >>"$OUT/logs/$name.seconds"  # wall time of each attempt (the summary adds them)
   if [ "$rc" -ne 0 ]; then
     echo "[alternate] $name FAILED after $(( $(date +%s) - t ))s; see $log" >&2
     tail -n 5 "$log" >&2
@@ -289,19 +293,21 @@ cache_step() {  # cache_step CYCLE: one greedy rubric per example of the cycle's
   run_step "c$1_cache" "--cache	$OUT/c$1_rubrics.jsonl	--data	$OUT/parts/part$1.jsonl" "$PY" common.py cache-rubrics \
     --model "$MODEL" --adapter "$RUBRIC" --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubrics.jsonl" $MODEL_ARGS $CACHE_ARGS
 }
-judge_step() {
+judge_step() {  # judge_step CYCLE [SUFFIX]: a second phase of the same cycle is named c<CYCLE>_judge<SUFFIX>
+  local name="c$1_judge${2:-}"
   # shellcheck disable=SC2086
-  run_step "c$1_judge" "--adapter	$OUT/c$1_judge/adapter" "${LAUNCH[@]}" train_judge_phase.py --model "$MODEL" \
-    --adapter "$JUDGE" --data "$OUT/parts/part$1.jsonl" --rubric-cache "$OUT/c$1_rubrics.jsonl" --out "$OUT/c$1_judge" \
+  run_step "$name" "--adapter	$OUT/$name/adapter" "${LAUNCH[@]}" train_judge_phase.py --model "$MODEL" \
+    --adapter "$JUDGE" --data "$OUT/parts/part$1.jsonl" --rubric-cache "$OUT/c$1_rubrics.jsonl" --out "$OUT/$name" \
     --seed "$SEED" --resume $MODEL_ARGS $JUDGE_ARGS
-  JUDGE="$OUT/c$1_judge/adapter"
+  JUDGE="$OUT/$name/adapter"
 }
-rubric_step() {  # rubric_step CYCLE [JUDGE_ADAPTER]: against the given (default: current) judge
+rubric_step() {  # rubric_step CYCLE [JUDGE_ADAPTER [SUFFIX]]: against the given (default: current) judge
+  local name="c$1_rubric${3:-}"
   # shellcheck disable=SC2086
-  run_step "c$1_rubric" "--adapter	$OUT/c$1_rubric/adapter" "${LAUNCH[@]}" train_rubric_phase.py --model "$MODEL" \
-    --adapter "$RUBRIC" --judge-adapter "${2:-$JUDGE}" --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubric" \
+  run_step "$name" "--adapter	$OUT/$name/adapter" "${LAUNCH[@]}" train_rubric_phase.py --model "$MODEL" \
+    --adapter "$RUBRIC" --judge-adapter "${2:-$JUDGE}" --data "$OUT/parts/part$1.jsonl" --out "$OUT/$name" \
     --seed "$SEED" --resume $MODEL_ARGS $RUBRIC_ARGS
-  RUBRIC="$OUT/c$1_rubric/adapter"
+  RUBRIC="$OUT/$name/adapter"
 }
 for c in $(seq 1 "$CYCLES"); do
   echo "[alternate] cycle $c/$CYCLES ($ORDER)"
@@ -309,6 +315,10 @@ for c in $(seq 1 "$CYCLES"); do
     cache_step "$c"; judge_step "$c"; rubric_step "$c"
   elif [ "$ORDER" = rubric-first ]; then
     rubric_step "$c"; cache_step "$c"; judge_step "$c"
+  elif [ "$ORDER" = judge-only ]; then  # the generator stays as it starts; the rubric slot trains the judge again
+    cache_step "$c"; judge_step "$c"; judge_step "$c" _b
+  elif [ "$ORDER" = rubric-only ]; then  # the judge stays as it starts; the judge slot trains the generator again
+    rubric_step "$c" "" _a; rubric_step "$c"
   else  # simultaneous: both phases start from the previous cycle's models
     prev_judge="$JUDGE"; cache_step "$c"; judge_step "$c"; rubric_step "$c" "$prev_judge"
   fi
@@ -333,13 +343,32 @@ print("\n== Rubric-ARM run summary:", out)
 for name in ("sft_rubric", "sft_judge"):
     if (m := log(out / name)):
         print(f"{name:12s} loss {m[0].get('loss', float('nan')):.3f} -> {m[-1].get('loss', float('nan')):.3f}")
+from common import LOW_SIGNAL, signal_summary
+def wall(name):  # seconds of every attempt of a step, as run_step recorded them
+    p = out / "logs" / f"{name}.seconds"
+    return sum(int(x) for x in p.read_text().split() if x.isdigit()) if p.exists() else None
+idle = []
+print("GRPO phases: reward and its accuracy part (mean of the first -> last 10 steps); signal: the share of steps "
+      "with at least one group whose rewards differ (a group of equal rewards has no advantage, no gradient)")
 for c in range(1, cycles + 1):
-    for phase in ("judge", "rubric"):
-        if (m := log(out / f"c{c}_{phase}")):
-            f, l = m[0], m[-1]
-            print(f"cycle {c} {phase:6s} reward {f.get('reward', 0):.3f} -> {l.get('reward', 0):.3f} "
-                  f"(acc {f.get('reward_acc', 0):.3f} -> {l.get('reward_acc', 0):.3f}), {l.get('step', 0)} steps, "
-                  f"{l.get('time_step', 0):.1f}s/step")
+    phases = sorted((p for p in out.glob(f"c{c}_*") if (p / "metrics.jsonl").exists()),
+                    key=lambda p: (p / "metrics.jsonl").stat().st_mtime)  # in the order they ran
+    for p in phases:
+        s = signal_summary(p / "metrics.jsonl")
+        if s is None:
+            continue
+        w = wall(p.name)
+        print(f"cycle {c} {p.name.split('_', 1)[1]:8s} reward {s['reward_first10']:.3f} -> {s['reward_last10']:.3f} "
+              f"(acc {s['reward_acc_first10']:.3f} -> {s['reward_acc_last10']:.3f}), {s['steps']} steps, "
+              f"signal in {s['steps_with_signal']}/{s['steps']} steps, {100 * s['zero_var_groups']:.0f}% groups "
+              f"with equal rewards, " + (f"{w}s ({w / s['steps']:.1f}s/step wall)" if w else f"{s['seconds']:.0f}s"))
+        if s["signal_step_share"] < LOW_SIGNAL:
+            idle.append(f"{p.name} ({s['steps_with_signal']}/{s['steps']} steps)")
+if idle:
+    print(f"WARNING: reward variance in under {100 * LOW_SIGNAL:.0f}% of the steps of: {', '.join(idle)}. Those phases "
+          "barely trained: their groups' rewards were all equal. A rubric phase is idle when every sampled rubric "
+          "leads the frozen judge to the same verdict; try --dynamic-sampling, a larger group, or data where the "
+          "rubric decides (docs/results.md).")
 rows = [(name, out / name / "results.json") for name in ("eval_base", "eval_sft", "eval_final")]
 rows = [(n, json.loads(p.read_text())) for n, p in rows if p.exists()]
 if rows:

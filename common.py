@@ -1885,6 +1885,45 @@ def reward_metrics(rewards: torch.Tensor, group_size: int, parts: dict[str, torc
     return out
 
 
+def signal_summary(metrics_path: str | os.PathLike) -> dict | None:
+    """How much of a GRPO phase could learn, from its metrics.jsonl: a group whose G rewards are all
+    equal has advantage 0 everywhere, so a step whose groups are all such has no policy gradient (only
+    the KL term moves the weights). Returns the mean share of zero-variance groups, the steps with at
+    least one group that has reward variance, and the phase's seconds (the sum of its steps' times)."""
+    rows = [r for r in read_jsonl_resumable(metrics_path) if "zero_var_groups" in r] if Path(metrics_path).exists() else []
+    if not rows:
+        return None
+    n = len(rows)
+    first, last = rows[:10], rows[-10:]
+    signal = [r["step"] for r in rows if r["zero_var_groups"] < 1 - 1e-9]
+    return {"steps": n, "zero_var_groups": sum(r["zero_var_groups"] for r in rows) / n,
+            "steps_with_signal": len(signal), "signal_step_share": len(signal) / n,
+            "groups_drawn": sum(r.get("groups_drawn", 0) for r in rows) or None,
+            "reward_first10": sum(r.get("reward", 0.0) for r in first) / len(first),
+            "reward_last10": sum(r.get("reward", 0.0) for r in last) / len(last),
+            "reward_acc_first10": sum(r.get("reward_acc", 0.0) for r in first) / len(first),
+            "reward_acc_last10": sum(r.get("reward_acc", 0.0) for r in last) / len(last),
+            "seconds": sum(r.get("time_step", 0.0) for r in rows)}
+
+
+LOW_SIGNAL = 0.25  # a phase with reward variance in fewer of its steps than this is reported as idle
+
+
+def log_signal(out: str | os.PathLike, name: str) -> dict | None:
+    """Say, at the end of a GRPO phase, how much of it had a learning signal (signal_summary), and warn
+    when little did; written beside the adapter as signal.json."""
+    s = signal_summary(Path(out) / "metrics.jsonl")
+    if s is None:
+        return None
+    log.info("%s: %.0f%% of GRPO groups had equal rewards (no advantage); %d of %d steps had a policy gradient",
+             name, 100 * s["zero_var_groups"], s["steps_with_signal"], s["steps"])
+    if s["signal_step_share"] < LOW_SIGNAL:
+        log.warning("%s: reward variance in only %d of %d steps: this phase barely trained (its groups' rewards "
+                    "were equal; see --dynamic-sampling)", name, s["steps_with_signal"], s["steps"])
+    atomic_write_text(Path(out) / "signal.json", json.dumps(s, indent=2))
+    return s
+
+
 # The paper fully fine-tunes; these stages train LoRA adapters, which barely move at full fine-tuning
 # rates. Measured on SmolLM2-135M (bench/lora_lr.py, BENCHMARKS.md): 40 AdamW steps of rubric SFT at
 # the paper's 8e-6 lower the training NLL by 1.975 with full fine-tuning and by 0.115 with LoRA r16;

@@ -27,6 +27,7 @@ import json
 import os
 import random
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,8 +261,8 @@ def decision_spans(row: dict) -> list[tuple[int, int]]:
 
 
 def check_label(row: dict) -> bool:
-    """True when the row's label agrees with the code checkers."""
-    cs = [Constraint(k, v) for k, v in row["constraints"]]
+    """True when the row's label agrees with the code checkers (the implied rule of the implicit task too)."""
+    cs = [Constraint(k, v) for k, v in row["constraints"] + ([row["implied"]] if row.get("implied") else [])]
     sa, sb = sum(satisfied(cs, row["response_a"])), sum(satisfied(cs, row["response_b"]))
     return sa != sb and row["winner"] == ("A" if sa > sb else "B")
 
@@ -269,6 +270,68 @@ def check_label(row: dict) -> bool:
 def make_split(n: int, seed: int, prefix: str, kinds: tuple = KINDS) -> list[dict]:
     rng = random.Random(seed)
     return [make_example(rng, i, prefix, kinds) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The implicit variant: the request implies the deciding rule, and only a rubric that names it lets
+# the judge see it (the task of the rubric phase)
+# ---------------------------------------------------------------------------------------------
+# Each request names a medium or audience that implies a letter-case rule; the rule itself is never
+# written in the request. Eight cues, four per side, so neither case wins without reading the request.
+IMPLIED_CUES = {"lowercase": ("as a text message to a friend", "for a minimalist poster",
+                              "in the style of a quiet diary", "for a whispered lullaby card"),
+                "capital_start": ("as a newspaper headline", "for a formal letter",
+                                  "for a museum plaque", "as the first line of a novel")}
+ANNOTATED_SHARE = 1 / 3  # training rubrics (pretraining, SFT) name the implied rule this often: when it decides
+HELD_OUT_BUCKETS = 5     # a prompt is held out when crc32(prompt) % 5 == 0: no training split ever holds it
+
+
+def prompt_held_out(prompt: str) -> bool:
+    return zlib.crc32(prompt.encode()) % HELD_OUT_BUCKETS == 0
+
+
+def make_implicit_example(rng: random.Random, idx: int, prefix: str, annotated: bool) -> dict:
+    """One minimal pair of the implicit task. The request states one constraint (a required word) and
+    implies a case rule through its cue. annotated=True makes a training row as a partial annotator
+    would: with probability ANNOTATED_SHARE the implied rule decides the pair and the rubric names it,
+    else the stated word decides and the rubric leaves the implied rule out (the responses then share
+    their case), so the judge's trajectory always checks exactly what its rubric lists and the label
+    always follows from it. annotated=False (RL and held-out rows): the implied rule decides every pair,
+    and the row's rubric is the complete reference (stated + implied)."""
+    topic = rng.choice(TOPICS)
+    head = topic.split()[-1]
+    implied_kind = rng.choice(("lowercase", "capital_start"))
+    cue = rng.choice(IMPLIED_CUES[implied_kind])
+    word = Constraint("include", rng.choice([w for w in WORDS if w in BASE and w != head]))
+    implied = Constraint(implied_kind)
+    decides_implied = not annotated or rng.random() < ANNOTATED_SHARE
+    listed = [word, implied] if decides_implied else [word]
+    good, bad = _minimal_pair(rng, head, [word, implied], 1 if decides_implied else 0)
+    if not decides_implied:  # the near word of the loser never repeats a word the text already has
+        while len(set(bad.lower().split())) < len(set(good.lower().split())):
+            good, bad = _minimal_pair(rng, head, [word, implied], 0)
+    checks = [word, implied]
+    ok_good, ok_bad = satisfied(checks, good), satisfied(checks, bad)
+    assert all(ok_good) and sum(ok_bad) == 1, (checks, good, bad)
+    winner = rng.choice("AB")
+    a, b = (good, bad) if winner == "A" else (bad, good)
+    prompt = f"Write a short text about {topic} {cue}. Constraints: {word.instruction()}."
+    return {"id": f"{prefix}-{idx:05d}", "prompt": prompt, "response_a": a, "response_b": b, "winner": winner,
+            "rubric": make_rubric(topic, listed), "judge_trajectory": make_judge_trajectory(listed, a, b, winner),
+            "source": "toy-implicit", "constraints": [[c.kind, c.value] for c in listed],
+            "implied": [implied.kind, None], "cue": cue, "reference_rubric": make_rubric(topic, [word, implied]),
+            "decisive": ("implied " if decides_implied else "") + (implied.kind if decides_implied else "include")}
+
+
+def make_implicit_split(n: int, seed: int, prefix: str, annotated: bool, held_out: bool) -> list[dict]:
+    """n rows of the implicit task; held_out=True keeps only held-out prompts (prompt_held_out), False
+    only the others, so the held-out split's requests were never seen in pretraining, SFT or RL."""
+    rng, rows = random.Random(seed), []
+    while len(rows) < n:
+        row = make_implicit_example(rng, len(rows), prefix, annotated)
+        if prompt_held_out(row["prompt"]) == held_out:
+            rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,6 +139,8 @@ def main(argv=None) -> None:
         run.end_step(step, {**C.reward_metrics(rewards, G, parts), **stats, **C.rollout_metrics(rolls, t_gen),
                             "lr": run.lr(), **timer.times()}, finite)
     path = run.finish(model)
+    if dist.is_main:
+        C.log_signal(out, "judge phase")
     C.log.info("judge phase done; adapter in %s", path)
 
 
