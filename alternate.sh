@@ -343,7 +343,7 @@ print("\n== Rubric-ARM run summary:", out)
 for name in ("sft_rubric", "sft_judge"):
     if (m := log(out / name)):
         print(f"{name:12s} loss {m[0].get('loss', float('nan')):.3f} -> {m[-1].get('loss', float('nan')):.3f}")
-from common import LOW_SIGNAL, signal_summary
+from common import LOW_SIGNAL, idle_reason, signal_summary
 def wall(name):  # seconds of every attempt of a step, as run_step recorded them
     p = out / "logs" / f"{name}.seconds"
     return sum(int(x) for x in p.read_text().split() if x.isdigit()) if p.exists() else None
@@ -361,14 +361,16 @@ for c in range(1, cycles + 1):
         print(f"cycle {c} {p.name.split('_', 1)[1]:8s} reward {s['reward_first10']:.3f} -> {s['reward_last10']:.3f} "
               f"(acc {s['reward_acc_first10']:.3f} -> {s['reward_acc_last10']:.3f}), {s['steps']} steps, "
               f"signal in {s['steps_with_signal']}/{s['steps']} steps, {100 * s['zero_var_groups']:.0f}% groups "
-              f"with equal rewards, " + (f"{w}s ({w / s['steps']:.1f}s/step wall)" if w else f"{s['seconds']:.0f}s"))
+              f"with equal rewards ({100 * s['all_right_groups']:.0f}% all right, {100 * s['all_wrong_groups']:.0f}% "
+              "all wrong), " + (f"{w}s ({w / s['steps']:.1f}s/step wall)" if w else f"{s['seconds']:.0f}s"))
         if s["signal_step_share"] < LOW_SIGNAL:
-            idle.append(f"{p.name} ({s['steps_with_signal']}/{s['steps']} steps)")
+            idle.append(f"{p.name} ({s['steps_with_signal']}/{s['steps']} steps: {idle_reason(s)})")
 if idle:
-    print(f"WARNING: reward variance in under {100 * LOW_SIGNAL:.0f}% of the steps of: {', '.join(idle)}. Those phases "
-          "barely trained: their groups' rewards were all equal. A rubric phase is idle when every sampled rubric "
-          "leads the frozen judge to the same verdict; try --dynamic-sampling, a larger group, or data where the "
-          "rubric decides (docs/results.md).")
+    print(f"WARNING: reward variance in under {100 * LOW_SIGNAL:.0f}% of the steps of: {'; '.join(idle)}. Those "
+          "phases barely trained after their first steps: a group of equal rewards has no advantage. A rubric phase "
+          "is idle when every sampled rubric leads the frozen judge to the same verdict; when that is because the "
+          "phase solved its task early, it learnt and then had nothing left; otherwise try --dynamic-sampling, a "
+          "larger group, or data where the rubric decides (docs/results.md).")
 rows = [(name, out / name / "results.json") for name in ("eval_base", "eval_sft", "eval_final")]
 rows = [(n, json.loads(p.read_text())) for n, p in rows if p.exists()]
 if rows:

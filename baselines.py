@@ -65,6 +65,28 @@ def pair_rows(path: Path) -> list[dict]:
     return C.load_pairs(str(path))
 
 
+# Opposite constraints of one type (the toy tasks' groups): a pair's type is its group, since a rule like "more
+# capitals wins" is right on every "begin with a capital" pair and wrong on every "lowercase only" one by
+# construction; the question is whether it wins the type, whose two sides the request decides.
+PAIR_TYPES = {"lowercase": "case", "capital_start": "case", "max_words": "length", "min_words": "length",
+              "forbid_letter": "letter", "require_letter": "letter", "include": "word"}
+
+
+def pair_type(decisive: str | None) -> str | None:
+    if not decisive:
+        return None
+    implied = decisive.startswith("implied ")
+    kind = decisive.removeprefix("implied ")
+    return ("implied " if implied else "") + PAIR_TYPES.get(kind, kind)
+
+
+def raw_rows(path: Path, rows: list[dict]) -> list[dict]:
+    """The file's own rows (every field) in the order of `rows` (read by common.load_pairs), by id."""
+    import common as C
+    by_id = {str(r.get("id")): r for r in C.read_jsonl_resumable(path)} if str(path).endswith(".jsonl") else {}
+    return [by_id.get(str(r["id"]), {}) for r in rows]
+
+
 def design(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     """x = features(A) - features(B), y = 1 if A wins; every pair also flipped (x -> -x, y -> 1 - y)."""
     x = torch.stack([features(r["response_a"]) - features(r["response_b"]) for r in rows])
@@ -113,7 +135,17 @@ RULES = {  # name -> score of A over B (positive: A wins)
     "more markup wins": lambda a, b: surface(a)["markup"] - surface(b)["markup"],
     "fewer commas wins": lambda a, b: surface(b)["commas"] - surface(a)["commas"],
     "always A": lambda a, b: 1.0,
+    # rules written per constraint type: the edits a generator makes can leave such traces on one side
+    "more capitals wins": lambda a, b: surface(a)["capitals"] - surface(b)["capitals"],
+    "fewer repeated words wins": lambda a, b: repeats(b) - repeats(a),
+    "more digits wins": lambda a, b: surface(a)["digits"] - surface(b)["digits"],
 }
+
+
+def repeats(text: str) -> int:
+    """Words that occur again (lower-cased): 'the sea and the sky' has 1."""
+    words = re.findall(r"\w+", text.lower())
+    return len(words) - len(set(words))
 
 
 def evaluate(train: Path, evals: list[Path], seed: int = 0) -> dict:
@@ -146,6 +178,14 @@ def evaluate(train: Path, evals: list[Path], seed: int = 0) -> dict:
         for name, vals in named.items():
             m, lo, hi = bootstrap(vals)
             res[name] = {"accuracy": m, "ci95": [lo, hi]}
+        # per type of pair (the constraint that decides it, where the rows say): a rule may win one type alone
+        kinds = [pair_type(r.get("decisive")) for r in raw_rows(path, ev)]
+        if any(kinds):
+            res["by_type"] = {}
+            for kind in sorted({k for k in kinds if k}):
+                idx = [i for i, k in enumerate(kinds) if k == kind]
+                res["by_type"][kind] = {"pairs": len(idx), **{
+                    name: dict(zip(("accuracy", "lo", "hi"), bootstrap([vals[i] for i in idx]))) for name, vals in named.items()}}
         out["eval"][str(path)] = res
     return out
 

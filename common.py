@@ -1878,8 +1878,13 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch
 def reward_metrics(rewards: torch.Tensor, group_size: int, parts: dict[str, torch.Tensor]) -> dict:
     r = rewards.float().view(-1, group_size)
     std = torch.nan_to_num(r, nan=0.0).std(1, unbiased=True) if group_size > 1 else torch.zeros(r.shape[0])
+    flat = std < 1e-6
     out = {"reward": float(torch.nanmean(r)), "reward_std_in_group": float(std.mean()),
-           "zero_var_groups": float((std < 1e-6).float().mean())}
+           "zero_var_groups": float(flat.float().mean())}
+    if "acc" in parts:  # equal rewards because every sample was right (solved) or every one wrong (out of reach)
+        acc = parts["acc"].float().view(-1, group_size)
+        out["all_right_groups"] = float((flat & (acc == 1).all(1)).float().mean())
+        out["all_wrong_groups"] = float((flat & (acc == 0).all(1)).float().mean())
     for k, v in parts.items():
         out[f"reward_{k}"] = float(torch.nanmean(v.float()))
     return out
@@ -1897,6 +1902,8 @@ def signal_summary(metrics_path: str | os.PathLike) -> dict | None:
     first, last = rows[:10], rows[-10:]
     signal = [r["step"] for r in rows if r["zero_var_groups"] < 1 - 1e-9]
     return {"steps": n, "zero_var_groups": sum(r["zero_var_groups"] for r in rows) / n,
+            "all_right_groups": sum(r.get("all_right_groups", 0.0) for r in rows) / n,
+            "all_wrong_groups": sum(r.get("all_wrong_groups", 0.0) for r in rows) / n,
             "steps_with_signal": len(signal), "signal_step_share": len(signal) / n,
             "groups_drawn": sum(r.get("groups_drawn", 0) for r in rows) or None,
             "reward_first10": sum(r.get("reward", 0.0) for r in first) / len(first),
@@ -1904,6 +1911,15 @@ def signal_summary(metrics_path: str | os.PathLike) -> dict | None:
             "reward_acc_first10": sum(r.get("reward_acc", 0.0) for r in first) / len(first),
             "reward_acc_last10": sum(r.get("reward_acc", 0.0) for r in last) / len(last),
             "seconds": sum(r.get("time_step", 0.0) for r in rows)}
+
+
+def idle_reason(s: dict) -> str:
+    """Why a phase's groups had equal rewards, from signal_summary: solved, out of reach, or neither."""
+    if s["all_right_groups"] >= 0.5 * s["zero_var_groups"] and s["reward_acc_last10"] >= 0.9:
+        return "mostly solved: every sample of most groups was already right"
+    if s["all_wrong_groups"] >= 0.5 * s["zero_var_groups"]:
+        return "mostly out of reach: every sample of most groups was wrong"
+    return "every sample of a group earned the same reward"
 
 
 LOW_SIGNAL = 0.25  # a phase with reward variance in fewer of its steps than this is reported as idle
@@ -1915,11 +1931,13 @@ def log_signal(out: str | os.PathLike, name: str) -> dict | None:
     s = signal_summary(Path(out) / "metrics.jsonl")
     if s is None:
         return None
-    log.info("%s: %.0f%% of GRPO groups had equal rewards (no advantage); %d of %d steps had a policy gradient",
-             name, 100 * s["zero_var_groups"], s["steps_with_signal"], s["steps"])
+    log.info("%s: %.0f%% of GRPO groups had equal rewards (no advantage: %.0f%% all right, %.0f%% all wrong); %d of "
+             "%d steps had a policy gradient; training reward accuracy %.2f -> %.2f (first -> last 10 steps)", name,
+             100 * s["zero_var_groups"], 100 * s["all_right_groups"], 100 * s["all_wrong_groups"],
+             s["steps_with_signal"], s["steps"], s["reward_acc_first10"], s["reward_acc_last10"])
     if s["signal_step_share"] < LOW_SIGNAL:
-        log.warning("%s: reward variance in only %d of %d steps: this phase barely trained (its groups' rewards "
-                    "were equal; see --dynamic-sampling)", name, s["steps_with_signal"], s["steps"])
+        log.warning("%s: reward variance in only %d of %d steps: this phase barely trained (%s; see "
+                    "--dynamic-sampling)", name, s["steps_with_signal"], s["steps"], idle_reason(s))
     atomic_write_text(Path(out) / "signal.json", json.dumps(s, indent=2))
     return s
 
@@ -1963,6 +1981,8 @@ class GRPOConfig:
     reuse_first_pass: bool = True       # old log-probs from the first pass (exact without dropout)
     seed: int = 0
     max_bad_steps: int = 3              # stop after this many consecutive NaN/inf losses
+    dynamic_sampling: bool = False      # DAPO: drop groups of equal rewards, draw more prompts to fill the step
+    max_extra_draws: int = 3            # with dynamic_sampling: at most this many extra draws a step
 
 
 def add_grpo_args(ap: argparse.ArgumentParser, paper: dict) -> None:
@@ -2006,6 +2026,13 @@ def add_grpo_args(ap: argparse.ArgumentParser, paper: dict) -> None:
                    help="take the old log-probs from the first optimisation pass instead of an extra forward "
                         "(exact when there is no dropout; off otherwise)")
     g.add_argument("--max-bad-steps", type=int, default=d["max_bad_steps"], help="stop after N consecutive non-finite losses")
+    g.add_argument("--dynamic-sampling", default=d["dynamic_sampling"], action=argparse.BooleanOptionalAction,
+                   help="DAPO's dynamic sampling (verl's group filter): drop the groups whose G rewards are all equal "
+                        "(advantage 0: no gradient) and draw more prompts until the step has as many groups as it "
+                        "drew first, or --max-extra-draws more draws were made (not in the paper)")
+    g.add_argument("--max-extra-draws", type=int, default=d["max_extra_draws"],
+                   help="with --dynamic-sampling: extra draws of a step at most (each costs a step's rollouts and "
+                        "rewards); a step that is still short trains on the groups it kept")
 
 
 def grpo_config_from_args(args) -> GRPOConfig:
@@ -2035,6 +2062,88 @@ def grpo_run(out, model, dist: Dist, cfg: GRPOConfig, n_examples: int, args, nam
                        keep_checkpoints=cfg.keep_checkpoints, resume=args.resume, data_seed=cfg.seed, sampling_seed=cfg.seed,
                        max_bad_steps=cfg.max_bad_steps,
                        name=name, config=vars(args), wandb_project=args.wandb_project, progress_key="reward")
+
+
+def take_groups(roll: Rollout, groups: list[int], G: int) -> Rollout:
+    """The rollout of the given groups (prompts) only, their G completions each."""
+    rows = [g * G + j for g in groups for j in range(G)]
+    return Rollout(roll.prompt_ids[groups], roll.prompt_mask[groups], roll.completion_ids[rows],
+                   roll.completion_mask[rows], [roll.texts[i] for i in rows], roll.truncated[rows])
+
+
+def join_rollouts(rolls: list[Rollout], pad_id: int) -> Rollout:
+    """One rollout of several: prompts left-padded, completions right-padded to the widest (masked)."""
+    P = max(r.prompt_ids.shape[1] for r in rolls)
+    T = max(r.completion_ids.shape[1] for r in rolls)
+    left = lambda x, v: F.pad(x, (P - x.shape[1], 0), value=v)  # noqa: E731
+    right = lambda x, v: F.pad(x, (0, T - x.shape[1]), value=v)  # noqa: E731
+    return Rollout(torch.cat([left(r.prompt_ids, pad_id) for r in rolls]), torch.cat([left(r.prompt_mask, 0) for r in rolls]),
+                   torch.cat([right(r.completion_ids, pad_id) for r in rolls]),
+                   torch.cat([right(r.completion_mask, 0) for r in rolls]), [t for r in rolls for t in r.texts],
+                   torch.cat([r.truncated for r in rolls]))
+
+
+@dataclass
+class StepSamples:
+    """What a GRPO step trains on: its prompts, their rollouts, rewards [n*G] and reward parts, the
+    score function's per-completion extras, and the metrics of the sampling (every drawn group counted)."""
+    batch: list[GroupPrompt]
+    rolls: list[Rollout]
+    rewards: torch.Tensor
+    parts: dict
+    extras: list
+    metrics: dict
+
+
+def sample_step(draw: Callable[[int], list[GroupPrompt]], score: Callable, model, tok, cfg: GRPOConfig) -> StepSamples:
+    """One step's prompts, rollouts and rewards. draw(k) gives the k-th set of prompts of the step (k = 0:
+    the step's own examples); score(batch, texts) returns (rewards [n*G], parts {name: [n*G]}, extras, one
+    per completion). Without cfg.dynamic_sampling: one draw, as the paper. With it (DAPO, Yu et al. 2025,
+    Section 3.2): groups whose G rewards are all equal are dropped, and further draws top the step up to
+    the first draw's number of groups, at most cfg.max_extra_draws of them; a step still short trains on
+    the groups it kept, and one that kept none trains on its first draw (no policy gradient, only the KL
+    term). The logged reward and zero_var_groups are the first draw's (what the policy gets without the
+    filter); groups_drawn / groups_kept / draws say what the filter cost and kept."""
+    G = cfg.group_size
+    kept: list[tuple] = []  # (prompt, rollout of its group, its rewards, its parts, its extras)
+    first = None
+    want, drawn, draws, t_gen, t_reward = None, 0, 0, 0.0, 0.0
+    for k in range(1 + (cfg.max_extra_draws if cfg.dynamic_sampling else 0)):
+        t0 = time.perf_counter()
+        batch = draw(k)
+        rolls = rollouts(model, tok, [b.ids for b in batch], cfg)
+        texts = [t for r in rolls for t in r.texts]
+        t1 = time.perf_counter()
+        rewards, parts, extras = score(batch, texts)
+        t_gen, t_reward = t_gen + t1 - t0, t_reward + time.perf_counter() - t1
+        draws, drawn = draws + 1, drawn + len(batch)
+        if first is None:
+            first, want = (batch, rolls, rewards, parts, extras), len(batch)
+            if not cfg.dynamic_sampling:
+                break
+        varied = rewards.float().view(-1, G).std(1, unbiased=True) > 1e-6  # [n]
+        offset = 0
+        for r in rolls:  # the groups of each generate() call, in order
+            n_r = r.prompt_ids.shape[0]
+            for g in range(n_r):
+                i = offset + g
+                if varied[i] and len(kept) < want:
+                    sl = slice(i * G, (i + 1) * G)
+                    kept.append((batch[i], take_groups(r, [g], G), rewards[sl], {n: v[sl] for n, v in parts.items()},
+                                 extras[sl]))
+            offset += n_r
+        if len(kept) >= want:
+            break
+    metrics = {**reward_metrics(first[2], G, first[3]), **rollout_metrics(first[1], t_gen / draws),
+               "time_gen": t_gen, "time_reward": t_reward}
+    if cfg.dynamic_sampling:
+        metrics.update({"groups_drawn": drawn, "groups_kept": len(kept), "draws": draws})
+    if not cfg.dynamic_sampling or not kept:
+        batch, rolls, rewards, parts, extras = first
+        return StepSamples(batch, rolls, rewards, parts, extras, metrics)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    return StepSamples([x[0] for x in kept], [join_rollouts([x[1] for x in kept], pad)], torch.cat([x[2] for x in kept]),
+                       {n: torch.cat([x[3][n] for x in kept]) for n in first[3]}, [e for x in kept for e in x[4]], metrics)
 
 
 def old_logprobs(model, mbs: list[MicroBatch], cfg: GRPOConfig) -> list[torch.Tensor | None] | None:
@@ -2629,6 +2738,7 @@ def grpo_flag_rules(args) -> list[tuple[bool, str]]:
         (0 <= args.warmup_ratio < 1, f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)"),
         (args.max_grad_norm > 0, f"--max-grad-norm {args.max_grad_norm}: must be positive"),
         (args.max_bad_steps >= 1, f"--max-bad-steps {args.max_bad_steps}: must be at least 1"),
+        (args.max_extra_draws >= 0, f"--max-extra-draws {args.max_extra_draws}: must not be negative"),
         (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"),
     ]
 
@@ -2724,6 +2834,14 @@ class TrainingRun:
         perm = torch.randperm(self.n_examples, generator=torch.Generator().manual_seed(self.data_seed + epoch)).tolist()
         size = self.per_rank * self.dist.world
         return perm[k * size:(k + 1) * size]
+
+    def draw_indices(self, step: int, k: int) -> list[int]:
+        """The examples of a step's k-th draw, over all ranks: k = 0 its own (step_indices); k > 0 the
+        extra draws of dynamic sampling, a seeded sample of the whole set (the same after a resume)."""
+        if k == 0:
+            return self.step_indices(step)
+        rng = random.Random(f"{self.data_seed}:{step}:{k}")
+        return rng.sample(range(self.n_examples), min(self.n_examples, self.per_rank * self.dist.world))
 
     def rank_share(self, indices: list[int]) -> list[int]:
         return indices[self.dist.rank * self.per_rank:(self.dist.rank + 1) * self.per_rank]

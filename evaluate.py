@@ -473,7 +473,7 @@ SIGNATURE_KEYS = ("model", "rubric_model", "judge_model", "rubric_adapter", "jud
                   "no_rubric", "votes",
                   "temperature", "top_p", "greedy",
                   "max_rubric_tokens", "max_judge_tokens", "max_prompt_length", "seed", "load_4bit", "dtype",
-                  "limit", "rubric_template", "judge_template", "reference_rubrics")
+                  "limit", "rubric_template", "judge_template", "reference_rubrics", "given_rubric")
 
 
 def check_run_signature(out: Path, args, specs: list[tuple[str, str | None]]) -> None:
@@ -523,6 +523,78 @@ def reference_rubrics(path: str, prompts: list[str]) -> dict[str, str]:
     return {p: found[p] for p in dict.fromkeys(prompts)}
 
 
+def given_rubrics(rubrics: dict[str, str], given: str) -> dict[str, str]:
+    """{prompt: rubric} as --given-rubric asks: the prompt's own, another prompt's (the prompts in a seeded
+    order, each given the rubric of the next: nobody keeps their own when the texts differ), or empty."""
+    if given == "own":
+        return rubrics
+    if given == "empty":
+        return {p: "" for p in rubrics}
+    order = list(rubrics)
+    random.Random(0).shuffle(order)
+    return {p: rubrics[order[(i + 1) % len(order)]] for i, p in enumerate(order)}
+
+
+def _drop_flag(argv: list[str], flag: str) -> tuple[list[str], str | None]:
+    """argv without `flag` and its value (given as '--flag V' or '--flag=V'), and the value."""
+    out, value, skip = [], None, False
+    for k, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a == flag:
+            value, skip = argv[k + 1], True
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+        else:
+            out.append(a)
+    return out, value
+
+
+SENSITIVITY = (("generator", "the generator's rubric"), ("own", "the reference rubric"),
+               ("other", "another prompt's reference rubric"), ("empty", "an empty rubric"))
+
+
+def rubric_sensitivity(argv: list[str], args) -> dict:
+    """Run this evaluation under each rubric of SENSITIVITY (OUT/<name>/; finished ones are reused by their
+    own run signature), then compare them pair by pair: does the judge's accuracy depend on its rubric?"""
+    from baselines import bootstrap
+    if not args.reference_rubrics or args.no_rubric:
+        raise SystemExit("error: --rubric-sensitivity needs --reference-rubrics FILE (and a rubric, not --no-rubric)")
+    base, out = _drop_flag([a for a in argv if a != "--rubric-sensitivity"], "--out")
+    out = Path(out)
+    has_generator = bool(args.rubric_adapter or args.rubric_model not in (None, args.model) or args.rubric_server)
+    scores, rows = {}, []
+    for name, what in SENSITIVITY:
+        if name == "generator":
+            if not has_generator:
+                continue
+            extra = _drop_flag(base, "--reference-rubrics")[0]
+        else:
+            extra = [*base, "--given-rubric", name]
+        main([*extra, "--out", str(out / name)])
+        scores[name] = pair_scores(out / name)
+        m, lo, hi = bootstrap(list(scores[name].values()))
+        rows.append({"rubric": what, "name": name, "accuracy": m, "ci95": [lo, hi]})
+    diffs = []
+    for a, b in (("own", "other"), ("own", "empty"), ("generator", "own"), ("generator", "other")):
+        if a in scores and b in scores:
+            units = sorted(set(scores[a]) & set(scores[b]))
+            m, lo, hi = bootstrap([scores[a][u] - scores[b][u] for u in units])
+            diffs.append({"comparison": f"{a} minus {b}", "difference": m, "ci95": [lo, hi], "pairs": len(units)})
+    rep = {"rows": rows, "differences": diffs, "judge_adapter": args.judge_adapter, "rubric_adapter": args.rubric_adapter}
+    lines = ["| the judge reads | accuracy [95% CI] |", "|---|---|"]
+    lines += [f"| {r['rubric']} | {100 * r['accuracy']:.1f} [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] |"
+              for r in rows]
+    lines += ["", "| difference (paired by pair) | points [95% CI] |", "|---|---|"]
+    lines += [f"| {d['comparison']} | {100 * d['difference']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] |"
+              for d in diffs]
+    C.atomic_write_text(out / "sensitivity.json", json.dumps(rep, indent=2))
+    C.atomic_write_text(out / "sensitivity.md", "\n".join(lines) + "\n")
+    print("\nRubric sensitivity (the same pairs; a judge that reads its rubric loses accuracy under another "
+          "prompt's rubric):\n" + "\n".join(lines))
+    return rep
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
@@ -537,6 +609,13 @@ def parse_args(argv=None):
     ap.add_argument("--reference-rubrics", default=None, metavar="FILE",
                     help="take each prompt's rubric from FILE (rows with prompt and rubric, e.g. a bundled task's "
                          "own file) instead of generating one: measures the judge alone")
+    ap.add_argument("--given-rubric", default="own", choices=["own", "other", "empty"],
+                    help="with --reference-rubrics: each prompt's own rubric (default), the rubric of another prompt "
+                         "of the run (a fixed derangement), or an empty one: does the judge read its rubric?")
+    ap.add_argument("--rubric-sensitivity", action="store_true",
+                    help="a rubric-sensitivity report: the same pairs judged under the generator's rubric (when a "
+                         "generator is given), the reference rubric, another prompt's and an empty one (each in "
+                         "OUT/<rubric>/), with paired differences: OUT/sensitivity.json and .md. Needs --reference-rubrics")
     ap.add_argument("--swap", action="store_true",
                     help="also judge both fixed A/B orders: the paper's position-bias table (Table 13)")
     ap.add_argument("--votes", type=int, default=1, help="voting@k: majority of k sampled verdicts")
@@ -560,6 +639,9 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     C.setup_logging()
     args = parse_args(argv)
+    if args.rubric_sensitivity:
+        import sys
+        return rubric_sensitivity(list(sys.argv[1:] if argv is None else map(str, argv)), args)
     C.use_templates(args)
     specs = []
     for spec in args.benchmark:
@@ -606,7 +688,8 @@ def main(argv=None) -> dict:
     rubric_stats, judge_stats = {}, {}
     rubrics = None
     if args.reference_rubrics and not args.no_rubric:
-        rubrics = reference_rubrics(args.reference_rubrics, [c.prompt for cs in comps.values() for c in cs])
+        rubrics = given_rubrics(reference_rubrics(args.reference_rubrics, [c.prompt for cs in comps.values() for c in cs]),
+                                args.given_rubric)
         C.write_jsonl_atomic(out / "rubrics.jsonl", [{"prompt": p, "rubric": r} for p, r in rubrics.items()])
     elif not args.no_rubric:  # one rubric per distinct prompt, cached and reused for every pair and order
         prompts = list(dict.fromkeys(c.prompt for cs in comps.values() for c in cs))

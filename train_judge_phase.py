@@ -115,20 +115,24 @@ def main(argv=None) -> None:
     share_prompt = cfg.share_prefix and not C.checkpointing_on(model)  # checkpointing drops the shared cache
     for step in run.steps():
         timer = C.StepTimer()
-        # 1. this step's prompts: B = batch / G examples on this rank, each in a random A/B order
-        batch = [judge_prompt(tok, rows[i], rubrics[rows[i]["id"]], args.shuffle_order, args.max_prompt_length)
-                 for i in run.rank_share(run.step_indices(step))]
-        # 2. G judge trajectories per prompt, sampled (the prompt prefilled once for its G samples)
-        rolls = C.rollouts(model, tok, [b.ids for b in batch], cfg)
-        texts = [t for r in rolls for t in r.texts]
-        t_gen = timer.mark("gen")
-        # 3. rewards, and advantages within each group of G: (r - mean) / (std + 1e-4)
-        rewards, parts = judge_rewards(batch, texts, G, args.format_reward)
-        adv = C.group_advantages(rewards, G, cfg.scale_rewards).to(dist.device)
-        timer.mark("reward")
+
+        def draw(k: int, step: int = step) -> list[C.GroupPrompt]:  # B = batch / G examples a rank, random A/B order
+            return [judge_prompt(tok, rows[i], rubrics[rows[i]["id"]], args.shuffle_order, args.max_prompt_length)
+                    for i in run.rank_share(run.draw_indices(step, k))]
+
+        def score(batch: list[C.GroupPrompt], texts: list[str]):
+            rewards, parts = judge_rewards(batch, texts, G, args.format_reward)
+            return rewards, parts, [None] * len(texts)
+
+        # 1-3. this step's prompts, G judge trajectories each (sampled, the prompt prefilled once for its G
+        #      samples), their rewards; with --dynamic-sampling groups of equal rewards give way to more prompts
+        got = C.sample_step(draw, score, model, tok, cfg)
+        # advantages within each group of G: (r - mean) / (std + 1e-4)
+        adv = C.group_advantages(got.rewards, G, cfg.scale_rewards).to(dist.device)
+        timer.mark("sample")
         # 4. micro-batches of whole groups (each prompt runs once), the reference's log-probs (beta > 0)
         #    and the sampling policy's (2+ passes), both without gradients, once per step
-        mbs = C.micro_batches(rolls, G, cfg.micro_batch, cfg.mask_truncated, share_prompt)
+        mbs = C.micro_batches(got.rolls, G, cfg.micro_batch, cfg.mask_truncated, share_prompt)
         ref = C.reference_logprobs(model, mbs, cfg.temperature) if cfg.beta else None
         old = C.old_logprobs(model, mbs, cfg)
         timer.mark("logprob")
@@ -136,8 +140,7 @@ def main(argv=None) -> None:
         stats = C.grpo_passes(model, run, mbs, adv, old, ref, cfg)
         # 6. log, checkpoint
         finite = stats.pop("finite")
-        run.end_step(step, {**C.reward_metrics(rewards, G, parts), **stats, **C.rollout_metrics(rolls, t_gen),
-                            "lr": run.lr(), **timer.times()}, finite)
+        run.end_step(step, {**got.metrics, **stats, "lr": run.lr(), **timer.times()}, finite)
     path = run.finish(model)
     if dist.is_main:
         C.log_signal(out, "judge phase")

@@ -134,25 +134,29 @@ def main(argv=None) -> None:
                args.judge_server or args.judge_model or args.model, f" + {args.judge_adapter}" if args.judge_adapter else "")
     run = C.grpo_run(out, model, dist, cfg, len(rows), args, "rubric phase")
     samples_path = Path(out) / "judge_samples.jsonl" if dist.is_main and args.log_samples else None
-    if samples_path is not None and not run.start:
-        samples_path.unlink(missing_ok=True)
+    if samples_path is not None:  # a resumed run keeps the rows of the steps its checkpoint holds, a new one none
+        C.write_jsonl_atomic(samples_path, [r for r in C.read_jsonl_resumable(samples_path)
+                                            if run.start and r.get("step", 0) <= run.start] if samples_path.exists() else [])
     share_prompt = cfg.share_prefix and not C.checkpointing_on(model)
     for step in run.steps():
         timer = C.StepTimer()
-        # 1. this step's prompts: B = batch / G examples on this rank
-        batch = [rubric_prompt(tok, rows[i]) for i in run.rank_share(run.step_indices(step))]
-        # 2. G rubrics per prompt, sampled
-        rolls = C.rollouts(model, tok, [b.ids for b in batch], cfg)
-        rubrics = [t for r in rolls for t in r.texts]
-        t_gen = timer.mark("gen")
-        # 3. rewards from the frozen judge's greedy verdicts, advantages within each group of G
-        rewards, parts, samples = rubric_rewards(jud, batch, rubrics, G, args)
-        adv = C.group_advantages(rewards, G, cfg.scale_rewards).to(dist.device)
+
+        def draw(k: int, step: int = step) -> list[C.GroupPrompt]:  # B = batch / G examples on this rank
+            return [rubric_prompt(tok, rows[i]) for i in run.rank_share(run.draw_indices(step, k))]
+
+        def score(batch: list[C.GroupPrompt], rubrics: list[str]):
+            return rubric_rewards(jud, batch, rubrics, G, args)
+
+        # 1-3. this step's prompts, G rubrics each (sampled), and their rewards from the frozen judge's greedy
+        #      verdicts; with --dynamic-sampling groups of equal rewards give way to more prompts
+        got = C.sample_step(draw, score, model, tok, cfg)
+        adv = C.group_advantages(got.rewards, G, cfg.scale_rewards).to(dist.device)  # within each group of G
         if samples_path is not None:
-            C.append_jsonl(samples_path, samples if args.log_samples < 0 else samples[:args.log_samples])
-        timer.mark("reward")
+            rows_logged = got.extras if args.log_samples < 0 else got.extras[:args.log_samples]
+            C.append_jsonl(samples_path, [{"step": step + 1, **r} for r in rows_logged])
+        timer.mark("sample")
         # 4. micro-batches of whole groups, reference (beta > 0) and sampling-policy (2+ passes) log-probs
-        mbs = C.micro_batches(rolls, G, cfg.micro_batch, cfg.mask_truncated, share_prompt)
+        mbs = C.micro_batches(got.rolls, G, cfg.micro_batch, cfg.mask_truncated, share_prompt)
         ref = C.reference_logprobs(model, mbs, cfg.temperature) if cfg.beta else None
         old = C.old_logprobs(model, mbs, cfg)
         timer.mark("logprob")
@@ -160,8 +164,7 @@ def main(argv=None) -> None:
         stats = C.grpo_passes(model, run, mbs, adv, old, ref, cfg)
         # 6. log, checkpoint
         finite = stats.pop("finite")
-        run.end_step(step, {**C.reward_metrics(rewards, G, parts), **stats, **C.rollout_metrics(rolls, t_gen),
-                            "lr": run.lr(), **timer.times()}, finite)
+        run.end_step(step, {**got.metrics, **stats, "lr": run.lr(), **timer.times()}, finite)
     path = run.finish(model)
     if dist.is_main:
         C.log_signal(out, "rubric phase")

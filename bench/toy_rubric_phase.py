@@ -46,9 +46,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("RUBRIC_ARM_NO_PROGRESS", "1")
 
-import baselines  # noqa: E402
-import common as C  # noqa: E402
 import toy_ablation as T  # noqa: E402
+
+import common as C  # noqa: E402
 import toy_task  # noqa: E402
 
 # ---- configuration ------------------------------------------------------------------------------

@@ -132,20 +132,17 @@ def grpo_loop(model, tok, cfg, prompts: list, reward, out, dist=None, on_step=No
                         max_bad_steps=cfg.max_bad_steps, progress_key="reward")
     for step in run.steps():
         timer = C.StepTimer()
-        batch = [prompts[i] for i in run.rank_share(run.step_indices(step))]
-        rolls = C.rollouts(model, tok, [b.ids for b in batch], cfg)
-        texts = [t for r in rolls for t in r.texts]
-        t_gen = timer.mark("gen")
-        rewards, parts = reward(batch, texts, G)
-        adv = C.group_advantages(rewards, G, cfg.scale_rewards)
-        timer.mark("reward")
-        mbs = C.micro_batches(rolls, G, cfg.micro_batch, cfg.mask_truncated, cfg.share_prefix)
+        got = C.sample_step(lambda k, step=step: [prompts[i] for i in run.rank_share(run.draw_indices(step, k))],
+                            lambda batch, texts: (*reward(batch, texts, G), [None] * len(texts)), model, tok, cfg)
+        adv = C.group_advantages(got.rewards, G, cfg.scale_rewards)
+        timer.mark("sample")
+        mbs = C.micro_batches(got.rolls, G, cfg.micro_batch, cfg.mask_truncated, cfg.share_prefix)
         ref = C.reference_logprobs(model, mbs, cfg.temperature) if cfg.beta else None
         old = C.old_logprobs(model, mbs, cfg)
         timer.mark("logprob")
         stats = C.grpo_passes(model, run, mbs, adv, old, ref, cfg)
         finite = stats.pop("finite")
-        metrics = {**C.reward_metrics(rewards, G, parts), **stats, **C.rollout_metrics(rolls, t_gen), **timer.times()}
+        metrics = {**got.metrics, **stats, **timer.times()}
         run.end_step(step, metrics, finite)
         if on_step:
             on_step(step + 1, metrics)

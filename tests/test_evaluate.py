@@ -206,3 +206,34 @@ def test_evaluate_help_lists_benchmarks():
     for name in ("rewardbench", "rewardbench2", "rm-bench", "ppe-ifeval", "helpsteer3", "followbench", "infobench", "ifbench",
                  "--votes", "--swap", "--no-rubric"):
         assert name in p.stdout
+
+
+def test_rubric_sensitivity_judges_the_same_pairs_under_each_rubric(tiny_model, always_a_judge, tmp_path):
+    """--rubric-sensitivity: the generator's rubric, the reference rubric, another prompt's (never its own) and an
+    empty one, each a run of its own over the same pairs, and paired differences that match the runs' scores."""
+    rows = read_jsonl(EVAL)[:4]
+    path = write_rows(tmp_path / "pairs.jsonl", rows)
+    common = ["evaluate.py", "--model", tiny_model, "--benchmark", f"pairwise={path}", "--max-rubric-tokens", "8",
+              "--max-judge-tokens", "8"]
+    p = run_script(*common, "--rubric-adapter", always_a_judge, "--reference-rubrics", path, "--rubric-sensitivity",
+                   "--out", tmp_path / "sens")
+    out = tmp_path / "sens"
+    rep = json.loads((out / "sensitivity.json").read_text())
+    assert [r["name"] for r in rep["rows"]] == ["generator", "own", "other", "empty"]
+    own = {r["prompt"]: r["rubric"] for r in read_jsonl(out / "own" / "rubrics.jsonl")}
+    other = {r["prompt"]: r["rubric"] for r in read_jsonl(out / "other" / "rubrics.jsonl")}
+    assert own == {r["prompt"]: r["rubric"] for r in rows}
+    assert sorted(other.values()) == sorted(own.values()) and all(other[q] != own[q] for q in own)
+    assert all(r["rubric"] == "" for r in read_jsonl(out / "empty" / "rubrics.jsonl"))
+    assert json.loads((out / "generator" / "results.json").read_text())["efficiency"]["rubrics_generated"] == 4
+    for d in rep["differences"]:
+        a, b = d["comparison"].split(" minus ")
+        sa, sb = E.pair_scores(out / a), E.pair_scores(out / b)
+        assert d["difference"] == pytest.approx(sum(sa[u] - sb[u] for u in sa) / len(sa))
+    assert "Rubric sensitivity" in p.stdout
+    # without a generator of its own there is no generator row; without reference rubrics, one line
+    run_script(*common, "--reference-rubrics", path, "--rubric-sensitivity", "--out", tmp_path / "plain")
+    assert [r["name"] for r in json.loads((tmp_path / "plain" / "sensitivity.json").read_text())["rows"]] == \
+        ["own", "other", "empty"]
+    bad = run_script(*common, "--rubric-sensitivity", "--out", tmp_path / "bad", check=False)
+    assert bad.returncode != 0 and "needs --reference-rubrics" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,5 +1,6 @@
 import argparse
 import gc
+import json
 import math
 import time
 
@@ -344,3 +345,66 @@ def test_paper_loss_normalisation_is_the_default():
         ap = argparse.ArgumentParser()
         C.add_grpo_args(ap, mod.PAPER)
         assert ap.parse_args([]).loss_type == "grpo"
+
+
+def _parity_reward(batch, texts, G):
+    """Even-numbered prompts: reward = parity of the sample's length (it varies within a group); odd ones: 1."""
+    r = torch.tensor([float(len(t) % 2) if batch[i // G].meta["k"] % 2 == 0 else 1.0 for i, t in enumerate(texts)])
+    return r, {"acc": r}
+
+
+def test_dynamic_sampling_keeps_only_groups_whose_rewards_differ(tiny_model, tok):
+    """With --dynamic-sampling a step trains only on groups whose G rewards differ, tops up from further
+    draws (at most max_extra_draws), counts every drawn group; without it, one draw as drawn."""
+    model = C.attach_lora(C.load_base_model(str(tiny_model), device=torch.device("cpu")), r=8, alpha=16)
+    C.seed_everything(0)
+    prompts = [C.GroupPrompt(C.chat_prompt_ids(tok, [{"role": "user", "content": f"say {k}"}]), {"k": k})
+               for k in range(16)]
+    cfg = C.GRPOConfig(group_size=4, batch_size=16, max_completion_length=6, gen_batch=4, dynamic_sampling=True,
+                       max_extra_draws=3)
+    draws = []
+
+    def draw(k):
+        draws.append(k)
+        return prompts[4 * k:4 * k + 4]  # each draw: two even prompts (rewards may differ), two odd (all 1)
+
+    score = lambda batch, texts: (*_parity_reward(batch, texts, 4), list(texts))  # noqa: E731
+    got = C.sample_step(draw, score, model, tok, cfg)
+    groups = got.rewards.view(-1, 4)
+    assert (groups.std(1) > 0).all()                               # every kept group has an advantage
+    assert all(b.meta["k"] % 2 == 0 for b in got.batch)            # so none of the constant prompts
+    assert got.metrics["groups_kept"] == len(got.batch) <= 4
+    assert got.metrics["groups_drawn"] == 4 * got.metrics["draws"] == 4 * len(draws)
+    assert got.metrics["draws"] <= 1 + cfg.max_extra_draws
+    assert got.extras == got.rolls[0].texts and len(got.extras) == 4 * len(got.batch)  # extras follow their groups
+    assert got.metrics["zero_var_groups"] >= 0.5                   # the logged share is the first draw's
+    # the joined rollout trains: micro-batches and log-probs of the kept groups
+    mbs = C.micro_batches(got.rolls, 4, 8, False, True)
+    assert sum(m.completion_mask.shape[0] for m in mbs) == 4 * len(got.batch)
+    assert all(torch.isfinite(m.logprobs(model, 1.0)).all() for m in mbs)
+    # nothing varies anywhere: every extra draw is made, then the step falls back to its first draw
+    draws.clear()
+    flat = C.sample_step(draw, lambda b, t: (torch.ones(len(t)), {}, [None] * len(t)), model, tok, cfg)
+    assert flat.metrics["draws"] == 4 and flat.metrics["groups_kept"] == 0 and len(flat.batch) == 4
+    assert flat.metrics["zero_var_groups"] == 1.0
+    # without dynamic sampling: one draw, every group kept as drawn, no filter metrics
+    draws.clear()
+    plain = C.sample_step(draw, score, model, tok, C.GRPOConfig(group_size=4, batch_size=16, max_completion_length=6))
+    assert draws == [0] and len(plain.batch) == 4 and "groups_drawn" not in plain.metrics
+
+
+def test_judge_phase_reports_its_signal(tiny_model, tmp_path):
+    """A GRPO phase writes signal.json (common.signal_summary) and logs the share of equal-reward groups; with
+    --dynamic-sampling its metrics carry the groups drawn and kept."""
+    out = tmp_path / "judge"
+    cache = make_cache(tmp_path / "rubrics.jsonl")
+    res = run_script(*JUDGE, "--model", tiny_model, "--rubric-cache", cache, "--out", out, "--max-steps", "3",
+                     "--dynamic-sampling", "--max-extra-draws", "2")
+    sig = json.loads((out / "signal.json").read_text())
+    log = read_jsonl(out / "metrics.jsonl")
+    assert sig["steps"] == 3 == len(log)
+    assert sig["zero_var_groups"] == pytest.approx(sum(m["zero_var_groups"] for m in log) / 3)
+    assert sig["steps_with_signal"] == sum(m["zero_var_groups"] < 1 for m in log)
+    for m in log:
+        assert 1 <= m["draws"] <= 3 and m["groups_drawn"] == 2 * m["draws"] and 0 <= m["groups_kept"] <= 2
+    assert "groups had equal rewards" in res.stderr + res.stdout

@@ -189,3 +189,40 @@ def test_a_given_base_must_record_the_runs_pretraining_settings(tmp_path):
             toy_ablation.given_base(toy_task.TOY_BASE, {**cfg, **change})
     with pytest.raises(SystemExit, match="made_by.json: missing"):
         toy_ablation.given_base(tmp_path, cfg)
+
+
+def test_implicit_task_rows_check_and_hold_out_their_prompts():
+    """The implicit variant: labels agree with the checkers (the implied rule included); training rows name the
+    implied rule in their rubric exactly when it decides, about a third of the time; RL and held-out rows are all
+    decided by it, their rubric the complete reference; held-out prompts never occur in a training split."""
+    train = toy_task.make_implicit_split(1500, 3, "t", annotated=True, held_out=False)
+    held = toy_task.make_implicit_split(300, 4, "h", annotated=False, held_out=True)
+    assert all(toy_task.check_label(r) for r in train + held)
+    named = [r for r in train if any(k in ("lowercase", "capital_start") for k, _ in r["constraints"])]
+    assert all(r["decisive"].startswith("implied") for r in named)
+    assert all(not r["decisive"].startswith("implied") for r in train if r not in named)
+    assert 0.28 < len(named) / len(train) < 0.39
+    assert all(r["decisive"].startswith("implied") and r["rubric"] == r["reference_rubric"] for r in held)
+    assert not {r["prompt"] for r in held} & {r["prompt"] for r in train}
+    for r in train + held:  # the request never states the case rule: only its cue implies it
+        assert "lowercase" not in r["prompt"] and "capital" not in r["prompt"]
+        assert r["cue"] in toy_task.IMPLIED_CUES[r["implied"][0]]
+
+
+def test_implicit_task_trivial_judges_stay_at_chance_overall_and_per_type(tmp_path):
+    """Every trivial judge (prompt-blind classifier, one-line rules, the per-type rules: more capitals, fewer
+    repeated words, more digits) at or below 56% on held-out pairs of the implicit task, overall and per pair
+    type, with 50% inside its interval."""
+    paths = {}
+    for name, n, seed, annotated, held in (("train", 1200, 41, True, False), ("eval", 400, 42, False, True)):
+        paths[name] = tmp_path / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in
+                                       toy_task.make_implicit_split(n, seed, name, annotated, held)))
+    res = baselines.evaluate(paths["train"], [paths["eval"]])["eval"][str(paths["eval"])]
+    names = ["prompt-blind classifier", *baselines.RULES]
+    for name in names:
+        assert res[name]["accuracy"] <= 0.56 and res[name]["ci95"][0] <= 0.5, (name, res[name])
+    assert set(res["by_type"]) == {"implied case"}
+    for name in names:
+        t = res["by_type"]["implied case"][name]
+        assert t["accuracy"] <= 0.56 and t["lo"] <= 0.5, (name, t)
