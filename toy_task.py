@@ -323,6 +323,18 @@ def make_implicit_example(rng: random.Random, idx: int, prefix: str, annotated: 
             "decisive": ("implied " if decides_implied else "") + (implied.kind if decides_implied else "include")}
 
 
+# rows, seed, annotated (training rubrics), held-out prompts: the splits of bench/toy_rubric_phase.py, whose
+# base is bundled as data/toy_implicit_base; the default demo runs on the same SFT, RL and held-out splits
+IMPLICIT_SPLITS = {"pretrain": (4000, 1100, True, False), "sft": (320, 1200, True, False),
+                   "rl": (1024, 1300, False, False), "eval": (200, 1400, False, True)}
+
+
+def implicit_fingerprint() -> str:
+    """What a model trained on the implicit task depends on: a digest of rows its generator makes."""
+    rows = make_implicit_split(32, 12345, "fp", True, False) + make_implicit_split(32, 12346, "fp", False, True)
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def make_implicit_split(n: int, seed: int, prefix: str, annotated: bool, held_out: bool) -> list[dict]:
     """n rows of the implicit task; held_out=True keeps only held-out prompts (prompt_held_out), False
     only the others, so the held-out split's requests were never seen in pretraining, SFT or RL."""
@@ -393,16 +405,30 @@ def task_fingerprint(kinds: tuple = KINDS) -> str:
 # The pretrained toy base shipped for the default demo (bench/toy_ablation.py's base, 2 MB) and the
 # splits the demo runs on: the same generator seeds as that driver's SFT, RL and held-out splits.
 TOY_BASE = Path(__file__).resolve().parent / "data" / "toy_base"
+IMPLICIT_BASE = Path(__file__).resolve().parent / "data" / "toy_implicit_base"  # the default demo's
 DEMO_SPLITS = {"sft": (320, 200), "rl": (1024, 300), "eval": (200, 400)}  # rows, seed
 
 
 def demo_splits(out_dir: Path, base: Path = TOY_BASE) -> dict[str, Path]:
     """Write the toy demo's splits, after checking that `base` was pretrained on this very generator
-    (its made_by.json records task_fingerprint()): a base from another version is refused."""
+    (its made_by.json records task_fingerprint() or, for the implicit task, implicit_fingerprint()): a
+    base from another version is refused."""
     made = base / "made_by.json"
     if not made.exists():
-        raise SystemExit(f"error: {made}: missing; the toy base comes from bench/toy_ablation.py --export-base")
+        raise SystemExit(f"error: {made}: missing; a toy base comes from bench/toy_ablation.py or "
+                         "bench/toy_rubric_phase.py --export-base")
     rec = json.loads(made.read_text())
+    if rec.get("task") == "implicit":
+        now = implicit_fingerprint()
+        if rec.get("task_fingerprint") != now:
+            raise SystemExit(f"error: {made}: field 'task_fingerprint' is {rec.get('task_fingerprint')}, but this "
+                             f"toy_task.py makes {now}: the base was pretrained on another version of the implicit "
+                             "task; rebuild it with bench/toy_rubric_phase.py --export-base")
+        paths = {}
+        for name in ("sft", "rl", "eval"):
+            paths[name] = out_dir / f"{name}.jsonl"
+            C.write_jsonl_atomic(paths[name], make_implicit_split(*IMPLICIT_SPLITS[name][:2], name, *IMPLICIT_SPLITS[name][2:]))
+        return paths
     now = task_fingerprint(tuple(rec.get("kinds", KINDS)))
     if rec.get("task_fingerprint") != now:
         raise SystemExit(f"error: {made}: field 'task_fingerprint' is {rec.get('task_fingerprint')}, but this "

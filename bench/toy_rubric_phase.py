@@ -52,9 +52,7 @@ import common as C  # noqa: E402
 import toy_task  # noqa: E402
 
 # ---- configuration ------------------------------------------------------------------------------
-# rows, seed, annotated (training rubrics name the implied rule only when it decides), held-out prompts
-SPLITS = {"pretrain": (4000, 1100, True, False), "sft": (320, 1200, True, False),
-          "rl": (1024, 1300, False, False), "eval": (200, 1400, False, True)}
+SPLITS = toy_task.IMPLICIT_SPLITS  # rows, seed, annotated training rubrics, held-out prompts
 SCHEDULES = ("judge-first", "judge-only", "rubric-only")
 RL_STEPS = 60
 SENSITIVITY = ("reference", "other prompt's", "empty")  # the rubric the judge is given, besides its generator's
@@ -68,10 +66,7 @@ def config(rl_steps: int, pretrain_steps: int) -> dict:
 
 
 def fingerprint() -> str:
-    """A digest of rows the implicit generator makes: a base or run of another task version is refused."""
-    import hashlib
-    rows = toy_task.make_implicit_split(32, 12345, "fp", True, False) + toy_task.make_implicit_split(32, 12346, "fp", False, True)
-    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+    return toy_task.implicit_fingerprint()
 
 
 def make_data(out: Path) -> dict[str, Path]:
@@ -101,6 +96,25 @@ def sensitivity_files(eval_path: Path, out: Path) -> dict[str, Path]:
         if not paths[name].exists():
             C.write_jsonl_atomic(paths[name], [{"prompt": r["prompt"], "rubric": t} for r, t in zip(rows, rubrics)])
     return paths
+
+
+def export_base(base: Path, dest: Path, out: Path) -> None:
+    """Copy the pretrained base to `dest` (the default demo's data/toy_implicit_base) with made_by.json: the
+    task and its version (toy_task.demo_splits refuses another), the settings, the weights' digest."""
+    import shutil
+
+    from manifests import content_digest
+    tmp = dest.parent / f".tmp-{dest.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp)
+    cfg = json.loads((out / "config.json").read_text())
+    C.atomic_write_text(tmp / "made_by.json", json.dumps({
+        "made_by": f"python bench/toy_rubric_phase.py --out {T.rel(out)} --export-base {T.rel(dest)}", "task": "implicit",
+        "task_fingerprint": cfg["task_fingerprint"], "config": cfg,
+        "weights": content_digest(base / "model.safetensors")}, indent=2))
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    C.log.info("exported the base to %s", dest)
 
 
 def final_adapters(run: Path, schedule: str, cycle: int, init: tuple[Path, Path]) -> tuple[Path, Path]:
@@ -230,7 +244,7 @@ def main(argv=None) -> dict:
     base = T.pretrain_base(out, paths["pretrain"], paths["sft"], a.pretrain_steps)
     C.log.info("base ready (%.0fs)", time.perf_counter() - t0)
     if a.export_base:
-        T.export_base(base, Path(a.export_base).resolve(), out)
+        export_base(base, Path(a.export_base).resolve(), out)
     results: dict[str, list[dict]] = {}
     signal: dict[str, list[list[dict]]] = {}
 
