@@ -117,17 +117,17 @@ if [ "$DEMO" = real ]; then
   : "${EVAL_ARGS:=--max-rubric-tokens 160 --max-judge-tokens 256 --batch-size 32 --max-prompt-length 1280}"
 elif [ "$DEMO" = toy ]; then
   # Both phases learning at laptop scale: a Qwen3 of 2 layers x 128 pretrained from random weights on the
-  # implicit toy task (bench/toy_rubric_phase.py --export-base: data/toy_implicit_base). Each request implies a
+  # implicit toy task (experiments/toy_rubric_phase.py --export-base: data/toy_implicit_base). Each request implies a
   # letter-case rule through its medium ("as a newspaper headline"); every RL and held-out pair is decided by
   # it; the SFT rubrics name it a third of the time, and the SFT judge checks what its rubric lists. So the
   # held-out accuracy after SFT sits near chance, the rubric phase's sampled rubrics differ in whether they
   # name the rule (its GRPO groups have reward variance), and the judge is right once they do. SFT of both
   # adapters, two cycles of 60 judge and 60 rubric GRPO steps on 512 pairs each, 200 held-out pairs (prompts
   # no training split holds) in both orders after SFT and after every phase. The settings of
-  # bench/toy_rubric_phase.py (docs/results.md); demo-splits refuses a base made for another task version.
+  # experiments/toy_rubric_phase.py (docs/results.md); demo-splits refuses a base made for another task version.
   [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/toy_demo"
   MODEL="$HERE/data/toy_implicit_base"; CYCLES=2; EVAL_BASE=1; EVAL_PHASES=1
-  "$PY" toy_task.py demo-splits --base "$MODEL" --out-dir "$OUT/data" >/dev/null
+  "$PY" tasks/toy_task.py demo-splits --base "$MODEL" --out-dir "$OUT/data" >/dev/null
   SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
   : "${MODEL_ARGS:=--lora-r 16 --lora-alpha 32}"
   : "${SFT_RUBRIC_ARGS:=--epochs 1 --batch-size 16 --micro-batch 16 --lr 2e-4 --warmup-ratio 0}"
@@ -137,12 +137,12 @@ elif [ "$DEMO" = toy ]; then
   : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 64 --judge-max-new-tokens 200 --judge-batch 16 --lr 5e-4 --max-steps 60 --save-every 20}"
   : "${EVAL_ARGS:=--max-rubric-tokens 64 --max-judge-tokens 200 --batch-size 32 --swap}"
 elif [ "$DEMO" = toy-explicit ]; then
-  # The first toy task (every constraint written in the request) on its base data/toy_base (bench/toy_ablation.py
+  # The first toy task (every constraint written in the request) on its base data/toy_base (experiments/toy_ablation.py
   # --export-base), two cycles of 80 judge and 80 rubric GRPO steps: the judge phase learns; the rubric
   # phase's groups mostly have equal rewards there (every sampled rubric restates the request).
   [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/toy_explicit_demo"
   MODEL="$HERE/data/toy_base"; CYCLES=2; EVAL_BASE=1
-  "$PY" toy_task.py demo-splits --base "$MODEL" --out-dir "$OUT/data" >/dev/null
+  "$PY" tasks/toy_task.py demo-splits --base "$MODEL" --out-dir "$OUT/data" >/dev/null
   SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
   : "${MODEL_ARGS:=--lora-r 16 --lora-alpha 32}"
   : "${SFT_RUBRIC_ARGS:=--epochs 1 --batch-size 16 --micro-batch 16 --lr 2e-4 --warmup-ratio 0}"
@@ -269,7 +269,7 @@ rm -f "$OUT"/logs/flags_*.err
 
 # Stage 0 (tiny demo only): the offline tiny model.
 if [ "$DEMO" = tiny ]; then
-  run_step tiny_model - "$PY" toy_task.py make-tiny-model "$MODEL"
+  run_step tiny_model - "$PY" tasks/toy_task.py make-tiny-model "$MODEL"
 fi
 
 evaluate_step() {  # evaluate_step NAME RUBRIC_ADAPTER JUDGE_ADAPTER (empty: the base model)
@@ -286,7 +286,7 @@ if [ -n "$EVAL_DATA" ] && { [ "$EVAL_BASE" = 1 ] || [ "$NO_SFT" = 1 ]; }; then e
 # --no-sft: new, untrained LoRA adapters (B = 0: the base model itself) stand where SFT's would.
 if [ "$NO_SFT" = 1 ]; then
   k=0
-  for role in rubric judge; do  # seeds 2*SEED and 2*SEED+1, as bench/toy_ablation.py's loops from the base
+  for role in rubric judge; do  # seeds 2*SEED and 2*SEED+1, as experiments/toy_ablation.py's loops from the base
     # shellcheck disable=SC2086
     run_step "init_$role" "--adapter	$OUT/init_$role/adapter" "$PY" common.py new-adapter --model "$MODEL" \
       --out "$OUT/init_$role/adapter" --seed "$(( SEED * 2 + k ))" $MODEL_ARGS
@@ -365,7 +365,7 @@ fi
 import json, sys
 from pathlib import Path
 out, cycles, eval_data = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
-sys.path.insert(0, sys.argv[3])
+sys.path[:0] = [sys.argv[3], sys.argv[3] + "/tasks"]
 def log(p):
     return [json.loads(l) for l in (p / "metrics.jsonl").read_text().splitlines() if l.strip()] if (p / "metrics.jsonl").exists() else []
 print("\n== Rubric-ARM run summary:", out)
@@ -421,7 +421,7 @@ if rows:
           + "\n|---|---|---|---|" + ("---|" if claims else ""))
     label = {"eval_base": "base model (rubric + judge by prompting)", "eval_sft": "after SFT",
              "eval_final": f"after {cycles} Rubric-ARM cycle(s)"}
-    from baselines import bootstrap
+    from common import bootstrap
     for n, r in rows:
         s = r["summary"]
         acc, ci = s["accuracy"], ""
@@ -464,6 +464,6 @@ if rows:
     if claims:
         print("claims right (balanced): the mean of P(judge says met | the official checker says met) and P(says not met "
               "| not met) over the rubric's hard rules; 50% means the judge's analysis carries no information "
-              "(if_preference_task.py judge-claims)")
+              "(tasks/if_preference_task.py judge-claims)")
 PYEOF
 echo "[alternate] all steps done in $(( $(date +%s) - T0 ))s; outputs in $OUT"

@@ -1890,6 +1890,14 @@ def reward_metrics(rewards: torch.Tensor, group_size: int, parts: dict[str, torc
     return out
 
 
+def bootstrap(values: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% percentile interval of the mean, resampling the values."""
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    return sum(values) / n, means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+
+
 def signal_summary(metrics_path: str | os.PathLike) -> dict | None:
     """How much of a GRPO phase could learn, from its metrics.jsonl: a group whose G rewards are all
     equal has advantage 0 everywhere, so a step whose groups are all such has no policy gradient (only
@@ -2910,7 +2918,7 @@ class TrainingRun:
 
 # =============================================================================================
 # 8. CLI
-#    python common.py cache-rubrics | split | merge-adapter (the tiny offline model: python toy_task.py make-tiny-model)
+#    python common.py cache-rubrics | split | merge-adapter (the tiny offline model: python tasks/toy_task.py make-tiny-model)
 # =============================================================================================
 
 def check_output(adapter: str | None, cache: str | None, data: str | None) -> None:

@@ -557,7 +557,7 @@ SENSITIVITY = (("generator", "the generator's rubric"), ("own", "the reference r
 def rubric_sensitivity(argv: list[str], args) -> dict:
     """Run this evaluation under each rubric of SENSITIVITY (OUT/<name>/; finished ones are reused by their
     own run signature), then compare them pair by pair: does the judge's accuracy depend on its rubric?"""
-    from baselines import bootstrap
+    from common import bootstrap
     if not args.reference_rubrics or args.no_rubric:
         raise SystemExit("error: --rubric-sensitivity needs --reference-rubrics FILE (and a rubric, not --no-rubric)")
     base, out = _drop_flag([a for a in argv if a != "--rubric-sensitivity"], "--out")

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import _util as U
 import torch
 
+import _util as U
 import common as C
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-import _util as U
 import torch
 
+import _util as U
 import common as C
 
 

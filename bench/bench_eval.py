@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import _util as U
 import torch
 
+import _util as U
 import common as C
 
 

@@ -11,9 +11,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import _util as U
 import torch
 
+import _util as U
 import common as C
 
 

@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import _util as U
 import torch
 
+import _util as U
 import common as C
 import train_judge_phase as J
 

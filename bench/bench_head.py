@@ -21,11 +21,11 @@ import subprocess
 import sys
 import time
 
-import _util as U
-import memory as M
 import torch
 
+import _util as U
 import common as C
+import memory as M
 
 
 def one_variant(a) -> dict:

@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import _util as U
 import torch
 
+import _util as U
 import common as C
 import policy_dpo
 import sft_warmup

@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import _util as U
 import torch
 
+import _util as U
 import common as C
 import toy_task
 

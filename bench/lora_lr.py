@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import write_section  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tasks"), str(ROOT / "bench")]  # stages, task builders, bench helpers
 import common as C  # noqa: E402
 import toy_task  # noqa: E402
+from _util import write_section  # noqa: E402
 
 
 def nll(model, batch) -> float:

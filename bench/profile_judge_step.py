@@ -27,9 +27,9 @@ import statistics
 import time
 from pathlib import Path
 
-import _util as U
 import torch
 
+import _util as U
 import common as C
 
 

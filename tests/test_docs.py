@@ -77,8 +77,8 @@ def test_every_number_of_a_sourced_table_is_in_its_results_file():
 
 
 @pytest.mark.parametrize("script", ["sft_warmup.py", "train_judge_phase.py", "train_rubric_phase.py", "evaluate.py",
-                                    "policy_dpo.py", "policy_grpo.py", "if_preference_task.py", "baselines.py",
-                                    "toy_task.py"])
+                                    "policy_dpo.py", "policy_grpo.py", "tasks/if_preference_task.py", "tasks/baselines.py",
+                                    "tasks/toy_task.py"])
 def test_help_opens_with_what_the_script_does_and_the_command_most_used(script):
     import subprocess
     import sys

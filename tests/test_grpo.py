@@ -178,7 +178,7 @@ def test_judge_phase_end_to_end_and_resume(tiny_model, tmp_path):
 
 def test_judge_phase_keeps_every_checkpoint_when_asked(tiny_model, tmp_path):
     """--keep-checkpoints 0 keeps a loadable adapter at every --save-every step (a held-out curve after
-    the run: bench/toy_judge_curve.py); by default only the newest two stay."""
+    the run: experiments/toy_judge_curve.py); by default only the newest two stay."""
     cache = make_cache(tmp_path / "rubrics.jsonl")
     args = [*JUDGE, "--model", tiny_model, "--rubric-cache", cache, "--max-steps", "4", "--save-every", "1"]
     run_script(*args, "--out", tmp_path / "two")

@@ -168,7 +168,7 @@ def test_judge_claims_cli(tmp_path):
     (tmp_path / "ev" / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
     (tmp_path / "ev" / "rubrics.jsonl").write_text("".join(json.dumps({"prompt": k, "rubric": v}) + "\n"
                                                            for k, v in rubrics.items()))
-    cmd = [sys.executable, str(ROOT / "if_preference_task.py"), "judge-claims", "--data", str(ROOT / "data" / "if_test.jsonl")]
+    cmd = [sys.executable, str(ROOT / "tasks/if_preference_task.py"), "judge-claims", "--data", str(ROOT / "data" / "if_test.jsonl")]
     p = subprocess.run(cmd + [str(tmp_path / "ev")], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert "| 1.000 |" in p.stdout.splitlines()[-1]

@@ -1,14 +1,13 @@
-"""The toy task behind data/ and the learning proof of bench/toy_ablation.py."""
+"""The toy task behind data/ and the learning proof of experiments/toy_ablation.py."""
 
 import json
-import sys
 
 import pytest
 
 import baselines
 import common as C
 import toy_task
-from conftest import EVAL, ROOT, TRAIN, read_jsonl
+from conftest import EVAL, TRAIN, read_jsonl
 
 
 def test_checkers_by_hand():
@@ -78,7 +77,6 @@ def test_short_run_judge_accuracy_after_sft_is_above_chance(tmp_path):
     `bash tests/run.sh -m expensive` runs it). Measured on minimal pairs: 49% with plain pretraining,
     55% with the deciding tokens weighted, 66% once the trajectories named the gatekeeper from the rubric
     and quoted the first word before the case verdict (task format of this commit)."""
-    sys.path.insert(0, str(ROOT / "bench"))
     import toy_ablation
     toy_ablation.main(["--out", str(tmp_path / "toy"), "--seeds", "0", "--schedules", "none", "--sft-lr", "2e-4"])
     res = json.loads((tmp_path / "toy" / "results.json").read_text())["SFT only (Rubric-RM)"]["after SFT"][0]
@@ -133,10 +131,9 @@ def test_the_bundled_toy_base_was_pretrained_on_this_task(tmp_path):
 
 
 def test_copy_check_reads_the_token_of_the_required_word(tmp_path):
-    """bench/toy_copy_check.py scores the model's next token where the rubric and the judge's gatekeeper
+    """experiments/toy_copy_check.py scores the model's next token where the rubric and the judge's gatekeeper
     line repeat the required word: that position must hold the word itself, in the bundled base's
     tokenizer, for every held-out row; the script writes one JSON row per base with rates in [0, 1]."""
-    sys.path.insert(0, str(ROOT / "bench"))
     import toy_copy_check
     tok = C.load_tokenizer(str(toy_task.TOY_BASE))
     rows = toy_task.make_split(60, 400, "eval", ("include", "lowercase", "capital_start"))
@@ -160,7 +157,6 @@ def test_copy_check_reads_the_token_of_the_required_word(tmp_path):
 def test_copy_exercises_ask_for_the_words_they_answer_with():
     """toy_ablation --copy-curriculum: each exercise's target is the word list its request holds, then
     end of turn; the lists vary and the same seed gives the same exercises."""
-    sys.path.insert(0, str(ROOT / "bench"))
     import toy_ablation
     tok = C.load_tokenizer(str(toy_task.TOY_BASE))
     ex = toy_ablation.copy_examples(tok, 20, 3)
@@ -179,7 +175,6 @@ def test_copy_exercises_ask_for_the_words_they_answer_with():
 def test_a_given_base_must_record_the_runs_pretraining_settings(tmp_path):
     """toy_ablation --base DIR skips pretraining only for a base exported with the same pretraining
     settings (made_by.json); another setting is refused with the field named."""
-    sys.path.insert(0, str(ROOT / "bench"))
     import toy_ablation
     cfg = {**toy_ablation.config(), "pretrain_steps": toy_ablation.PRETRAIN["steps"], "sft_lr": toy_ablation.SFT_LR}
     assert toy_ablation.given_base(toy_task.TOY_BASE, cfg) == toy_task.TOY_BASE

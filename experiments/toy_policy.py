@@ -18,8 +18,8 @@ after its alternating cycles, and by the task's own checkers (the ceiling), then
                (Rubric-ARM minus SFT-only, checkers minus Rubric-ARM), each labeller's agreement with the
                checkers on the pairs it kept; --publish writes docs/results/toy_policy.json, docs/toy_policy.md
 
-    python bench/toy_ablation.py --out runs/toy_gate ...            # first: the base and the judges
-    python bench/toy_policy.py --ablation runs/toy_gate --out runs/toy_policy --publish
+    python experiments/toy_ablation.py --out runs/toy_gate ...            # first: the base and the judges
+    python experiments/toy_policy.py --ablation runs/toy_gate --out runs/toy_policy --publish
 
 Finished steps are kept (the policy, each DPO run, each score), so a rerun resumes; a rerun into a
 folder made with other settings, or from an ablation whose base or adapters changed, is refused.
@@ -36,14 +36,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tasks"), str(ROOT / "experiments")]  # stages, tasks, drivers
 
 import torch  # noqa: E402
-import toy_ablation as A  # noqa: E402
 
 import common as C  # noqa: E402
 import policy_dpo  # noqa: E402
+import toy_ablation as A  # noqa: E402
 import toy_task  # noqa: E402
 from manifests import content_digest  # noqa: E402
 
@@ -229,7 +228,7 @@ def report(out: Path, summary: dict, seeds: list[int], publish: bool) -> str:
         back = "[Back to the results](results.md#table-3-on-the-toy-task-does-a-better-judge-make-a-better-policy)\n\n"
         title, body = text.split("\n", 1)
         page = f"{title}\n\n{back}{body.lstrip()}"
-        C.atomic_write_text(ROOT / "docs" / "toy_policy.md", page + "\nWritten by `python bench/toy_policy.py "
+        C.atomic_write_text(ROOT / "docs" / "toy_policy.md", page + "\nWritten by `python experiments/toy_policy.py "
                             f"--ablation {A.rel(Path(summary['ablation']))} --out {A.rel(out)} --publish`.\n")
     return text
 
@@ -238,7 +237,7 @@ def main(argv=None) -> dict:
     C.setup_logging()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
-    ap.add_argument("--ablation", default="runs/toy_ablation", help="a finished bench/toy_ablation.py run folder")
+    ap.add_argument("--ablation", default="runs/toy_ablation", help="a finished experiments/toy_ablation.py run folder")
     ap.add_argument("--out", default="runs/toy_policy")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--publish", action="store_true",

@@ -12,7 +12,7 @@ the judge's verdict follows, and the generator has something to learn from the j
   1. data      pretrain / SFT splits written as a partial annotator would (the implied rule in the rubric
                only when it decides), RL and held-out splits decided by the implied rule alone; held-out
                prompts are a bucket of the prompt space no other split draws from
-  2. base      a Qwen3 of 2 x 128 pretrained from random weights on the pretrain split (bench/toy_ablation.py)
+  2. base      a Qwen3 of 2 x 128 pretrained from random weights on the pretrain split (experiments/toy_ablation.py)
   3. SFT       both roles per seed (the paper's Rubric-RM)
   4. loops     alternate.sh from the same SFT adapters, 2 cycles, the same GRPO steps in every schedule:
                  judge-first   the paper's alternation (judge phase, then rubric phase, per cycle)
@@ -25,8 +25,8 @@ the judge's verdict follows, and the generator has something to learn from the j
                seeds and pairs, the paired difference to judge-only, each phase's GRPO signal (share of
                steps with reward variance, share of zero-variance groups), the trivial judges
 
-    python bench/toy_rubric_phase.py --out runs/toy_rubric_phase --publish     # 3 seeds, about 2 h on 2 cores
-    python bench/toy_rubric_phase.py --out runs/toy_rp_quick --seeds 0 --rl-steps 20   # a quick look
+    python experiments/toy_rubric_phase.py --out runs/toy_rubric_phase --publish     # 3 seeds, about 2 h on 2 cores
+    python experiments/toy_rubric_phase.py --out runs/toy_rp_quick --seeds 0 --rl-steps 20   # a quick look
 Finished steps are kept, so a rerun resumes; a rerun into a folder made with other settings is refused.
 """
 
@@ -42,14 +42,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tasks"), str(ROOT / "experiments")]  # stages, tasks, drivers
 os.environ.setdefault("RUBRIC_ARM_NO_PROGRESS", "1")
 
-import toy_ablation as T  # noqa: E402
-
 import common as C  # noqa: E402
+import toy_ablation as T  # noqa: E402
 import toy_task  # noqa: E402
+from driver import seeds_and_pairs  # noqa: E402
 
 # ---- configuration ------------------------------------------------------------------------------
 SPLITS = toy_task.IMPLICIT_SPLITS  # rows, seed, annotated training rubrics, held-out prompts
@@ -109,7 +108,7 @@ def export_base(base: Path, dest: Path, out: Path) -> None:
     shutil.copytree(base, tmp)
     cfg = json.loads((out / "config.json").read_text())
     C.atomic_write_text(tmp / "made_by.json", json.dumps({
-        "made_by": f"python bench/toy_rubric_phase.py --out {T.rel(out)} --export-base {T.rel(dest)}", "task": "implicit",
+        "made_by": f"python experiments/toy_rubric_phase.py --out {T.rel(out)} --export-base {T.rel(dest)}", "task": "implicit",
         "task_fingerprint": cfg["task_fingerprint"], "config": cfg,
         "weights": content_digest(base / "model.safetensors")}, indent=2))
     shutil.rmtree(dest, ignore_errors=True)
@@ -130,19 +129,6 @@ def phase_signal(run: Path) -> list[dict]:
                     key=lambda p: (p / "metrics.jsonl").stat().st_mtime)
     return [{"phase": p.name, **C.signal_summary(p / "metrics.jsonl")} for p in phases]
 
-
-def seeds_and_pairs(matrix: list[list[float]], reps: int = 2000, seed: int = 0) -> dict:
-    """Mean and 95% interval resampling training seeds, then pairs within each drawn seed: an interval
-    that covers what varies between training runs as well as which pairs were drawn."""
-    rng = random.Random(seed)
-    k, n = len(matrix), len(matrix[0])
-    means = []
-    for _ in range(reps):
-        rows = [matrix[rng.randrange(k)] for _ in range(k)]
-        means.append(statistics.mean(row[rng.randrange(n)] for row in rows for _ in range(n)))
-    means.sort()
-    return {"mean": statistics.mean(statistics.mean(r) for r in matrix),
-            "ci95": [means[int(0.025 * reps)], means[int(0.975 * reps) - 1]]}
 
 
 def pct(d: dict) -> str:
@@ -220,7 +206,7 @@ def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, publish: bool
         name = "toy_rubric_phase"
         C.atomic_write_text(ROOT / "docs" / "results" / f"{name}.json", json.dumps(
             {"config": json.loads((out / "config.json").read_text()), "seeds": seeds,
-             "command": "python bench/toy_rubric_phase.py --out " + T.rel(out) + " --seeds " + " ".join(map(str, seeds))
+             "command": "python experiments/toy_rubric_phase.py --out " + T.rel(out) + " --seeds " + " ".join(map(str, seeds))
              + f" --rl-steps {rl_steps} --publish", **summ}, indent=2))
     return table
 

@@ -1,6 +1,6 @@
 """A synthetic preference task whose labels are checkable by code, built as minimal pairs.
 
-Most used:  python toy_task.py make-tiny-model tiny-model     (the random tiny model of the tests)
+Most used:  python tasks/toy_task.py make-tiny-model tiny-model     (the random tiny model of the tests)
 
 Each instruction asks for a short text on a topic under explicit constraints. Both responses of a pair
 are the same text except for one edit, and the prompt decides which side of the edit wins: every edit
@@ -8,14 +8,14 @@ belongs to two opposite constraints ("use at most N words" / "use at least N wor
 lowercase only" / "begin with a capital letter", "do not use the letter x" / "use the letter x", and a
 required word against a near word of the same pool), drawn equally often. So longer, shorter, capital,
 rare letter or a given word wins about half the time across the task, and a judge that never reads the
-prompt stays near chance (tests/test_toy.py checks it with baselines.py). The winner meets every
+prompt stays near chance (tests/test_toy.py checks it with tasks/baselines.py). The winner meets every
 constraint, the loser fails exactly the deciding one; the checkers below decide the label. Each row
 carries a reference rubric in the project's rubric format and a reference judge trajectory in the
 judge format (paper Section 4 and Appendix E), so the same rows serve SFT warm-up, GRPO and evaluation.
 
-    python toy_task.py --out-dir data --n-train 240 --n-eval 200 --seed 0   # the bundled data/demo_*.jsonl
-    python toy_task.py make-tiny-model tiny-model     # the random tiny model of the tests
-    python toy_task.py demo-splits --out-dir runs/toy_demo/data   # the default demo's splits
+    python tasks/toy_task.py --out-dir data --n-train 240 --n-eval 200 --seed 0   # the bundled data/demo_*.jsonl
+    python tasks/toy_task.py make-tiny-model tiny-model     # the random tiny model of the tests
+    python tasks/toy_task.py demo-splits --out-dir runs/toy_demo/data   # the default demo's splits
 """
 
 from __future__ import annotations
@@ -31,9 +31,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]  # the project folder: common.py (run as a script, tasks/ is on the path)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-import common as C
+import torch  # noqa: E402
+
+import common as C  # noqa: E402
 
 TOPICS = ["the river", "a garden", "the night sky", "a small town", "the ocean", "a forest walk",
           "an old library", "the first snow", "a busy market", "a mountain trail", "a quiet lake",
@@ -323,7 +327,7 @@ def make_implicit_example(rng: random.Random, idx: int, prefix: str, annotated: 
             "decisive": ("implied " if decides_implied else "") + (implied.kind if decides_implied else "include")}
 
 
-# rows, seed, annotated (training rubrics), held-out prompts: the splits of bench/toy_rubric_phase.py, whose
+# rows, seed, annotated (training rubrics), held-out prompts: the splits of experiments/toy_rubric_phase.py, whose
 # base is bundled as data/toy_implicit_base; the default demo runs on the same SFT, RL and held-out splits
 IMPLICIT_SPLITS = {"pretrain": (4000, 1100, True, False), "sft": (320, 1200, True, False),
                    "rl": (1024, 1300, False, False), "eval": (200, 1400, False, True)}
@@ -402,10 +406,10 @@ def task_fingerprint(kinds: tuple = KINDS) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# The pretrained toy base shipped for the default demo (bench/toy_ablation.py's base, 2 MB) and the
+# The pretrained toy base shipped for the default demo (experiments/toy_ablation.py's base, 2 MB) and the
 # splits the demo runs on: the same generator seeds as that driver's SFT, RL and held-out splits.
-TOY_BASE = Path(__file__).resolve().parent / "data" / "toy_base"
-IMPLICIT_BASE = Path(__file__).resolve().parent / "data" / "toy_implicit_base"  # the default demo's
+TOY_BASE = ROOT / "data" / "toy_base"
+IMPLICIT_BASE = ROOT / "data" / "toy_implicit_base"  # the default demo's
 DEMO_SPLITS = {"sft": (320, 200), "rl": (1024, 300), "eval": (200, 400)}  # rows, seed
 
 
@@ -415,15 +419,15 @@ def demo_splits(out_dir: Path, base: Path = TOY_BASE) -> dict[str, Path]:
     base from another version is refused."""
     made = base / "made_by.json"
     if not made.exists():
-        raise SystemExit(f"error: {made}: missing; a toy base comes from bench/toy_ablation.py or "
-                         "bench/toy_rubric_phase.py --export-base")
+        raise SystemExit(f"error: {made}: missing; a toy base comes from experiments/toy_ablation.py or "
+                         "experiments/toy_rubric_phase.py --export-base")
     rec = json.loads(made.read_text())
     if rec.get("task") == "implicit":
         now = implicit_fingerprint()
         if rec.get("task_fingerprint") != now:
             raise SystemExit(f"error: {made}: field 'task_fingerprint' is {rec.get('task_fingerprint')}, but this "
-                             f"toy_task.py makes {now}: the base was pretrained on another version of the implicit "
-                             "task; rebuild it with bench/toy_rubric_phase.py --export-base")
+                             f"tasks/toy_task.py makes {now}: the base was pretrained on another version of the implicit "
+                             "task; rebuild it with experiments/toy_rubric_phase.py --export-base")
         paths = {}
         for name in ("sft", "rl", "eval"):
             paths[name] = out_dir / f"{name}.jsonl"
@@ -432,8 +436,8 @@ def demo_splits(out_dir: Path, base: Path = TOY_BASE) -> dict[str, Path]:
     now = task_fingerprint(tuple(rec.get("kinds", KINDS)))
     if rec.get("task_fingerprint") != now:
         raise SystemExit(f"error: {made}: field 'task_fingerprint' is {rec.get('task_fingerprint')}, but this "
-                         f"toy_task.py makes {now}: the base was pretrained on another version of the task; "
-                         "rebuild it with bench/toy_ablation.py --export-base")
+                         f"tasks/toy_task.py makes {now}: the base was pretrained on another version of the task; "
+                         "rebuild it with experiments/toy_ablation.py --export-base")
     paths = {}
     for name, (n, seed) in DEMO_SPLITS.items():
         paths[name] = out_dir / f"{name}.jsonl"
@@ -443,7 +447,7 @@ def demo_splits(out_dir: Path, base: Path = TOY_BASE) -> dict[str, Path]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "demo-splits":
-        ap = argparse.ArgumentParser(prog="toy_task.py demo-splits", description="the default demo's toy splits")
+        ap = argparse.ArgumentParser(prog="tasks/toy_task.py demo-splits", description="the default demo's toy splits")
         ap.add_argument("--out-dir", required=True)
         ap.add_argument("--base", default=str(TOY_BASE), help="the pretrained toy base whose task version to check")
         a = ap.parse_args(sys.argv[2:])
@@ -451,7 +455,7 @@ def main() -> None:
         print(" ".join(f"{k}={v}" for k, v in paths.items()))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "make-tiny-model":
-        ap = argparse.ArgumentParser(prog="toy_task.py make-tiny-model", description="build the offline tiny model")
+        ap = argparse.ArgumentParser(prog="tasks/toy_task.py make-tiny-model", description="build the offline tiny model")
         ap.add_argument("out_dir", nargs="?", default="tiny-model")
         ap.add_argument("--hidden", type=int, default=64)
         ap.add_argument("--layers", type=int, default=2)

@@ -1,6 +1,6 @@
 """Trivial judges that never read the prompt or the rubric: what a pairwise task gives away for free.
 
-Most used:  python baselines.py --train data/if_train.jsonl --eval data/if_test.jsonl --eval data/if_ood.jsonl
+Most used:  python tasks/baselines.py --train data/if_train.jsonl --eval data/if_test.jsonl --eval data/if_ood.jsonl
 
 A task measures judging only if these stay near chance. Each one sees the two responses alone:
 
@@ -14,7 +14,7 @@ A task measures judging only if these stay near chance. Each one sees the two re
 Accuracy counts a tie (equal counts) as half right; every pair is scored in both orders, so a
 position-only judge gets exactly 50%. Intervals: 95% bootstrap over pairs.
 
-    python baselines.py --train data/if_train.jsonl --eval data/if_test.jsonl --eval data/if_ood.jsonl \\
+    python tasks/baselines.py --train data/if_train.jsonl --eval data/if_test.jsonl --eval data/if_ood.jsonl \\
         --out docs/results/if_task_baselines.json
 """
 
@@ -24,10 +24,17 @@ import argparse
 import json
 import random
 import re
+import sys
 import zlib
 from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]  # the project folder: common.py (run as a script, tasks/ is on the path)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from common import bootstrap  # noqa: E402,F401  (the intervals of every report; here for the task reports)
 
 DIM = 1 << 14  # hashed feature buckets
 MARKUP = set("*#-_`<>[]|~=+>!?.:;()\"'")
@@ -119,14 +126,6 @@ def per_pair(c: torch.Tensor) -> torch.Tensor:
     """The two orders of each pair averaged: one number per pair (the bootstrap unit)."""
     n = c.shape[0] // 2
     return (c[:n] + c[n:]) / 2
-
-
-def bootstrap(values: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile interval of the mean, resampling the values."""
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
-    return sum(values) / n, means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
 
 
 RULES = {  # name -> score of A over B (positive: A wins)

@@ -6,7 +6,7 @@ adapters (seed 0 of the ablation: the bundled base, the same SFT command), keepi
 EVERY steps, and each checkpoint is evaluated afterwards on the 200 held-out pairs in both orders with the
 SFT generator's rubrics: the curve shows where held-out accuracy stops rising.
 
-    python bench/toy_judge_curve.py --out runs/toy_judge_curve --publish    # 3 RL seeds, 27 min on 2 cores
+    python experiments/toy_judge_curve.py --out runs/toy_judge_curve --publish    # 3 RL seeds, 27 min on 2 cores
 
 Steps (each kept, so a rerun resumes): the demo splits, SFT of both roles (seed 0), one rubric cache of the
 RL split by the SFT generator, the judge phase per RL seed (train_judge_phase.py --keep-checkpoints 0), one
@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import toy_ablation as T  # noqa: E402
+sys.path[:0] = [str(ROOT), str(ROOT / "tasks"), str(ROOT / "experiments")]  # stages, tasks, drivers
 
 import common as C  # noqa: E402
+import driver  # noqa: E402
+import toy_ablation as T  # noqa: E402
 import toy_task  # noqa: E402
 from manifests import content_digest  # noqa: E402
 
@@ -43,7 +42,7 @@ NAME = "toy_judge_curve"
 
 
 def sh(cmd: list, log: Path) -> None:
-    T.sh([sys.executable, *cmd], log)
+    driver.sh([sys.executable, *cmd], log)
 
 
 def judge_phase(base: Path, judge: Path, rl: Path, cache: Path, out: Path, seed: int, steps: int, every: int) -> Path:
@@ -168,7 +167,7 @@ def main(argv=None) -> None:
             ckpt = run / "checkpoints" / f"step-{step:06d}"
             results[seed][step] = T.evaluate(base, rubric, ckpt, paths["eval"], out / f"eval_s{seed}" / f"step{step}")
             C.log.info("RL seed %d step %d: %s (%.0fs)", seed, step, T.short(results[seed][step]), time.perf_counter() - t0)
-    made_by = {"command": "python bench/toy_judge_curve.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    made_by = {"command": "python experiments/toy_judge_curve.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "steps": a.steps, "every": a.every, "seeds": a.seeds, "sft_seed": SFT_SEED,
                "base": str(base.relative_to(ROOT)), "base_digest": content_digest(base / "model.safetensors"),
                "judge_args": JUDGE_ARGS, "sft_lr": T.SFT_LR}

@@ -17,9 +17,9 @@ split, default kinds) at the positions where a copy is the whole task:
 
 Chance for a copy is about 1 in 29 (the words a request may name). Writes one JSON with a row per base:
 
-    python bench/toy_copy_check.py --base data/toy_base --base runs/toy_pretrain_4000/base \
+    python experiments/toy_copy_check.py --base data/toy_base --base runs/toy_pretrain_4000/base \
         --base runs/toy_copy_curriculum/base --out docs/results/toy_copy_check.json
-(the last two bases: bench/toy_ablation.py --pretrain-steps 4000, and --copy-curriculum; see docs/results.md)
+(the last two bases: experiments/toy_ablation.py --pretrain-steps 4000, and --copy-curriculum; see docs/results.md)
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tasks"), str(ROOT / "experiments")]  # stages, tasks, drivers
 
 import torch  # noqa: E402
-import toy_ablation  # noqa: E402
 
 import common as C  # noqa: E402
+import toy_ablation  # noqa: E402
 import toy_task  # noqa: E402
 from manifests import content_digest  # noqa: E402
 
@@ -111,7 +110,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     n, seed = toy_ablation.SPLITS["eval"]
     rows = toy_task.make_split(n, seed, "eval", toy_ablation.KINDS)[:a.rows]
-    report = {"made_by": "python bench/toy_copy_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    report = {"made_by": "python experiments/toy_copy_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "rows": len(rows), "kinds": list(toy_ablation.KINDS), "task_fingerprint": toy_task.task_fingerprint(
                   toy_ablation.KINDS), "chance_copy": 1 / (len(toy_task.WORDS) - 1),
               "bases": [check(Path(b).resolve(), rows) for b in a.base]}

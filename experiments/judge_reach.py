@@ -13,7 +13,7 @@ chat template) followed by the assistant's "Winner: Response", and look at the n
 Accuracy is per pair (its two orders averaged), with a 95% bootstrap interval, overall and per deciding
 constraint type (rows' `decisive` field). Writes one JSON report.
 
-    python bench/judge_reach.py --model smollm2-135m --train data/if_train.jsonl --n-train 800 \\
+    python experiments/judge_reach.py --model smollm2-135m --train data/if_train.jsonl --n-train 800 \\
         --eval data/if_test.jsonl --eval data/if_ood.jsonl --out docs/results/judge_reach.json
 """
 
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tasks"), str(ROOT / "experiments")]  # stages, tasks, drivers
 
 import baselines as B  # noqa: E402
 import common as C  # noqa: E402

@@ -1,7 +1,7 @@
 """Proof that the method learns, at laptop scale: a verifiable toy task, a small model trained from
 scratch, and the paper's training-order ablation run with the real stage scripts.
 
-  1. data      toy_task.py minimal pairs with code-checkable constraints (default: a required word, and
+  1. data      tasks/toy_task.py minimal pairs with code-checkable constraints (default: a required word, and
                lowercase only or a capital first letter, so that neither side of the case edit wins without
                the prompt); labels verified by the checkers; disjoint pretrain / SFT / RL / eval splits
   2. base      a Qwen3 of hidden 128 x 2 layers and a BPE tokenizer sized for the task, trained from
@@ -18,9 +18,9 @@ scratch, and the paper's training-order ablation run with the real stage scripts
                pairs, each cycle's gain over SFT (paired), rubric minus direct judge, the trivial judges
                of the same pairs; summary.json, accuracy.png (--publish copies them into docs/)
 
-    python bench/toy_ablation.py --out runs/toy_ablation --publish       # 4 schedules x 3 seeds
-    python bench/toy_ablation.py --out runs/toy_quick --seeds 0 --schedules none   # base + SFT only
-    python bench/toy_ablation.py --out runs/toy_rl80 --base data/toy_base --rl-steps 80 --schedules judge-first \
+    python experiments/toy_ablation.py --out runs/toy_ablation --publish       # 4 schedules x 3 seeds
+    python experiments/toy_ablation.py --out runs/toy_quick --seeds 0 --schedules none   # base + SFT only
+    python experiments/toy_ablation.py --out runs/toy_rl80 --base data/toy_base --rl-steps 80 --schedules judge-first \
         --votes 1 --publish --report toy_rl80      # the bundled base (no pretraining), 80 GRPO steps a phase
 Finished steps are kept (the base, each SFT, each loop, each evaluation), so a rerun resumes; a rerun
 into a folder made with other settings (OUT/config.json) is refused.
@@ -34,13 +34,12 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tasks"), str(ROOT / "experiments")]  # stages, tasks, drivers
 os.environ.setdefault("RUBRIC_ARM_NO_PROGRESS", "1")
 
 import torch  # noqa: E402
@@ -49,6 +48,7 @@ import baselines  # noqa: E402
 import common as C  # noqa: E402
 import sft_warmup  # noqa: E402
 import toy_task  # noqa: E402
+from driver import check_config, interval, pct, pooled, rel, sh, spread  # noqa: E402,F401
 from evaluate import pair_scores  # noqa: E402
 from manifests import content_digest  # noqa: E402
 
@@ -77,15 +77,6 @@ SFT_LR = 2e-4  # keeps what the base learned (1e-3, the first recorded ablation'
 EVAL_ARGS = ["--max-rubric-tokens", "64", "--max-judge-tokens", "200", "--batch-size", "32", "--swap"]
 
 
-def sh(cmd: list, log: Path, env: dict | None = None) -> None:
-    """Run a stage; on failure stop with the log's tail."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        p = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-    if p.returncode != 0:
-        raise SystemExit(f"error: {' '.join(map(str, cmd[:3]))} failed; log {log}:\n" + log.read_text()[-2000:])
-
 
 def config(model: dict = MODEL) -> dict:
     """Everything a run folder's results depend on: a rerun into it with other values is refused."""
@@ -93,18 +84,6 @@ def config(model: dict = MODEL) -> dict:
             "stage_args": STAGE_ARGS, "sft_args": SFT_ARGS, "eval_args": EVAL_ARGS,
             "task_fingerprint": toy_task.task_fingerprint(KINDS)}
 
-
-def check_config(out: Path, cfg: dict) -> None:
-    path = out / "config.json"
-    cfg = json.loads(json.dumps(cfg))  # tuples as lists, as read back
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
-        if diff:
-            raise SystemExit(f"error: {out} was made with other settings ({', '.join(diff)} differ); "
-                             "use another --out or remove it")
-    else:
-        C.atomic_write_text(path, json.dumps(cfg, indent=2))
 
 
 def make_data(out: Path) -> dict[str, Path]:
@@ -172,7 +151,7 @@ def copy_examples(tok, n: int, seed: int) -> list[tuple]:
     """n copy exercises: a user turn "Repeat these words: w1 ... wk." answered with "w1 ... wk.", random
     lists of the task's words. A pretrained language model can copy a token from wherever it stands
     (induction heads); the 1500-step base trained on the task alone does not even copy the requested word
-    into its rubric (bench/toy_copy_check.py), and a required word is a copy from the request to the
+    into its rubric (experiments/toy_copy_check.py), and a required word is a copy from the request to the
     rubric and from the response to the judge."""
     rng, vocab, out = random.Random(seed + 7), toy_task.WORDS + toy_task.FILLER, []
     for _ in range(n):
@@ -229,10 +208,6 @@ def pretrain_base(out: Path, data: Path, held_out: Path, steps: int, model_shape
     return final
 
 
-def rel(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
-
 
 def export_base(base: Path, dest: Path, out: Path) -> None:
     """Copy the pretrained base to `dest` (the default demo's data/toy_base) with made_by.json: the
@@ -242,7 +217,7 @@ def export_base(base: Path, dest: Path, out: Path) -> None:
     shutil.copytree(base, tmp)
     cfg = json.loads((out / "config.json").read_text())
     C.atomic_write_text(tmp / "made_by.json", json.dumps({
-        "made_by": f"python bench/toy_ablation.py --out {rel(out)} --export-base {rel(dest)}",
+        "made_by": f"python experiments/toy_ablation.py --out {rel(out)} --export-base {rel(dest)}",
         "kinds": list(KINDS), "task_fingerprint": cfg["task_fingerprint"], "config": cfg,
         "weights": content_digest(base / "model.safetensors")}, indent=2))
     shutil.rmtree(dest, ignore_errors=True)
@@ -346,25 +321,8 @@ SFT_ROW, DIRECT_ROW = "SFT only (Rubric-RM)", "direct judge, SFT on the same dat
 BASE_ROW, BASE_STAGE = "base (rubric + judge by prompting)", "before SFT"  # one model: no seeds
 
 
-def pooled(rs: list[dict], key: str = "pairs") -> list[float]:
-    """Each held-out unit's score (a pair's; `key`) averaged over the seeds (the same units in every seed)."""
-    return [statistics.mean(col) for col in zip(*[r[key] for r in rs])]
 
 
-def interval(values: list[float]) -> dict:
-    m, lo, hi = baselines.bootstrap(values)
-    return {"mean": m, "ci95": [lo, hi]}
-
-
-def spread(xs: list[float]) -> dict:
-    return {"mean": statistics.mean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
-
-
-def pct(d: dict) -> str:
-    """'m ± s' or 'm [lo, hi]' in %, from spread() or interval()."""
-    if "std" in d:
-        return f"{100 * d['mean']:.1f} ± {100 * d['std']:.1f}"
-    return f"{100 * d['mean']:.1f} [{100 * d['ci95'][0]:.1f}, {100 * d['ci95'][1]:.1f}]"
 
 
 def summarize(results: dict, stages: list[str], trivial: dict) -> dict:
@@ -463,7 +421,7 @@ def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict
         if (out / "accuracy.png").exists() and len(stages) > 1 and any(len(by) > 1 for by in results.values()):
             (ROOT / "docs" / f"{name}.png").write_bytes((out / "accuracy.png").read_bytes())  # a curve, not 2 dots
         # the whole report as a page, each table followed by its source (tests/test_docs.py checks them)
-        source = f"Source: `docs/results/{name}.json` (written with this page by `bench/toy_ablation.py --publish`)."
+        source = f"Source: `docs/results/{name}.json` (written with this page by `experiments/toy_ablation.py --publish`)."
         blocks = [b + ("\n\n" + source if b.startswith("|") else "") for b in table.strip().split("\n\n")]
         title = "# Toy ablation: the full report" + ("" if name == "toy_ablation" else f" ({name})")
         figure = f"\n\n![held-out accuracy by stage]({name}.png)\n" if (ROOT / "docs" / f"{name}.png").exists() else "\n"
@@ -503,7 +461,7 @@ def plot(path: Path, results: dict, stages: list[str]) -> None:
 
 
 def trivial_judges(paths: dict[str, Path]) -> dict:
-    """The trivial judges of the held-out pairs, the classifier fit on the SFT split (baselines.py)."""
+    """The trivial judges of the held-out pairs, the classifier fit on the SFT split (tasks/baselines.py)."""
     rep = baselines.evaluate(paths["sft"], [paths["eval"]])["eval"][str(paths["eval"])]
     return {name: {"mean": r["accuracy"], "ci95": r["ci95"]} for name, r in rep.items()
             if name in ("prompt-blind classifier", "longer wins", "always A")}
@@ -529,7 +487,7 @@ def main(argv=None) -> dict:
                     help="seed of the base's pretraining (its init and batch order): the base row is one model")
     ap.add_argument("--copy-curriculum", action="store_true",
                     help="pretrain the base on copy exercises too (one per pretraining row): a base that does not "
-                         "copy cannot check a required word (bench/toy_copy_check.py)")
+                         "copy cannot check a required word (experiments/toy_copy_check.py)")
     ap.add_argument("--sft-lr", type=float, default=SFT_LR, help="LoRA SFT learning rate of both roles")
     ap.add_argument("--base", default=None, metavar="DIR",
                     help="use this base (exported by --export-base, e.g. data/toy_base) instead of pretraining one; "

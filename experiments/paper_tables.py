@@ -2,7 +2,7 @@
 and the instruction-following task whose labels come from the official IFEval / IFBench checkers.
 Every number is measured on this machine by the project's own scripts.
 
-    RUBRIC_ARM_BENCH=1 bash -c 'source env.sh && nohup $PY bench/paper_tables.py --out runs/tables > tables.log 2>&1 &'
+    RUBRIC_ARM_BENCH=1 bash -c 'source env.sh && nohup $PY experiments/paper_tables.py --out runs/tables > tables.log 2>&1 &'
 
 Each step is a run of the project's scripts and leaves OUT/.done/STEP when it finishes; a rerun of the
 same command (after a kill, say) skips finished steps and resumes the others from their checkpoints.
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tasks"), str(ROOT / "experiments")]  # stages, tasks, drivers
 
 import common as C  # noqa: E402
 
@@ -141,13 +141,13 @@ def run_all(out: Path) -> None:
         evaluate(r, f"eval_s0_c{c}", *adapters(out / "arm_s0", str(c)), swap=c == CYCLES)
     report(out)
     # Table 3: the base model as a policy, DPO on pairs labelled by each reward model
-    r.step("policy_base", py("if_preference_task.py", "score-policy", "--model", MODEL, "--data", POLICY_EVAL,
+    r.step("policy_base", py("tasks/if_preference_task.py", "score-policy", "--model", MODEL, "--data", POLICY_EVAL,
                              "--out", out / "policy_base.json"))
     for rm, stage in (("arm", str(CYCLES)), ("sft", "sft")):
         r.step(f"policy_dpo_{rm}", py("policy_dpo.py", "--model", MODEL, *MODEL_ARGS.split(), "--prompts",
                                       d / "policy_prompts.jsonl", *adapters(out / "arm_s0", stage), *DPO_ARGS.split(),
                                       "--out", out / f"policy_dpo_{rm}"))
-        r.step(f"policy_score_{rm}", py("if_preference_task.py", "score-policy", "--model", MODEL, "--adapter",
+        r.step(f"policy_score_{rm}", py("tasks/if_preference_task.py", "score-policy", "--model", MODEL, "--adapter",
                                         out / f"policy_dpo_{rm}" / "round1" / "adapter", "--data", POLICY_EVAL,
                                         "--out", out / f"policy_{rm}.json"))
         report(out)
@@ -210,7 +210,7 @@ def report(out: Path) -> None:
     times = json.loads((out / "times.json").read_text()) if (out / "times.json").exists() else {}
     header = "| model | " + " | ".join(EVAL_SETS) + " | Avg |\n|---|" + "---|" * (len(COLS) + 1)
     lines = ["# The paper's tables in miniature (SmolLM2-135M-Instruct, instruction-following task)", "",
-             "Produced by `bench/paper_tables.py`; see the README section *Does it work on a real model?* for the "
+             "Produced by `experiments/paper_tables.py`; see the README section *Does it work on a real model?* for the "
              "setting and what the numbers show. Accuracy in % of held-out pairs (official checkers' labels), judge "
              "sampled at temperature 1.0 (paper Table 11) unless a row says greedy, each pair in a seeded random A/B "
              f"order. The after-cycle rows are mean ± std over RL seeds {SEEDS} (one shared SFT warm-up; each "
@@ -304,7 +304,7 @@ def report(out: Path) -> None:
 
 def claims_section(out: Path, data: dict) -> list[str]:
     """Where the judge fails: its met / not met claim per hard rule against the official checkers
-    (if_preference_task.py judge-claims), on the IF test and IFBench-OOD pairs."""
+    (tasks/if_preference_task.py judge-claims), on the IF test and IFBench-OOD pairs."""
     from if_preference_task import claims_of_eval
     files = [out / EVAL_SETS[name] for name in ("IF test", "IFBench-OOD")]
     lines = ["", "## Where the judge fails: its claims per hard rule against the official checkers", "",

@@ -1,12 +1,12 @@
 """Does the judge learn? The experiments of the leak-free IF task, on SmolLM2-135M-Instruct, each
 step a run of the project's own scripts, resumable, one heavy process at a time.
 
-    RUBRIC_ARM_BENCH=1 bash -c 'source env.sh && nohup $PY bench/judge_learning.py --out runs/judge_learning \\
+    RUBRIC_ARM_BENCH=1 bash -c 'source env.sh && nohup $PY experiments/judge_learning.py --out runs/judge_learning \\
         > judge_learning.log 2>&1 &'
-    python bench/judge_learning.py --out runs/judge_learning --report-only   # rewrite the report from what ran
+    python experiments/judge_learning.py --out runs/judge_learning --report-only   # rewrite the report from what ran
 
 Steps, in order (OUT/.done/STEP marks a finished one):
-  reach            bench/judge_reach.py: linear probe on frozen hidden states, decision-only LoRA fit
+  reach            experiments/judge_reach.py: linear probe on frozen hidden states, decision-only LoRA fit
                    (writes docs/results/judge_reach.json)
   sft_w{W}         judge SFT on the first N_SFT train pairs, decision tokens weighted W (W in WEIGHTS)
   eval_sft_w{W}    evaluate.py on IF test and IFBench-OOD, reference rubrics (the judge alone), greedy
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tasks"), str(ROOT / "experiments")]  # stages, tasks, drivers
 
 import baselines as B  # noqa: E402
 import common as C  # noqa: E402
@@ -49,8 +49,8 @@ EVAL_ARGS = f"--dtype {DTYPE} --greedy --max-judge-tokens 320 --batch-size 40 --
 REPORT = {"name": "judge_learning"}  # docs/NAME.md and docs/results/NAME.json (--report)
 REACH_OUT = ROOT / "docs" / "results" / "judge_reach.json"  # small: committed beside the report
 # The same two readings with every layer trained and a compact prompt (no judge instructions): what the
-# model reaches when the recipe is not the limit (bench/compact_judge_template.txt)
-COMPACT_TEMPLATE = ROOT / "bench" / "compact_judge_template.txt"
+# model reaches when the recipe is not the limit (experiments/compact_judge_template.txt)
+COMPACT_TEMPLATE = ROOT / "experiments" / "compact_judge_template.txt"
 REACH_COMPACT_ARGS = ("--n-train 600 --n-eval 100 --steps 100 --eval-every 25 --batch 8 --split-layer 0 --lr 3e-4 "
                       "--probe-layers 8 16 24 30")
 REACH_COMPACT_OUT = ROOT / "docs" / "results" / "judge_reach_compact.json"
@@ -119,7 +119,7 @@ def run_all(out: Path, redo: set[str], skip: set[str]) -> None:
     train = ROOT / "data" / "if_train.jsonl"
     evals = [ROOT / p for p in EVAL.values()]
     if "reach" not in skip:
-        r.step("reach", py("bench/judge_reach.py", "--model", MODEL, *REACH_ARGS.split(), "--train", train,
+        r.step("reach", py("experiments/judge_reach.py", "--model", MODEL, *REACH_ARGS.split(), "--train", train,
                            *[x for p in evals for x in ("--eval", p)], "--out", REACH_OUT), [train, *evals])
 
     def sft_step(w) -> None:
@@ -134,7 +134,7 @@ def run_all(out: Path, redo: set[str], skip: set[str]) -> None:
 
     sft_step(RL_FROM_WEIGHT)  # the RL runs start from this one: it goes first
     if "reach_compact" not in skip:
-        r.step("reach_compact", py("bench/judge_reach.py", "--model", MODEL, *REACH_COMPACT_ARGS.split(), "--train", train,
+        r.step("reach_compact", py("experiments/judge_reach.py", "--model", MODEL, *REACH_COMPACT_ARGS.split(), "--train", train,
                                    *[x for p in evals for x in ("--eval", p)], "--judge-template", COMPACT_TEMPLATE,
                                    "--out", REACH_COMPACT_OUT), [train, *evals, COMPACT_TEMPLATE])
         report(out)
@@ -285,9 +285,9 @@ def report(out: Path) -> None:
     (ROOT / "docs" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "docs" / "results" / f"{REPORT['name']}.json").write_text(json.dumps(res, indent=2) + "\n")
     lines = ["# Does the judge learn? (leak-free IF task, SmolLM2-135M-Instruct)", "",
-             f"Written by `bench/judge_learning.py --report-only --report {REPORT['name']}` from "
+             f"Written by `experiments/judge_learning.py --report-only --report {REPORT['name']}` from "
              f"`docs/results/{REPORT['name']}.json`",
-             "(baselines: `docs/results/if_task_baselines.json`, written by `baselines.py`). Accuracy over pairs,",
+             "(baselines: `docs/results/if_task_baselines.json`, written by `tasks/baselines.py`). Accuracy over pairs,",
              "95% bootstrap interval; an unparseable verdict counts 0.5. Baselines and probes average both A/B",
              "orders of each pair; evaluate.py shows each pair in one seeded order.", "",
              "| judge | IF test | IFBench-OOD |", "|---|---|---|"]

@@ -1,7 +1,7 @@
 """A verifiable instruction-following preference task of minimal pairs, labelled by the official
 IFEval / IFBench checkers.
 
-Most used:  python if_preference_task.py --out-dir data      (builds the task once; a rerun reuses it)
+Most used:  python tasks/if_preference_task.py --out-dir data      (builds the task once; a rerun reuses it)
 
 Each request is a short writing task plus 1 to 3 constraints whose wording comes from the official
 `build_description` of the IFEval (or IFBench) instruction classes shipped by the `if-verifiable`
@@ -19,7 +19,7 @@ request names and the loser a sibling form from the same pool that the request d
 
 Because each form is drawn from one pool for winners and losers alike, no surface property (length,
 lines, markup, commas, a marker) favours the winner across the task: a judge must read the request.
-`baselines.py` measures that (a prompt-blind classifier and one-line rules; the suite keeps them at
+`tasks/baselines.py` measures that (a prompt-blind classifier and one-line rules; the suite keeps them at
 or below 60%). The label always comes from the official `check_following`: a pair is kept only if the
 winner passes every constraint and the loser fails exactly the deciding one. Each row also carries a
 reference rubric (one [Hard Rule] per constraint, restating its wording, plus one [Principle]) and a
@@ -30,9 +30,9 @@ Splits (the paper's IFBench column is the out-of-distribution idea):
     if_test.jsonl    IFEval constraint types, held-out writing tasks (200 pairs)
     if_ood.jsonl     IFBench constraint types (never seen in training), held-out writing tasks (200 pairs)
 
-    python if_preference_task.py --out-dir data --seed 0       # builds once; a rerun reuses the files
-    python if_preference_task.py score-policy --adapter runs/dpo/round1/adapter --out runs/dpo/ifeval.json
-    python if_preference_task.py judge-claims runs/eval      # the judge's per-constraint claims vs the checkers
+    python tasks/if_preference_task.py --out-dir data --seed 0       # builds once; a rerun reuses the files
+    python tasks/if_preference_task.py score-policy --adapter runs/dpo/round1/adapter --out runs/dpo/ifeval.json
+    python tasks/if_preference_task.py judge-claims runs/eval      # the judge's per-constraint claims vs the checkers
 
 The model's samples are cached in data/.if_task_texts.jsonl (committed): a rebuild from it runs no model.
 
@@ -56,6 +56,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the project folder: common.py (run as a script, tasks/ is on the path)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 # ---------------------------------------------------------------------------------------------
 # The official checkers (imported quietly: ifbench tries to download NLTK stop words at import,
@@ -916,7 +920,7 @@ def main() -> None:
 
 
 def score_policy_cli(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="if_preference_task.py score-policy",
+    ap = argparse.ArgumentParser(prog="tasks/if_preference_task.py score-policy",
                                  description="IFEval scores (official checkers) of a policy's greedy responses")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--adapter", default=None, help="the policy's LoRA adapter (none: the base model)")
@@ -933,7 +937,7 @@ def score_policy_cli(argv: list[str]) -> None:
 
 
 def judge_claims_cli(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="if_preference_task.py judge-claims",
+    ap = argparse.ArgumentParser(prog="tasks/if_preference_task.py judge-claims",
                                  description="Checks a judge's per-constraint met / not met claims (evaluate.py's "
                                  "predictions) against the official checkers, and whether its verdicts follow them")
     ap.add_argument("eval_dirs", nargs="+", help="evaluate.py --out folders (predictions.jsonl, rubrics.jsonl)")
