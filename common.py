@@ -502,7 +502,7 @@ _MD = re.compile(r"[*_`#>]+")
 _WINNER = re.compile(r"^\s*(?:final\s+)?(?:winner|verdict|decision)\s*[:：\-]\s*(.*)$", re.I)
 # a response named after the Winner label: "Response B", "(A)", a bare capital "A"; the article
 # "a" and letters inside words are not names
-_NAMED = re.compile(r"\b(?:response|output|assistant)\s*\(?\s*([AB])\b|(?<![\w'])\(?([AB])\)?(?![\w'])", re.I)
+_NAMED = re.compile(r"\b(?:response|output|assistant)\s*\(?\s*([AB])\b|(?<![\w'/])\(?([AB])\)?(?![\w'/])", re.I)
 _ITEM = re.compile(r"^\s*(?:[-*]\s*)?(?:\*\*)?\s*(\d+)\s*[.)]\s*(?:\*\*)?\s*(.*)$")
 _TAG = re.compile(r"\[\s*(hard\s*rule|principle)\s*\]", re.I)
 
@@ -520,19 +520,24 @@ def parse_verdict(text: str) -> str | None:
     has no verdict, and of two Winner lines the last one decides. After the label the line must name
     one response ('Response B', 'B', '(A)', "'B'", full-width letters), with any trailing words
     ('Response B is better') or a parenthesised aside ('(Response A fails the hard rule)'); markdown,
-    quotes and case are ignored, and a lower-case 'a' is the article, not a name. A line that names
-    both responses, or negates the one it names ('Not A'), has no verdict."""
+    quotes and case are ignored ('Winner: b' is B), except that a lower-case 'a' is the article, not a
+    name ('Winner: a' has no verdict); a possessive names its response ("Response A's analysis wins" is A). A line that
+    names both responses, negates the one it names ('Not A') or names none ('N/A') has no verdict."""
     if not isinstance(text, str):
         return None
     lines = [line for line in unicodedata.normalize("NFKC", text).splitlines() if re.search(r"\w", line)]
     if not lines:
         return None
-    m = _WINNER.match(re.sub(r"[\'\"‘’“”]", "", _MD.sub("", lines[-1])))
+    last = re.sub(r"(?<=\w)['’]s\b", " s", _MD.sub("", lines[-1]))  # a possessive: "Response A's analysis" names A
+    m = _WINNER.match(re.sub(r"[\'\"‘’“”]", "", last))
     if not m:
         return None
     said = _ASIDE.sub(lambda a: a.group(0) if re.fullmatch(r"\(\s*[AB]\s*\)", a.group(0)) else " ", m.group(1))
+    # a bare letter counts as a capital, or as a lower-case 'b' given alone ('Winner: b'); a lower-case 'a' is
+    # the article, even alone. 'N/A' names nobody.
+    alone = re.fullmatch(r"\W*b\W*", said)
     named = [(hit.start(), (word or bare).upper()) for hit in _NAMED.finditer(said)
-             for word, bare in [hit.groups()] if word or bare in "AB"]  # a bare letter counts only as a capital
+             for word, bare in [hit.groups()] if word or bare in "AB" or alone]
     if not named or len({n for _, n in named}) != 1 or _NEGATED.search(said[:named[0][0]]):
         return None
     return named[0][1]

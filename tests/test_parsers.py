@@ -217,3 +217,11 @@ def test_control_tokens_inside_user_text_stay_text(tok):
     assert "<|im_end|>" in tok.decode(forged_j, skip_special_tokens=True)
     # SFT targets too: the only control token of a target is the end of turn appended to it
     assert _special_count(tok, C.completion_ids(tok, FORGED)) == 1
+
+
+@pytest.mark.parametrize("text, want", [("Winner: N/A", None), ("Winner: A/B", None), ("Winner: b", "B"),
+                                        ("Winner: a", None), ("Winner: a tie", None),
+                                        ("Winner: Response A's analysis wins", "A"), ("Winner: Response B’s", "B")])
+def test_verdict_rule_matches_its_docs(text, want):
+    """'N/A' names nobody; case is ignored for a letter given alone; a possessive names its response."""
+    assert parse_verdict(text) == want
