@@ -87,6 +87,9 @@ def parse_winner_map(spec: str | None) -> dict:
     return out
 
 
+CHAT_ROLES = ("system", "user", "assistant")
+
+
 def messages_text(messages: list, where: str) -> str:
     """A prompt given as a chat (a list of {role, content}), as the text the rubric and judge
     prompts quote: every turn with its role, so that a multi-turn context keeps its shape. (The
@@ -95,6 +98,9 @@ def messages_text(messages: list, where: str) -> str:
     for k, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
             raise DataError(f"{where}: field 'prompt': message {k} must be an object with string 'role' and 'content'")
+        if m["role"] not in CHAT_ROLES:  # a role goes into the chat template verbatim: control tokens would forge turns
+            raise DataError(f"{where}: field 'prompt': message {k} has role {m['role'][:40]!r}; a role is one of "
+                            f"{', '.join(CHAT_ROLES)}")
         lines.append(f"{m['role']}: {m['content']}")
     if not lines:
         raise DataError(f"{where}: field 'prompt' is an empty list of messages")
@@ -2458,9 +2464,10 @@ def append_jsonl(path: str | os.PathLike, rows: dict | list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl_resumable(path: str | os.PathLike) -> list[dict]:
+def read_jsonl_resumable(path: str | os.PathLike, repair: bool = True) -> list[dict]:
     """Rows of a JSONL file being appended to; a last line cut by a crash is dropped with a warning
-    and the file is rewritten without it."""
+    and the file is rewritten without it. repair=False (a user's input file, never written): such a
+    line is an error naming the file and line."""
     path = Path(path)
     if not path.exists():
         return []
@@ -2474,7 +2481,7 @@ def read_jsonl_resumable(path: str | os.PathLike) -> list[dict]:
             rows.append(json.loads(line))
             good.append(line)
         except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # last non-empty line: a partial write
+            if i >= len(lines) - 2 and repair:  # last non-empty line: a partial write
                 log.warning("%s:%d: dropped a partial last line left by an interrupted run", path, i + 1)
                 atomic_write_text(path, b"\n".join(good).decode("utf-8") + ("\n" if good else ""))
             else:

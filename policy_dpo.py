@@ -352,7 +352,7 @@ def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir:
         C.barrier(dist)
     if not done(rdir, "sample"):
         if k == 1 and args.candidates:
-            C.write_jsonl_atomic(rdir / "samples.jsonl", C.read_jsonl_resumable(args.candidates))
+            C.write_jsonl_atomic(rdir / "samples.jsonl", C.read_jsonl_resumable(args.candidates, repair=False))
         else:
             sample_responses(args, dist, prompts, adapter, rdir / "samples.jsonl")
         (rdir / ".done_sample").touch()

@@ -90,7 +90,7 @@ def pair_type(decisive: str | None) -> str | None:
 def raw_rows(path: Path, rows: list[dict]) -> list[dict]:
     """The file's own rows (every field) in the order of `rows` (read by common.load_pairs), by id."""
     import common as C
-    by_id = {str(r.get("id")): r for r in C.read_jsonl_resumable(path)} if str(path).endswith(".jsonl") else {}
+    by_id = {str(r.get("id")): r for r in C.read_jsonl_resumable(path, repair=False)} if str(path).endswith(".jsonl") else {}
     return [by_id.get(str(r["id"]), {}) for r in rows]
 
 
