@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import hashlib
 import json
 import logging
 import math
@@ -379,6 +380,12 @@ def add_template_args(ap: argparse.ArgumentParser) -> None:
                         "docs/data_and_prompts.md lists them); default: built in")
 
 
+def prompt_texts_digest() -> str:
+    """A digest of the prompt templates this process uses (TEMPLATES: built in from prompts/*.txt, or the
+    files of --rubric-template / --judge-template): outputs record it, so an edited prompt is never reused."""
+    return hashlib.sha256(json.dumps(TEMPLATES, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def use_templates(args) -> None:
     """Install the prompt templates named by --rubric-template / --judge-template for this process."""
     for role in ("rubric", "judge"):
@@ -389,7 +396,13 @@ def use_templates(args) -> None:
             text = Path(path).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot read the {role} template ({e})") from None
-        text = canonical_placeholders(text)
+        # as the built-in prompts are read (stripped): a file saved with a final line break gives the same prompt
+        text = canonical_placeholders(text).strip()
+        others = sorted({p for r in ("rubric", "judge") for p in PLACEHOLDERS[r]} - set(PLACEHOLDERS[role]))
+        stray = [p for p in others if p in text] + [m.group(0) for m in re.finditer(r"\{\{\s*\w+\s*\}\}", text)]
+        if stray:  # a judge card given as the rubric template, or doubled braces left from Python's str.format
+            raise DataError(f"{path}: the {role} template holds {', '.join(stray)}, which the {role} prompt does not "
+                            f"fill (its placeholders: {', '.join(PLACEHOLDERS[role])}); is it the other role's template?")
         missing = [p for p in PLACEHOLDERS[role] if p not in text]
         if missing:
             raise DataError(f"{path}: the {role} template lacks the placeholder(s) {', '.join(missing)} (also read as "
@@ -2671,6 +2684,7 @@ def prepare_output(args, dist: Dist | None = None) -> Path:
     sig_path = out / "run_signature.json"
     sig = {k: input_identity(v if isinstance(v, (int, float, bool, str, type(None))) else str(v))
            for k, v in vars(args).items() if k not in VOLATILE_FLAGS}
+    sig["prompt_texts"] = prompt_texts_digest()  # the prompts in use, built in or from a file, by their text
     has_run = any((out / f).exists() for f in RUN_FILES[:3]) or any(out.glob("round*"))
     if dist is not None:  # every rank has looked before any writes: a fast main rank's round1/ is no old run
         barrier(dist)

@@ -482,16 +482,22 @@ def check_run_signature(out: Path, args, specs: list[tuple[str, str | None]]) ->
     sig = {k: C.input_identity(str(v) if v is not None else None) for k, v in vars(args).items() if k in SIGNATURE_KEYS}
     for name, path in specs:  # the data itself: a local file by its content, a hub set by its name
         sig[f"data:{name}"] = C.input_identity(path) if path else HUB[name][0]
+    sig["prompt_texts"] = C.prompt_texts_digest()  # built-in prompts too: an edited prompts/judge.txt is not reused
     path = out / "run_signature.json"
     if path.exists():
         old = json.loads(path.read_text())
         diff = C.manifest_differences(old, sig, [k for k in sorted(set(old) | set(sig))
-                                                 if k.startswith("data:") or k in SIGNATURE_KEYS])
+                                                 if k.startswith("data:") or k in SIGNATURE_KEYS
+                                                 or k == "prompt_texts"])
         if diff:
             raise SystemExit(f"error: {out} holds rubrics and judgements made with other settings or inputs "
                              f"({'; '.join(diff)}; a file or folder stands as the digest of its content); use a new "
                              "--out or delete that folder")
     else:
+        made = [f for f in ("rubrics.jsonl", "predictions.jsonl", "predictions.jsonl.partial") if (out / f).exists()]
+        if made:  # outputs with no record of what made them: never reused under a new signature
+            raise SystemExit(f"error: {out} holds {', '.join(made)} but no run_signature.json saying what made them; "
+                             "use a new --out or delete that folder")
         C.atomic_write_text(path, json.dumps(sig, indent=2))
 
 

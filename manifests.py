@@ -78,6 +78,8 @@ def step_manifest(command: list[str]) -> dict[str, object]:
         key = None
     if key is not None:
         made[key] = True
+    # the built-in prompts every stage reads (prompts/*.txt): an edited prompt makes every step new
+    made["builtin_prompts"] = input_identity(str(Path(__file__).resolve().parent / "prompts"))
     return made
 
 

@@ -213,3 +213,44 @@ def test_rubric_cache_extends_an_existing_cache(tiny_model, tok, tmp_path):
     assert stats["generated"] == 2  # only the two new rows
     assert [r["id"] for r in read_jsonl(tmp_path / "r.jsonl")] == [r["id"] for r in rows]
     assert all(both[k] == v for k, v in first.items())
+
+
+def test_template_files_read_as_the_built_in_ones_and_belong_to_their_role(tmp_path):
+    """A template saved with a final line break gives the prompt the same text without it gives; a judge
+    template given for the rubric role, or doubled braces, is refused with one line naming the file."""
+    import argparse
+    body = "Write criteria for this request:\n{prompt}"
+    for name, text in (("plain.txt", body), ("newline.txt", body + "\n")):
+        (tmp_path / name).write_text(text)
+    saved = dict(C.TEMPLATES)
+    try:
+        prompts = []
+        for name in ("plain.txt", "newline.txt"):
+            C.use_templates(argparse.Namespace(rubric_template=str(tmp_path / name), judge_template=None))
+            prompts.append(C.rubric_messages("Say hi.")[0]["content"])
+        assert prompts[0] == prompts[1] == "Write criteria for this request:\nSay hi."
+        (tmp_path / "judge_card.txt").write_text("{prompt}\n{rubric}\nA: {response_a}\nB: {response_b}")
+        (tmp_path / "braces.txt").write_text("Request: {{instruction}} {instruction}")
+        for bad in ("judge_card.txt", "braces.txt"):
+            with pytest.raises(C.DataError, match=f"{bad}: the rubric template holds"):
+                C.use_templates(argparse.Namespace(rubric_template=str(tmp_path / bad), judge_template=None))
+    finally:
+        C.TEMPLATES.update(saved)
+
+
+def test_evaluation_outputs_without_their_record_or_under_another_prompt_are_not_reused(tiny_model, tmp_path):
+    """An evaluate folder whose run_signature.json was deleted is refused (not reused under a new record); an
+    edited prompt file (built in or given) changes the record, so old judgements are refused too."""
+    rows = write_rows(tmp_path / "pairs.jsonl", read_jsonl(EVAL)[:2])
+    args = ["evaluate.py", "--model", tiny_model, "--benchmark", f"pairwise={rows}", "--max-rubric-tokens", "4",
+            "--max-judge-tokens", "4"]
+    run_script(*args, "--out", tmp_path / "ev")
+    (tmp_path / "ev" / "run_signature.json").unlink()
+    err = one_line_error(run_script(*args, "--out", tmp_path / "ev", check=False))
+    assert "no run_signature.json" in err
+    judge = tmp_path / "judge.txt"
+    judge.write_text(C.JUDGE_TEMPLATE)
+    run_script(*args, "--judge-template", judge, "--out", tmp_path / "ev2")
+    judge.write_text(C.JUDGE_TEMPLATE + "\nBe brief.")
+    err = one_line_error(run_script(*args, "--judge-template", judge, "--out", tmp_path / "ev2", check=False))
+    assert "other settings or inputs" in err
