@@ -368,8 +368,14 @@ def canonical_placeholders(text: str) -> str:
     return _PLACEHOLDER.sub(lambda m: "{" + _CANONICAL[m.group(1)] + "}" if m.group(1) in _CANONICAL else m.group(0), text)
 
 
+CHAT_TEMPLATE: dict[str, str | None] = {"text": None}  # --chat-template: for tokenizers that ship none
+
+
 def add_template_args(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("prompt templates")
+    g.add_argument("--chat-template", default=None, metavar="FILE",
+                   help="a Jinja chat template for every tokenizer of the run, for checkpoints whose tokenizer ships "
+                        "none (e.g. the chat_template.jinja of their base model); default: each tokenizer's own")
     g.add_argument("--rubric-template", default=None,
                    help="text file for the rubric generator's prompt, with the placeholder {instruction} (or {prompt}, "
                         "as the released checkpoints' cards write it): e.g. the prompt of a released checkpoint's "
@@ -387,7 +393,13 @@ def prompt_texts_digest() -> str:
 
 
 def use_templates(args) -> None:
-    """Install the prompt templates named by --rubric-template / --judge-template for this process."""
+    """Install the prompt templates named by --rubric-template / --judge-template (and --chat-template) for
+    this process."""
+    if getattr(args, "chat_template", None):
+        try:
+            CHAT_TEMPLATE["text"] = Path(args.chat_template).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{args.chat_template}: cannot read the chat template ({e})") from None
     for role in ("rubric", "judge"):
         path = getattr(args, f"{role}_template", None)
         if not path:
@@ -764,6 +776,11 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     tok.padding_side = "left"  # generation appends on the right
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if CHAT_TEMPLATE["text"] is not None:
+        tok.chat_template = CHAT_TEMPLATE["text"]
+    elif not getattr(tok, "chat_template", None):
+        raise SystemExit(f"error: {name}: its tokenizer has no chat template; give one with --chat-template FILE "
+                         "(a Jinja chat template, e.g. the chat_template.jinja of the model it was fine-tuned from)")
     return tok
 
 

@@ -254,3 +254,24 @@ def test_evaluation_outputs_without_their_record_or_under_another_prompt_are_not
     judge.write_text(C.JUDGE_TEMPLATE + "\nBe brief.")
     err = one_line_error(run_script(*args, "--judge-template", judge, "--out", tmp_path / "ev2", check=False))
     assert "other settings or inputs" in err
+
+
+def test_a_tokenizer_without_chat_template_is_one_line_and_chat_template_fixes_it(tiny_model, tmp_path):
+    """Some released checkpoints ship no chat template: one line naming the way out (--chat-template FILE),
+    and with that flag the stage runs."""
+    import shutil
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((bare / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
+    rows = write_rows(tmp_path / "pairs.jsonl", read_jsonl(EVAL)[:1])
+    args = ["evaluate.py", "--model", bare, "--benchmark", f"pairwise={rows}", "--max-rubric-tokens", "4",
+            "--max-judge-tokens", "4"]
+    err = one_line_error(run_script(*args, "--out", tmp_path / "a", check=False))
+    assert "has no chat template" in err and "--chat-template" in err
+    template = tmp_path / "chat.jinja"
+    template.write_text(toy_task.TINY_CHAT_TEMPLATE)
+    run_script(*args, "--chat-template", template, "--out", tmp_path / "b")
+    assert (tmp_path / "b" / "results.json").exists()
