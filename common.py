@@ -1540,13 +1540,19 @@ def majority(verdicts: list[str | None]) -> str | None:
     return None if len(top) > 1 and top[0][1] == top[1][1] else top[0][0]
 
 
+# What vLLM, SGLang, llama.cpp and OpenAI say when a prompt does not fit the context (HTTP 400)
+_CONTEXT_EXCEEDED = re.compile(r"context (?:length|window|size)|maximum (?:context|model) length|max_model_len|"
+                               r"too (?:long|many tokens)|exceeds? the (?:maximum|limit)|prompt is longer", re.I)
+
+
 class ServedModel:
     """A role answered by an OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, or serve.py):
     chat completions, the served model's own chat template applied by the server, thinking off (the
     paper's Table 11; `chat_template_kwargs`, which vLLM and SGLang read). Requests run `concurrency`
     at a time; a refused connection, a timeout, 429 and 5xx are retried with exponential backoff; a
-    prompt the server rejects as too long (400) comes back as None. No weights are digested: the
-    manifest records the URL and the served model's id."""
+    prompt the server rejects as longer than its context (400 saying so) comes back as None, any other
+    400 stops the run with the server's message. No weights are digested: the manifest records the URL
+    and the served model's id."""
 
     def __init__(self, url: str, model: str | None = None, concurrency: int = 8, retries: int = 5,
                  timeout: float = 600.0, backoff: float = 1.0):
@@ -1578,8 +1584,10 @@ class ServedModel:
                     return json.loads(r.read())
             except urllib.error.HTTPError as e:
                 detail = e.read().decode("utf-8", "replace")[:300]
-                if e.code == 400 and path == "/chat/completions":
-                    return {"rejected": detail}
+                if e.code == 400 and path == "/chat/completions" and _CONTEXT_EXCEEDED.search(detail):
+                    return {"rejected": detail}  # the prompt is longer than the served model's context: counted
+                if e.code == 400:  # any other refusal is the request's fault: say what the server said
+                    raise SystemExit(f"error: the server at {self.url} refused the request (400): {detail}") from None
                 if e.code not in (408, 429) and e.code < 500:
                     raise SystemExit(f"error: the server at {self.url} answered {e.code} to {path}: {detail}") from None
                 last = f"HTTP {e.code}: {detail}"
@@ -1592,14 +1600,20 @@ class ServedModel:
     def complete(self, conversations: list[list[dict]], n: int, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, seed: int | None = None, stats: dict | None = None,
                  progress: GenerationProgress | None = None) -> list[list[str] | None]:
-        """n texts per conversation (None: the server rejected the prompt), in order."""
+        """n texts per conversation (None: the server rejected the prompt as too long), in order. Each request
+        carries a seed: `seed` + its index, by default drawn from torch's generator, so a run seeded with
+        --seed samples the same texts again from a server that honours seeds (vLLM, SGLang)."""
         from concurrent.futures import ThreadPoolExecutor
+        if seed is None:
+            seed = int(torch.randint(0, 2**30, (1,)))
 
         def one(k: int) -> list[str] | None:
+            # every sampling parameter sent, top-k off included: a server must not add its own (vLLM applies a
+            # checkpoint's generation_config.json, top_k=20 for Qwen3 ones, unless told otherwise)
             body = {"model": self.model, "messages": conversations[k], "n": n, "max_tokens": max_new_tokens,
-                    "temperature": temperature, "top_p": top_p, "chat_template_kwargs": {"enable_thinking": False}}
-            if seed is not None:
-                body["seed"] = seed + k
+                    "temperature": temperature, "top_p": top_p, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0,
+                    "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": seed + k,
+                    "chat_template_kwargs": {"enable_thinking": False}}
             r = self._request("POST", "/chat/completions", body)
             if "rejected" in r:
                 log.warning("the server rejected a prompt (%s): counted as too long", r["rejected"][:120])

@@ -40,6 +40,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def text_content(content) -> str:
+    """A message's content as text: a string, or (OpenAI's other form) a list of parts whose text parts join."""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content if isinstance(content, str) else ""
+
+
 class Server:
     def __init__(self, args):
         self.name = args.served_name or args.model
@@ -59,9 +66,10 @@ class Server:
             if self.fail_first > 0:
                 self.fail_first -= 1
                 return 503, {"error": {"message": "not ready (fault injected by RUBRIC_ARM_SERVER_FAIL_FIRST)"}}
-            ids = C.chat_prompt_ids(self.tok, body["messages"])
+            ids = C.chat_prompt_ids(self.tok, [{**m, "content": text_content(m.get("content"))} for m in body["messages"]])
             if len(ids) > self.max_prompt:
-                return 400, {"error": {"message": f"the prompt has {len(ids)} tokens, over {self.max_prompt}"}}
+                return 400, {"error": {"message": f"the prompt has {len(ids)} tokens, over the maximum context length "
+                                                  f"{self.max_prompt}"}}
             if body.get("seed") is not None:
                 torch.manual_seed(int(body["seed"]))
             n = int(body.get("n", 1))
@@ -70,9 +78,10 @@ class Server:
             lengths = ro.completion_mask.sum(1).tolist()
         return 200, {"id": f"chatcmpl-{time.time_ns()}", "object": "chat.completion", "created": int(time.time()),
                      "model": self.name, "choices": [{"index": i, "message": {"role": "assistant", "content": t},
-                                                      "finish_reason": "stop"} for i, t in enumerate(ro.texts)],
+                                                      "finish_reason": "length" if cut else "stop"}
+                                                     for i, (t, cut) in enumerate(zip(ro.texts, ro.truncated.tolist()))],
                      "usage": {"prompt_tokens": len(ids), "completion_tokens": int(sum(lengths)),
-                               "total_tokens": len(ids) * n + int(sum(lengths))}}
+                               "total_tokens": len(ids) + int(sum(lengths))}}
 
 
 def handler_for(server: Server):

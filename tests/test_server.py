@@ -97,3 +97,80 @@ def test_a_server_that_is_down_or_fails_for_a_while(tiny_model, tmp_path):
         proc.wait(timeout=30)
     assert "HTTP 503" in p.stderr and "(attempt 1 of 6)" in p.stderr  # retried with backoff, then answered
     assert len(read_jsonl(tmp_path / "flaky" / "predictions.jsonl")) == 4
+
+
+def _post(url, body):
+    req = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_served_sampling_is_seeded_and_every_parameter_sent(tiny_model, server, tmp_path):
+    """At temperature 1 two runs with the same --seed through a server get the same judgements (each request
+    carries a seed); serve.py answers content given as parts, says 'length' for a completion cut at max_tokens
+    and counts the prompt once in total_tokens."""
+    args = ["evaluate.py", "--model", tiny_model, "--judge-server", server, "--rubric-server", server,
+            "--benchmark", "pairwise", "--data", EVAL, "--limit", "3", "--max-rubric-tokens", "6",
+            "--max-judge-tokens", "8", "--batch-size", "1", "--seed", "3"]
+    texts = []
+    for k in range(2):
+        run_script(*args, "--out", tmp_path / f"run{k}")
+        texts.append([r["judge_texts"] for r in read_jsonl(tmp_path / f"run{k}" / "predictions.jsonl")])
+    assert texts[0] == texts[1]
+    code, r = _post(server, {"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                             "max_tokens": 2, "temperature": 1.0, "n": 2, "seed": 1, "top_k": -1})
+    assert code == 200 and len(r["choices"]) == 2
+    assert all(c["finish_reason"] in ("length", "stop") for c in r["choices"])
+    assert any(c["finish_reason"] == "length" for c in r["choices"])  # 2 tokens of a random model: cut
+    assert r["usage"]["total_tokens"] == r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"]
+
+
+def test_a_request_the_server_refuses_stops_the_run_and_only_a_context_overflow_counts_as_too_long(tiny_model, tmp_path):
+    """A 400 that says the prompt exceeds the context is counted as too long; any other 400 stops the stage with
+    the server's message (a rubric cache of empty rubrics and exit 0 is what it gave before)."""
+    proc, url = start_server(tiny_model, "--served-name", "tiny", "--max-prompt-length", "64")
+    try:
+        run_script("evaluate.py", "--model", tiny_model, "--judge-server", url, "--reference-rubrics", EVAL,
+                         "--benchmark", "pairwise", "--data", EVAL, "--limit", "2", "--max-judge-tokens", "4",
+                         "--out", tmp_path / "long")
+        summary = json.loads((tmp_path / "long" / "results.json").read_text())["summary"]
+        assert summary["too_long"] == summary["judgements"] == 2  # every judge prompt is over 64 tokens
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    # a server that knows the model but refuses a request field
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Refuses(BaseHTTPRequestHandler):
+        def _send(self, code, payload):
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # noqa: N802
+            self._send(200, {"data": [{"id": "tiny"}]})
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._send(400, {"error": {"message": "unknown field: chat_template_kwargs"}})
+
+        def log_message(self, *a):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Refuses)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        bad = run_script("evaluate.py", "--model", tiny_model, "--judge-server", f"http://127.0.0.1:{httpd.server_port}/v1",
+                         "--reference-rubrics", EVAL, "--benchmark", "pairwise", "--data", EVAL, "--limit", "1",
+                         "--max-judge-tokens", "4", "--out", tmp_path / "bad", check=False)
+        assert bad.returncode != 0 and "refused the request (400): " in bad.stderr and "chat_template_kwargs" in bad.stderr
+        assert "Traceback" not in bad.stderr
+    finally:
+        httpd.shutdown()
