@@ -99,7 +99,8 @@ export PYTHONUNBUFFERED=1
 
 if [ "$DEMO" = real ]; then
   # --demo: a real pretrained model on CPU. Small slices of the bundled task, short phases; the
-  # settings of docs/paper_tables.md, scaled down (27 minutes on 2 cores; no learning of the decision at 135M).
+  # settings of the first real-model experiment (its driver, experiments/paper_tables.py, is in git history),
+  # scaled down (27 minutes on 2 cores; no learning of the decision at 135M).
   [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/demo"
   MODEL="smollm2-135m"; CYCLES=1; EVAL_BASE=1
   mkdir -p "$OUT/data"

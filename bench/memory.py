@@ -156,8 +156,8 @@ def phase_flags(phase: str, base: Flags) -> Flags:
 
 
 def miniature_flags(phase: str) -> Flags:
-    """The settings of the real-model experiment (experiments/paper_tables.py) on SmolLM2-135M: bf16 on CPU,
-    no gradient checkpointing, every sequence at its length limit."""
+    """The settings of the first real-model experiment (its driver, paper_tables.py, is in git history) on
+    SmolLM2-135M: bf16 on CPU, no gradient checkpointing, every sequence at its length limit."""
     base = Flags(load_4bit=False, grad_ckpt=False, passes=1, gen_batch=8, micro_batch=8, judge_batch=32)
     if phase == "SFT rubric":
         return replace(base, G=1, prompt_len=256, completion_len=768)
@@ -356,7 +356,7 @@ def main() -> None:
                     "peak; Linux CPU: growth of the process's peak resident memory)")
     ap.add_argument("--shape", choices=list(SHAPES), default="qwen3-8b",
                     help="smollm2: SmolLM2-135M's shape (random weights, bf16) at the settings of the real-model "
-                         "experiment (experiments/paper_tables.py), the estimate checked on CPU; mid: a random Qwen3 of "
+                         "experiment (paper_tables.py, in git history), the estimate checked on CPU; mid: a random Qwen3 of "
                          "hidden 1024 x 12 layers at 2,048 + 512 tokens (a quick GPU check of the estimate); tiny: "
                          "a small shape with short lengths, to check that the measured path runs")
     ap.add_argument("--allocator", choices=["both", "default", "fixed"], default="both",

@@ -116,6 +116,16 @@ def export_base(base: Path, dest: Path, out: Path) -> None:
     C.log.info("exported the base to %s", dest)
 
 
+def trivial_judges(paths: dict[str, Path]) -> dict:
+    """Every trivial judge of tasks/baselines.py on the held-out pairs (the classifier fit on the SFT split),
+    overall, and per pair type in 'by_type'."""
+    import baselines
+    rep = baselines.evaluate(paths["sft"], [paths["eval"]])["eval"][str(paths["eval"])]
+    out = {name: {"mean": r["accuracy"], "ci95": r["ci95"]} for name, r in rep.items() if isinstance(r, dict) and "ci95" in r}
+    out["by_type"] = rep.get("by_type", {})
+    return out
+
+
 def final_adapters(run: Path, schedule: str, cycle: int, init: tuple[Path, Path]) -> tuple[Path, Path]:
     """The generator and judge after `cycle` cycles of `schedule` (a frozen role keeps its SFT adapter)."""
     rubric = init[0] if schedule == "judge-only" else run / f"c{cycle}_rubric" / "adapter"
@@ -165,6 +175,9 @@ def summarize(results: dict, signal: dict, trivial: dict) -> dict:
             for p in phases:
                 by_phase.setdefault(p["phase"], []).append(p)
         sig[sched] = {ph: {"zero_var_groups": statistics.mean(p["zero_var_groups"] for p in ps),
+                           "zero_var_groups_first10": statistics.mean(p["zero_var_groups_first10"] for p in ps),
+                           "all_right_groups": statistics.mean(p["all_right_groups"] for p in ps),
+                           "all_wrong_groups": statistics.mean(p["all_wrong_groups"] for p in ps),
                            "signal_step_share": statistics.mean(p["signal_step_share"] for p in ps),
                            "reward_acc_first10": statistics.mean(p["reward_acc_first10"] for p in ps),
                            "reward_acc_last10": statistics.mean(p["reward_acc_last10"] for p in ps),
@@ -186,24 +199,36 @@ def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, publish: bool
                      f"{' / '.join(f'{100 * x:.1f}' for x in r['per_seed'])} | {pct(r['interval'])} | "
                      f"{100 * k.get('implied lowercase', float('nan')):.1f} | "
                      f"{100 * k.get('implied capital_start', float('nan')):.1f} |")
-    lines += [f"| baseline: {name} | - | - | - | {pct(v)} | - | - |" for name, v in summ["trivial"].items()]
+    lines += [f"| baseline: {name} | - | - | - | {pct(v)} | - | - |" for name, v in summ["trivial"].items()
+              if name != "by_type"]
     lines += ["", "Differences (points; paired by seed and pair; [95% interval resampling seeds and pairs]; per seed):", "",
               "| comparison | difference | per seed |", "|---|---|---|"]
     lines += [f"| {name} | {pct(d)} | {' / '.join(f'{100 * x:+.1f}' for x in d['per_seed'])} |"
               for name, d in summ["differences"].items()]
     lines += ["", "GRPO signal per phase (mean over seeds): the share of steps with at least one group whose rewards "
-              "differ, the share of groups with equal rewards (no advantage), the phase's training reward accuracy "
-              "(first -> last 10 steps):", "",
-              "| schedule | phase | steps with signal | zero-variance groups | reward accuracy |", "|---|---|---|---|---|"]
+              "differ; the share of groups with equal rewards (no advantage) over the phase and over its first 10 "
+              "steps, and of those, the groups all right or all wrong; the phase's training reward accuracy (first -> "
+              "last 10 steps):", "",
+              "| schedule | phase | steps with signal | zero-variance groups | in the first 10 steps | all right | "
+              "all wrong | reward accuracy |", "|---|---|---|---|---|---|---|---|"]
     for sched, phases in summ["signal"].items():
         for ph, s in phases.items():
             lines.append(f"| {sched} | {ph} | {100 * s['signal_step_share']:.0f}% | {100 * s['zero_var_groups']:.0f}% | "
+                         f"{100 * s['zero_var_groups_first10']:.0f}% | {100 * s['all_right_groups']:.0f}% | "
+                         f"{100 * s['all_wrong_groups']:.0f}% | "
                          f"{100 * s['reward_acc_first10']:.0f} -> {100 * s['reward_acc_last10']:.0f} |")
     table = "\n".join(lines) + "\n"
     C.atomic_write_text(out / "table.md", table)
     C.atomic_write_text(out / "summary.json", json.dumps(summ, indent=2))
     if publish:
         name = "toy_rubric_phase"
+        cmd = (f"python experiments/toy_rubric_phase.py --out {T.rel(out)} --seeds {' '.join(map(str, seeds))} "
+               f"--rl-steps {rl_steps} --publish")
+        source = f"Source: `docs/results/{name}.json` (written with this page by `{cmd}`)."
+        blocks = [b + ("\n\n" + source if b.startswith("|") else "") for b in table.strip().split("\n\n")]
+        C.atomic_write_text(ROOT / "docs" / f"{name}.md", "# Does the rubric phase learn? The implicit toy task: the full "
+                            "report\n\n[Back to the results](results.md#claim-the-rubric-phase-learns-the-alternation-section-4)"
+                            "\n\n" + "\n\n".join(blocks) + "\n")
         C.atomic_write_text(ROOT / "docs" / "results" / f"{name}.json", json.dumps(
             {"config": json.loads((out / "config.json").read_text()), "seeds": seeds,
              "command": "python experiments/toy_rubric_phase.py --out " + T.rel(out) + " --seeds " + " ".join(map(str, seeds))
@@ -253,12 +278,13 @@ def main(argv=None) -> dict:
         sensitivity("SFT", init[1], sdir, "sft")
         for schedule in a.schedules:
             run = sdir / f"{schedule}-{a.rl_steps}steps"
-            T.run_schedule(base, paths["rl"], init, run, schedule, seed, a.rl_steps)
+            if not all((d / "adapter_config.json").exists() for d in final_adapters(run, schedule, T.CYCLES, init)):
+                T.run_schedule(base, paths["rl"], init, run, schedule, seed, a.rl_steps)
             signal.setdefault(schedule, []).append(phase_signal(run))
             ev(schedule, *final_adapters(run, schedule, T.CYCLES, init), sdir / f"eval_{run.name}")
             if schedule != "rubric-only":  # rubric-only's judge is the SFT judge
                 sensitivity(schedule, final_adapters(run, schedule, T.CYCLES, init)[1], sdir, run.name)
-    trivial = T.trivial_judges(paths)
+    trivial = trivial_judges(paths)
     summ = summarize(results, signal, trivial)
     table = report(out, summ, a.seeds, a.rl_steps, a.publish)
     print(table)
