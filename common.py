@@ -1,14 +1,14 @@
 """rubric-arm: what two or more stages share. Stage-only code lives in its stage.
 
-Sections follow the data, top to bottom:
-  1. Data                 canonical preference rows from files or the hub, validated
-  2. Prompts              rubric-generator and judge prompts (prompts/*.txt) through the chat template
-  3. Parsing and rewards  parse_verdict, parse_rubric, format_reward (R_fmt)
-  4. Models and adapters  base model (+ 4-bit), LoRA adapters, switching between them, the shipped real model
-  5. Generation           the sampler, rollouts, log-probs, and the one path from (prompt, rubric, A, B) to verdicts
-  6. Losses               group advantages and the clipped GRPO loss, the GRPO optimisation passes
-  7. Run plumbing         the training skeleton (optimizer, schedule, resume, checkpoints, metrics), files, logging
-  8. CLI                  python common.py cache-rubrics | split | check-output | merge-adapter
+Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps them true):
+  1. Data                 L46-339     canonical preference rows from files or the hub, validated (load_pairs)
+  2. Prompts              L340-525    prompts/*.txt through the chat template; template files (use_templates)
+  3. Parsing and rewards  L526-638    parse_verdict, parse_rubric, format_reward (R_fmt)
+  4. Models and adapters  L639-1070   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
+  5. Generation           L1071-1873  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
+  6. Losses               L1874-2274  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2275-2975  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L2976-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """

@@ -90,3 +90,14 @@ def test_help_opens_with_what_the_script_does_and_the_command_most_used(script):
     what = " ".join(lines[1:most]).strip()
     assert what.endswith(".") and what.count(". ") == 0, what  # one sentence: what it does
     assert f"python {script}" in "\n".join(lines[most:most + 3])
+
+
+def test_common_opens_with_its_sections_and_their_true_line_ranges():
+    """common.py's table of sections names where each starts and ends: a reader jumps there in one step."""
+    lines = (ROOT / "common.py").read_text(encoding="utf-8").splitlines()
+    starts = [i + 1 for i, line in enumerate(lines[:-1]) if re.fullmatch(r"# =+", line) and re.match(r"# \d\. ", lines[i + 1])]
+    ends = [s - 1 for s in starts[1:]] + ["end"]
+    table = {int(m.group(1)): (int(m.group(2)), m.group(3)) for m in
+             re.finditer(r"^  (\d)\. .*? L(\d+)-(\d+|end) ", "\n".join(lines[:20]), re.M)}
+    want = {k + 1: (s, str(e)) for k, (s, e) in enumerate(zip(starts, ends))}
+    assert table == want, "common.py's section table should read: " + ", ".join(f"{k}. L{s}-{e}" for k, (s, e) in want.items())
