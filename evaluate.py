@@ -479,7 +479,8 @@ SIGNATURE_KEYS = ("model", "rubric_model", "judge_model", "rubric_adapter", "jud
 def check_run_signature(out: Path, args, specs: list[tuple[str, str | None]]) -> None:
     """Cached rubrics and judgements are reused on a rerun; refuse to mix them with another model,
     adapter, decoding setting or data in the same folder."""
-    sig = {k: C.input_identity(str(v) if v is not None else None) for k, v in vars(args).items() if k in SIGNATURE_KEYS}
+    sig = {k: (C.model_identity if k in C.MODEL_FLAGS else C.input_identity)(str(v) if v is not None else None)
+           for k, v in vars(args).items() if k in SIGNATURE_KEYS}
     for name, path in specs:  # the data itself: a local file by its content, a hub set by its name
         sig[f"data:{name}"] = C.input_identity(path) if path else HUB[name][0]
     sig["prompt_texts"] = C.prompt_texts_digest()  # built-in prompts too: an edited prompts/judge.txt is not reused

@@ -19,7 +19,10 @@ import os
 import sys
 from pathlib import Path
 
-BIG_FILE = 64 << 20  # bytes: larger files (model weights) are identified by size and their first and last 4 MB
+# Files larger than this (model weights) are hashed whole once, and the digest is kept in a small cache keyed by
+# the file's resolved path, size, modification time and inode: a later run reads the cache instead of hashing
+# gigabytes again, and any write to the file (which moves its mtime) makes a new full hash.
+BIG_FILE = 64 << 20
 SKIPPED_IN_FOLDERS = {"checkpoints", ".lock", ".lock.pid", "logs"}
 
 
@@ -33,16 +36,48 @@ def content_digest(path: str | os.PathLike) -> str:
     for f in files:
         if f != path:
             h.update(f.relative_to(path).as_posix().encode() + b"\0")
-        size = f.stat().st_size
-        with open(f, "rb") as fh:
-            if size <= BIG_FILE:
+        if f.stat().st_size <= BIG_FILE:
+            with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
-            else:
-                h.update(str(size).encode() + fh.read(4 << 20))
-                fh.seek(size - (4 << 20))
-                h.update(fh.read())
+        else:
+            h.update(_big_file_sha256(f).encode())
     return h.hexdigest()[:16]
+
+
+def _file_sha256(f: Path) -> str:
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _digest_cache() -> Path:
+    return Path(os.environ.get("RUBRIC_ARM_CACHE") or Path.home() / ".cache" / "rubric-arm") / "digests.json"
+
+
+def _big_file_sha256(f: Path) -> str:
+    """The full sha256 of a large file, from the cache when its path, size, mtime and inode are unchanged."""
+    st = f.stat()
+    key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    cache = _digest_cache()
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    digest = _file_sha256(f)
+    known[key] = digest
+    try:  # best effort: a read-only cache only costs the hash next time
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return digest
 
 
 def input_identity(value):

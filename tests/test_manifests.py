@@ -107,3 +107,37 @@ def test_alternate_refuses_a_rerun_with_other_data_or_stage_flags(tiny_model, tm
     changed = _alternate(tiny_model, out, data)
     assert changed.returncode == 2 and "step sft_rubric in" in changed.stderr and "--data: 'sha256:" in changed.stderr
     assert os.path.exists(out / ".done" / "c1_judge")  # nothing was redone or overwritten
+
+
+def test_a_large_file_edited_in_its_middle_gets_another_digest(tmp_path, monkeypatch):
+    """Weights over BIG_FILE are hashed whole (cached by path, size, mtime, inode): an edit anywhere, the middle
+    included, is seen; an unchanged file is read from the cache."""
+    import manifests as M
+    monkeypatch.setenv("RUBRIC_ARM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(M, "BIG_FILE", 1 << 10)
+    f = tmp_path / "model.safetensors"
+    data = bytearray(b"x" * (64 << 10))
+    f.write_bytes(bytes(data))
+    first = M.content_digest(f)
+    assert (tmp_path / "cache" / "digests.json").exists() and M.content_digest(f) == first
+    data[len(data) // 2] = ord("y")  # the middle, which a head-and-tail digest never read
+    f.write_bytes(bytes(data))
+    assert M.content_digest(f) != first
+
+
+def test_a_shipped_model_name_is_recorded_by_the_weights_it_resolves_to(tiny_model, tmp_path, monkeypatch):
+    """'smollm2-135m' resolved through RUBRIC_ARM_CACHE to other weights is another model in every record."""
+    import shutil
+
+    import common as C
+    ids = []
+    for k in range(2):
+        cache = tmp_path / f"cache{k}"
+        shutil.copytree(tiny_model, cache / "models" / "smollm2-135m")
+        if k:
+            w = cache / "models" / "smollm2-135m" / "model.safetensors"
+            w.write_bytes(w.read_bytes()[:-1] + b"\0")
+        monkeypatch.setenv("RUBRIC_ARM_CACHE", str(cache))
+        ids.append(C.model_identity("smollm2-135m"))
+    assert ids[0] != ids[1] and all(i.startswith("smollm2-135m=sha256:") for i in ids)
+    assert C.model_identity("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"
