@@ -1716,7 +1716,7 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
     """Write {id, rubric} for every row to `path`. Lines are appended to `path + '.partial'` as
     batches finish, so an interrupted run keeps its work; the finished file appears by rename.
     `key` picks the field that identifies a rubric ('id', or 'prompt' to share one per prompt)."""
-    path = Path(path)
+    path = Path(path).resolve()  # a cache reached through a symlink is written (and locked) where it lies
     partial = path.with_name(path.name + ".partial")
     if path.exists():
         finished = read_rubric_lines(path, key)
@@ -2493,7 +2493,7 @@ def _interrupt(signum, frame) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
+    path = Path(path).resolve()  # through a symlink: its target is replaced, the link stays
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -2691,7 +2691,7 @@ def lock_output(path: str | os.PathLike) -> None:
     """An exclusive lock on an output folder or file for the life of this process: a second process
     on the same output stops at once, naming the holder, instead of writing over its work."""
     import fcntl
-    path = Path(path)
+    path = Path(path).resolve()  # a symlinked output and its target share one lock
     lock = path / ".lock" if path.is_dir() else path.with_name(path.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     f = open(lock, "a+")
@@ -3104,6 +3104,7 @@ def _cli() -> None:
                     (args.batch_size >= 1, "--batch-size: must be at least 1"),
                     (not (args.server and args.adapter), "--server with --adapter: load the adapter in the server"))
         use_templates(args)
+        args.out = str(Path(args.out).resolve())  # a cache reached through a symlink: locked and written where it lies
         dist = init_distributed(args.device)
         rows = load_pairs_from_args(args)
         if dist.is_main:  # under torchrun the main rank holds the cache for all

@@ -140,3 +140,21 @@ def test_alternate_no_sft_starts_the_loop_from_the_base(tiny_model, tmp_path):
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert mixed.returncode == 2 and mixed.stderr.strip() == (
         "alternate.sh: --no-sft starts from new adapters: leave out --rubric-init / --judge-init")
+
+
+def test_a_rubric_cache_reached_through_a_symlink_is_locked_and_written_where_it_lies(tiny_model, tmp_path):
+    """The symlink stays a symlink, its target gets the cache and the lock; a rerun through either path reuses it."""
+    real = tmp_path / "store" / "r.jsonl"
+    real.parent.mkdir()
+    link = tmp_path / "link.jsonl"
+    real.touch()
+    link.symlink_to(real)
+    real.unlink()  # a dangling link to where the cache shall be
+    args = ["common.py", "cache-rubrics", "--model", tiny_model, "--data", TRAIN, "--limit", "4", "--batch-size", "4",
+            "--max-new-tokens", "4"]
+    run_script(*args, "--out", link)
+    assert link.is_symlink() and len(read_jsonl(real)) == 4
+    assert (real.parent / "r.jsonl.lock").exists() and not (tmp_path / "link.jsonl.lock").exists()
+    before = real.read_text()
+    run_script(*args, "--out", real)  # the same cache by its own path: nothing to add, nothing rewritten
+    assert real.read_text() == before and link.is_symlink()
