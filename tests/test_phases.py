@@ -1,5 +1,6 @@
 """Rubric phase, rubric cache and the alternating loop (alternate.sh)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -158,3 +159,30 @@ def test_a_rubric_cache_reached_through_a_symlink_is_locked_and_written_where_it
     before = real.read_text()
     run_script(*args, "--out", real)  # the same cache by its own path: nothing to add, nothing rewritten
     assert real.read_text() == before and link.is_symlink()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order, trained, frozen", [("judge-only", ["c1_judge", "c1_judge_b"], "rubric"),
+                                                    ("rubric-only", ["c1_rubric_a", "c1_rubric"], "judge")])
+def test_alternate_one_role_only_orders_and_the_phase_summary(tiny_model, tmp_path, order, trained, frozen):
+    """--order judge-only / rubric-only: the other role stays at its start and its slot trains the same role again
+    (the same number of GRPO steps as the alternation); --eval-every-phase evaluates after every phase, and the
+    summary prints each phase's signal and what each phase changed."""
+    data = write_rows(tmp_path / "rl.jsonl", read_jsonl(TRAIN)[:16])
+    held_out = write_rows(tmp_path / "eval.jsonl", read_jsonl(EVAL)[:4])
+    out = tmp_path / "arm"
+    env = {**_alternate_env(tiny_model), "EVAL_ARGS": "--max-rubric-tokens 6 --max-judge-tokens 6",
+           "JUDGE_ARGS": "--group-size 2 --batch-size 4 --micro-batch 4 --max-completion-length 6 --max-steps 2"}
+    p = subprocess.run(["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(data),
+                        "--eval-data", str(held_out), "--cycles", "1", "--order", order, "--eval-every-phase",
+                        "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    done = {m.name for m in (out / ".done").iterdir()}
+    assert set(trained) <= done and not any(d.startswith(f"c1_{frozen}") for d in done)
+    assert {f"eval_{t}" for t in trained} <= done
+    final = (out / f"final_{frozen}_adapter.txt").read_text().strip()
+    assert final.endswith(f"sft_{frozen}/adapter")  # the frozen role is its SFT adapter
+    for t in trained:
+        assert json.loads((out / t / "signal.json").read_text())["steps"] == 2
+        assert f"cycle 1 {t.split('_', 1)[1]}" in p.stdout and "signal in" in p.stdout
+    assert "What each phase changed" in p.stdout and f"| {trained[1]} |" in p.stdout
