@@ -7,8 +7,8 @@ Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps t
   4. Models and adapters  L648-1102   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
   5. Generation           L1103-1905  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
   6. Losses               L1906-2306  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2307-3008  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L3009-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
+  7. Run plumbing         L2307-3011  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L3012-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
@@ -2762,6 +2762,9 @@ def prepare_output(args, dist: Dist | None = None) -> Path:
         if not args.resume:
             raise SystemExit(f"error: {out} already holds a run; --resume continues it, --overwrite starts over, or "
                              "choose another --out")
+        if not sig_path.exists() and not getattr(args, "accept_changes", False):
+            raise SystemExit(f"error: {out} holds a run but no run_signature.json saying what made it; --overwrite "
+                             "starts over (or --accept-changes continues it anyway)")
         old = json.loads(sig_path.read_text()) if sig_path.exists() else {}
         diff = [k for k in sorted(set(old) | set(sig)) if old.get(k) != sig.get(k)]
         if diff and not getattr(args, "accept_changes", False):

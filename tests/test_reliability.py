@@ -306,3 +306,12 @@ def test_pathological_rows_are_one_line_naming_file_and_line_and_skippable(tmp_p
     with pytest.raises(C.DataError, match=r"d\.jsonl:2: .*" + field.split("'")[0]):
         C.load_pairs(str(path))
     assert len(C.load_pairs(str(path), skip_invalid=True)) == 1
+
+
+def test_a_training_run_without_its_record_says_so_in_one_line(tiny_model, tmp_path):
+    args = ["sft_warmup.py", "--role", "judge", "--model", tiny_model, "--data", TRAIN, "--limit", "8", "--max-steps", "1",
+            "--batch-size", "4", "--micro-batch", "4", "--out", tmp_path / "sft"]
+    run_script(*args)
+    (tmp_path / "sft" / "run_signature.json").unlink()
+    err = one_line_error(run_script(*args, "--resume", check=False))
+    assert "no run_signature.json" in err and "--overwrite" in err
