@@ -5,10 +5,10 @@ Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps t
   2. Prompts              L349-534    prompts/*.txt through the chat template; template files (use_templates)
   3. Parsing and rewards  L535-647    parse_verdict, parse_rubric, format_reward (R_fmt)
   4. Models and adapters  L648-1102   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
-  5. Generation           L1103-1905  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
-  6. Losses               L1906-2306  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2307-3011  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L3012-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
+  5. Generation           L1103-1911  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
+  6. Losses               L1912-2312  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2313-3017  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L3018-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
@@ -1593,13 +1593,19 @@ class ServedModel:
             self.url += "/v1"
         self.concurrency, self.retries, self.timeout, self.backoff = concurrency, retries, timeout, backoff
         self.api_key = os.environ.get("RUBRIC_ARM_SERVER_KEY") or os.environ.get("OPENAI_API_KEY")
-        served = [m["id"] for m in self._request("GET", "/models").get("data", [])]
+        listed = [m for m in self._request("GET", "/models").get("data", []) if isinstance(m, dict) and "id" in m]
+        served = [m["id"] for m in listed]
         if model is not None and model not in served:
             raise SystemExit(f"error: the server at {url} serves {', '.join(served) or 'no model'}, not {model!r}; "
                              "name one of those, or leave the model out to take what it serves")
         if not served:
             raise SystemExit(f"error: the server at {url} lists no model under /v1/models")
         self.model = model or served[0]
+        # what the server says of the model it serves (vLLM: root = the weights' path, max_model_len, created):
+        # recorded beside outputs, so another model restarted on the same port is not taken for this one
+        entry = next(m for m in listed if m["id"] == self.model)
+        self.identity = {"url": self.url, **{k: entry[k] for k in ("id", "root", "parent", "max_model_len", "created",
+                                                                  "owned_by") if k in entry}}
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         import urllib.error

@@ -50,6 +50,8 @@ def text_content(content) -> str:
 class Server:
     def __init__(self, args):
         self.name = args.served_name or args.model
+        # as vLLM does: what is behind the served name (the weights and the adapter, by content)
+        self.root = str(C.model_identity(args.model)) + (f" + {C.input_identity(args.adapter)}" if args.adapter else "")
         self.max_prompt = args.max_prompt_length
         device = torch.device(args.device) if args.device else C.default_device()
         self.tok = C.load_tokenizer(args.model, args.trust_remote_code)
@@ -96,7 +98,8 @@ def handler_for(server: Server):
 
         def do_GET(self):  # noqa: N802 - the http.server interface
             if self.path.rstrip("/") == "/v1/models":
-                self._send(200, {"object": "list", "data": [{"id": server.name, "object": "model", "owned_by": "rubric-arm"}]})
+                self._send(200, {"object": "list", "data": [{"id": server.name, "object": "model", "owned_by": "rubric-arm",
+                                                             "root": server.root}]})
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 

@@ -21,8 +21,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model, *extra, env=None):
-    port = free_port()
+def start_server(model, *extra, env=None, port=None):
+    port = port or free_port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--model", str(model), "--port", str(port), *map(str, extra)],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -174,3 +174,24 @@ def test_a_request_the_server_refuses_stops_the_run_and_only_a_context_overflow_
         assert "Traceback" not in bad.stderr
     finally:
         httpd.shutdown()
+
+
+def test_another_model_behind_the_same_served_name_is_not_taken_for_the_first(tiny_model, tmp_path):
+    """The served model is recorded by what /v1/models says is behind it: restarted on another model under the same
+    name, a rerun into the same folder is refused instead of reusing the first model's judgements."""
+    import shutil
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    w = other / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-1] + b"\0")
+    args = ["evaluate.py", "--model", tiny_model, "--benchmark", "pairwise", "--data", EVAL, "--limit", "2",
+            "--reference-rubrics", EVAL, "--max-judge-tokens", "4", "--out", tmp_path / "ev"]
+    port = free_port()
+    for k, model in enumerate((tiny_model, other)):  # the same port and name, other weights behind them
+        proc, url = start_server(model, "--served-name", "judge", port=port)
+        try:
+            p = run_script(*args, "--judge-server", url, check=k == 0)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert p.returncode != 0 and "another served model" in p.stderr and "Traceback" not in p.stderr
