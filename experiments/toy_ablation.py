@@ -426,7 +426,7 @@ def report(out: Path, results: dict, seeds: list[int], trivial: dict, loop: dict
         title = "# Toy ablation: the full report" + ("" if name == "toy_ablation" else f" ({name})")
         figure = f"\n\n![held-out accuracy by stage]({name}.png)\n" if (ROOT / "docs" / f"{name}.png").exists() else "\n"
         C.atomic_write_text(ROOT / "docs" / f"{name}.md", title + "\n\n[Back to the results]"
-                            "(results.md#does-it-learn-the-toy-task-rebuilt-as-minimal-pairs)\n\n" + "\n\n".join(blocks)
+                            "(results.md#claim-rubric-arm-beats-its-sft-start-table-1)\n\n" + "\n\n".join(blocks)
                             + figure)
     return table
 

@@ -225,7 +225,7 @@ def report(out: Path, summary: dict, seeds: list[int], publish: bool) -> str:
     C.atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     if publish:
         C.atomic_write_text(ROOT / "docs" / "results" / "toy_policy.json", json.dumps(summary, indent=2))
-        back = "[Back to the results](results.md#table-3-on-the-toy-task-does-a-better-judge-make-a-better-policy)\n\n"
+        back = "[Back to the results](results.md#claim-better-labels-make-a-better-policy-table-3)\n\n"
         title, body = text.split("\n", 1)
         page = f"{title}\n\n{back}{body.lstrip()}"
         C.atomic_write_text(ROOT / "docs" / "toy_policy.md", page + "\nWritten by `python experiments/toy_policy.py "
