@@ -186,3 +186,19 @@ def test_alternate_one_role_only_orders_and_the_phase_summary(tiny_model, tmp_pa
         assert json.loads((out / t / "signal.json").read_text())["steps"] == 2
         assert f"cycle 1 {t.split('_', 1)[1]}" in p.stdout and "signal in" in p.stdout
     assert "What each phase changed" in p.stdout and f"| {trained[1]} |" in p.stdout
+
+
+def test_rubric_phase_samples_log_is_cut_back_to_the_checkpoint_on_resume(tiny_model, always_a_judge, tmp_path):
+    """Killed after step 3 with a checkpoint at step 2, then resumed: judge_samples.jsonl holds each step's rows
+    once (step 3's first try is dropped), and every row names its step."""
+    out = tmp_path / "rubric"
+    args = ["train_rubric_phase.py", "--model", tiny_model, "--judge-adapter", always_a_judge, "--data", TRAIN,
+            "--limit", "16", "--group-size", "2", "--batch-size", "4", "--micro-batch", "4", "--max-completion-length", "6",
+            "--judge-max-new-tokens", "6", "--max-steps", "4", "--save-every", "2", "--log-samples", "-1", "--out", out,
+            "--lora-r", "8", "--lora-alpha", "16"]
+    killed = run_script(*args, env={"RUBRIC_ARM_CRASH_AT": "step:3"}, check=False)
+    assert killed.returncode != 0
+    assert {r["step"] for r in read_jsonl(out / "judge_samples.jsonl")} == {1, 2, 3}
+    run_script(*args, "--resume")
+    rows = read_jsonl(out / "judge_samples.jsonl")
+    assert [r["step"] for r in rows] == [s for s in (1, 2, 3, 4) for _ in range(4)]
