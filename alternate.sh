@@ -116,41 +116,36 @@ if [ "$DEMO" = real ]; then
   : "${JUDGE_ARGS:=--group-size 4 --batch-size 16 --micro-batch 8 --gen-batch 4 --num-iterations 1 --max-completion-length 256 --max-prompt-length 1024 --lr 5e-5 --max-steps 2 --save-every 1}"
   : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 8 --gen-batch 4 --num-iterations 1 --max-completion-length 160 --judge-max-new-tokens 256 --judge-batch 16 --max-prompt-length 1024 --lr 5e-5 --max-steps 1 --save-every 1}"
   : "${EVAL_ARGS:=--max-rubric-tokens 160 --max-judge-tokens 256 --batch-size 32 --max-prompt-length 1280}"
-elif [ "$DEMO" = toy ]; then
-  # Both phases learning at laptop scale: a Qwen3 of 2 layers x 128 pretrained from random weights on the
-  # implicit toy task (experiments/toy_rubric_phase.py --export-base: data/toy_implicit_base). Each request implies a
-  # letter-case rule through its medium ("as a newspaper headline"); every RL and held-out pair is decided by
-  # it; the SFT rubrics name it a third of the time, and the SFT judge checks what its rubric lists. So the
-  # held-out accuracy after SFT sits near chance, the rubric phase's sampled rubrics differ in whether they
-  # name the rule (its GRPO groups have reward variance), and the judge is right once they do. SFT of both
-  # adapters, two cycles of 60 judge and 60 rubric GRPO steps on 512 pairs each, 200 held-out pairs (prompts
-  # no training split holds) in both orders after SFT and after every phase. The settings of
-  # experiments/toy_rubric_phase.py (docs/results.md); demo-splits refuses a base made for another task version.
-  [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/toy_demo"
-  MODEL="$HERE/data/toy_implicit_base"; CYCLES=2; EVAL_BASE=1; EVAL_PHASES=1
+elif [ "$DEMO" = toy ] || [ "$DEMO" = toy-explicit ]; then
+  if [ "$DEMO" = toy ]; then
+    # Both phases learning at laptop scale: a Qwen3 of 2 layers x 128 pretrained from random weights on the
+    # implicit toy task (experiments/toy_rubric_phase.py --export-base: data/toy_implicit_base). Each request
+    # implies a letter-case rule through its medium ("as a newspaper headline"); every RL and held-out pair is
+    # decided by it; the SFT rubrics name it a third of the time, and the SFT judge checks what its rubric
+    # lists. So the held-out accuracy after SFT sits near chance, the rubric phase's sampled rubrics differ in
+    # whether they name the rule (its GRPO groups have reward variance), and the judge is right once they do.
+    # SFT of both adapters, two cycles of 60 judge and 60 rubric GRPO steps on 512 pairs each, 200 held-out
+    # pairs (prompts no training split holds) in both orders after SFT and after every phase. The settings of
+    # experiments/toy_rubric_phase.py (docs/results.md).
+    [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/toy_demo"
+    MODEL="$HERE/data/toy_implicit_base"; STEPS=60; EVAL_PHASES=1
+  else
+    # The first toy task (every constraint written in the request) on its base data/toy_base
+    # (experiments/toy_ablation.py --export-base), two cycles of 80-step phases: the judge phase learns; the
+    # rubric phase's groups mostly have equal rewards there (every sampled rubric restates the request).
+    [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/toy_explicit_demo"
+    MODEL="$HERE/data/toy_base"; STEPS=80
+  fi
+  CYCLES=2; EVAL_BASE=1
+  # demo-splits refuses a base pretrained on another version of its task
   "$PY" tasks/toy_task.py demo-splits --base "$MODEL" --out-dir "$OUT/data" >/dev/null
   SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
   : "${MODEL_ARGS:=--lora-r 16 --lora-alpha 32}"
   : "${SFT_RUBRIC_ARGS:=--epochs 1 --batch-size 16 --micro-batch 16 --lr 2e-4 --warmup-ratio 0}"
   : "${SFT_JUDGE_ARGS:=--epochs 1 --batch-size 16 --micro-batch 16 --lr 2e-4 --warmup-ratio 0}"
   : "${CACHE_ARGS:=--max-new-tokens 64 --batch-size 32}"
-  : "${JUDGE_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 200 --lr 5e-4 --max-steps 60 --save-every 20}"
-  : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 64 --judge-max-new-tokens 200 --judge-batch 16 --lr 5e-4 --max-steps 60 --save-every 20}"
-  : "${EVAL_ARGS:=--max-rubric-tokens 64 --max-judge-tokens 200 --batch-size 32 --swap}"
-elif [ "$DEMO" = toy-explicit ]; then
-  # The first toy task (every constraint written in the request) on its base data/toy_base (experiments/toy_ablation.py
-  # --export-base), two cycles of 80 judge and 80 rubric GRPO steps: the judge phase learns; the rubric
-  # phase's groups mostly have equal rewards there (every sampled rubric restates the request).
-  [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/toy_explicit_demo"
-  MODEL="$HERE/data/toy_base"; CYCLES=2; EVAL_BASE=1
-  "$PY" tasks/toy_task.py demo-splits --base "$MODEL" --out-dir "$OUT/data" >/dev/null
-  SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
-  : "${MODEL_ARGS:=--lora-r 16 --lora-alpha 32}"
-  : "${SFT_RUBRIC_ARGS:=--epochs 1 --batch-size 16 --micro-batch 16 --lr 2e-4 --warmup-ratio 0}"
-  : "${SFT_JUDGE_ARGS:=--epochs 1 --batch-size 16 --micro-batch 16 --lr 2e-4 --warmup-ratio 0}"
-  : "${CACHE_ARGS:=--max-new-tokens 64 --batch-size 32}"
-  : "${JUDGE_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 200 --lr 5e-4 --max-steps 80 --save-every 20}"
-  : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 64 --judge-max-new-tokens 200 --judge-batch 16 --lr 5e-4 --max-steps 80 --save-every 20}"
+  : "${JUDGE_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 200 --lr 5e-4 --max-steps $STEPS --save-every 20}"
+  : "${RUBRIC_ARGS:=--group-size 4 --batch-size 16 --micro-batch 16 --max-completion-length 64 --judge-max-new-tokens 200 --judge-batch 16 --lr 5e-4 --max-steps $STEPS --save-every 20}"
   : "${EVAL_ARGS:=--max-rubric-tokens 64 --max-judge-tokens 200 --batch-size 32 --swap}"
 elif [ "$DEMO" = tiny ]; then
   # The plumbing only: a random tiny Qwen3 + the synthetic toy data, short phases (accuracy stays at chance).
