@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rubric-ARM Stage II (and, unless given SFT adapters or --no-sft, Stage I): SFT warm-up, then alternating GRPO.
 #
-#   bash alternate.sh                 # the demo: both phases learning, on the bundled toy base (about 9 minutes, CPU)
+#   bash alternate.sh                 # the demo: both phases learning, on the bundled toy base (about 10 minutes, CPU)
 #   bash alternate.sh --demo          # a real model (SmolLM2-135M) on the instruction-following task, CPU
 #   bash alternate.sh --tiny-demo     # the plumbing only, on a random tiny model (2-3 minutes)
 #   bash alternate.sh --model Qwen/Qwen3-8B --data OpenRubrics/OpenRubric-v2 --out runs/arm \
@@ -46,7 +46,7 @@ Flags:
   --rubric-init DIR    skip rubric SFT, start from this adapter
   --judge-init DIR     skip judge SFT, start from this adapter
   --no-sft             skip SFT: the loop starts from the base model itself (new, untrained adapters);
-                       for a base that already judges (the toy base: --toy-demo --no-sft)
+                       for a base that already judges (the explicit toy base: --explicit-toy-demo --no-sft)
   --cycles K           alternating cycles (default 3)
   --order ORDER        judge-first (default, the paper) | rubric-first (the paper's ablation) |
                        simultaneous (both phases from the previous cycle's models) |
