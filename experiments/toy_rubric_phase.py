@@ -155,7 +155,12 @@ def summarize(results: dict, signal: dict, trivial: dict) -> dict:
                      "per_seed": [round(r["both"], 4) for r in rs],
                      "interval": seeds_and_pairs([r["pairs"] for r in rs]),
                      "by_kind": {k: statistics.mean(r["by_kind"][k] for r in rs) for k in rs[0]["by_kind"]},
-                     "format": statistics.mean(r["format"] for r in rs)})
+                     "format": statistics.mean(r["format"] for r in rs),
+                     # the paper's Table 13: accuracy with the chosen response shown first, second, in a mixed order
+                     "position": {k: statistics.mean(r[key] for r in rs) for k, key in
+                                  (("chosen first", "accuracy"), ("chosen second", "accuracy_swapped"), ("mixed", "mixed"))}})
+        pos = rows[-1]["position"]
+        pos["variation"] = max(pos.values()) - min(pos.values())
     diffs = {}
     for a, b in [("judge-first", "judge-only"), ("judge-first", "rubric-only"), ("judge-first", "SFT"),
                  ("judge-only", "SFT"), ("rubric-only", "SFT"),
@@ -201,6 +206,10 @@ def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, publish: bool
                      f"{100 * k.get('implied capital_start', float('nan')):.1f} |")
     lines += [f"| baseline: {name} | - | - | - | {pct(v)} | - | - |" for name, v in summ["trivial"].items()
               if name != "by_type"]
+    lines += ["", "Position bias (the paper's Table 13: accuracy %, mean over seeds, with the chosen response shown first, "
+              "second, in a mixed order; variation = max - min):", "",
+              "| judge (rubric it reads) | chosen first | chosen second | mixed order | variation |", "|---|---|---|---|---|"]
+    lines += [f"| {r['judge']} | " + " | ".join(f"{100 * v:.1f}" for v in r["position"].values()) + " |" for r in summ["rows"]]
     lines += ["", "Differences (points; paired by seed and pair; [95% interval resampling seeds and pairs]; per seed):", "",
               "| comparison | difference | per seed |", "|---|---|---|"]
     lines += [f"| {name} | {pct(d)} | {' / '.join(f'{100 * x:+.1f}' for x in d['per_seed'])} |"
