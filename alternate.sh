@@ -368,7 +368,7 @@ print("\n== Rubric-ARM run summary:", out)
 for name in ("sft_rubric", "sft_judge"):
     if (m := log(out / name)):
         print(f"{name:12s} loss {m[0].get('loss', float('nan')):.3f} -> {m[-1].get('loss', float('nan')):.3f}")
-from common import LOW_SIGNAL, idle_reason, signal_summary
+from common import LOW_SIGNAL, grpo_phases, idle_reason, signal_summary
 def wall(name):  # seconds of every attempt of a step, as run_step recorded them
     p = out / "logs" / f"{name}.seconds"
     return sum(int(x) for x in p.read_text().split() if x.isdigit()) if p.exists() else None
@@ -376,9 +376,7 @@ idle = []
 print("GRPO phases: reward and its accuracy part (mean of the first -> last 10 steps); signal: the share of steps "
       "with at least one group whose rewards differ (a group of equal rewards has no advantage, no gradient)")
 for c in range(1, cycles + 1):
-    phases = sorted((p for p in out.glob(f"c{c}_*") if (p / "metrics.jsonl").exists()),
-                    key=lambda p: (p / "metrics.jsonl").stat().st_mtime)  # in the order they ran
-    for p in phases:
+    for p in grpo_phases(out, f"c{c}_*"):
         s = signal_summary(p / "metrics.jsonl")
         if s is None:
             continue

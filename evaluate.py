@@ -579,7 +579,6 @@ SENSITIVITY = (("generator", "the generator's rubric"), ("own", "the reference r
 def rubric_sensitivity(argv: list[str], args) -> dict:
     """Run this evaluation under each rubric of SENSITIVITY (OUT/<name>/; finished ones are reused by their
     own run signature), then compare them pair by pair: does the judge's accuracy depend on its rubric?"""
-    from common import bootstrap
     if not args.reference_rubrics or args.no_rubric:
         raise SystemExit("error: --rubric-sensitivity needs --reference-rubrics FILE (and a rubric, not --no-rubric)")
     base, out = _drop_flag([a for a in argv if a != "--rubric-sensitivity"], "--out")
@@ -595,13 +594,13 @@ def rubric_sensitivity(argv: list[str], args) -> dict:
             extra = [*base, "--given-rubric", name]
         main([*extra, "--out", str(out / name)])
         scores[name] = pair_scores(out / name)
-        m, lo, hi = bootstrap(list(scores[name].values()))
+        m, lo, hi = C.bootstrap(list(scores[name].values()))
         rows.append({"rubric": what, "name": name, "accuracy": m, "ci95": [lo, hi]})
     diffs = []
     for a, b in (("own", "other"), ("own", "empty"), ("generator", "own"), ("generator", "other")):
         if a in scores and b in scores:
             units = sorted(set(scores[a]) & set(scores[b]))
-            m, lo, hi = bootstrap([scores[a][u] - scores[b][u] for u in units])
+            m, lo, hi = C.bootstrap([scores[a][u] - scores[b][u] for u in units])
             diffs.append({"comparison": f"{a} minus {b}", "difference": m, "ci95": [lo, hi], "pairs": len(units)})
     rep = {"rows": rows, "differences": diffs, "judge_adapter": args.judge_adapter, "rubric_adapter": args.rubric_adapter}
     lines = ["| the judge reads | accuracy [95% CI] |", "|---|---|"]

@@ -135,8 +135,8 @@ def main(argv=None) -> None:
     run = C.grpo_run(out, model, dist, cfg, len(rows), args, "rubric phase")
     samples_path = Path(out) / "judge_samples.jsonl" if dist.is_main and args.log_samples else None
     if samples_path is not None:  # a resumed run keeps the rows of the steps its checkpoint holds, a new one none
-        C.write_jsonl_atomic(samples_path, [r for r in C.read_jsonl_resumable(samples_path)
-                                            if run.start and r.get("step", 0) <= run.start] if samples_path.exists() else [])
+        held = [r for r in C.read_jsonl_resumable(samples_path) if r.get("step", 0) <= run.start] if run.start else []
+        C.write_jsonl_atomic(samples_path, held)
     share_prompt = cfg.share_prefix and not C.checkpointing_on(model)
     for step in run.steps():
         timer = C.StepTimer()

@@ -48,7 +48,7 @@ os.environ.setdefault("RUBRIC_ARM_NO_PROGRESS", "1")
 import common as C  # noqa: E402
 import toy_ablation as T  # noqa: E402
 import toy_task  # noqa: E402
-from driver import seeds_and_pairs  # noqa: E402
+from driver import pct, seeds_and_pairs  # noqa: E402
 
 # ---- configuration ------------------------------------------------------------------------------
 SPLITS = toy_task.IMPLICIT_SPLITS  # rows, seed, annotated training rubrics, held-out prompts
@@ -61,11 +61,7 @@ def config(rl_steps: int, pretrain_steps: int) -> dict:
     return {"task": "implicit", "splits": SPLITS, "model": T.MODEL, "pretrain": {**T.PRETRAIN, "steps": pretrain_steps},
             "cycles": T.CYCLES,
             "stage_args": T.STAGE_ARGS, "sft_args": T.SFT_ARGS, "sft_lr": T.SFT_LR, "eval_args": T.EVAL_ARGS,
-            "rl_steps": rl_steps, "annotated_share": toy_task.ANNOTATED_SHARE, "task_fingerprint": fingerprint()}
-
-
-def fingerprint() -> str:
-    return toy_task.implicit_fingerprint()
+            "rl_steps": rl_steps, "annotated_share": toy_task.ANNOTATED_SHARE, "task_fingerprint": toy_task.implicit_fingerprint()}
 
 
 def make_data(out: Path) -> dict[str, Path]:
@@ -135,14 +131,8 @@ def final_adapters(run: Path, schedule: str, cycle: int, init: tuple[Path, Path]
 
 def phase_signal(run: Path) -> list[dict]:
     """Every GRPO phase of a loop with its signal (common.signal_summary), in the order they ran."""
-    phases = sorted((p for p in run.glob("c*_*") if (p / "metrics.jsonl").exists()),
-                    key=lambda p: (p / "metrics.jsonl").stat().st_mtime)
-    return [{"phase": p.name, **C.signal_summary(p / "metrics.jsonl")} for p in phases]
+    return [{"phase": p.name, **C.signal_summary(p / "metrics.jsonl")} for p in C.grpo_phases(run)]
 
-
-
-def pct(d: dict) -> str:
-    return T.pct(d)
 
 
 def summarize(results: dict, signal: dict, trivial: dict) -> dict:
