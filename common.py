@@ -487,18 +487,27 @@ TRUNCATION_MARK = " [...]"
 
 def judge_prompt_ids(tokenizer, prompt: str, rubric: str | None, response_a: str, response_b: str,
                      max_len: int | None = None) -> tuple[list[int] | None, bool]:
-    """Judge prompt ids, fitted to max_len tokens by one documented policy: only the two responses
+    """Judge prompt ids fitted to max_len tokens (fit_judge_prompt): (ids, truncated), or (None, True)
+    when the prompt cannot fit even so, so that the caller drops the example and counts it."""
+    ids, _, _, cut = fit_judge_prompt(tokenizer, prompt, rubric, response_a, response_b, max_len)
+    return ids, cut
+
+
+def fit_judge_prompt(tokenizer, prompt: str, rubric: str | None, response_a: str, response_b: str,
+                     max_len: int | None = None) -> tuple[list[int] | None, str, str, bool]:
+    """The judge prompt fitted to max_len tokens by one documented policy: only the two responses
     are shortened (their tails cut, marked ' [...]', the longer one first, down to 32 tokens each);
-    the instruction and the rubric are never cut. Returns (ids, truncated), or (None, True) when the
-    prompt cannot fit even then, so that the caller drops the example and counts it."""
+    the instruction and the rubric are never cut. Returns (ids or None when it cannot fit even then,
+    response A, response B as sent, truncated); a served judge gets the same shortened responses."""
     ids = chat_prompt_ids(tokenizer, judge_messages(prompt, rubric, response_a, response_b))
     if max_len is None or len(ids) <= max_len:
-        return ids, False
+        return ids, response_a, response_b, False
     ta, tb = text_ids(tokenizer, response_a), text_ids(tokenizer, response_b)
+    a, b = response_a, response_b
     for _ in range(8):  # token counts of re-tokenised text shift slightly: a few passes settle it
         excess = len(ids) - max_len
         if excess <= 0:
-            return ids, True
+            return ids, a, b, True
         cut = excess + 8
         # take the cut from the longer response first, then share what is left
         la, lb = len(ta), len(tb)
@@ -510,12 +519,12 @@ def judge_prompt_ids(tokenizer, prompt: str, rubric: str | None, response_a: str
                 new_b -= 1
             cut -= 1
         if (new_a, new_b) == (la, lb):
-            return None, True
+            return None, a, b, True
         ta, tb = ta[:new_a], tb[:new_b]
         a = tokenizer.decode(ta) + TRUNCATION_MARK
         b = tokenizer.decode(tb) + TRUNCATION_MARK
         ids = chat_prompt_ids(tokenizer, judge_messages(prompt, rubric, a, b))
-    return (ids, True) if len(ids) <= max_len else (None, True)
+    return (ids if len(ids) <= max_len else None), a, b, True
 
 
 def completion_ids(tokenizer, text: str) -> list[int]:
@@ -1043,7 +1052,24 @@ def add_role_model_args(ap: argparse.ArgumentParser, default: str = "--model") -
 def add_server_args(g) -> None:
     g.add_argument("--server-concurrency", type=int, default=8, help="requests in flight per server")
     g.add_argument("--server-retries", type=int, default=5,
-                   help="retries of a request the server did not answer (backoff 1, 2, 4 ... s)")
+                   help="retries of a request the server did not answer or answered 429/5xx (the openai client's "
+                        "backoff: 0.5 s doubling, at most 8 s)")
+    g.add_argument("--server-timeout", type=float, default=600.0,
+                   help="seconds to wait for one reply before retrying it (a long greedy judgement on a busy server "
+                        "takes minutes; lower it to give up on a hung server sooner)")
+    g.add_argument("--server-top-k", type=int, default=-1,
+                   help="the top_k sent with every request, meaning 'off' (paper Table 11 samples without top-k): "
+                        "-1 for vLLM and SGLang, 0 for llama.cpp's servers (which refuse -1)")
+    g.add_argument("--server-tokenizer", default=None,
+                   help="the served model's tokenizer (hub name or folder): judge prompts are then fitted to "
+                        "--max-prompt-length before sending, as on the local path (without it they go whole and the "
+                        "server's context decides: a prompt it refuses counts as too long)")
+
+
+def server_options(args) -> dict:
+    """ServedModel's keyword arguments from the --server-* flags."""
+    return {"concurrency": args.server_concurrency, "retries": args.server_retries,
+            "timeout": args.server_timeout, "top_k": args.server_top_k, "tokenizer": getattr(args, "server_tokenizer", None)}
 
 
 def role_models_default(args, default: str) -> None:
@@ -1060,7 +1086,9 @@ def role_flag_rules(args) -> list[tuple[bool, str]]:
              f"--{r}-server with --{r}-adapter: load the adapter in the server (vLLM: --lora-modules) and name it "
              f"with --{r}-model") for r in ("rubric", "judge")] + \
         [(getattr(args, "server_concurrency", 1) >= 1 and getattr(args, "server_retries", 0) >= 0,
-          "--server-concurrency must be at least 1 and --server-retries at least 0")]
+          "--server-concurrency must be at least 1 and --server-retries at least 0"),
+         (getattr(args, "server_timeout", 1.0) > 0, "--server-timeout: must be more than 0 seconds"),
+         (getattr(args, "server_top_k", -1) in (-1, 0), "--server-top-k: -1 or 0 (the values that turn top-k off)")]
 
 
 def role_spec(args, role: str) -> tuple:
@@ -1576,23 +1604,54 @@ _CONTEXT_EXCEEDED = re.compile(r"context (?:length|window|size)|maximum (?:conte
                                r"too (?:long|many tokens)|exceeds? the (?:maximum|limit)|prompt is longer", re.I)
 
 
+def _error_detail(e) -> str:
+    """What a server said in an error reply: its message, else the body's first 300 characters."""
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):  # the client hands over the body's "error" object when there is one
+        inner = body.get("error")
+        msg = inner.get("message") if isinstance(inner, dict) else inner or body.get("message") or body.get("detail")
+        if msg:
+            return str(msg)[:300]
+    resp = getattr(e, "response", None)
+    return (resp.text if resp is not None else str(e))[:300]
+
+
+def _forward_client_log() -> None:
+    """The openai client's retry lines ('Retrying request in 0.48 seconds') through this project's log."""
+    client_log = logging.getLogger("openai")
+    if not any(h in log.handlers for h in client_log.handlers):
+        for h in log.handlers:
+            client_log.addHandler(h)
+        client_log.setLevel(logging.INFO)
+        client_log.propagate = False
+
+
 class ServedModel:
-    """A role answered by an OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, or serve.py):
-    chat completions, the served model's own chat template applied by the server, thinking off (the
-    paper's Table 11; `chat_template_kwargs`, which vLLM and SGLang read). Requests run `concurrency`
-    at a time; a refused connection, a timeout, 429 and 5xx are retried with exponential backoff; a
-    prompt the server rejects as longer than its context (400 saying so) comes back as None, any other
-    400 stops the run with the server's message. No weights are digested: the manifest records the URL
-    and the served model's id."""
+    """A role answered by an OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, or serve.py)
+    through the `openai` client: chat completions, the served model's own chat template applied by the
+    server, thinking off (the paper's Table 11; `chat_template_kwargs`, which vLLM and SGLang read).
+    `concurrency` requests are in flight at a time; the client retries a refused connection, a timeout,
+    408/409/429 and 5xx `retries` times with its exponential backoff (0.5 s doubling, at most 8 s, or what
+    Retry-After asks). A prompt the server rejects as longer than its context (a 400 saying so) comes
+    back as None and is counted; any other 400 or a reply that breaks the protocol stops the run with one
+    line. With `tokenizer` (the served model's, `--server-tokenizer`) the judge's prompts are fitted to
+    --max-prompt-length before sending, as on the local path. No weights are digested: the manifest
+    records what /v1/models says is behind the served name (`identity`)."""
 
     def __init__(self, url: str, model: str | None = None, concurrency: int = 8, retries: int = 5,
-                 timeout: float = 600.0, backoff: float = 1.0):
+                 timeout: float = 600.0, top_k: int = -1, tokenizer: str | None = None):
+        import openai
         self.url = url.rstrip("/")
         if not self.url.endswith("/v1"):
             self.url += "/v1"
-        self.concurrency, self.retries, self.timeout, self.backoff = concurrency, retries, timeout, backoff
-        self.api_key = os.environ.get("RUBRIC_ARM_SERVER_KEY") or os.environ.get("OPENAI_API_KEY")
-        listed = [m for m in self._request("GET", "/models").get("data", []) if isinstance(m, dict) and "id" in m]
+        self.concurrency, self.retries, self.timeout, self.top_k = concurrency, retries, timeout, top_k
+        key = os.environ.get("RUBRIC_ARM_SERVER_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
+        self._client_args = {"base_url": self.url, "api_key": key, "max_retries": retries, "timeout": timeout}
+        _forward_client_log()
+        with openai.OpenAI(**self._client_args, http_client=openai.DefaultHttpxClient(
+                event_hooks={"response": [self._log_retried_status]})) as client:
+            listed = self._call("/models", lambda: [m.to_dict() for m in client.models.list()])
+        listed = [m for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
         served = [m["id"] for m in listed]
         if model is not None and model not in served:
             raise SystemExit(f"error: the server at {url} serves {', '.join(served) or 'no model'}, not {model!r}; "
@@ -1605,64 +1664,119 @@ class ServedModel:
         entry = next(m for m in listed if m["id"] == self.model)
         self.identity = {"url": self.url, **{k: entry[k] for k in ("id", "root", "parent", "max_model_len", "created",
                                                                   "owned_by") if k in entry}}
+        self.tokenizer = load_tokenizer(tokenizer) if tokenizer else None
+        if tokenizer:
+            self.identity["tokenizer"] = str(model_identity(tokenizer))
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
-        import urllib.error
-        import urllib.request
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                req = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
-                with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                    return json.loads(r.read())
-            except urllib.error.HTTPError as e:
-                detail = e.read().decode("utf-8", "replace")[:300]
-                if e.code == 400 and path == "/chat/completions" and _CONTEXT_EXCEEDED.search(detail):
-                    return {"rejected": detail}  # the prompt is longer than the served model's context: counted
-                if e.code == 400:  # any other refusal is the request's fault: say what the server said
-                    raise SystemExit(f"error: the server at {self.url} refused the request (400): {detail}") from None
-                if e.code not in (408, 429) and e.code < 500:
-                    raise SystemExit(f"error: the server at {self.url} answered {e.code} to {path}: {detail}") from None
-                last = f"HTTP {e.code}: {detail}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-                last = _first_line(e.reason if isinstance(e, urllib.error.URLError) and isinstance(e.reason, Exception) else e)
-            log.warning("server %s%s: %s (attempt %d of %d)", self.url, path, last, attempt + 1, self.retries + 1)
-        raise SystemExit(f"error: no answer from the server at {self.url} after {self.retries + 1} attempts ({last}); "
-                         "is it running and reachable?")
+    def _log_retried_status(self, response) -> None:
+        """A status the client retries (408, 409, 429, 5xx), said before its 'Retrying request' line."""
+        if response.status_code in (408, 409, 429) or response.status_code >= 500:
+            log.warning("server %s: HTTP %d to %s", self.url, response.status_code, response.request.url.path)
+
+    async def _alog_retried_status(self, response) -> None:
+        self._log_retried_status(response)
+
+    def _call(self, path: str, request: Callable):
+        """request() through the client; its errors as one line each (a context overflow: None)."""
+        import openai
+        try:
+            return request()
+        except openai.APITimeoutError:
+            raise SystemExit(f"error: no answer from the server at {self.url} within --server-timeout {self.timeout:g} s, "
+                             f"{self.retries + 1} attempts; is it overloaded or hung?") from None
+        except openai.APIConnectionError as e:
+            cause = _first_line(e.__cause__) if e.__cause__ else _first_line(e)
+            raise SystemExit(f"error: no answer from the server at {self.url} after {self.retries + 1} attempts "
+                             f"({cause}); is it running and reachable?") from None
+        except openai.APIStatusError as e:
+            detail = _error_detail(e)
+            if e.status_code == 400 and path == "/chat/completions" and _CONTEXT_EXCEEDED.search(detail):
+                return None  # the prompt is longer than the served model's context: counted as too long
+            if e.status_code == 400:  # any other refusal is the request's fault: say what the server said
+                raise SystemExit(f"error: the server at {self.url} refused the request (400): {detail}") from None
+            raise SystemExit(f"error: the server at {self.url} answered {e.status_code} to {path}"
+                             f"{' after ' + str(self.retries + 1) + ' attempts' if e.status_code >= 500 else ''}: "
+                             f"{detail}") from None
+        except openai.APIResponseValidationError as e:
+            raise SystemExit(f"error: the server at {self.url} answered {path} with a reply that is not the API's "
+                             f"({_first_line(e)})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SystemExit(f"error: the server at {self.url} answered {path} with something that is not JSON "
+                             f"({_first_line(e)})") from None
+
+    def _texts(self, reply, n: int) -> list[str]:
+        """The n texts of a chat completion, or one line saying how the reply breaks the protocol."""
+        data = reply.to_dict() if hasattr(reply, "to_dict") else reply
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or len(choices) != n or not all(
+                isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices):
+            got = f"{len(choices)} choices" if isinstance(choices, list) else f"no 'choices' ({str(data)[:120]!r})"
+            raise SystemExit(f"error: the server at {self.url} answered /chat/completions with {got}, not {n} "
+                             "chat completions; is it an OpenAI-compatible chat server?")
+        texts = []
+        for c in sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0):
+            content = c["message"].get("content")
+            if content is not None and not isinstance(content, str):
+                raise SystemExit(f"error: the server at {self.url} answered a message whose content is "
+                                 f"{type(content).__name__}, not text")
+            texts.append(content or "")
+        return texts
 
     def complete(self, conversations: list[list[dict]], n: int, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, seed: int | None = None, stats: dict | None = None,
                  progress: GenerationProgress | None = None) -> list[list[str] | None]:
         """n texts per conversation (None: the server rejected the prompt as too long), in order. Each request
         carries a seed: `seed` + its index, by default drawn from torch's generator, so a run seeded with
-        --seed samples the same texts again from a server that honours seeds (vLLM, SGLang)."""
-        from concurrent.futures import ThreadPoolExecutor
+        --seed samples the same texts again from a server that honours seeds (vLLM, SGLang). Empty texts
+        (a null or empty content) are counted in stats['empty'] and reported."""
+        import asyncio
+
+        import openai
         if seed is None:
             seed = int(torch.randint(0, 2**30, (1,)))
+        # every sampling parameter sent, top-k off included: a server must not add its own (vLLM applies a
+        # checkpoint's generation_config.json, top_k=20 for Qwen3 ones, unless told otherwise)
+        extra = {"top_k": self.top_k, "min_p": 0.0, "repetition_penalty": 1.0, "chat_template_kwargs": {"enable_thinking": False}}
 
-        def one(k: int) -> list[str] | None:
-            # every sampling parameter sent, top-k off included: a server must not add its own (vLLM applies a
-            # checkpoint's generation_config.json, top_k=20 for Qwen3 ones, unless told otherwise)
-            body = {"model": self.model, "messages": conversations[k], "n": n, "max_tokens": max_new_tokens,
-                    "temperature": temperature, "top_p": top_p, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0,
-                    "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": seed + k,
-                    "chat_template_kwargs": {"enable_thinking": False}}
-            r = self._request("POST", "/chat/completions", body)
-            if "rejected" in r:
-                log.warning("the server rejected a prompt (%s): counted as too long", r["rejected"][:120])
-                return None
-            texts = [c["message"]["content"] or "" for c in sorted(r["choices"], key=lambda c: c.get("index", 0))]
-            if stats is not None:
-                stats["tokens"] = stats.get("tokens", 0) + int(r.get("usage", {}).get("completion_tokens", 0))
+        async def one(client, gate, k: int):
+            async with gate:
+                try:
+                    reply = await client.chat.completions.create(
+                        model=self.model, messages=conversations[k], n=n, max_tokens=max_new_tokens,
+                        temperature=temperature, top_p=top_p, presence_penalty=0.0, frequency_penalty=0.0,
+                        seed=seed + k, extra_body=extra)
+                except openai.BadRequestError as e:
+                    if not _CONTEXT_EXCEEDED.search(_error_detail(e)):
+                        raise
+                    log.warning("the server rejected a prompt (%s): counted as too long", _error_detail(e)[:120])
+                    reply = None
             if progress is not None:
                 progress.add_prompts(1)
-            return texts
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(one, range(len(conversations))))
+            return reply
+
+        async def run_all():
+            gate = asyncio.Semaphore(self.concurrency)
+            async with openai.AsyncOpenAI(**self._client_args, http_client=openai.DefaultAsyncHttpxClient(
+                    event_hooks={"response": [self._alog_retried_status]})) as client:
+                return await asyncio.gather(*(one(client, gate, k) for k in range(len(conversations))))
+
+        replies = self._call("/chat/completions", lambda: asyncio.run(run_all()))
+        out = []
+        for reply in replies:
+            if reply is None:
+                out.append(None)
+                continue
+            texts = self._texts(reply, n)
+            if stats is not None:
+                usage = getattr(reply, "usage", None)
+                stats["tokens"] = stats.get("tokens", 0) + int(getattr(usage, "completion_tokens", 0) or 0)
+                stats["empty"] = stats.get("empty", 0) + sum(not t.strip() for t in texts)
+            out.append(texts)
+        empty = sum(not t.strip() for texts in out if texts for t in texts)
+        if empty:
+            log.warning("the server at %s answered %d empty text(s) of %d", self.url, empty,
+                        sum(len(t) for t in out if t))
+        return out
 
 
 @dataclass
@@ -1683,9 +1797,8 @@ def judge(model, tokenizer, items: list[tuple[str, str | None, str, str]], judge
     phase's reward, evaluation and the policy stages all come through here. `model` may be a
     ServedModel: the server then applies the chat template and the prompt limit."""
     if isinstance(model, ServedModel):
-        served = model.complete([judge_messages(*it) for it in items], votes, max_new_tokens, temperature, top_p,
-                                stats=stats, progress=progress)
-        return [Judgement(t or [], v := [parse_verdict(x) for x in t or []], majority(v), False, t is None) for t in served]
+        return judge_served(model, items, votes=votes, max_new_tokens=max_new_tokens, temperature=temperature,
+                            top_p=top_p, max_prompt_len=max_prompt_len, stats=stats, progress=progress)
     built = [judge_prompt_ids(tokenizer, p, r, a, b, max_prompt_len) for p, r, a, b in items]
     fits = [k for k, (ids, _) in enumerate(built) if ids is not None]
     with adapter(model, judge_adapter):
@@ -1699,6 +1812,36 @@ def judge(model, tokenizer, items: list[tuple[str, str | None, str, str]], judge
         v = [parse_verdict(x) for x in t]
         out.append(Judgement(t, v, majority(v), bool(cut), ids is None))
     return out
+
+
+def judge_served(model: ServedModel, items: list[tuple[str, str | None, str, str]], *, votes: int,
+                 max_new_tokens: int, temperature: float, top_p: float, max_prompt_len: int | None,
+                 stats: dict | None, progress: GenerationProgress | None) -> list[Judgement]:
+    """judge() on a server. With the served model's tokenizer the prompts are fitted to max_prompt_len
+    first (the local path's policy: the same responses shortened the same way); a prompt that cannot fit
+    is not sent. Without it they go whole and a prompt the server refuses as too long counts as such."""
+    fitted = [(it, False) for it in items]
+    if model.tokenizer is not None and max_prompt_len:
+        fitted = []
+        for p, r, a, b in items:
+            ids, a2, b2, cut = fit_judge_prompt(model.tokenizer, p, r, a, b, max_prompt_len)
+            fitted.append(((p, r, a2, b2), cut) if ids is not None else (None, True))
+    send = [k for k, (it, _) in enumerate(fitted) if it is not None]
+    served = model.complete([judge_messages(*fitted[k][0]) for k in send], votes, max_new_tokens, temperature, top_p,
+                            stats=stats, progress=progress)
+    texts = dict(zip(send, served))
+    out = []
+    for k, (_, cut) in enumerate(fitted):
+        t = texts.get(k)
+        v = [parse_verdict(x) for x in t or []]
+        out.append(Judgement(t or [], v, majority(v), cut, t is None))
+    return out
+
+
+def request_chunk(model, batch_size: int) -> int:
+    """Items handed to one generation call: a local model's batch, at least a server's concurrency (so
+    --batch-size does not cap the requests in flight)."""
+    return max(batch_size, model.concurrency) if isinstance(model, ServedModel) else batch_size
 
 
 def read_rubric_lines(path: str | os.PathLike, key: str = "id") -> list[dict]:
@@ -1762,6 +1905,7 @@ def cache_rubrics(model, tokenizer, rows: list[dict], path: str | os.PathLike, m
     if done:
         log.info("rubric cache: %d already written, %d to go", len(done), len(todo))
     bar = GenerationProgress(len(todo), "rubrics")
+    batch_size = request_chunk(model, batch_size)
     for b, s in enumerate(range(0, len(todo), batch_size)):
         maybe_crash("rubric_batch", b)  # fault injection: killed before batch b is generated
         chunk = todo[s:s + batch_size]
@@ -1796,7 +1940,7 @@ def model_key(name: str) -> str:
 
 def load_roles(specs: dict[str, tuple | None], load_4bit: bool = False, device=None,
                dtype: str = "auto", trust_remote_code: bool = False, share=None, share_tok=None,
-               share_name: str | None = None, server_concurrency: int = 8, server_retries: int = 5) -> dict[str, Role | None]:
+               share_name: str | None = None, server: dict | None = None) -> dict[str, Role | None]:
     """{role: (model name, adapter folder or None[, server URL])} -> {role: Role}; a role given as None
     is not loaded; a role with a server URL is a ServedModel (the name, if any, is the served model's).
     Roles whose models are the same load it once, each with its own frozen adapter on it (two adapters,
@@ -1811,9 +1955,9 @@ def load_roles(specs: dict[str, tuple | None], load_4bit: bool = False, device=N
         if spec is None:
             roles[role] = None
             continue
-        name, path, server = (*spec, None)[:3]
-        if server:
-            roles[role] = Role(ServedModel(server, name, server_concurrency, server_retries), None, None)
+        name, path, url = (*spec, None)[:3]
+        if url:
+            roles[role] = Role(ServedModel(url, name, **(server or {})), None, None)
             continue
         key = model_key(name)
         if key not in nets:
@@ -1856,12 +2000,12 @@ class RubricARM:
     @classmethod
     def load(cls, rubric: tuple | None, judge: tuple, share=None, share_tok=None,
              share_name: str | None = None, load_4bit: bool = False, device=None, dtype: str = "auto",
-             trust_remote_code: bool = False, server_concurrency: int = 8, server_retries: int = 5, **kw):
+             trust_remote_code: bool = False, server: dict | None = None, **kw):
         """rubric / judge: (model name, adapter or None[, server URL]) each (rubric None: no generator,
         e.g. reference rubrics). With `share` (the policy being trained), a role whose model is
         `share_name` lives on it."""
         roles = load_roles({"rubric": rubric, "judge": judge}, load_4bit, device, dtype, trust_remote_code,
-                           share, share_tok, share_name, server_concurrency, server_retries)
+                           share, share_tok, share_name, server)
         return cls(roles["rubric"], roles["judge"], **kw)
 
     def rubrics_for(self, prompts: list[str]) -> dict[str, str]:
@@ -3131,7 +3275,8 @@ def _cli() -> None:
     m.add_argument("--trust-remote-code", action="store_true")
     args = ap.parse_args()
     if args.cmd == "cache-rubrics":
-        check_flags(*model_flag_rules(args), (args.max_new_tokens >= 1, "--max-new-tokens: must be at least 1"),
+        check_flags(*model_flag_rules(args), *role_flag_rules(args),
+                    (args.max_new_tokens >= 1, "--max-new-tokens: must be at least 1"),
                     (args.batch_size >= 1, "--batch-size: must be at least 1"),
                     (not (args.server and args.adapter), "--server with --adapter: load the adapter in the server"))
         use_templates(args)
@@ -3144,7 +3289,7 @@ def _cli() -> None:
             check_cached_prompts(Path(args.out), rows)
         barrier(dist)
         if args.server:
-            tok, model = None, ServedModel(args.server, args.server_model, args.server_concurrency, args.server_retries)
+            tok, model = None, ServedModel(args.server, args.server_model, **server_options(args))
         else:
             tok = load_tokenizer(args.model, args.trust_remote_code)
             base = load_base_model(args.model, args.load_4bit, dist.device, args.dtype, args.trust_remote_code)

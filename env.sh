@@ -32,4 +32,11 @@ else
   fi
   PY="$_root/.venv/bin/python"
 fi
+# RUBRIC_ARM_LLAMA=1: llama.cpp's OpenAI-compatible server for tests/test_llama_server.py (built from source by
+# pip, about 10 minutes on 2 cores the first time; pip's wheel cache keeps it for later venvs)
+if [ "${RUBRIC_ARM_LLAMA:-0}" = 1 ] && ! "$PY" -c "import llama_cpp.server" 2>/dev/null; then
+  echo "[env] building llama-cpp-python[server] (first time: about 10 minutes)" >&2
+  CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DGGML_NATIVE=OFF}" \
+    "$PY" -m pip install -q --disable-pip-version-check "llama-cpp-python[server]==0.3.36" >&2 || return 1
+fi
 export PY

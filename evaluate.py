@@ -284,7 +284,7 @@ def judge_all(jud: C.Role, comps: list[Comparison], rubrics: dict[str, str] | No
     todo = C.my_share([j for j in jobs if (j[0].cid, j[1]) not in done], dist)
     own = C.rank_file(partial, dist)
     temperature = 0.0 if args.greedy else args.temperature
-    chunk = max(args.batch_size * 8, 1)
+    chunk = C.request_chunk(jud.model, max(args.batch_size * 8, 1))
     bar = C.GenerationProgress(len(todo), "judge")
     for s in range(0, len(todo), chunk):
         C.maybe_crash("judge_chunk", s // chunk)  # fault injection for the resume test
@@ -703,7 +703,7 @@ def main(argv=None) -> dict:
     needs_generator = not (args.no_rubric or args.reference_rubrics)
     roles = C.load_roles({"rubric": C.role_spec(args, "rubric") if needs_generator else None,
                           "judge": C.role_spec(args, "judge")}, args.load_4bit, device, args.dtype, args.trust_remote_code,
-                         server_concurrency=args.server_concurrency, server_retries=args.server_retries)
+                         server=C.server_options(args))
     gen, jud = roles["rubric"], roles["judge"]
     if dist.is_main:
         check_served_identity(out, {"rubric": gen, "judge": jud})

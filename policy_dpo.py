@@ -189,7 +189,7 @@ def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
                           load_4bit=args.load_4bit, device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                           max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
                           judge_temperature=args.judge_temperature, batch_size=args.gen_batch,
-                          server_concurrency=args.server_concurrency, server_retries=args.server_retries)
+                          server=C.server_options(args))
     partial = prefs_path.with_name("labels.partial.jsonl")
     kept, report = label_pairs(rm, samples, partial, dist)
     C.merge_shards(partial, None, dist)

@@ -87,7 +87,7 @@ def main(argv=None) -> None:
                           device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                           max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
                           judge_temperature=args.judge_temperature, batch_size=args.judge_batch,
-                          server_concurrency=args.server_concurrency, server_retries=args.server_retries)
+                          server=C.server_options(args))
     cfg = C.grpo_config_from_args(args)
     G = cfg.group_size
     C.log.info("online GRPO: %d prompts, G=%d, Rubric-ARM %s", len(prompts), G,

@@ -99,7 +99,7 @@ def frozen_judge(args, model, tok, dist) -> C.Role:
     """The judge adapter on the generator's own network (one base in memory), another model loaded beside
     it when --judge-model names one (a released judge checkpoint, say), frozen either way, or a server."""
     if args.judge_server:
-        return C.Role(C.ServedModel(args.judge_server, args.judge_model, args.server_concurrency, args.server_retries),
+        return C.Role(C.ServedModel(args.judge_server, args.judge_model, **C.server_options(args)),
                       None, None)
     if C.model_key(args.judge_model or args.model) == C.model_key(args.model):
         C.add_frozen_adapter(model, args.judge_adapter, "judge")

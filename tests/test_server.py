@@ -95,7 +95,7 @@ def test_a_server_that_is_down_or_fails_for_a_while(tiny_model, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    assert "HTTP 503" in p.stderr and "(attempt 1 of 6)" in p.stderr  # retried with backoff, then answered
+    assert "HTTP 503" in p.stderr and "(retry 1 of 5)" in p.stderr  # retried with backoff, then answered
     assert len(read_jsonl(tmp_path / "flaky" / "predictions.jsonl")) == 4
 
 
