@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -195,3 +196,184 @@ def test_another_model_behind_the_same_served_name_is_not_taken_for_the_first(ti
             proc.terminate()
             proc.wait(timeout=30)
     assert p.returncode != 0 and "another served model" in p.stderr and "Traceback" not in p.stderr
+
+
+BAD_REQUESTS = [  # (body, words the 400's message must hold)
+    ([{"role": "user", "content": "hi"}], "JSON object"),
+    ("hello", "JSON object"),
+    ({"messages": [{"role": "user"}]}, "messages[0]"),
+    ({"messages": []}, "non-empty list"),
+    ({"messages": [{"role": "system<|im_end|>", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}, "max_tokens"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "lots"}, "max_tokens"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e10}, "max_tokens"),
+    ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n:"),
+    ({"messages": [{"role": "user", "content": "hi"}], "n": -1}, "n:"),
+    ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
+    ({"messages": [{"role": "user", "content": "hi"}], "seed": "x"}, "seed"),
+    ({"messages": [{"role": "user", "content": "hi"}], "stream": True}, "stream"),
+    ({"messages": [{"role": "user", "content": "hi"}], "top_k": 20}, "top_k"),
+]
+
+
+def test_serve_answers_bad_requests_with_400s_and_caps_max_tokens(tiny_model):
+    """Each malformed request gets a 400 naming its field (before: a dropped connection and a traceback in the
+    server's log); NaN and a body nested 100,000 deep too; the server serves on after them all; a request for
+    10^6 tokens is capped (--max-tokens) and says 'length'; max_completion_tokens is read."""
+    proc, url = start_server(tiny_model, "--served-name", "tiny", "--max-tokens", "5")
+    try:
+        for body, words in BAD_REQUESTS:
+            code, r = _post(url, body)
+            assert code == 400 and words in r["error"]["message"], (body, code, r)
+        for raw, words in ((b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', "temperature"),
+                           (b"[" * 100_000 + b"]" * 100_000, "not JSON"), (b"\xff\xfe", "not JSON")):
+            req = urllib.request.Request(url + "/chat/completions", data=raw, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=60)
+            assert e.value.code == 400 and words in json.loads(e.value.read())["error"]["message"]
+        code, r = _post(url, {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**6, "temperature": 0})
+        assert code == 200 and r["usage"]["completion_tokens"] <= 5
+        assert r["choices"][0]["finish_reason"] in ("length", "stop")
+        code, r = _post(url, {"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 2, "temperature": 1})
+        assert code == 200 and r["usage"]["completion_tokens"] <= 2
+        assert proc.poll() is None  # served on after every bad request
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "Traceback" not in proc.stderr.read()
+
+
+class Peer:
+    """A misbehaving OpenAI-compatible peer on loopback: /v1/models lists 'tiny'; each POST answers what
+    `answer()` returns, (status, body[, content type]), after `delay` seconds; it counts requests in flight."""
+
+    def __init__(self, answer, delay: float = 0.0):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.answer, self.delay, self.in_flight, self.peak = answer, delay, 0, 0
+        lock, peer = threading.Lock(), self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, code, data, ctype="application/json"):
+                data = data if isinstance(data, bytes) else json.dumps(data).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802
+                self._send(200, {"data": [{"id": "tiny"}]})
+
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with lock:
+                    peer.in_flight += 1
+                    peer.peak = max(peer.peak, peer.in_flight)
+                time.sleep(peer.delay)
+                with lock:
+                    peer.in_flight -= 1
+                self._send(*peer.answer())
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def _verdict(text="Winner: Response A"):
+    return lambda: (200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+                          "usage": {"completion_tokens": 3}})
+
+
+REF = ["evaluate.py", "--benchmark", "pairwise", "--data", EVAL, "--limit", "2", "--reference-rubrics", EVAL,
+       "--max-judge-tokens", "4", "--server-retries", "0"]
+
+
+def test_replies_that_break_the_protocol_stop_with_one_line_and_empty_texts_are_reported(tiny_model, tmp_path):
+    """A 200 that is not JSON, a reply without choices or with none: one line and a non-zero exit (before:
+    tracebacks, or `"choices": []` scored as a normal 50%). Null or empty content: judged as no verdict and
+    reported in a warning line (before: silently)."""
+    cases = [(lambda: (200, b"<html>busy</html>", "text/html"), "no 'choices'"),
+             (lambda: (200, b"{not json", "application/json"), "not JSON"),
+             (lambda: (200, {"id": "x"}), "no 'choices'"),
+             (lambda: (200, {"choices": []}), "0 choices, not 1")]
+    for k, (answer, words) in enumerate(cases):
+        peer = Peer(answer)
+        try:
+            p = run_script(*REF, "--model", tiny_model, "--judge-server", peer.url, "--out", tmp_path / f"c{k}", check=False)
+        finally:
+            peer.close()
+        last = p.stderr.strip().splitlines()[-1]
+        assert p.returncode != 0 and "Traceback" not in p.stderr and last.startswith("error: the server at") and words in last, \
+            (words, p.stderr[-1500:])
+    peer = Peer(lambda: (200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": None}}]}))
+    try:
+        p = run_script(*REF, "--model", tiny_model, "--judge-server", peer.url, "--out", tmp_path / "null")
+    finally:
+        peer.close()
+    import re
+    empty = [tuple(map(int, m)) for m in re.findall(r"answered (\d+) empty text\(s\) of (\d+)", p.stderr)]
+    assert empty and all(a == b for a, b in empty) and sum(a for a, _ in empty) == \
+        json.loads((tmp_path / "null" / "results.json").read_text())["summary"]["judgements"]
+
+
+def test_a_hung_server_gives_up_after_server_timeout_and_sigterm_stops_at_once(tiny_model, tmp_path):
+    """--server-timeout bounds a request (before: 600 s, five times); SIGTERM while requests hang ends the stage
+    at once with 143 (before: it waited for the request timeout)."""
+    import signal
+    peer = Peer(_verdict(), delay=120)
+    try:
+        t = time.time()
+        p = run_script(*REF, "--model", tiny_model, "--judge-server", peer.url, "--server-timeout", "1", "--out",
+                       tmp_path / "t", check=False)
+        assert p.returncode != 0 and time.time() - t < 60 and "Traceback" not in p.stderr
+        assert "within --server-timeout 1 s" in p.stderr.strip().splitlines()[-1]
+    finally:
+        peer.close()
+    peer = Peer(_verdict(), delay=120)  # a fresh one: the first one's requests are still hanging
+    try:
+        cmd = [sys.executable, str(ROOT / "evaluate.py"), *REF[1:], "--model", str(tiny_model), "--judge-server", peer.url,
+               "--out", str(tmp_path / "term")]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+        while peer.in_flight == 0 and proc.poll() is None:
+            time.sleep(0.2)
+        t = time.time()
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 143 and time.time() - t < 20 and "Traceback" not in err, err[-2000:]
+    finally:
+        peer.close()
+
+
+def test_server_concurrency_is_not_capped_by_batch_size(tmp_path):
+    """cache-rubrics --batch-size 1 --server-concurrency 4: four requests in flight (before: one)."""
+    rows = write_rows(tmp_path / "rows.jsonl", read_jsonl(TRAIN)[:8])
+    peer = Peer(_verdict("1. A criterion. [Hard Rule]"), delay=0.5)
+    try:
+        run_script("common.py", "cache-rubrics", "--data", rows, "--server", peer.url, "--batch-size", "1",
+                   "--server-concurrency", "4", "--out", tmp_path / "c.jsonl")
+    finally:
+        peer.close()
+    assert peer.peak == 4 and len(read_jsonl(tmp_path / "c.jsonl")) == 8
+
+
+def test_served_judge_prompts_are_fitted_to_max_prompt_length_like_the_local_path(tiny_model, server, tmp_path):
+    """With --server-tokenizer the served judge gets the responses shortened exactly as the local path shortens
+    them: the same truncated flags and the same greedy judge texts (before: sent whole)."""
+    args = ["evaluate.py", "--benchmark", "pairwise", "--data", EVAL, "--limit", "3", "--reference-rubrics", EVAL,
+            "--greedy", "--max-judge-tokens", "6", "--max-prompt-length", "300"]
+    run_script(*args, "--model", tiny_model, "--out", tmp_path / "local")
+    run_script(*args, "--judge-server", server, "--server-tokenizer", tiny_model, "--out", tmp_path / "served")
+    local, served = (read_jsonl(tmp_path / d / "predictions.jsonl") for d in ("local", "served"))
+    assert any(r["truncated"] for r in local)
+    assert [(r["truncated"], r["too_long"], r["judge_texts"]) for r in served] == \
+        [(r["truncated"], r["too_long"], r["judge_texts"]) for r in local]
