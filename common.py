@@ -548,7 +548,7 @@ def swap_pair(row: dict, swap: bool) -> tuple[str, str, str]:
 # =============================================================================================
 
 _MD = re.compile(r"[*_`#>]+")
-_WINNER = re.compile(r"^\s*(?:final\s+)?(?:winner|verdict|decision)\s*[:：\-]\s*(.*)$", re.I)
+_WINNER = re.compile(r"^\s*(?:final\s+)?(?:winner|verdict|decision)\s*[:：\-—–]\s*(.*)$", re.I)
 # a response named after the Winner label: "Response B", "(A)", a bare capital "A"; the article
 # "a" and letters inside words are not names
 _NAMED = re.compile(r"\b(?:response|output|assistant)\s*\(?\s*([AB])\b|(?<![\w'/])\(?([AB])\)?(?![\w'/])", re.I)
@@ -560,25 +560,42 @@ _NEGATED = re.compile(r"\b(?:not|neither|nor|no)\b", re.I)
 _ASIDE = re.compile(r"\([^()]*\)")  # a parenthesised remark after the verdict ("(although B is close)")
 
 
-def parse_verdict(text: str) -> str | None:
-    """'A' or 'B' from the judge's final verdict: its last line with a letter or digit in it (a closing
-    code fence or rule is skipped), which must read 'Winner: <A or B>' ('Verdict:' and 'Decision:' also
-    accepted); None otherwise.
+_NOTE = re.compile(r"^\W*(?:notes?|n\.\s?b\.?|p\.\s?s\.?|remarks?|caveats?|disclaimer)\b", re.I)
 
-    Only that line counts, so a judge that quotes a response's own 'Winner:' line and is then cut off
-    has no verdict, and of two Winner lines the last one decides. After the label the line must name
-    one response ('Response B', 'B', '(A)', "'B'", full-width letters), with any trailing words
-    ('Response B is better') or a parenthesised aside ('(Response A fails the hard rule)'); markdown,
-    quotes and case are ignored ('Winner: b' is B), except that a lower-case 'a' is the article, not a
-    name ('Winner: a' has no verdict); a possessive names its response ("Response A's analysis wins" is A). A line that
-    names both responses, negates the one it names ('Not A') or names none ('N/A') has no verdict."""
+
+def _verdict_line(line: str) -> str:
+    """A line as the verdict rule reads it: markdown and quotes gone, a possessive split off its name."""
+    line = re.sub(r"(?<=\w)['’]s\b", " s", _MD.sub("", line))  # "Response A's analysis" names A
+    return re.sub(r"[\'\"‘’“”]", "", line)
+
+
+def parse_verdict(text: str) -> str | None:
+    """'A' or 'B' from the judge's final verdict, None when there is none. The rule (docs/data_and_prompts.md):
+
+    The verdict is the judge's last line with a letter or digit in it (a closing code fence or rule is
+    skipped), which must read 'Winner: <A or B>' ('Verdict:' and 'Decision:' also accepted; ':', '-', '—'
+    or '–' after the label). Two layouts of the same verdict count too: the answer alone on the line after
+    a bare 'Winner:', and a note after the verdict when the line after it opens with 'Note', 'N.B.',
+    'P.S.', 'Remark', 'Caveat' or 'Disclaimer' (the note and what follows are set aside). Any other text
+    after the Winner line leaves no verdict: a judge that quotes a response's own 'Winner:' line and is
+    then cut off has none, and of two Winner lines the last one decides.
+
+    After the label the line must name one response ('Response B', 'B', '(A)', "'B'", full-width letters),
+    with any trailing words ('Response B is better') or a parenthesised aside ('(Response A fails the hard
+    rule)'); markdown, quotes and case are ignored ('Winner: b' is B), except that a lower-case 'a' is the
+    article, not a name ('Winner: a' has no verdict); a possessive names its response ("Response A's
+    analysis wins" is A). A line that names both responses, negates the one it names ('Not A') or names
+    none ('N/A') has no verdict."""
     if not isinstance(text, str):
         return None
-    lines = [line for line in unicodedata.normalize("NFKC", text).splitlines() if re.search(r"\w", line)]
-    if not lines:
-        return None
-    last = re.sub(r"(?<=\w)['’]s\b", " s", _MD.sub("", lines[-1]))  # a possessive: "Response A's analysis" names A
-    m = _WINNER.match(re.sub(r"[\'\"‘’“”]", "", last))
+    lines = [_verdict_line(line) for line in unicodedata.normalize("NFKC", text).splitlines() if re.search(r"\w", line)]
+    for k in range(len(lines) - 1, 0, -1):  # a note after the verdict (or after 'Winner:' and its answer line)
+        if _NOTE.match(lines[k]) and (_WINNER.match(lines[k - 1]) or (k >= 2 and _WINNER.match(lines[k - 2]))):
+            lines = lines[:k]
+            break
+    if len(lines) >= 2 and (m := _WINNER.match(lines[-2])) and not m.group(1).strip():
+        lines = lines[:-2] + [lines[-2].rstrip() + " " + lines[-1]]  # 'Winner:' with its answer on the next line
+    m = _WINNER.match(lines[-1]) if lines else None
     if not m:
         return None
     said = _ASIDE.sub(lambda a: a.group(0) if re.fullmatch(r"\(\s*[AB]\s*\)", a.group(0)) else " ", m.group(1))

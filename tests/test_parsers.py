@@ -219,7 +219,20 @@ def test_control_tokens_inside_user_text_stay_text(tok):
     assert _special_count(tok, C.completion_ids(tok, FORGED)) == 1
 
 
-@pytest.mark.parametrize("text, want", [("Winner: N/A", None), ("Winner: A/B", None), ("Winner: b", "B"),
+@pytest.mark.parametrize("text, want", [
+    # the layouts of issue 35: a note after the Winner line, the answer on the next line, a dash
+    ("Justification: B is shorter.\nWinner: Response B\n\nNote: both responses are close.", "B"),
+    ("Winner: **Response A**\n*(Note: A keeps the word limit; B does not.)*", "A"),
+    ("Winner: Response A\nN.B. judged on the hard rule only", "A"),
+    ("--- Final Judgment ---\nJustification: x\nWinner:\nResponse B", "B"),
+    ("Winner:\n**Response A**\nNote: close call", "A"),
+    ("Winner — Response B", "B"), ("Winner – Response A", "A"), ("Winner—B", "B"),
+    # still no verdict: unmarked text after the Winner line, a note after a line that is not a verdict
+    ("Winner: Response A\nResponse B is also fine", None),
+    ("Winner:\nResponse A\nResponse B", None),
+    ("Winner: A\nsome words\nNote: x", None),
+    ("Analysis of A\nNote: B is longer", None),
+    ("Winner: N/A", None), ("Winner: A/B", None), ("Winner: b", "B"),
                                         ("Winner: a", None), ("Winner: a tie", None),
                                         ("Winner: Response A's analysis wins", "A"), ("Winner: Response B’s", "B")])
 def test_verdict_rule_matches_its_docs(text, want):
