@@ -2595,7 +2595,9 @@ def merge_shards(path: str | os.PathLike, rows: list[dict] | None, dist: Dist) -
     (None: the caller writes it) and removes the share files, also those an earlier run under another
     number of ranks left."""
     barrier(dist)
-    shares = shard_files(path)[2:] if dist.is_main else []
+    # the shares, and a partial file an interrupted run under another number of ranks left: a stale one would be
+    # read again by a later extension of this output and write its rows twice
+    shares = [f for f in shard_files(path)[1:] if f.exists()] if dist.is_main else []
     if shares:
         if rows is not None:
             write_jsonl_atomic(path, rows)
@@ -3226,9 +3228,10 @@ def rubric_cache_manifest(args) -> dict:
 
 
 def check_rubric_cache_manifest(cache: Path, made: dict) -> None:
-    partial = cache.with_name(cache.name + ".partial")
+    """The generator that wrote `cache` (its finished file, partial file or an interrupted torchrun's share
+    files) must be this one; a new cache records it."""
     mpath = _manifest_path(cache)
-    if not (cache.exists() or partial.exists()):  # a new cache (a manifest without one is left from a deleted one)
+    if not any(f.exists() for f in shard_files(cache)):  # a new cache (a manifest alone is left from a deleted one)
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(mpath, json.dumps({"generator": made, "prompts": {}}, indent=2))
         return

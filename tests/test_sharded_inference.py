@@ -62,3 +62,35 @@ def test_dpo_labelling_on_two_ranks_equals_one_process(tiny_model, yes_rm, tmp_p
     report = json.loads((tmp_path / "two" / "round1" / "label_report.json").read_text())
     assert report["pairs"] == 9 and report["kept"] > 0
     assert report["rubrics"] == 3 and report["judge_calls"] == 18  # each prompt's rubric written once, on one rank
+
+
+def test_rubric_cache_resumed_under_another_world_size_leaves_no_stale_partial(tiny_model, tmp_path):
+    """One process killed mid-cache, resumed on 2 ranks: the one-process partial file is merged and removed, so
+    extending the cache later writes each id once (before: the stale partial survived and an extension of 5 to
+    7 rows wrote duplicate ids)."""
+    rows = read_jsonl(TRAIN)[:7]
+    five, seven = write_rows(tmp_path / "five.jsonl", rows[:5]), write_rows(tmp_path / "seven.jsonl", rows)
+    args = ["cache-rubrics", "--model", tiny_model, "--max-new-tokens", "6", "--batch-size", "1", "--out", tmp_path / "c.jsonl"]
+    p = run_script("common.py", *args, "--data", five, env={"RUBRIC_ARM_CRASH_AT": "rubric_batch:2"}, check=False)
+    assert p.returncode != 0 and len(read_jsonl(tmp_path / "c.jsonl.partial")) == 2
+    torchrun("common.py", *args, "--data", five)
+    assert len(read_jsonl(tmp_path / "c.jsonl")) == 5 and not (tmp_path / "c.jsonl.partial").exists()
+    run_script("common.py", *args, "--data", seven)
+    ids = [r["id"] for r in read_jsonl(tmp_path / "c.jsonl")]
+    assert sorted(ids) == sorted(r["id"] for r in rows)
+
+
+def test_share_files_of_an_interrupted_torchrun_cache_carry_its_generator(tiny_model, tmp_path):
+    """Two ranks killed mid-cache with one generator, rerun with another: refused (before: the manifest was
+    overwritten and the first generator's rubrics in the share files merged into the second's cache)."""
+    adapter = tmp_path / "adapter"
+    run_script("common.py", "new-adapter", "--model", tiny_model, "--out", adapter, "--seed", "3")
+    rows = write_rows(tmp_path / "rows.jsonl", read_jsonl(TRAIN)[:6])
+    args = ["cache-rubrics", "--model", tiny_model, "--data", rows, "--max-new-tokens", "6", "--batch-size", "1",
+            "--out", tmp_path / "c.jsonl"]
+    p = run_script(*TORCHRUN, str(ROOT / "common.py"), *map(str, args), "--adapter", str(adapter),
+                   env={"RUBRIC_ARM_CRASH_AT": "rubric_batch:2"}, check=False)
+    assert p.returncode != 0 and list(tmp_path.glob("c.jsonl.rank*"))
+    p = run_script("common.py", *args, check=False)
+    assert p.returncode != 0 and "written by another generator" in p.stderr and "adapter" in p.stderr
+    assert not (tmp_path / "c.jsonl").exists()
