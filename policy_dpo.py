@@ -123,13 +123,27 @@ def policy_prompt_ids(tok, prompt: str | list[dict]) -> list[int]:
 # ---- step 1: sample ------------------------------------------------------------------------------
 
 def sample_responses(args, dist, prompts: list[list[dict]], adapter: str | None, path: Path) -> None:
+    """--n-samples responses per prompt. Under torchrun each rank samples every world-th prompt into its
+    share file; the main rank writes them in the prompts' order."""
     model, tok = C.load_trainable(args, dist, adapter)
-    texts = C.generate_batched(model, tok, [policy_prompt_ids(tok, p) for p in prompts], args.gen_batch,
+    mine = list(range(dist.rank, len(prompts), dist.world))
+    texts = C.generate_batched(model, tok, [policy_prompt_ids(tok, prompts[i]) for i in mine], args.gen_batch,
                                desc="sample", n=args.n_samples, max_new_tokens=args.max_new_tokens,
                                temperature=args.sample_temperature)
     n = args.n_samples
-    C.write_jsonl_atomic(path, [{"prompt": C.messages_text(p, "prompt"), "messages": p, "responses": texts[i * n:(i + 1) * n]}
-                                for i, p in enumerate(prompts)])
+    C.log.info("sampled %d responses for %d of %d prompts%s", len(texts), len(mine), len(prompts),
+               f" on rank {dist.rank}" if dist.world > 1 else "")
+    rows = [{"prompt": C.messages_text(prompts[i], "prompt"), "messages": prompts[i], "responses": texts[j * n:(j + 1) * n]}
+            for j, i in enumerate(mine)]
+    if dist.world > 1:
+        C.write_jsonl_atomic(C.rank_file(path, dist), rows)
+        C.barrier(dist)
+        if dist.is_main:
+            shares = [C.read_jsonl_resumable(C.rank_file(path, C.Dist(rank=r, world=dist.world))) for r in range(dist.world)]
+            rows = [shares[i % dist.world][i // dist.world] for i in range(len(prompts))]
+    if dist.is_main:
+        C.write_jsonl_atomic(path, rows)
+    C.merge_shards(path, None, dist)
     del model
     release_memory()
 
@@ -137,7 +151,7 @@ def sample_responses(args, dist, prompts: list[list[dict]], adapter: str | None,
 # ---- step 2: label -------------------------------------------------------------------------------
 
 def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = None,
-                dist: C.Dist | None = None) -> tuple[list[dict], dict]:
+                dist: C.Dist | None = None, seed: int = 0) -> tuple[list[dict], dict]:
     """Every pair of distinct responses of a prompt, judged in both orders; keep the consistent ones.
     Verdicts are appended to `partial` chunk by chunk, so an interrupted labelling resumes. Under
     torchrun each rank judges the pairs of every world-th prompt (one rubric per prompt, written once)."""
@@ -150,22 +164,33 @@ def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = Non
             items.append((text, x, y))
     def judged() -> dict:
         return {(r["prompt"], r["x"], r["y"]): (r["v1"], r["v2"]) for r in C.read_shards(partial, dist)} if partial else {}
+    earlier = {}  # the work of earlier, interrupted invocations: each chunk's first row carries its counts
+    for r in (C.read_shards(partial, dist) if partial else []):
+        for key, v in r.get("chunk_stats", {}).items():
+            earlier[key] = earlier.get(key, 0) + v
     done = judged()
-    todo = [it for it in items if it not in done]
     if done:
-        C.log.info("labelling: %d pairs already judged, %d to go", len(items) - len(todo), len(todo))
+        C.log.info("labelling: %d pairs already judged, %d to go", sum(it in done for it in items),
+                   sum(it not in done for it in items))
     prompt_index = {p: k for k, p in enumerate(chats)}
-    todo = [it for it in todo if prompt_index[it[0]] % dist.world == dist.rank]
+    mine = [it for it in items if prompt_index[it[0]] % dist.world == dist.rank]
     own = C.rank_file(partial, dist) if partial else None
     chunk = max(4 * rm.batch_size, 1)
-    for k, s in enumerate(range(0, len(todo), chunk)):
+    # chunks are fixed slices of this rank's pairs, each judged from its own seed: a resumed labelling skips the
+    # chunks written and draws the rest exactly as an uninterrupted one would (a sampling judge included)
+    for k, s in enumerate(range(0, len(mine), chunk)):
+        part = [it for it in mine[s:s + chunk] if it not in done]
+        if not part:
+            continue
         C.maybe_crash("label_chunk", k)  # fault injection for the resume test
-        part = todo[s:s + chunk]
+        C.seed_everything(seed * 7919 + k)
+        before = dict(rm.stats)
         verdicts = rm.both_orders(part)
         done.update(zip(part, verdicts))
         if own:
-            C.append_jsonl(own, [{"prompt": p, "x": x, "y": y, "v1": v1, "v2": v2}
-                                 for (p, x, y), (v1, v2) in zip(part, verdicts)])
+            rows = [{"prompt": p, "x": x, "y": y, "v1": v1, "v2": v2} for (p, x, y), (v1, v2) in zip(part, verdicts)]
+            rows[0]["chunk_stats"] = {k: rm.stats[k] - before.get(k, 0) for k in rm.stats}
+            C.append_jsonl(own, rows)
     if dist.world > 1:  # every rank's verdicts, once all have finished
         C.barrier(dist)
         done = judged()
@@ -180,10 +205,11 @@ def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = Non
         kept.append({"id": f"pair-{len(kept)}", "prompt": p, "chosen": chosen, "rejected": rejected,
                      **({"messages": chats[p]} if chats.get(p) else {})})
     report["kept"] = len(kept)
+    report["earlier"] = earlier
     return kept, report
 
 
-def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
+def label_round(args, dist, samples_path: Path, prefs_path: Path, seed: int) -> dict:
     samples = C.read_jsonl_resumable(samples_path)
     rm = C.RubricARM.load(C.role_spec(args, "rubric"), C.role_spec(args, "judge"),
                           load_4bit=args.load_4bit, device=dist.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
@@ -191,12 +217,13 @@ def label_round(args, dist, samples_path: Path, prefs_path: Path) -> dict:
                           judge_temperature=args.judge_temperature, batch_size=args.gen_batch,
                           server=C.server_options(args))
     partial = prefs_path.with_name("labels.partial.jsonl")
-    kept, report = label_pairs(rm, samples, partial, dist)
+    kept, report = label_pairs(rm, samples, partial, dist, seed)
     C.merge_shards(partial, None, dist)
     if dist.is_main:
         C.write_jsonl_atomic(prefs_path, kept)
         partial.unlink(missing_ok=True)
-    report.update({k: int(v) for k, v in C.sum_over_ranks(rm.stats, dist).items()})
+    earlier = report.pop("earlier")  # already summed over the share files of every rank
+    report.update({k: int(v) + int(earlier.get(k, 0)) for k, v in C.sum_over_ranks(rm.stats, dist).items()})
     C.log.info("labelled %d pairs: kept %d, dropped %d inconsistent across A/B orders, %d unparsed",
                report["pairs"], report["kept"], report["dropped_inconsistent"], report["dropped_unparsed"])
     del rm
@@ -296,7 +323,9 @@ def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> d
     pairs, counts = tokenize_pairs(tok, prefs, args.cutoff_len)
     if not pairs:
         C.log.warning("no preference pairs to train on; the adapter is carried over unchanged")
-        C.save_adapter_atomic(model, out / "adapter")
+        if dist.is_main:  # one writer: every rank renaming one temporary folder raced
+            C.save_adapter_atomic(model, out / "adapter")
+        C.barrier(dist)
         return {"pairs": 0, **counts}
     C.log.info("DPO on %d pairs (%d responses truncated to --cutoff-len, %d dropped)", len(pairs),
                counts["truncated"], counts["dropped_long_prompt"])
@@ -331,6 +360,12 @@ def train_dpo(args, dist, adapter: str | None, prefs_path: Path, out: Path) -> d
 
 # ---- the rounds ----------------------------------------------------------------------------------
 
+def step_seed(seed: int, k: int, step: str) -> int:
+    """The seed each step of round k starts from: a resumed run skips the steps already done (and part of a
+    labelling), so the RNG must not carry over from one step to the next (it gave a resumed run other weights)."""
+    return (seed * 1_000_003 + k * 101 + ("sample", "label", "train").index(step)) % 2**31
+
+
 def done(rdir: Path, step: str) -> bool:
     if (rdir / f".done_{step}").exists():
         C.log.info("%s: %s done, skipped", rdir.name, step)
@@ -352,20 +387,28 @@ def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir:
         C.barrier(dist)
     if not done(rdir, "sample"):
         if k == 1 and args.candidates:
-            C.write_jsonl_atomic(rdir / "samples.jsonl", C.read_jsonl_resumable(args.candidates, repair=False))
+            rows = C.read_jsonl_resumable(args.candidates, repair=False)
+            if dist.is_main:
+                C.write_jsonl_atomic(rdir / "samples.jsonl", rows)
         else:
+            C.seed_everything(step_seed(args.seed, k, "sample"))
             sample_responses(args, dist, prompts, adapter, rdir / "samples.jsonl")
-        (rdir / ".done_sample").touch()
+        if dist.is_main:
+            (rdir / ".done_sample").touch()
+        C.barrier(dist)
     if not done(rdir, "label"):
-        report = label_round(args, dist, rdir / "samples.jsonl", rdir / "prefs.jsonl")
+        report = label_round(args, dist, rdir / "samples.jsonl", rdir / "prefs.jsonl", step_seed(args.seed, k, "label"))
         if dist.is_main:
             C.atomic_write_text(rdir / "label_report.json", json.dumps(report, indent=2))
             (rdir / ".done_label").touch()
         C.barrier(dist)  # the other ranks train on the labels the main rank wrote
     if not done(rdir, "train"):
+        C.seed_everything(step_seed(args.seed, k, "train"))  # the new LoRA's init, the data order
         report = train_dpo(args, dist, adapter, rdir / "prefs.jsonl", rdir)
-        C.atomic_write_text(rdir / "train_report.json", json.dumps(report, indent=2))
-        (rdir / ".done_train").touch()
+        if dist.is_main:
+            C.atomic_write_text(rdir / "train_report.json", json.dumps(report, indent=2))
+            (rdir / ".done_train").touch()
+        C.barrier(dist)
     return str(rdir / "adapter")
 
 

@@ -182,3 +182,28 @@ def test_iterdpo_reference_is_the_rounds_starting_policy_unless_asked(tiny_model
     assert torch.allclose(ref, c_start, atol=1e-3) and not torch.allclose(c_start, c_base, atol=1e-3)
     ref, c_start, c_base = got["base"]
     assert torch.allclose(ref, c_base, atol=1e-3)
+
+
+def test_dpo_killed_mid_labelling_resumes_to_the_same_weights_and_report(tiny_model, yes_rm, tmp_path):
+    """Killed in the middle of labelling (after its first chunk) and resumed: the same labels, the same adapter
+    to the bit, and a label report that counts both invocations' judge calls (before: max |diff| 0.176, because
+    the new LoRA's init and the data order took the RNG where the shortened labelling left it; and the report
+    counted only the last invocation). Labelling chunks are fixed slices, each judged from its own seed."""
+    from safetensors.torch import load_file
+    prompts = write_rows(tmp_path / "p.jsonl", [{"prompt": YES_PROMPT}])
+    cands = write_rows(tmp_path / "cands.jsonl", [{"prompt": f"{YES_PROMPT} ({i})", "responses": ["yes stone", "no cloud", "yes river"]}
+                                                  for i in range(3)])
+    args = [a if a is not None else prompts for a in DPO] + [
+        "--model", tiny_model, "--rubric-adapter", yes_rm["rubric"], "--judge-adapter", yes_rm["judge"],
+        "--judge-template", yes_rm["template"], "--candidates", cands, "--gen-batch", "1", "--max-steps", "2",
+        "--lr", "1e-3", "--judge-temperature", "1"]  # a sampling judge: its draws must resume exactly too
+    run_script(*args, "--out", tmp_path / "whole")
+    killed = run_script(*args, "--out", tmp_path / "cut", env={"RUBRIC_ARM_CRASH_AT": "label_chunk:1"}, check=False)
+    assert killed.returncode == -9 and (tmp_path / "cut" / "round1" / "labels.partial.jsonl").exists()
+    run_script(*args, "--out", tmp_path / "cut", "--resume")
+    a, b = (tmp_path / d / "round1" for d in ("whole", "cut"))
+    assert read_jsonl(a / "prefs.jsonl") == read_jsonl(b / "prefs.jsonl")
+    wa, wb = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (a, b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ra, rb = (json.loads((d / "label_report.json").read_text()) for d in (a, b))
+    assert ra["judge_calls"] == rb["judge_calls"] == 2 * ra["pairs"] == 18 and ra["kept"] == rb["kept"]

@@ -94,3 +94,26 @@ def test_share_files_of_an_interrupted_torchrun_cache_carry_its_generator(tiny_m
     p = run_script("common.py", *args, check=False)
     assert p.returncode != 0 and "written by another generator" in p.stderr and "adapter" in p.stderr
     assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_dpo_sampling_is_split_over_ranks_and_one_rank_saves_a_carried_over_adapter(tiny_model, tmp_path):
+    """Under torchrun each rank samples its share of the prompts (before: every rank sampled every prompt, and
+    wrote samples.jsonl); samples.jsonl keeps the prompts' order. A round that keeps no pair carries its
+    adapter over, saved by one rank (before: every rank renamed one temporary folder: some saves failed)."""
+    prompts = write_rows(tmp_path / "p.jsonl", [{"prompt": f"Say something ({i})."} for i in range(3)])
+    args = ["--model", tiny_model, "--prompts", prompts, "--n-samples", "2", "--max-new-tokens", "4",
+            "--max-rubric-tokens", "4", "--max-judge-tokens", "4", "--gen-batch", "2", "--batch-size", "2",
+            "--micro-batch", "2", "--max-steps", "1", "--lora-r", "8", "--lora-alpha", "16"]
+    p = torchrun("policy_dpo.py", *args, "--out", tmp_path / "two")
+    assert "sampled 4 responses for 2 of 3 prompts on rank 0" in p.stderr
+    assert "sampled 2 responses for 1 of 3 prompts on rank 1" in p.stderr
+    r1 = tmp_path / "two" / "round1"
+    samples = read_jsonl(r1 / "samples.jsonl")
+    assert [s["prompt"] for s in samples] == [f"Say something ({i})." for i in range(3)]
+    assert all(len(s["responses"]) == 2 for s in samples) and not list(r1.glob("*.rank*"))
+    # every pair the same response: nothing kept, the adapter carried over by one rank
+    same = write_rows(tmp_path / "same.jsonl", [{"prompt": "Say hi.", "responses": ["hi", "hi"]}])
+    torchrun("policy_dpo.py", *args, "--candidates", same, "--out", tmp_path / "none")
+    r1 = tmp_path / "none" / "round1"
+    assert json.loads((r1 / "label_report.json").read_text())["kept"] == 0
+    assert (r1 / "adapter" / "adapter_model.safetensors").exists() and not list(r1.glob(".tmp-*"))
