@@ -166,10 +166,12 @@ def canonical_row(raw: dict, where: str, field_map: dict | None = None, default_
     label = str(row["winner"]).strip().lower()
     w = (winner_map or {}).get(label) or WINNER_VALUES.get(label)
     if w is None:
-        if label.lstrip("-").isdigit() and not winner_map:
+        if re.fullmatch(r"-?\d+(?:\.\d*)?", label) and not winner_map:  # 0, 1, 2, 0.0, 1.0 ...
             raise LabelSchemeError(f"{where}: field 'winner' is a number ({row['winner']!r}); say which response it "
-                                   "names with --winner-map, e.g. --winner-map 0=A,1=B")
-        raise DataError(f"{where}: field 'winner' must be 'A' or 'B', got {row['winner']!r}")
+                                   f"names with --winner-map, e.g. --winner-map {'0.0=A,1.0=B' if '.' in label else '0=A,1=B'}")
+        raise DataError(f"{where}: field 'winner' must be 'A' or 'B', got {row['winner']!r}"
+                        + ("" if winner_map else "; labels of another scheme are read with --winner-map, e.g. "
+                           "--winner-map model_a=A,model_b=B"))
     row["winner"] = w
     row["id"] = str(row.get("id", default_id))
     return row
@@ -682,6 +684,26 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def parse_device(spec: str, local_rank: int = 0) -> torch.device:
+    """--device as a torch.device this machine has ('cuda' alone: this rank's GPU), or one line saying why not."""
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise SystemExit(f"error: --device {spec!r}: not a device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"error: --device {spec}: this machine has no CUDA device (torch {torch.__version__} sees "
+                             "none); use --device cpu, or leave --device out to take what there is")
+        dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
+        if dev.index >= torch.cuda.device_count():
+            raise SystemExit(f"error: --device {spec}: there are {torch.cuda.device_count()} CUDA device(s), numbered from 0")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit(f"error: --device {spec}: MPS is not available on this machine; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise SystemExit(f"error: --device {spec}: not supported here; use cpu, cuda, cuda:N or mps")
+    return dev
+
+
 def fast_dtype() -> str:
     """The --dtype a real-model run should train and sample in here: bf16 on a GPU and on a CPU that
     computes bf16 natively (AVX-512 BF16 or AMX); fp32 on other CPUs, where bf16 is emulated and many
@@ -826,8 +848,29 @@ def _model_source(name: str):
                          "the model folder is damaged or incomplete") from None
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "spiece.model")
+
+
+def check_model_files(name: str, need: str) -> None:
+    """A local model folder must hold what is about to be read: its tokenizer's files, or safetensors weights
+    (pickle weights are refused: unpickling can run code)."""
+    folder = Path(resolve_model(name)) if name in SHIPPED_MODELS else Path(name)
+    if not folder.is_dir():
+        return
+    if need == "tokenizer" and not any((folder / f).exists() for f in TOKENIZER_FILES):
+        raise SystemExit(f"error: {name}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])} ...); copy the tokenizer "
+                         "of the model it came from into the folder (tokenizer.save_pretrained)")
+    if need == "weights" and not list(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        raise SystemExit(f"error: {name}: no .safetensors weights" + (
+            f" (only {', '.join(pickled[:3])}: pickle files, which are never loaded here because unpickling can run "
+            "code); convert them once where you trust them: AutoModelForCausalLM.from_pretrained(folder)"
+            ".save_pretrained(folder, safe_serialization=True)" if pickled else "; the model folder is incomplete"))
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
+    check_model_files(name, "tokenizer")
     with _model_source(name):
         tok = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
     tok.padding_side = "left"  # generation appends on the right
@@ -881,6 +924,7 @@ def load_base_model(name: str, load_4bit: bool = False, device: torch.device | N
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch_dtype)
         kw["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    check_model_files(name, "weights")
     with _model_source(name):
         model = AutoModelForCausalLM.from_pretrained(resolve_model(name), **kw)
     if not load_4bit:
@@ -2541,7 +2585,7 @@ def init_distributed(device: str | None = None) -> Dist:
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = parse_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not torch.distributed.is_initialized():
@@ -2772,6 +2816,8 @@ class MetricsLogger:
 def check_writable(out_dir: str | os.PathLike) -> Path:
     """Fail before any training starts if the output folder cannot be written."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: {out} is a file, not a folder; choose another output folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write_probe{os.getpid()}"
@@ -2884,8 +2930,12 @@ def lock_output(path: str | os.PathLike) -> None:
     import fcntl
     path = Path(path).resolve()  # a symlinked output and its target share one lock
     lock = path / ".lock" if path.is_dir() else path.with_name(path.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    f = open(lock, "a+")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a+")
+    except OSError as e:  # a read-only folder, a file where a folder should be, ...
+        raise SystemExit(f"error: cannot write beside {path} ({lock.name}: {e.strerror or _first_line(e)}); choose "
+                         "a writable place for the output") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -3331,6 +3381,7 @@ def _cli() -> None:
         size = len(rows) // args.parts
         if size == 0:
             raise SystemExit(f"error: {len(rows)} rows cannot make {args.parts} parts")
+        check_writable(args.out_dir)
         for k in range(args.parts):
             write_jsonl_atomic(Path(args.out_dir) / f"part{k + 1}.jsonl", rows[k * size:(k + 1) * size])
         print(f"{args.parts} parts of {size} rows in {args.out_dir} ({len(rows) - size * args.parts} left over)")
@@ -3340,7 +3391,7 @@ def _cli() -> None:
         check_flags(*model_flag_rules(args))
         new_adapter(args.model, args.out, args.seed, args.lora_r, args.lora_alpha, args.lora_dropout,
                     args.lora_targets, args.load_4bit, args.dtype, args.trust_remote_code,
-                    torch.device(args.device) if args.device else None)
+                    parse_device(args.device) if args.device else None)
         log.info("new, untrained adapter in %s", args.out)
     elif args.cmd == "merge-adapter":
         merge_adapter(args.model, args.adapter, args.out, args.trust_remote_code)

@@ -152,7 +152,11 @@ def _records(bench: str, path: str | None):
         return
     import datasets
     name, config, split = HUB[bench]
-    ds = datasets.load_dataset(name, config, split=split)
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except (ConnectionError, OSError) as e:  # offline, or the hub unreachable: the local file is the way out
+        raise C.DataError(f"--benchmark {bench}: {name} could not be fetched from the dataset hub ({C._first_line(e)[:160]}); "
+                          f"download it where the hub is reachable and give the file with --data") from None
     for i, rec in enumerate(ds):
         yield f"{name}[{split}] row {i}", rec, None
 

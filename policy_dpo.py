@@ -231,6 +231,30 @@ def label_round(args, dist, samples_path: Path, prefs_path: Path, seed: int) -> 
     return report
 
 
+def given_candidates(path: str) -> list[dict]:
+    """--candidates: {prompt, responses: [text, ...]} per record (prompt: a text or chat messages); a bad
+    record stops the stage naming its file, line and field. The file is read, never written."""
+    rows = []
+    for where, rec, err in C.load_records(path):
+        if err:
+            raise C.DataError(f"{where}: {err}")
+        if not isinstance(rec, dict):
+            raise C.DataError(f"{where}: expected an object with prompt and responses")
+        prompt = rec.get("prompt")
+        if isinstance(prompt, list):
+            C.messages_text(prompt, where)  # validates the chat
+        elif not (isinstance(prompt, str) and prompt.strip()):
+            raise C.DataError(f"{where}: field 'prompt' is missing or empty")
+        responses = rec.get("responses")
+        if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+            raise C.DataError(f"{where}: field 'responses' must be a list of response texts")
+        rows.append({"prompt": prompt, "responses": responses,
+                     **({"messages": rec["messages"]} if isinstance(rec.get("messages"), list) else {})})
+    if not rows:
+        raise C.DataError(f"{path}: no candidates")
+    return rows
+
+
 def given_preferences(path: str) -> list[dict]:
     """--preferences: pairs labelled elsewhere, {prompt, chosen, rejected} per record (prompt: a text
     or chat messages); a bad record stops the stage naming its file, line and field."""
@@ -387,7 +411,7 @@ def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir:
         C.barrier(dist)
     if not done(rdir, "sample"):
         if k == 1 and args.candidates:
-            rows = C.read_jsonl_resumable(args.candidates, repair=False)
+            rows = given_candidates(args.candidates)
             if dist.is_main:
                 C.write_jsonl_atomic(rdir / "samples.jsonl", rows)
         else:
@@ -426,6 +450,11 @@ def main(argv=None) -> None:
                   (args.sft_weight >= 0, f"--sft-weight {args.sft_weight}: must not be negative"),
                   (args.judge_temperature >= 0, f"--judge-temperature {args.judge_temperature}: must not be negative"),
                   (args.max_new_tokens >= 1, f"--max-new-tokens {args.max_new_tokens}: must be at least 1"),
+                  (args.gen_batch >= 1, f"--gen-batch {args.gen_batch}: must be at least 1"),
+                  (args.sample_temperature >= 0, f"--sample-temperature {args.sample_temperature}: must not be negative "
+                                                 "(0: greedy)"),
+                  (args.max_rubric_tokens >= 1 and args.max_judge_tokens >= 1,
+                   "--max-rubric-tokens and --max-judge-tokens: must be at least 1"),
                   (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"),
                   (not (args.candidates and args.preferences), "--candidates and --preferences: round 1 reads one"))
     C.fit_micro_batch(args)

@@ -113,7 +113,7 @@ class Server:
         # as vLLM does: what is behind the served name (the weights and the adapter, by content)
         self.root = str(C.model_identity(args.model)) + (f" + {C.input_identity(args.adapter)}" if args.adapter else "")
         self.max_prompt, self.max_tokens = args.max_prompt_length, args.max_tokens
-        device = torch.device(args.device) if args.device else C.default_device()
+        device = C.parse_device(args.device) if args.device else C.default_device()
         self.tok = C.load_tokenizer(args.model, args.trust_remote_code)
         model = C.load_base_model(args.model, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
         self.model = C.attach_lora(model, args.adapter, trainable=False) if args.adapter else model

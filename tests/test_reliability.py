@@ -1,6 +1,7 @@
 """Fault injection, bad input and numerical faults: every stage fails clearly or resumes."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -315,3 +316,64 @@ def test_a_training_run_without_its_record_says_so_in_one_line(tiny_model, tmp_p
     (tmp_path / "sft" / "run_signature.json").unlink()
     err = one_line_error(run_script(*args, "--resume", check=False))
     assert "no run_signature.json" in err and "--overwrite" in err
+
+
+def test_more_bad_inputs_are_one_line_each(tiny_model, tmp_path):
+    """Issue 36, item 12 and 13: each of these was a traceback or a misleading line."""
+    import shutil
+
+    from safetensors.torch import load_file
+    ev = ["evaluate.py", "--benchmark", "pairwise", "--data", EVAL, "--limit", "2", "--max-judge-tokens", "4",
+          "--reference-rubrics", EVAL]
+    pickled = tmp_path / "pickled"  # a model whose weights are only a pickle file
+    shutil.copytree(tiny_model, pickled)
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    no_tok = tmp_path / "no_tok"  # a model folder without tokenizer files
+    shutil.copytree(tiny_model, no_tok, ignore=shutil.ignore_patterns("tokenizer*", "vocab*", "merges*", "special*",
+                                                                      "chat_template*", "added_tokens*"))
+    a_file = write_rows(tmp_path / "a_file", [{"x": 1}])
+    cases = [
+        ([*ev, "--model", pickled, "--out", tmp_path / "o1"], "no .safetensors weights (only pytorch_model.bin: pickle files"),
+        ([*ev, "--model", no_tok, "--out", tmp_path / "o2"], f"{no_tok}: no tokenizer files"),
+        ([*ev, "--model", tiny_model, "--device", "banana", "--out", tmp_path / "o3"], "--device 'banana': not a device"),
+        ([*ev, "--model", tiny_model, "--out", a_file], f"{a_file} is a file, not a folder"),
+        (["evaluate.py", "--model", tiny_model, "--benchmark", "rewardbench", "--limit", "2", "--out", tmp_path / "o4"],
+         "--benchmark rewardbench: allenai/reward-bench could not be fetched from the dataset hub"),
+        (["common.py", "split", TRAIN, "--parts", "2", "--out-dir", a_file], f"{a_file} is a file, not a folder"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(([*ev, "--model", tiny_model, "--device", "cuda", "--out", tmp_path / "o5"],
+                      "--device cuda: this machine has no CUDA device"))
+    for args, words in cases:
+        p = run_script(*args, check=False, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+        last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+        assert p.returncode != 0 and "Traceback" not in p.stderr and last.startswith("error: ") and words in last, \
+            (args, p.stderr[-1500:])
+    # a rubric cache whose lock cannot be written (as root a read-only folder is writable: a folder in the lock's place)
+    (tmp_path / "c.jsonl.lock").mkdir()
+    p = run_script("common.py", "cache-rubrics", "--model", tiny_model, "--data", TRAIN, "--limit", "2",
+                   "--out", tmp_path / "c.jsonl", check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr and "cannot write beside" in p.stderr.strip().splitlines()[-1]
+    # policy_dpo: candidates without responses or with non-texts, --gen-batch 0 and --sample-temperature -1
+    prompts = write_rows(tmp_path / "p.jsonl", [{"prompt": YES_PROMPT}])
+    dpo = ["policy_dpo.py", "--model", tiny_model, "--prompts", prompts, "--max-steps", "1"]
+    for rows, words in (([{"prompt": "p", "answers": ["a", "b"]}], ":1: field 'responses' must be a list of response texts"),
+                        ([{"prompt": "p", "responses": ["a", 3]}], ":1: field 'responses' must be a list of response texts"),
+                        ([{"responses": ["a", "b"]}], ":1: field 'prompt' is missing or empty")):
+        cands = write_rows(tmp_path / "cands.jsonl", rows)
+        p = run_script(*dpo, "--candidates", cands, "--out", tmp_path / "d", "--overwrite", check=False)
+        assert p.returncode != 0 and "Traceback" not in p.stderr and words in p.stderr.strip().splitlines()[-1], p.stderr[-800:]
+    t = time.time()
+    for flags, words in ((["--gen-batch", "0"], "--gen-batch 0: must be at least 1"),
+                         (["--sample-temperature=-1"], "--sample-temperature -1.0: must not be negative")):
+        p = run_script(*dpo, *flags, "--out", tmp_path / "d2", check=False)
+        assert p.returncode != 0 and any(line.startswith(f"error: {words}") for line in p.stderr.splitlines()), p.stderr
+    assert time.time() - t < 60  # refused before any model is loaded
+
+
+def test_a_float_label_names_winner_map(tmp_path):
+    for w, words in ((1.0, "--winner-map 0.0=A,1.0=B"), ("model_x", "--winner-map model_a=A,model_b=B")):
+        path = write_rows(tmp_path / "f.jsonl", [{**read_jsonl(TRAIN)[0], "winner": w}])
+        with pytest.raises(C.DataError, match=words):
+            C.load_pairs(str(path))
