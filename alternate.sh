@@ -207,6 +207,8 @@ run_step() {
   local rc=0 diff
   diff=$("$PY" manifests.py step-check "$OUT/.done/$name" -- "$@" 2>&1 9>&-) || rc=$?
   if [ "$rc" -eq 0 ]; then echo "[alternate] $name: done, skipped"; return 0; fi
+  if [ "$rc" -eq 4 ]; then echo "[alternate] $name: done before, but $diff: running it again"; rc=1; fi
+  if [ "$rc" -eq 5 ]; then echo "alternate.sh: step $name in $OUT: $diff" >&2; exit 2; fi
   if [ "$rc" -eq 3 ]; then
     echo "alternate.sh: step $name in $OUT was made with other flags or inputs ($diff); use another --out," \
       "or delete $OUT to start over" >&2
@@ -291,6 +293,10 @@ if [ "$NO_SFT" = 1 ]; then
   RUBRIC_INIT="$OUT/init_rubric/adapter"; JUDGE_INIT="$OUT/init_judge/adapter"
 fi
 
+# The RL data in equal, disjoint parts, one per cycle (Stage II's data), split first: data too small for
+# --cycles parts is refused before an hour of SFT.
+run_step split - "$PY" common.py split "$DATA" --parts "$CYCLES" --out-dir "$OUT/parts" --seed "$SEED"
+
 # Stage I: SFT warm-up of both models, unless adapters were given.
 if [ -z "$RUBRIC_INIT" ]; then
   # shellcheck disable=SC2086
@@ -305,8 +311,6 @@ if [ -z "$JUDGE_INIT" ]; then
   JUDGE_INIT="$OUT/sft_judge/adapter"
 fi
 
-# Stage II: equal, disjoint parts of the RL data, one per cycle.
-run_step split - "$PY" common.py split "$DATA" --parts "$CYCLES" --out-dir "$OUT/parts" --seed "$SEED"
 
 RUBRIC="$RUBRIC_INIT"; JUDGE="$JUDGE_INIT"
 cache_step() {  # cache_step CYCLE: one greedy rubric per example of the cycle's part, current generator

@@ -3004,7 +3004,11 @@ def prepare_output(args, dist: Dist | None = None) -> Path:
 
 def check_flags(*rules: tuple[bool, str]) -> None:
     """(condition, message) pairs: every failed rule is reported, one line each, then the stage stops."""
-    failed = [msg for ok, msg in rules if not ok]
+    by_flag: dict[str, str] = {}
+    for ok, msg in rules:  # two rules on one flag (a shared one and a stage's stricter one): the stage's, said once
+        if not ok:
+            by_flag[msg.split(":")[0]] = msg
+    failed = list(by_flag.values())
     if failed:
         raise SystemExit("\n".join(f"error: {m}" for m in failed))
     if os.environ.get("RUBRIC_ARM_CHECK_FLAGS_ONLY") == "1":  # alternate.sh checks every stage's flags up front

@@ -682,8 +682,7 @@ def main(argv=None) -> dict:
                   (args.max_judge_tokens >= 1 and args.max_rubric_tokens >= 1,
                    "--max-judge-tokens and --max-rubric-tokens: must be at least 1"),
                   (args.batch_size >= 1, f"--batch-size {args.batch_size}: must be at least 1"),
-                  (args.max_prompt_length >= 64, f"--max-prompt-length {args.max_prompt_length}: must be at least 64"),
-                  (args.limit is None or args.limit >= 1, f"--limit {args.limit}: must be at least 1"))
+                  (args.max_prompt_length >= 64, f"--max-prompt-length {args.max_prompt_length}: must be at least 64"))
     dist = C.init_distributed(args.device)
     device = dist.device
     out = C.check_writable(args.out)

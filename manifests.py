@@ -7,7 +7,8 @@ So the same file reached by another path resumes, and a changed file at the same
 
 No torch here: alternate.sh checks and writes its step markers with this file, quickly.
 
-    python manifests.py step-check MARKER -- COMMAND...   # 0 same, 1 no marker, 3 other (differences on stderr)
+    python manifests.py step-check MARKER -- COMMAND...   # 0 same, 1 no marker, 3 other (differences on stderr),
+                                                          # 4 same but its output is gone, 5 an input is gone
     python manifests.py step-done MARKER -- COMMAND...    # record COMMAND and its inputs in MARKER
 """
 
@@ -135,10 +136,34 @@ def check_step(marker: str, command: list[str], write: bool) -> int:
     except json.JSONDecodeError:
         old = None
     if old == made:
+        gone = [v for k, v in made.items() if k.split("#")[0] in OUTPUT_FLAGS and not os.path.exists(v)]
+        if gone:  # done once, but what it wrote was deleted since: the step runs again
+            print(f"its output {', '.join(gone)} is missing", file=sys.stderr)
+            return 4
         return 0
-    diff = manifest_differences(old, made) if isinstance(old, dict) else ["(a marker of an older version: it names no inputs)"]
-    print("; ".join(diff), file=sys.stderr)
+    if not isinstance(old, dict):
+        print("(a marker of an older version: it names no inputs)", file=sys.stderr)
+        return 3
+    # an input digested when the step ran and now absent: a deleted file, not a changed setting
+    missing = [made[k] for k in made if isinstance(old.get(k), str) and old[k].startswith("sha256:")
+               and made[k] == _token(command, k) and not os.path.exists(made[k])]
+    if missing:
+        print(f"its input {', '.join(missing)} is missing (it was there when the step ran); restore it, or delete "
+              f"this step's marker {path} and the steps after it to make them again", file=sys.stderr)
+        return 5
+    print("; ".join(manifest_differences(old, made)), file=sys.stderr)
     return 3
+
+
+def _token(command: list[str], key: str) -> str | None:
+    """The value a manifest key stands for in the command (a flag's value, or '#k': the k-th word)."""
+    flag, _, index = key.partition("#")
+    if index.isdigit():  # a positional word, or a repeated flag's later value
+        return command[int(index)] if int(index) < len(command) else None
+    for k, tok in enumerate(command[:-1]):
+        if tok == flag:
+            return command[k + 1]
+    return None
 
 
 def _cli() -> None:

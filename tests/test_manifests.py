@@ -99,14 +99,31 @@ def test_alternate_refuses_a_rerun_with_other_data_or_stage_flags(tiny_model, tm
     again = _alternate(tiny_model, out, data)
     assert again.returncode == 0 and again.stdout.count("done, skipped") == 6, again.stdout + again.stderr
     assert "| after SFT | 50.0% | 25% | 75% |" in again.stdout and "Traceback" not in again.stderr
+    (out / "c1_rubrics.jsonl").unlink()  # a finished step's output deleted: that step runs again, and nothing else
+    healed = _alternate(tiny_model, out, data)
+    assert healed.returncode == 0, healed.stdout[-2000:] + healed.stderr[-2000:]
+    assert "c1_cache: done before, but its output" in healed.stdout and "is missing: running it again" in healed.stdout
+    assert "[alternate] c1_judge: done, skipped" in healed.stdout  # the same greedy rubrics, written again
     other = _alternate(tiny_model, out, data, judge_args="--max-steps 1 --lr 3e-3")
     assert other.returncode == 2 and "step c1_judge in" in other.stderr and "--lr: None -> '3e-3'" in other.stderr
     more = _alternate(tiny_model, out, data, cycles=2)  # the data was split for one cycle
     assert more.returncode == 2 and "step split in" in more.stderr and "--parts" in more.stderr, more.stderr
+    moved = data.rename(tmp_path / "moved.jsonl")  # an input deleted: said so, not blamed on other flags
+    gone = _alternate(tiny_model, out, data)
+    assert gone.returncode == 2 and f"its input {data} is missing" in gone.stderr, gone.stderr
+    moved.rename(data)
     write_rows(data, _flipped(read_jsonl(data)))  # another --data content at the same path
     changed = _alternate(tiny_model, out, data)
-    assert changed.returncode == 2 and "step sft_rubric in" in changed.stderr and "--data: 'sha256:" in changed.stderr
+    assert changed.returncode == 2 and "step split in" in changed.stderr and "#3: 'sha256:" in changed.stderr, changed.stderr
     assert os.path.exists(out / ".done" / "c1_judge")  # nothing was redone or overwritten
+
+
+def test_alternate_refuses_too_many_cycles_before_any_sft(tiny_model, tmp_path):
+    """--cycles 99 on 8 rows: refused by the split, which now runs before SFT (before: both SFT stages ran first)."""
+    data = write_rows(tmp_path / "rl.jsonl", read_jsonl(TRAIN)[:8])
+    p = _alternate(tiny_model, tmp_path / "o", data, cycles=99)
+    assert p.returncode != 0 and "8 rows cannot make 99 parts" in p.stderr, p.stdout[-1000:] + p.stderr[-1000:]
+    assert not (tmp_path / "o" / "sft_rubric").exists()
 
 
 def test_a_large_file_edited_in_its_middle_gets_another_digest(tmp_path, monkeypatch):
