@@ -1899,6 +1899,22 @@ def judge_served(model: ServedModel, items: list[tuple[str, str | None, str, str
     return out
 
 
+def check_served_identity(out: Path, roles: dict) -> None:
+    """A role answered by a server is recorded by what the server says it serves (OUT/served_identity.json, beside
+    the run's other records); a rerun or resume against another served model (restarted on the same port, say) is
+    refused before anything is reused. Evaluation, the rubric phase and the policy stages call it."""
+    ident = {name: r.model.identity for name, r in roles.items() if r is not None and isinstance(r.model, ServedModel)}
+    path = out / "served_identity.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = [f"{k}: {old.get(k)} -> {ident.get(k)}" for k in sorted(set(old) | set(ident)) if old.get(k) != ident.get(k)]
+        if diff:
+            raise SystemExit(f"error: {out} holds judgements of another served model ({'; '.join(diff)}); use a new --out "
+                             "or delete that folder")
+    elif ident:
+        atomic_write_text(path, json.dumps(ident, indent=2))
+
+
 def request_chunk(model, batch_size: int) -> int:
     """Items handed to one generation call: a local model's batch, at least a server's concurrency (so
     --batch-size does not cap the requests in flight)."""
@@ -2953,7 +2969,7 @@ def lock_output(path: str | os.PathLike) -> None:
 # Flags that do not change what a run computes, so a rerun may change them freely.
 VOLATILE_FLAGS = {"out", "resume", "overwrite", "accept_changes", "wandb_project", "device", "save_every", "keep_checkpoints",
                   "log_samples", "max_steps", "gen_batch", "judge_batch"}
-RUN_FILES = ("checkpoints", "metrics.jsonl", "adapter", "judge_samples.jsonl", "run_signature.json")
+RUN_FILES = ("checkpoints", "metrics.jsonl", "adapter", "judge_samples.jsonl", "run_signature.json", "served_identity.json")
 
 
 def prepare_output(args, dist: Dist | None = None) -> Path:

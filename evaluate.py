@@ -506,21 +506,6 @@ def check_run_signature(out: Path, args, specs: list[tuple[str, str | None]]) ->
         C.atomic_write_text(path, json.dumps(sig, indent=2))
 
 
-def check_served_identity(out: Path, roles: dict) -> None:
-    """A role answered by a server is recorded by what the server says it serves (OUT/served_identity.json); a
-    rerun against another served model (restarted on the same port, say) is refused before anything is reused."""
-    ident = {name: r.model.identity for name, r in roles.items() if r is not None and isinstance(r.model, C.ServedModel)}
-    path = out / "served_identity.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = [f"{k}: {old.get(k)} -> {ident.get(k)}" for k in sorted(set(old) | set(ident)) if old.get(k) != ident.get(k)]
-        if diff:
-            raise SystemExit(f"error: {out} holds judgements of another served model ({'; '.join(diff)}); use a new --out "
-                             "or delete that folder")
-    elif ident:
-        C.atomic_write_text(path, json.dumps(ident, indent=2))
-
-
 def generate_rubrics(gen: C.Role, prompts: list[str], path: Path, args, stats: dict, dist: C.Dist) -> dict[str, str]:
     """One greedy rubric per prompt, written to `path` as they come (resumable); under torchrun each rank
     writes its share of the prompts still without one, and the main rank merges them."""
@@ -709,7 +694,7 @@ def main(argv=None) -> dict:
                          server=C.server_options(args))
     gen, jud = roles["rubric"], roles["judge"]
     if dist.is_main:
-        check_served_identity(out, {"rubric": gen, "judge": jud})
+        C.check_served_identity(out, {"rubric": gen, "judge": jud})
     t0 = time.perf_counter()
     rubric_stats, judge_stats = {}, {}
     rubrics = None

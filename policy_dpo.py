@@ -216,6 +216,8 @@ def label_round(args, dist, samples_path: Path, prefs_path: Path, seed: int) -> 
                           max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
                           judge_temperature=args.judge_temperature, batch_size=args.gen_batch,
                           server=C.server_options(args))
+    if dist.is_main:  # the round's labels are reused on resume: only from the same served models
+        C.check_served_identity(prefs_path.parent, {"rubric": rm.gen, "judge": rm.jud})
     partial = prefs_path.with_name("labels.partial.jsonl")
     kept, report = label_pairs(rm, samples, partial, dist, seed)
     C.merge_shards(partial, None, dist)

@@ -18,6 +18,7 @@ policy's network (one base in memory); otherwise it is loaded as a second, froze
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -88,6 +89,8 @@ def main(argv=None) -> None:
                           max_rubric_tokens=args.max_rubric_tokens, max_judge_tokens=args.max_judge_tokens,
                           judge_temperature=args.judge_temperature, batch_size=args.judge_batch,
                           server=C.server_options(args))
+    if dist.is_main:
+        C.check_served_identity(Path(out), {"rubric": rm.gen, "judge": rm.jud})
     cfg = C.grpo_config_from_args(args)
     G = cfg.group_size
     C.log.info("online GRPO: %d prompts, G=%d, Rubric-ARM %s", len(prompts), G,

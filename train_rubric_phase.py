@@ -128,6 +128,8 @@ def main(argv=None) -> None:
     model, tok = C.load_trainable(args, dist, args.adapter)
     C.add_reference_adapter(model, args.adapter)  # KL anchor: the phase's starting adapter, frozen
     jud = frozen_judge(args, model, tok, dist)
+    if dist.is_main:
+        C.check_served_identity(Path(out), {"judge": jud})
     cfg = C.grpo_config_from_args(args)
     G = cfg.group_size
     C.log.info("rubric phase: %d examples, G=%d, batch %d, frozen judge %s%s", len(rows), G, cfg.batch_size,

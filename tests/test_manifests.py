@@ -87,6 +87,21 @@ def _alternate(tiny_model, out, data, judge_args="--max-steps 1", cycles=1):
                           timeout=1200)
 
 
+def test_a_tokenizer_file_edited_in_place_is_another_model(tiny_model, tmp_path):
+    """The tokenizer lives in the model folder, whose digest covers every file: an edited tokenizer_config.json
+    (another chat template, say) makes the evaluation's old judgements stale, and the rerun is refused."""
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    ev = ["evaluate.py", "--model", model, "--benchmark", "pairwise", "--data", EVAL, "--limit", "2",
+          "--reference-rubrics", EVAL, "--max-judge-tokens", "4", "--out", tmp_path / "ev"]
+    run_script(*ev)
+    cfg = model / "tokenizer_config.json"
+    cfg.write_text(cfg.read_text().replace("{", '{"model_max_length": 77, ', 1))
+    err = one_line_error(run_script(*ev, check=False))
+    assert "made with other settings or inputs (" in err and "model" in err
+
+
 def test_alternate_refuses_a_rerun_with_other_data_or_stage_flags(tiny_model, tmp_path):
     data = write_rows(tmp_path / "rl.jsonl", read_jsonl(TRAIN)[:8])
     out = tmp_path / "arm out"  # a space in --out: every path in alternate.sh stays quoted

@@ -377,3 +377,42 @@ def test_served_judge_prompts_are_fitted_to_max_prompt_length_like_the_local_pat
     assert any(r["truncated"] for r in local)
     assert [(r["truncated"], r["too_long"], r["judge_texts"]) for r in served] == \
         [(r["truncated"], r["too_long"], r["judge_texts"]) for r in local]
+
+
+def test_the_rubric_phase_and_the_server_tokenizer_are_recorded_with_the_served_model(tiny_model, tmp_path):
+    """One level deeper (issue 36): the rubric phase records its served judge like evaluate does, so a resume against
+    another model behind the same name is refused; a --server-tokenizer changed in place is another record."""
+    import shutil
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    w = other / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-1] + b"\0")
+    rows = write_rows(tmp_path / "rows.jsonl", read_jsonl(TRAIN)[:2])
+    phase = ["train_rubric_phase.py", "--model", tiny_model, "--data", rows, "--group-size", "2", "--batch-size", "2",
+             "--micro-batch", "2", "--max-completion-length", "4", "--judge-max-new-tokens", "4", "--save-every", "1",
+             "--out", tmp_path / "phase"]
+    port = free_port()
+    for k, model in enumerate((tiny_model, other)):
+        proc, url = start_server(model, "--served-name", "judge", port=port)
+        try:
+            p = run_script(*phase, "--judge-server", url, "--max-steps", str(k + 1), *(["--resume"] if k else []),
+                           check=k == 0)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert p.returncode != 0 and "another served model" in p.stderr and "Traceback" not in p.stderr
+    # the served judge's tokenizer, edited in place: another record, the old judgements not reused
+    tok_copy = tmp_path / "tok"
+    shutil.copytree(tiny_model, tok_copy)
+    ev = ["evaluate.py", "--benchmark", "pairwise", "--data", EVAL, "--limit", "2", "--reference-rubrics", EVAL,
+          "--max-judge-tokens", "4", "--out", tmp_path / "ev"]
+    proc, url = start_server(tiny_model, "--served-name", "judge")
+    try:
+        run_script(*ev, "--judge-server", url, "--server-tokenizer", tok_copy)
+        cfg = tok_copy / "tokenizer_config.json"
+        cfg.write_text(cfg.read_text().replace("{", '{"model_max_length": 77, ', 1))
+        p = run_script(*ev, "--judge-server", url, "--server-tokenizer", tok_copy, check=False)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert p.returncode != 0 and "another served model" in p.stderr and "tokenizer" in p.stderr
