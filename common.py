@@ -1,14 +1,14 @@
 """rubric-arm: what two or more stages share. Stage-only code lives in its stage.
 
 Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps them true):
-  1. Data                 L46-348     canonical preference rows from files or the hub, validated (load_pairs)
-  2. Prompts              L349-534    prompts/*.txt through the chat template; template files (use_templates)
-  3. Parsing and rewards  L535-647    parse_verdict, parse_rubric, format_reward (R_fmt)
-  4. Models and adapters  L648-1101   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
-  5. Generation           L1102-1910  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
-  6. Losses               L1911-2313  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2314-3018  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L3019-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
+  1. Data                 L46-350     canonical preference rows from files or the hub, validated (load_pairs)
+  2. Prompts              L351-545    prompts/*.txt through the chat template; template files (use_templates)
+  3. Parsing and rewards  L546-675    parse_verdict, parse_rubric, format_reward (R_fmt)
+  4. Models and adapters  L676-1190   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
+  5. Generation           L1191-2131  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
+  6. Losses               L2132-2534  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2535-3251  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L3252-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
