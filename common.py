@@ -870,8 +870,8 @@ def check_model_files(name: str, need: str) -> None:
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
-    check_model_files(name, "tokenizer")
-    with _model_source(name):
+    with _model_source(name):  # (its checks first: a folder that is an adapter or a run is named as such)
+        check_model_files(name, "tokenizer")
         tok = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
     tok.padding_side = "left"  # generation appends on the right
     if tok.pad_token is None:
@@ -924,8 +924,8 @@ def load_base_model(name: str, load_4bit: bool = False, device: torch.device | N
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch_dtype)
         kw["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
-    check_model_files(name, "weights")
     with _model_source(name):
+        check_model_files(name, "weights")
         model = AutoModelForCausalLM.from_pretrained(resolve_model(name), **kw)
     if not load_4bit:
         model.to(device)

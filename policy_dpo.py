@@ -233,20 +233,26 @@ def label_round(args, dist, samples_path: Path, prefs_path: Path, seed: int) -> 
     return report
 
 
-def given_candidates(path: str) -> list[dict]:
-    """--candidates: {prompt, responses: [text, ...]} per record (prompt: a text or chat messages); a bad
-    record stops the stage naming its file, line and field. The file is read, never written."""
-    rows = []
+def given_records(path: str, fields: str):
+    """(where, record, prompt) of a file of records the user gives (prompt: a text or chat messages, checked);
+    a bad record stops the stage naming its file, line and field. The file is read, never written."""
     for where, rec, err in C.load_records(path):
         if err:
             raise C.DataError(f"{where}: {err}")
         if not isinstance(rec, dict):
-            raise C.DataError(f"{where}: expected an object with prompt and responses")
+            raise C.DataError(f"{where}: expected an object with {fields}")
         prompt = rec.get("prompt")
         if isinstance(prompt, list):
             C.messages_text(prompt, where)  # validates the chat
         elif not (isinstance(prompt, str) and prompt.strip()):
             raise C.DataError(f"{where}: field 'prompt' is missing or empty")
+        yield where, rec, prompt
+
+
+def given_candidates(path: str) -> list[dict]:
+    """--candidates: {prompt, responses: [text, ...]} per record."""
+    rows = []
+    for where, rec, prompt in given_records(path, "prompt and responses"):
         responses = rec.get("responses")
         if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
             raise C.DataError(f"{where}: field 'responses' must be a list of response texts")
@@ -258,19 +264,9 @@ def given_candidates(path: str) -> list[dict]:
 
 
 def given_preferences(path: str) -> list[dict]:
-    """--preferences: pairs labelled elsewhere, {prompt, chosen, rejected} per record (prompt: a text
-    or chat messages); a bad record stops the stage naming its file, line and field."""
+    """--preferences: pairs labelled elsewhere, {prompt, chosen, rejected} per record."""
     kept = []
-    for where, rec, err in C.load_records(path):
-        if err:
-            raise C.DataError(f"{where}: {err}")
-        if not isinstance(rec, dict):
-            raise C.DataError(f"{where}: expected an object with prompt, chosen and rejected")
-        prompt = rec.get("prompt")
-        if isinstance(prompt, list):
-            C.messages_text(prompt, where)  # validates the chat
-        elif not (isinstance(prompt, str) and prompt.strip()):
-            raise C.DataError(f"{where}: field 'prompt' is missing or empty")
+    for where, rec, prompt in given_records(path, "prompt, chosen and rejected"):
         for field in ("chosen", "rejected"):
             if not (isinstance(rec.get(field), str) and rec[field].strip()):
                 raise C.DataError(f"{where}: field '{field}' is missing or empty (a response text)")
@@ -392,17 +388,22 @@ def step_seed(seed: int, k: int, step: str) -> int:
     return (seed * 1_000_003 + k * 101 + ("sample", "label", "train").index(step)) % 2**31
 
 
-def done(rdir: Path, step: str) -> bool:
-    if (rdir / f".done_{step}").exists():
-        C.log.info("%s: %s done, skipped", rdir.name, step)
-        return True
-    return False
+def steps_done(rdir: Path, dist: C.Dist) -> set[str]:
+    """The steps of a round already finished (their markers), read by every rank before any rank writes one:
+    a rank that looked later would skip a step the others run, and their barriers would never meet."""
+    finished = {s for s in ("sample", "label", "train") if (rdir / f".done_{s}").exists()}
+    C.barrier(dist)
+    for s in ("sample", "label", "train"):
+        if s in finished:
+            C.log.info("%s: %s done, skipped", rdir.name, s)
+    return finished
 
 
 def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir: Path) -> str:
     """One IterDPO round; each finished step leaves rdir/.done_<step>. Returns the new adapter."""
     rdir.mkdir(exist_ok=True)
-    if k == 1 and args.preferences and not done(rdir, "label"):  # labelled already: no sampling, no judging
+    finished = steps_done(rdir, dist)
+    if k == 1 and args.preferences and "label" not in finished:  # labelled already: no sampling, no judging
         prefs = given_preferences(args.preferences)
         if dist.is_main:
             C.write_jsonl_atomic(rdir / "prefs.jsonl", prefs)
@@ -410,8 +411,9 @@ def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir:
                 {"pairs": len(prefs), "kept": len(prefs), "given": str(args.preferences)}, indent=2))
             (rdir / ".done_sample").touch()
             (rdir / ".done_label").touch()
+        finished |= {"sample", "label"}
         C.barrier(dist)
-    if not done(rdir, "sample"):
+    if "sample" not in finished:
         if k == 1 and args.candidates:
             rows = given_candidates(args.candidates)
             if dist.is_main:
@@ -422,13 +424,13 @@ def run_round(args, dist, prompts: list[str], k: int, adapter: str | None, rdir:
         if dist.is_main:
             (rdir / ".done_sample").touch()
         C.barrier(dist)
-    if not done(rdir, "label"):
+    if "label" not in finished:
         report = label_round(args, dist, rdir / "samples.jsonl", rdir / "prefs.jsonl", step_seed(args.seed, k, "label"))
         if dist.is_main:
             C.atomic_write_text(rdir / "label_report.json", json.dumps(report, indent=2))
             (rdir / ".done_label").touch()
         C.barrier(dist)  # the other ranks train on the labels the main rank wrote
-    if not done(rdir, "train"):
+    if "train" not in finished:
         C.seed_everything(step_seed(args.seed, k, "train"))  # the new LoRA's init, the data order
         report = train_dpo(args, dist, adapter, rdir / "prefs.jsonl", rdir)
         if dist.is_main:

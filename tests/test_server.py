@@ -144,37 +144,15 @@ def test_a_request_the_server_refuses_stops_the_run_and_only_a_context_overflow_
         proc.terminate()
         proc.wait(timeout=30)
     # a server that knows the model but refuses a request field
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    class Refuses(BaseHTTPRequestHandler):
-        def _send(self, code, payload):
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):  # noqa: N802
-            self._send(200, {"data": [{"id": "tiny"}]})
-
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self._send(400, {"error": {"message": "unknown field: chat_template_kwargs"}})
-
-        def log_message(self, *a):
-            pass
-
-    httpd = HTTPServer(("127.0.0.1", 0), Refuses)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    peer = Peer(lambda: (400, {"error": {"message": "unknown field: chat_template_kwargs"}}))
     try:
-        bad = run_script("evaluate.py", "--model", tiny_model, "--judge-server", f"http://127.0.0.1:{httpd.server_port}/v1",
+        bad = run_script("evaluate.py", "--model", tiny_model, "--judge-server", peer.url,
                          "--reference-rubrics", EVAL, "--benchmark", "pairwise", "--data", EVAL, "--limit", "1",
                          "--max-judge-tokens", "4", "--out", tmp_path / "bad", check=False)
         assert bad.returncode != 0 and "refused the request (400): " in bad.stderr and "chat_template_kwargs" in bad.stderr
         assert "Traceback" not in bad.stderr
     finally:
-        httpd.shutdown()
+        peer.close()
 
 
 def test_another_model_behind_the_same_served_name_is_not_taken_for_the_first(tiny_model, tmp_path):
