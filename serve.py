@@ -130,20 +130,22 @@ class Server:
             return 400, {"error": {"message": str(e), "type": "invalid_request_error"}}
         if body.get("model") not in (None, self.name):
             return 404, {"error": {"message": f"model {body.get('model')!r} is not served here ({self.name})"}}
-        try:
-            ids = C.chat_prompt_ids(self.tok, req["messages"])
-        except (TypeError, ValueError) as e:  # e.g. a lone surrogate the tokenizer cannot take
-            return 400, {"error": {"message": f"messages: cannot be tokenized ({C._first_line(e)})"}}
-        limit = min(self.max_prompt, self.context) if self.context else self.max_prompt
-        if len(ids) > limit:
-            return 400, {"error": {"message": f"the prompt has {len(ids)} tokens, over the maximum context length "
-                                              f"{limit}", "type": "invalid_request_error"}}
-        max_tokens = min(req["max_tokens"], self.max_tokens or req["max_tokens"],
-                         (self.context - len(ids)) if self.context else req["max_tokens"])
+        # the tokenizer too is used by one request at a time: a fast tokenizer's per-call settings (special-token
+        # splitting, padding) are shared state, and a concurrent call changed another request's token ids
         with self.lock:
             if self.fail_first > 0:
                 self.fail_first -= 1
                 return 503, {"error": {"message": "not ready (fault injected by RUBRIC_ARM_SERVER_FAIL_FIRST)"}}
+            try:
+                ids = C.chat_prompt_ids(self.tok, req["messages"])
+            except (TypeError, ValueError) as e:  # e.g. a lone surrogate the tokenizer cannot take
+                return 400, {"error": {"message": f"messages: cannot be tokenized ({C._first_line(e)})"}}
+            limit = min(self.max_prompt, self.context) if self.context else self.max_prompt
+            if len(ids) > limit:
+                return 400, {"error": {"message": f"the prompt has {len(ids)} tokens, over the maximum context length "
+                                                  f"{limit}", "type": "invalid_request_error"}}
+            max_tokens = min(req["max_tokens"], self.max_tokens or req["max_tokens"],
+                             (self.context - len(ids)) if self.context else req["max_tokens"])
             if req["seed"] is not None:
                 torch.manual_seed(req["seed"])
             ro = C.generate(self.model, self.tok, [ids], n=req["n"], max_new_tokens=max_tokens,
