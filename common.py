@@ -5,10 +5,10 @@ Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps t
   2. Prompts              L351-545    prompts/*.txt through the chat template; template files (use_templates)
   3. Parsing and rewards  L546-675    parse_verdict, parse_rubric, format_reward (R_fmt)
   4. Models and adapters  L676-1190   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
-  5. Generation           L1191-2131  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
-  6. Losses               L2132-2534  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2535-3251  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L3252-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
+  5. Generation           L1191-2128  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
+  6. Losses               L2129-2531  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2532-3248  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L3249-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
@@ -1738,7 +1738,8 @@ class ServedModel:
         self._log_retried_status(response)
 
     def _call(self, path: str, request: Callable):
-        """request() through the client; its errors as one line each (a context overflow: None)."""
+        """request() through the client; its errors as one line each (a context overflow is caught per request,
+        in complete())."""
         import openai
         try:
             return request()
@@ -1751,8 +1752,6 @@ class ServedModel:
                              f"({cause}); is it running and reachable?") from None
         except openai.APIStatusError as e:
             detail = _error_detail(e)
-            if e.status_code == 400 and path == "/chat/completions" and _CONTEXT_EXCEEDED.search(detail):
-                return None  # the prompt is longer than the served model's context: counted as too long
             if e.status_code == 400:  # any other refusal is the request's fault: say what the server said
                 raise SystemExit(f"error: the server at {self.url} refused the request (400): {detail}") from None
             raise SystemExit(f"error: the server at {self.url} answered {e.status_code} to {path}"
@@ -1789,7 +1788,7 @@ class ServedModel:
         """n texts per conversation (None: the server rejected the prompt as too long), in order. Each request
         carries a seed: `seed` + its index, by default drawn from torch's generator, so a run seeded with
         --seed samples the same texts again from a server that honours seeds (vLLM, SGLang). Empty texts
-        (a null or empty content) are counted in stats['empty'] and reported."""
+        (a null or empty content) are counted in a warning."""
         import asyncio
 
         import openai
@@ -1827,12 +1826,10 @@ class ServedModel:
             if reply is None:
                 out.append(None)
                 continue
-            texts = self._texts(reply, n)
             if stats is not None:
                 usage = getattr(reply, "usage", None)
                 stats["tokens"] = stats.get("tokens", 0) + int(getattr(usage, "completion_tokens", 0) or 0)
-                stats["empty"] = stats.get("empty", 0) + sum(not t.strip() for t in texts)
-            out.append(texts)
+            out.append(self._texts(reply, n))
         empty = sum(not t.strip() for texts in out if texts for t in texts)
         if empty:
             log.warning("the server at %s answered %d empty text(s) of %d", self.url, empty,

@@ -146,24 +146,13 @@ def check_step(marker: str, command: list[str], write: bool) -> int:
         return 3
     # an input digested when the step ran and now absent: a deleted file, not a changed setting
     missing = [made[k] for k in made if isinstance(old.get(k), str) and old[k].startswith("sha256:")
-               and made[k] == _token(command, k) and not os.path.exists(made[k])]
+               and isinstance(made[k], str) and not made[k].startswith("sha256:") and not os.path.exists(made[k])]
     if missing:
         print(f"its input {', '.join(missing)} is missing (it was there when the step ran); restore it, or delete "
               f"this step's marker {path} and the steps after it to make them again", file=sys.stderr)
         return 5
     print("; ".join(manifest_differences(old, made)), file=sys.stderr)
     return 3
-
-
-def _token(command: list[str], key: str) -> str | None:
-    """The value a manifest key stands for in the command (a flag's value, or '#k': the k-th word)."""
-    flag, _, index = key.partition("#")
-    if index.isdigit():  # a positional word, or a repeated flag's later value
-        return command[int(index)] if int(index) < len(command) else None
-    for k, tok in enumerate(command[:-1]):
-        if tok == flag:
-            return command[k + 1]
-    return None
 
 
 def _cli() -> None:

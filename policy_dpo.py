@@ -162,13 +162,15 @@ def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = Non
         chats[text] = s.get("messages") or (s["prompt"] if isinstance(s["prompt"], list) else None)
         for x, y in itertools.combinations(dict.fromkeys(r for r in s["responses"] if r.strip()), 2):
             items.append((text, x, y))
-    def judged() -> dict:
-        return {(r["prompt"], r["x"], r["y"]): (r["v1"], r["v2"]) for r in C.read_shards(partial, dist)} if partial else {}
-    earlier = {}  # the work of earlier, interrupted invocations: each chunk's first row carries its counts
-    for r in (C.read_shards(partial, dist) if partial else []):
-        for key, v in r.get("chunk_stats", {}).items():
-            earlier[key] = earlier.get(key, 0) + v
-    done = judged()
+    def judged() -> tuple[dict, dict]:
+        """The verdicts written so far, and the work that wrote them (each chunk's first row carries its counts)."""
+        rows = C.read_shards(partial, dist) if partial else []
+        work: dict = {}
+        for r in rows:
+            for key, v in r.get("chunk_stats", {}).items():
+                work[key] = work.get(key, 0) + v
+        return {(r["prompt"], r["x"], r["y"]): (r["v1"], r["v2"]) for r in rows}, work
+    done, earlier = judged()  # earlier: the work of earlier, interrupted invocations
     if done:
         C.log.info("labelling: %d pairs already judged, %d to go", sum(it in done for it in items),
                    sum(it not in done for it in items))
@@ -193,7 +195,7 @@ def label_pairs(rm: C.RubricARM, samples: list[dict], partial: Path | None = Non
             C.append_jsonl(own, rows)
     if dist.world > 1:  # every rank's verdicts, once all have finished
         C.barrier(dist)
-        done = judged()
+        done, _ = judged()
     kept, report = [], {"pairs": len(items), "kept": 0, "dropped_inconsistent": 0, "dropped_unparsed": 0}
     for p, x, y in items:
         v1, v2 = done[(p, x, y)]
