@@ -22,7 +22,7 @@ ARGV=("$@")
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 MODEL="Qwen/Qwen3-8B"; DATA="OpenRubrics/OpenRubric-v2"; SFT_DATA=""; EVAL_DATA=""; OUT="runs/arm"
-CYCLES=3; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; NO_SFT=0; DEMO=""; SEED=0; EVAL_BASE=0; EVAL_PHASES=0; OUT_GIVEN=0
+CYCLES=3; CYCLES_GIVEN=0; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; NO_SFT=0; DEMO=""; SEED=0; EVAL_BASE=0; EVAL_PHASES=0; OUT_GIVEN=0
 [ $# -eq 0 ] && DEMO=toy
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; cat <<'TXT'
 Flags:
@@ -68,7 +68,7 @@ while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || die "$1 needs a value"
       case "$1" in
         --model) MODEL="$2" ;; --data) DATA="$2" ;; --sft-data) SFT_DATA="$2" ;; --eval-data) EVAL_DATA="$2" ;;
-        --rubric-init) RUBRIC_INIT="$2" ;; --judge-init) JUDGE_INIT="$2" ;; --cycles) CYCLES="$2" ;;
+        --rubric-init) RUBRIC_INIT="$2" ;; --judge-init) JUDGE_INIT="$2" ;; --cycles) CYCLES="$2"; CYCLES_GIVEN=1 ;;
         --order) ORDER="$2" ;; --gpus) GPUS="$2" ;; --out) OUT="$2"; OUT_GIVEN=1 ;; --seed) SEED="$2" ;;
       esac
       shift 2 ;;
@@ -83,8 +83,12 @@ case "$ORDER" in judge-first|rubric-first|simultaneous|judge-only|rubric-only) ;
   *) die "--order must be judge-first, rubric-first, simultaneous, judge-only or rubric-only" ;; esac
 [[ "$CYCLES" =~ ^[0-9]+$ ]] && [ "$CYCLES" -ge 1 ] || die "--cycles $CYCLES: must be a whole number, at least 1"
 [[ "$GPUS" =~ ^[0-9]+$ ]] && [ "$GPUS" -ge 1 ] || die "--gpus $GPUS: must be a whole number, at least 1"
-[[ "$SEED" =~ ^[0-9]+$ ]] || die "--seed $SEED: must be a whole number"
+[[ "$SEED" =~ ^[0-9]{1,10}$ ]] && (( 10#$SEED <= 2147483647 )) || die "--seed $SEED: must be a whole number from 0 to 2147483647"
 [ "$NO_SFT" = 0 ] || [ -z "$RUBRIC_INIT$JUDGE_INIT" ] || die "--no-sft starts from new adapters: leave out --rubric-init / --judge-init"
+[ "$EVAL_PHASES" = 0 ] || [ -n "$EVAL_DATA" ] || [ -n "$DEMO" ] || die "--eval-every-phase evaluates on --eval-data FILE: give it"
+if [ -n "$DEMO" ] && [ -n "$MODEL$DATA$SFT_DATA$EVAL_DATA" ]; then
+  die "a demo brings its own model and data: leave out --model, --data, --sft-data and --eval-data (or drop the demo flag)"
+fi
 
 # Paths are the caller's: make them absolute before moving to the project folder. A name that is no
 # local path (a hub dataset or model) stays as it is.
@@ -102,7 +106,7 @@ if [ "$DEMO" = real ]; then
   # settings of the first real-model experiment (its driver, experiments/paper_tables.py, is in git history),
   # scaled down (27 minutes on 2 cores; no learning of the decision at 135M).
   [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/demo"
-  MODEL="smollm2-135m"; CYCLES=1; EVAL_BASE=1
+  MODEL="smollm2-135m"; EVAL_BASE=1; [ "$CYCLES_GIVEN" = 1 ] || CYCLES=1
   mkdir -p "$OUT/data"
   head -n 64 data/if_train.jsonl >"$OUT/data/sft.jsonl"
   sed -n '65,80p' data/if_train.jsonl >"$OUT/data/rl.jsonl"
@@ -136,7 +140,7 @@ elif [ "$DEMO" = toy ] || [ "$DEMO" = toy-explicit ]; then
     [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/toy_explicit_demo"
     MODEL="$HERE/data/toy_base"; STEPS=80
   fi
-  CYCLES=2; EVAL_BASE=1
+  EVAL_BASE=1; [ "$CYCLES_GIVEN" = 1 ] || CYCLES=2
   # demo-splits refuses a base pretrained on another version of its task
   "$PY" tasks/toy_task.py demo-splits --base "$MODEL" --out-dir "$OUT/data" >/dev/null
   SFT_DATA="$OUT/data/sft.jsonl"; DATA="$OUT/data/rl.jsonl"; EVAL_DATA="$OUT/data/eval.jsonl"
@@ -150,7 +154,8 @@ elif [ "$DEMO" = toy ] || [ "$DEMO" = toy-explicit ]; then
 elif [ "$DEMO" = tiny ]; then
   # The plumbing only: a random tiny Qwen3 + the synthetic toy data, short phases (accuracy stays at chance).
   [ "$OUT_GIVEN" = 1 ] || OUT="$HERE/runs/tiny_demo"
-  MODEL="$OUT/tiny-model"; DATA="$HERE/data/demo_train.jsonl"; EVAL_DATA="$HERE/data/demo_eval.jsonl"; CYCLES=2
+  MODEL="$OUT/tiny-model"; DATA="$HERE/data/demo_train.jsonl"; EVAL_DATA="$HERE/data/demo_eval.jsonl"
+  [ "$CYCLES_GIVEN" = 1 ] || CYCLES=2
   : "${MODEL_ARGS:=--lora-r 64 --lora-alpha 128}"
   : "${SFT_RUBRIC_ARGS:=--epochs 6 --batch-size 16 --micro-batch 16 --lr 5e-3 --save-every 20}"
   : "${SFT_JUDGE_ARGS:=--epochs 10 --batch-size 16 --micro-batch 16 --lr 5e-3 --save-every 20}"
@@ -164,6 +169,14 @@ fi
 : "${JUDGE_ARGS:=}"; : "${RUBRIC_ARGS:=}"; : "${EVAL_ARGS:=}"
 [ -n "$SFT_DATA" ] || SFT_DATA="$DATA"
 mkdir -p "$OUT/.done" "$OUT/logs"
+# The schedule a run folder was started with: another --order there would mix two schedules' phases (a
+# judge-only rerun in a finished judge-first folder found c1_judge done and trained c1_judge_b beside it)
+if [ -f "$OUT/schedule.txt" ]; then
+  was="$(cat "$OUT/schedule.txt")"
+  [ "$was" = "$ORDER" ] || die "$OUT holds a --order $was run: use another --out for --order $ORDER (or delete it)"
+else
+  echo "$ORDER" >"$OUT/schedule.txt"
+fi
 T0=$(date +%s)
 
 # One alternate.sh per output folder: a second one stops, naming the first (after up to 10 s of grace,
@@ -361,10 +374,10 @@ if [ -n "$EVAL_DATA" ]; then
 fi
 
 # Summary: the phases' first and last logged steps, and the held-out table.
-"$PY" - "$OUT" "$CYCLES" "$HERE" "$EVAL_DATA" <<'PYEOF'
+"$PY" - "$OUT" "$CYCLES" "$HERE" "$EVAL_DATA" "$ORDER" <<'PYEOF'
 import json, sys
 from pathlib import Path
-out, cycles, eval_data = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
+out, cycles, eval_data, order = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[4], sys.argv[5]
 sys.path[:0] = [sys.argv[3], sys.argv[3] + "/tasks"]
 def log(p):
     return [json.loads(l) for l in (p / "metrics.jsonl").read_text().splitlines() if l.strip()] if (p / "metrics.jsonl").exists() else []
@@ -440,9 +453,12 @@ if rows:
                     if scores.get("eval_sft") else "Did the judge learn in the loop (started from the base)?")
         print(f"{question} after the cycles minus {what}: {100 * m:+.1f} points "
               f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (95% bootstrap over {len(common)} pairs): {verdict}")
-    # with --eval-every-phase: what each phase changed, in the order the phases ran
-    steps = [p for p in out.glob("eval_c*") if (p / "results.json").exists() and pair_scores(p)]
-    steps.sort(key=lambda p: (p / "results.json").stat().st_mtime)
+    # with --eval-every-phase: what each phase changed, in the order of the schedule (not of the files' times: a
+    # phase evaluated again after its output was deleted would be compared with the wrong phase before it)
+    slots = {"judge-first": ["_judge", "_rubric"], "rubric-first": ["_rubric", "_judge"], "judge-only": ["_judge", "_judge_b"],
+             "rubric-only": ["_rubric_a", "_rubric"], "simultaneous": [""]}[order]
+    steps = [out / f"eval_c{c}{slot}" for c in range(1, cycles + 1) for slot in slots]
+    steps = [p for p in steps if (p / "results.json").exists() and pair_scores(p)]
     if steps and scores.get("eval_sft"):
         print("\nWhat each phase changed: held-out accuracy after it, and the change from the stage before (paired by "
               "pair, 95% bootstrap interval). A judge phase trains the judge under the generator's rubrics; a rubric "

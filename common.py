@@ -111,6 +111,17 @@ def messages_text(messages: list, where: str) -> str:
     return lines[0].split(": ", 1)[1] if len(lines) == 1 and messages[0]["role"] == "user" else "\n\n".join(lines)
 
 
+def _respell(key: str, like: str) -> str:
+    """A numeric --winner-map key written the way a file's label is ('1' as '1.0' for the label '0.0')."""
+    try:
+        value = float(key)
+    except ValueError:
+        return key
+    if "." in like:
+        return f"{value:.{len(like.split('.')[1]) or 1}f}"
+    return str(int(value)) if value == int(value) else key
+
+
 def parse_field_map(spec: str | None) -> dict:
     """'prompt=question,winner=label' -> {'prompt': 'question', 'winner': 'label'}."""
     out = {}
@@ -169,9 +180,14 @@ def canonical_row(raw: dict, where: str, field_map: dict | None = None, default_
         if re.fullmatch(r"-?\d+(?:\.\d*)?", label) and not winner_map:  # 0, 1, 2, 0.0, 1.0 ...
             raise LabelSchemeError(f"{where}: field 'winner' is a number ({row['winner']!r}); say which response it "
                                    f"names with --winner-map, e.g. --winner-map {'0.0=A,1.0=B' if '.' in label else '0=A,1=B'}")
-        raise DataError(f"{where}: field 'winner' must be 'A' or 'B', got {row['winner']!r}"
-                        + ("" if winner_map else "; labels of another scheme are read with --winner-map, e.g. "
-                           "--winner-map model_a=A,model_b=B"))
+        if winner_map:  # the map's keys must be spelled as the file spells its labels ('0' does not read '0.0')
+            like = (f"{label}=A,..." if not re.fullmatch(r"-?\d+(?:\.\d*)?", label) else
+                    ",".join(f"{_respell(k, label)}={v}" for k, v in winner_map.items()))
+            raise DataError(f"{where}: field 'winner' is {row['winner']!r}, which --winner-map does not name (its keys: "
+                            f"{', '.join(sorted(winner_map))}); write the keys as the file writes its labels, e.g. "
+                            f"--winner-map {like}")
+        raise DataError(f"{where}: field 'winner' must be 'A' or 'B', got {row['winner']!r}; labels of another scheme "
+                        "are read with --winner-map, e.g. --winner-map model_a=A,model_b=B")
     row["winner"] = w
     row["id"] = str(row.get("id", default_id))
     return row
@@ -379,7 +395,7 @@ def canonical_placeholders(text: str) -> str:
     return _PLACEHOLDER.sub(lambda m: "{" + _CANONICAL[m.group(1)] + "}" if m.group(1) in _CANONICAL else m.group(0), text)
 
 
-CHAT_TEMPLATE: dict[str, str | None] = {"text": None}  # --chat-template: for tokenizers that ship none
+CHAT_TEMPLATE: dict[str, str | None] = {"text": None, "path": None}  # --chat-template: for tokenizers that ship none
 
 
 def add_template_args(ap: argparse.ArgumentParser) -> None:
@@ -408,9 +424,17 @@ def use_templates(args) -> None:
     this process."""
     if getattr(args, "chat_template", None):
         try:
-            CHAT_TEMPLATE["text"] = Path(args.chat_template).read_text(encoding="utf-8-sig")
+            text = Path(args.chat_template).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{args.chat_template}: cannot read the chat template ({e})") from None
+        if not text.strip():
+            raise DataError(f"{args.chat_template}: the chat template is empty")
+        import jinja2.sandbox
+        try:  # its syntax is checked before any model loads (rendering waits for the tokenizer: load_tokenizer)
+            jinja2.sandbox.ImmutableSandboxedEnvironment().parse(text)
+        except jinja2.TemplateSyntaxError as e:
+            raise DataError(f"{args.chat_template}:{e.lineno}: not a Jinja template ({e.message})") from None
+        CHAT_TEMPLATE.update(text=text, path=args.chat_template)
     for role in ("rubric", "judge"):
         path = getattr(args, f"{role}_template", None)
         if not path:
@@ -562,6 +586,7 @@ _NEGATED = re.compile(r"\b(?:not|neither|nor|no)\b", re.I)
 _ASIDE = re.compile(r"\([^()]*\)")  # a parenthesised remark after the verdict ("(although B is close)")
 
 
+_BOTH = re.compile(r"\b[AB]\s*/\s*(?:response\s*)?[AB]\b", re.I)  # 'Response A/B', 'B / A': both named
 _NOTE = re.compile(r"^\W*(?:notes?|n\.\s?b\.?|p\.\s?s\.?|remarks?|caveats?|disclaimer)\b", re.I)
 
 
@@ -586,8 +611,8 @@ def parse_verdict(text: str) -> str | None:
     with any trailing words ('Response B is better') or a parenthesised aside ('(Response A fails the hard
     rule)'); markdown, quotes and case are ignored ('Winner: b' is B), except that a lower-case 'a' is the
     article, not a name ('Winner: a' has no verdict); a possessive names its response ("Response A's
-    analysis wins" is A). A line that names both responses, negates the one it names ('Not A') or names
-    none ('N/A') has no verdict."""
+    analysis wins" is A). A line that names both responses ('Response A or B', 'Response A/B'), negates the
+    one it names ('Not A') or names none ('N/A') has no verdict."""
     if not isinstance(text, str):
         return None
     lines = [_verdict_line(line) for line in unicodedata.normalize("NFKC", text).splitlines() if re.search(r"\w", line)]
@@ -606,7 +631,7 @@ def parse_verdict(text: str) -> str | None:
     alone = re.fullmatch(r"\W*b\W*", said)
     named = [(hit.start(), (word or bare).upper()) for hit in _NAMED.finditer(said)
              for word, bare in [hit.groups()] if word or bare in "AB" or alone]
-    if not named or len({n for _, n in named}) != 1 or _NEGATED.search(said[:named[0][0]]):
+    if not named or len({n for _, n in named}) != 1 or _NEGATED.search(said[:named[0][0]]) or _BOTH.search(said):
         return None
     return named[0][1]
 
@@ -878,6 +903,11 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
         tok.pad_token = tok.eos_token
     if CHAT_TEMPLATE["text"] is not None:
         tok.chat_template = CHAT_TEMPLATE["text"]
+        try:  # a template that raises, or loses a message's text, is found now, in one line
+            chat_prompt_ids(tok, [{"role": "user", "content": "probe"}])
+        except Exception as e:  # noqa: BLE001 - jinja's own error types (syntax, undefined, raise_exception)
+            raise SystemExit(f"error: --chat-template {CHAT_TEMPLATE['path']}: the template does not render a user "
+                             f"message with {name}'s tokenizer ({type(e).__name__}: {_first_line(e)})") from None
     elif not getattr(tok, "chat_template", None):
         raise SystemExit(f"error: {name}: its tokenizer has no chat template; give one with --chat-template FILE "
                          "(a Jinja chat template, e.g. the chat_template.jinja of the model it was fine-tuned from)")
@@ -931,6 +961,9 @@ def load_base_model(name: str, load_4bit: bool = False, device: torch.device | N
         model.to(device)
     if load_4bit:
         log.info("4-bit nf4 base; %d Linear4bit layers guarded against the CPU repack trap", fix_bnb_cpu_trap(model))
+    if device.type == "cpu":  # every forward (a decoded token, a micro-batch) may resize the CPU thread pool
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+        decoder.register_forward_pre_hook(lambda module, inputs: adapt_threads())
     if gradient_checkpointing:
         enable_checkpointing(model)
         model.enable_input_require_grads()  # PEFT: frozen embeddings still pass gradients on
@@ -1087,6 +1120,9 @@ def add_model_args(ap: argparse.ArgumentParser, lora_r: int = 16) -> None:
     g.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
     g.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--threads", type=int, default=None, action=_ThreadsFlag, metavar="N",
+                   help="CPU threads of PyTorch's ops: N fixed; 0 = PyTorch's defaults (a thread per core); default: "
+                        "adaptive, one per core that other processes leave free (also RUBRIC_ARM_THREADS)")
     add_template_args(ap)
 
 
@@ -1701,7 +1737,6 @@ class ServedModel:
 
     def __init__(self, url: str, model: str | None = None, concurrency: int = 8, retries: int = 5,
                  timeout: float = 600.0, top_k: int = -1, tokenizer: str | None = None):
-        import openai
         self.url = url.rstrip("/")
         if not self.url.endswith("/v1"):
             self.url += "/v1"
@@ -1709,10 +1744,7 @@ class ServedModel:
         key = os.environ.get("RUBRIC_ARM_SERVER_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
         self._client_args = {"base_url": self.url, "api_key": key, "max_retries": retries, "timeout": timeout}
         _forward_client_log()
-        with openai.OpenAI(**self._client_args, http_client=openai.DefaultHttpxClient(
-                event_hooks={"response": [self._log_retried_status]})) as client:
-            listed = self._call("/models", lambda: [m.to_dict() for m in client.models.list()])
-        listed = [m for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        listed = self._listed()
         served = [m["id"] for m in listed]
         if model is not None and model not in served:
             raise SystemExit(f"error: the server at {url} serves {', '.join(served) or 'no model'}, not {model!r}; "
@@ -1722,12 +1754,50 @@ class ServedModel:
         self.model = model or served[0]
         # what the server says of the model it serves (vLLM: root = the weights' path, max_model_len, created):
         # recorded beside outputs, so another model restarted on the same port is not taken for this one
-        entry = next(m for m in listed if m["id"] == self.model)
-        self.identity = {"url": self.url, **{k: entry[k] for k in ("id", "root", "parent", "max_model_len", "created",
-                                                                  "owned_by") if k in entry}}
+        self.identity = {"url": self.url, **self._served_entry(listed)}
+        self.reply_model: str | None = None  # the model name the replies give (checked on every reply)
         self.tokenizer = load_tokenizer(tokenizer) if tokenizer else None
         if tokenizer:
             self.identity["tokenizer"] = str(model_identity(tokenizer))
+
+    def _listed(self) -> list[dict]:
+        import openai
+        with openai.OpenAI(**self._client_args, http_client=openai.DefaultHttpxClient(
+                event_hooks={"response": [self._log_retried_status]})) as client:
+            listed = self._call("/models", lambda: [m.to_dict() for m in client.models.list()])
+        return [m for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+    def _served_entry(self, listed: list[dict]) -> dict:
+        """What the server says of the model it serves under self.model (vLLM: root = the weights' path,
+        max_model_len, created): recorded beside outputs, so another model restarted on the same port is not
+        taken for this one."""
+        entry = next((m for m in listed if m["id"] == self.model), None)
+        if entry is None:
+            raise SystemExit(f"error: the server at {self.url} no longer serves {self.model!r} (it lists "
+                             f"{', '.join(m['id'] for m in listed) or 'nothing'}): the served model changed during the run")
+        return {k: entry[k] for k in ("id", "root", "parent", "max_model_len", "created", "owned_by") if k in entry}
+
+    def check_unchanged(self, replies: list) -> None:
+        """Every reply names its model: all must name the one the first reply named; and /v1/models must still
+        describe the model recorded at the start. Either change stops the run: its outputs would mix models."""
+        for reply in replies:
+            name = getattr(reply, "model", None) if reply is not None else None
+            if name is None:
+                continue
+            if self.reply_model is None:
+                self.reply_model = name
+                if name != self.model:
+                    log.warning("the server at %s answers as %r for the served model %r", self.url, name, self.model)
+            elif name != self.reply_model:
+                raise SystemExit(f"error: the server at {self.url} answered as model {name!r} after answering as "
+                                 f"{self.reply_model!r}: the served model changed during the run; what was written "
+                                 "before the change is kept, restart with the original model (or a new --out)")
+        now = self._served_entry(self._listed())
+        was = {k: v for k, v in self.identity.items() if k not in ("url", "tokenizer")}
+        if now != was:
+            diff = "; ".join(f"{k}: {was.get(k)} -> {now.get(k)}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k))
+            raise SystemExit(f"error: the server at {self.url} now describes {self.model!r} otherwise ({diff}): the served "
+                             "model changed during the run; restart with the original model (or a new --out)")
 
     def _log_retried_status(self, response) -> None:
         """A status the client retries (408, 409, 429, 5xx), said before its 'Retrying request' line."""
@@ -1763,6 +1833,9 @@ class ServedModel:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SystemExit(f"error: the server at {self.url} answered {path} with something that is not JSON "
                              f"({_first_line(e)})") from None
+        except (AttributeError, TypeError, KeyError) as e:  # JSON of another shape (an HTML page, a bare string)
+            raise SystemExit(f"error: the server at {self.url} answered {path} with a reply that is not the API's "
+                             f"({type(e).__name__}: {_first_line(e)}); is it an OpenAI-compatible server?") from None
 
     def _texts(self, reply, n: int) -> list[str]:
         """The n texts of a chat completion, or one line saying how the reply breaks the protocol."""
@@ -1821,6 +1894,7 @@ class ServedModel:
                 return await asyncio.gather(*(one(client, gate, k) for k in range(len(conversations))))
 
         replies = self._call("/chat/completions", lambda: asyncio.run(run_all()))
+        self.check_unchanged(replies)
         out = []
         for reply in replies:
             if reply is None:
@@ -2246,9 +2320,10 @@ def idle_reason(s: dict) -> str:
 LOW_SIGNAL = 0.25  # a phase with reward variance in fewer of its steps than this is reported as idle
 
 
-def log_signal(out: str | os.PathLike, name: str) -> dict | None:
+def log_signal(out: str | os.PathLike, name: str, dynamic: bool = False) -> dict | None:
     """Say, at the end of a GRPO phase, how much of it had a learning signal (signal_summary), and warn
-    when little did; written beside the adapter as signal.json."""
+    when little did; written beside the adapter as signal.json. dynamic: the phase ran with --dynamic-sampling
+    (then the advice is not to turn it on)."""
     s = signal_summary(Path(out) / "metrics.jsonl")
     if s is None:
         return None
@@ -2257,8 +2332,10 @@ def log_signal(out: str | os.PathLike, name: str) -> dict | None:
              100 * s["zero_var_groups"], 100 * s["all_right_groups"], 100 * s["all_wrong_groups"],
              s["steps_with_signal"], s["steps"], s["reward_acc_first10"], s["reward_acc_last10"])
     if s["signal_step_share"] < LOW_SIGNAL:
-        log.warning("%s: reward variance in only %d of %d steps: this phase barely trained (%s; see "
-                    "--dynamic-sampling)", name, s["steps_with_signal"], s["steps"], idle_reason(s))
+        advice = ("even with --dynamic-sampling: more --max-extra-draws, or a task the model can partly solve"
+                  if dynamic else "see --dynamic-sampling")
+        log.warning("%s: reward variance in only %d of %d steps: this phase barely trained (%s; %s)", name,
+                    s["steps_with_signal"], s["steps"], idle_reason(s), advice)
     atomic_write_text(Path(out) / "signal.json", json.dumps(s, indent=2))
     return s
 
@@ -2351,13 +2428,16 @@ def add_grpo_args(ap: argparse.ArgumentParser, paper: dict) -> None:
                    help="DAPO's dynamic sampling (verl's group filter): drop the groups whose G rewards are all equal "
                         "(advantage 0: no gradient) and draw more prompts until the step has as many groups as it "
                         "drew first, or --max-extra-draws more draws were made (not in the paper)")
-    g.add_argument("--max-extra-draws", type=int, default=d["max_extra_draws"],
-                   help="with --dynamic-sampling: extra draws of a step at most (each costs a step's rollouts and "
-                        "rewards); a step that is still short trains on the groups it kept")
+    g.add_argument("--max-extra-draws", type=int, default=None,
+                   help=f"with --dynamic-sampling: extra draws of a step at most (default {d['max_extra_draws']}; each "
+                        "costs a step's rollouts and rewards); a step that is still short trains on the groups it kept")
 
 
 def grpo_config_from_args(args) -> GRPOConfig:
-    return GRPOConfig(**{f: getattr(args, f) for f in GRPOConfig.__dataclass_fields__})
+    given = {f: getattr(args, f) for f in GRPOConfig.__dataclass_fields__}
+    if given["max_extra_draws"] is None:  # not given: the default (a flag given without --dynamic-sampling is refused)
+        given.pop("max_extra_draws")
+    return GRPOConfig(**given)
 
 
 @dataclass
@@ -2556,6 +2636,113 @@ def setup_logging(level: int = logging.INFO) -> None:
     log.propagate = False
 
 
+# ---- CPU threads ----------------------------------------------------------------------------------
+# PyTorch runs CPU ops on an OpenMP pool of one thread per core, and a pool thread that waits for a straggler
+# spins. Beside another busy process the pool oversubscribes the cores: a thread that lost its core stalls every
+# parallel region while the others spin. Measured on 2 cores (bench/bench_threads.py), the toy judge phase's step
+# went from 3.7 s alone to 12.5 s beside a one-thread busy loop and 22.8 s beside a PyTorch process; with one
+# thread it took 4.3 s alone and 4.6 s / 6.2 s beside them. A passive wait policy helped beside a neighbour but
+# cost 1.7x alone (sleeping threads wake late). So the pool follows what the others leave free: one thread per
+# core of this process's affinity that other processes did not use over the last ADAPT_EVERY seconds, read from
+# /proc/stat (a neighbour that starts mid-run is seen within seconds, and the pool grows back when it ends).
+ADAPT_EVERY = 2.0  # seconds between two looks at the cores
+_THREADS: dict = {"mode": "default", "cores": [], "t": None, "busy": None, "mine": None, "changes": 0}
+
+
+def usable_cores() -> list[int]:
+    """The CPUs this process may run on (its affinity: a container's or taskset's limit)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def _busy_cpu_seconds(cores: list[int]) -> float | None:
+    """CPU seconds the given cores have spent busy since boot, from /proc/stat; None where it cannot be read."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    want, busy = {f"cpu{c}" for c in cores}, 0
+    for line in lines:
+        f = line.split()
+        if f and f[0] in want:
+            v = [int(x) for x in f[1:9]]  # user nice system idle iowait irq softirq steal
+            busy += sum(v) - v[3] - v[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def configure_threads(n: int | None = None) -> None:
+    """n > 0: that many intra-op threads, fixed; n == 0: PyTorch's and OpenMP's defaults, untouched (as before
+    this setting existed); None: RUBRIC_ARM_THREADS when set, else adaptive (adapt_threads)."""
+    if n is None:
+        env = os.environ.get("RUBRIC_ARM_THREADS", "").strip()
+        if env:
+            if not env.isdigit():
+                raise SystemExit(f"error: RUBRIC_ARM_THREADS={env!r}: give a whole number (0: PyTorch's defaults)")
+            n = int(env)
+    cores = usable_cores()
+    _THREADS.update(cores=cores, t=None, busy=None, mine=None)
+    if n is None:
+        _THREADS["mode"] = "adaptive"
+        try:  # the first guess: what the last minute's load leaves free (then adapt_threads watches the cores)
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+        torch.set_num_threads(max(1, min(len(cores), round(len(cores) - load + 0.25))))
+    elif n > 0:
+        _THREADS["mode"] = "fixed"
+        torch.set_num_threads(n)
+    else:
+        _THREADS["mode"] = "default"
+
+
+def adapt_threads() -> None:
+    """In adaptive mode, at most every ADAPT_EVERY seconds: set the pool to the cores other processes left free
+    since the last look (this process's own CPU time, spinning included, is not counted against it)."""
+    st = _THREADS
+    if st["mode"] != "adaptive":
+        return
+    now = time.monotonic()
+    if st["t"] is not None and now - st["t"] < ADAPT_EVERY:
+        return
+    busy, mine = _busy_cpu_seconds(st["cores"]), time.process_time()
+    if busy is not None and st["t"] is not None:
+        others = max(0.0, (busy - st["busy"]) - (mine - st["mine"])) / (now - st["t"])
+        want = max(1, min(len(st["cores"]), math.ceil(len(st["cores"]) - others - 0.3)))
+        if want != torch.get_num_threads():
+            log.debug("threads: %d -> %d (other processes used %.1f of %d cores)", torch.get_num_threads(), want,
+                      others, len(st["cores"]))
+            torch.set_num_threads(want)
+            st["changes"] += 1
+    st.update(t=now, busy=busy, mine=mine)
+
+
+class _ThreadsFlag(argparse.Action):
+    """--threads N takes effect as it is parsed (before any model loads)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values < 0:
+            parser.error(f"argument --threads: must be 0 or more, got {values}")
+        setattr(namespace, self.dest, values)
+        configure_threads(values)
+
+
+MAX_SEED = 2**31 - 1  # stages derive seeds from it (2 * seed + 1, seed + rank): all stay in every RNG's range
+
+
+def seed_value(text: str) -> int:
+    """The type of every --seed flag: a whole number from 0 to MAX_SEED (torch.manual_seed overflows past 2**64
+    with a traceback, and only after the model has loaded)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {text}")
+    return value
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -2699,6 +2886,7 @@ def run_main(main: Callable[[], object]) -> None:
         import ctypes
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     signal.signal(signal.SIGTERM, _interrupt)
+    configure_threads()  # --threads, parsed in main(), overrides it
     try:
         main()
     except DataError as e:
@@ -2928,7 +3116,7 @@ def add_run_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="start over: delete the run already in --out")
     g.add_argument("--accept-changes", action="store_true",
                    help="with --resume: continue although some settings differ from the run's (they are listed)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed_value, default=0)
     g.add_argument("--wandb-project", default=None, help="log to wandb too (offline without credentials)")
 
 
@@ -3077,7 +3265,10 @@ def grpo_flag_rules(args) -> list[tuple[bool, str]]:
         (0 <= args.warmup_ratio < 1, f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)"),
         (args.max_grad_norm > 0, f"--max-grad-norm {args.max_grad_norm}: must be positive"),
         (args.max_bad_steps >= 1, f"--max-bad-steps {args.max_bad_steps}: must be at least 1"),
-        (args.max_extra_draws >= 0, f"--max-extra-draws {args.max_extra_draws}: must not be negative"),
+        (args.max_extra_draws is None or args.max_extra_draws >= 0, f"--max-extra-draws {args.max_extra_draws}: must not "
+                                                                    "be negative"),
+        (args.max_extra_draws is None or args.dynamic_sampling, f"--max-extra-draws {args.max_extra_draws}: acts only with "
+                                                                "--dynamic-sampling, which is off"),
         (not (args.resume and args.overwrite), "--resume and --overwrite: choose one"),
     ]
 
@@ -3328,9 +3519,9 @@ def check_cached_prompts(cache: Path, rows: list[dict]) -> None:
 
 def _cli() -> None:
     setup_logging()
-    ap = argparse.ArgumentParser(description="rubric-arm shared tools")
+    ap = argparse.ArgumentParser(allow_abbrev=False, description="rubric-arm shared tools")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("cache-rubrics", help="the current rubric generator writes one greedy rubric per example")
+    c = sub.add_parser("cache-rubrics", allow_abbrev=False, help="the current rubric generator writes one greedy rubric per example")
     add_model_args(c)
     add_data_args(c)
     c.add_argument("--adapter", default=None, help="rubric generator adapter folder (none: the base model)")
@@ -3341,21 +3532,21 @@ def _cli() -> None:
                    help="the generator is this OpenAI-compatible server (vLLM, SGLang, ...) instead of --model")
     c.add_argument("--server-model", default=None, help="with --server: the served model (default: the one it serves)")
     add_server_args(c)
-    s = sub.add_parser("split", help="split a JSONL file into K equal, disjoint parts (one per cycle)")
+    s = sub.add_parser("split", allow_abbrev=False, help="split a JSONL file into K equal, disjoint parts (one per cycle)")
     s.add_argument("data")
     s.add_argument("--parts", type=int, required=True)
     s.add_argument("--out-dir", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    v = sub.add_parser("check-output", help="exit 0 only if a step's output is whole (alternate.sh, before its marker)")
+    s.add_argument("--seed", type=seed_value, default=0)
+    v = sub.add_parser("check-output", allow_abbrev=False, help="exit 0 only if a step's output is whole (alternate.sh, before its marker)")
     v.add_argument("--adapter", default=None, help="an adapter folder that must load")
     v.add_argument("--cache", default=None, help="a rubric cache that must cover every id of --data exactly once")
     v.add_argument("--data", default=None)
-    n = sub.add_parser("new-adapter", help="save a new, untrained LoRA adapter (the base model itself): "
+    n = sub.add_parser("new-adapter", allow_abbrev=False, help="save a new, untrained LoRA adapter (the base model itself): "
                                             "a loop that skips SFT starts from it")
     add_model_args(n)
     n.add_argument("--out", required=True, help="adapter folder to write")
-    n.add_argument("--seed", type=int, default=0, help="seed of the LoRA A matrices' random init")
-    m = sub.add_parser("merge-adapter", help="fold an adapter into the base weights for export")
+    n.add_argument("--seed", type=seed_value, default=0, help="seed of the LoRA A matrices' random init")
+    m = sub.add_parser("merge-adapter", allow_abbrev=False, help="fold an adapter into the base weights for export")
     m.add_argument("--model", required=True)
     m.add_argument("--adapter", required=True)
     m.add_argument("--out", required=True)
@@ -3370,13 +3561,16 @@ def _cli() -> None:
         args.out = str(Path(args.out).resolve())  # a cache reached through a symlink: locked and written where it lies
         dist = init_distributed(args.device)
         rows = load_pairs_from_args(args)
+        served = ServedModel(args.server, args.server_model, **server_options(args)) if args.server else None
         if dist.is_main:  # under torchrun the main rank holds the cache for all
             lock_output(args.out)
-            check_rubric_cache_manifest(Path(args.out), rubric_cache_manifest(args))
+            # a served generator is recorded by what the server says it serves, not by its URL alone
+            check_rubric_cache_manifest(Path(args.out), {**rubric_cache_manifest(args),
+                                                         **({"served": served.identity} if served else {})})
             check_cached_prompts(Path(args.out), rows)
         barrier(dist)
-        if args.server:
-            tok, model = None, ServedModel(args.server, args.server_model, **server_options(args))
+        if served:
+            tok, model = None, served
         else:
             tok = load_tokenizer(args.model, args.trust_remote_code)
             base = load_base_model(args.model, args.load_4bit, dist.device, args.dtype, args.trust_remote_code)

@@ -521,29 +521,54 @@ def generate_rubrics(gen: C.Role, prompts: list[str], path: Path, args, stats: d
 
 
 def reference_rubrics(path: str, prompts: list[str]) -> dict[str, str]:
-    """{prompt: rubric} from a file's rows; every prompt to judge must have one."""
-    found: dict[str, str] = {}
+    """{prompt: rubric} from a file's rows, read like every data input (chat-message prompts, OpenRubric-v2's
+    column names, a rubric as a list of criteria); every prompt to judge must have one, and one only."""
+    found: dict[str, tuple[str, str]] = {}  # prompt -> (rubric, where it was given)
+    names = {f: "/".join(C.ALIASES[f]) for f in ("prompt", "rubric")}
     for where, rec, err in C._read_records(Path(path)):
-        if err or not isinstance(rec, dict) or not isinstance(rec.get("rubric"), str) \
-                or not isinstance(rec.get("prompt"), str):
-            raise C.DataError(f"{where}: {err or 'a row with a prompt and a rubric, both text, is expected'}")
-        found.setdefault(rec["prompt"], rec["rubric"])
+        if err or not isinstance(rec, dict):
+            raise C.DataError(f"{where}: {err or 'a row (a JSON object) with a prompt and a rubric is expected'}")
+        prompt = next((rec[k] for k in C.ALIASES["prompt"] if k in rec), None)
+        rubric = next((rec[k] for k in C.ALIASES["rubric"] if k in rec), None)
+        if isinstance(prompt, list):  # a chat, as the preference rows may give their prompts
+            prompt = C.messages_text(prompt, where)
+        if isinstance(rubric, list) and all(isinstance(x, str) for x in rubric):  # criteria -> the numbered rubric
+            rubric = "\n".join(f"{i}. {v}" for i, v in enumerate(rubric, 1))
+        for field, value in (("prompt", prompt), ("rubric", rubric)):
+            if not isinstance(value, str):
+                raise C.DataError(f"{where}: field '{field}' ({names[field]}) must be text, got "
+                                  f"{'nothing' if value is None else type(value).__name__}")
+        if prompt in found and found[prompt][0] != rubric:
+            raise C.DataError(f"{where}: field 'rubric' differs from the rubric {found[prompt][1]} gives the same prompt "
+                              "(one rubric per prompt: which one would be judged?)")
+        found.setdefault(prompt, (rubric, where))
     missing = [p for p in dict.fromkeys(prompts) if p not in found]
     if missing:
         raise C.DataError(f"{path}: no rubric for {len(missing)} prompt(s) to judge (first: {missing[0][:80]!r})")
-    return {p: found[p] for p in dict.fromkeys(prompts)}
+    return {p: found[p][0] for p in dict.fromkeys(prompts)}
 
 
 def given_rubrics(rubrics: dict[str, str], given: str) -> dict[str, str]:
     """{prompt: rubric} as --given-rubric asks: the prompt's own, another prompt's (the prompts in a seeded
-    order, each given the rubric of the next: nobody keeps their own when the texts differ), or empty."""
+    order, each given the rubric of the next: nobody keeps their own when the texts differ), or empty.
+    'other' needs two different rubrics at least; prompts that still get a text equal to their own (prompts
+    sharing a rubric) are counted in a warning."""
     if given == "own":
         return rubrics
     if given == "empty":
         return {p: "" for p in rubrics}
+    if len(set(rubrics.values())) < 2:
+        raise SystemExit(f"error: --given-rubric other: the {len(rubrics)} prompt(s) to judge have "
+                         f"{len(set(rubrics.values()))} distinct rubric(s), so another prompt's rubric would be their own; "
+                         "judge more prompts (--limit) or a benchmark with several")
     order = list(rubrics)
     random.Random(0).shuffle(order)
-    return {p: rubrics[order[(i + 1) % len(order)]] for i, p in enumerate(order)}
+    out = {p: rubrics[order[(i + 1) % len(order)]] for i, p in enumerate(order)}
+    same = sum(out[p] == rubrics[p] for p in rubrics)
+    if same:
+        C.log.warning("--given-rubric other: %d of %d prompts were given a rubric equal to their own (prompts that share a "
+                      "rubric); their pairs measure the own rubric", same, len(rubrics))
+    return out
 
 
 def _drop_flag(argv: list[str], flag: str) -> tuple[list[str], str | None]:
@@ -606,7 +631,7 @@ def rubric_sensitivity(argv: list[str], args) -> dict:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     C.add_model_args(ap)
     ap.add_argument("--benchmark", action="append", required=True, metavar="NAME[=PATH]",
@@ -639,7 +664,7 @@ def parse_args(argv=None):
                     help="judge prompt tokens: longer ones get their responses shortened (never the instruction "
                          "or rubric); one that still does not fit counts as undecided and is counted")
     ap.add_argument("--out", required=True, help="run folder")
-    ap.add_argument("--seed", type=int, default=0, help="fixes the mixed A/B order of every pair and the sampling")
+    ap.add_argument("--seed", type=C.seed_value, default=0, help="fixes the mixed A/B order of every pair and the sampling")
     ap.add_argument("--label", default="ours", help="row name in the table")
     args = ap.parse_args(argv)
     C.role_models_default(args, args.model)
@@ -689,6 +714,10 @@ def main(argv=None) -> dict:
     n_prompts = len({c.prompt for cs in comps.values() for c in cs})
     C.log.info("loaded %s; %d distinct prompts", ", ".join(f"{k} {len(v)} comparisons" for k, v in comps.items()), n_prompts)
     needs_generator = not (args.no_rubric or args.reference_rubrics)
+    given = None  # the reference rubrics are read (and checked) before any model loads
+    if args.reference_rubrics and not args.no_rubric:
+        given = given_rubrics(reference_rubrics(args.reference_rubrics, [c.prompt for cs in comps.values() for c in cs]),
+                              args.given_rubric)
     roles = C.load_roles({"rubric": C.role_spec(args, "rubric") if needs_generator else None,
                           "judge": C.role_spec(args, "judge")}, args.load_4bit, device, args.dtype, args.trust_remote_code,
                          server=C.server_options(args))
@@ -698,9 +727,8 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     rubric_stats, judge_stats = {}, {}
     rubrics = None
-    if args.reference_rubrics and not args.no_rubric:
-        rubrics = given_rubrics(reference_rubrics(args.reference_rubrics, [c.prompt for cs in comps.values() for c in cs]),
-                                args.given_rubric)
+    if given is not None:
+        rubrics = given
         C.write_jsonl_atomic(out / "rubrics.jsonl", [{"prompt": p, "rubric": r} for p, r in rubrics.items()])
     elif not args.no_rubric:  # one rubric per distinct prompt, cached and reused for every pair and order
         prompts = list(dict.fromkeys(c.prompt for cs in comps.values() for c in cs))

@@ -2,8 +2,9 @@
 
 Most used:  python policy_dpo.py --model smollm2-135m --prompts prompts.jsonl --rubric-adapter R --judge-adapter J --out runs/dpo
 
-Each round has three steps, each leaving a marker in OUT/roundK/ so that a rerun resumes at the
-first unfinished step of the first unfinished round:
+Each round has three steps, each leaving a marker in OUT/roundK/ so that a rerun with --resume (like every
+training stage's: without it a folder holding a run is refused) continues at the first unfinished step of the
+first unfinished round:
   1. sample   the current policy samples --n-samples responses per prompt (round 1 may read given
               candidates instead: --candidates FILE with {prompt, responses: [...]})
               (round 1 may read labelled pairs and skip steps 1 and 2: --preferences FILE with
@@ -39,7 +40,7 @@ import common as C
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     C.add_model_args(ap)
     C.add_run_args(ap)

@@ -31,7 +31,7 @@ PAPER = dict(group_size=6, batch_size=288, max_completion_length=2048, lr=5e-7 *
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     C.add_model_args(ap)
     C.add_run_args(ap)
@@ -101,19 +101,22 @@ def main(argv=None) -> None:
     share_prompt = cfg.share_prefix and not C.checkpointing_on(policy)
     for step in run.steps():
         timer = C.StepTimer()
-        # 1. this step's prompts
-        batch = [C.GroupPrompt(C.chat_prompt_ids(tok, prompts[i]), {"prompt": C.messages_text(prompts[i], "prompt")})
-                 for i in run.rank_share(run.step_indices(step))]
-        # 2. G responses per prompt, sampled
-        rolls = C.rollouts(policy, tok, [b.ids for b in batch], cfg)
-        texts = [t for r in rolls for t in r.texts]
-        t_gen = timer.mark("gen")
-        # 3. rewards: Rubric-ARM's pairwise verdicts against the greedy baseline; advantages per group
-        rewards, parts = policy_rewards(policy, tok, rm, batch, texts, cfg)
-        adv = C.group_advantages(rewards, G, cfg.scale_rewards).to(dist.device)
-        timer.mark("reward")
+
+        def draw(k: int, step: int = step) -> list[C.GroupPrompt]:  # the step's prompts (k > 0: dynamic sampling's extras)
+            return [C.GroupPrompt(C.chat_prompt_ids(tok, prompts[i]), {"prompt": C.messages_text(prompts[i], "prompt")})
+                    for i in run.rank_share(run.draw_indices(step, k))]
+
+        def score(batch: list[C.GroupPrompt], texts: list[str]):
+            rewards, parts = policy_rewards(policy, tok, rm, batch, texts, cfg)
+            return rewards, parts, [None] * len(texts)
+
+        # 1-3. this step's prompts, G responses each (sampled), their rewards: Rubric-ARM's pairwise verdicts
+        #      against the greedy baseline; with --dynamic-sampling groups of equal rewards give way to more prompts
+        got = C.sample_step(draw, score, policy, tok, cfg)
+        adv = C.group_advantages(got.rewards, G, cfg.scale_rewards).to(dist.device)
+        timer.mark("sample")
         # 4. micro-batches, reference (beta > 0) and sampling-policy (2+ passes) log-probs
-        mbs = C.micro_batches(rolls, G, cfg.micro_batch, cfg.mask_truncated, share_prompt)
+        mbs = C.micro_batches(got.rolls, G, cfg.micro_batch, cfg.mask_truncated, share_prompt)
         ref = C.reference_logprobs(policy, mbs, cfg.temperature) if cfg.beta else None
         old = C.old_logprobs(policy, mbs, cfg)
         timer.mark("logprob")
@@ -121,9 +124,10 @@ def main(argv=None) -> None:
         stats = C.grpo_passes(policy, run, mbs, adv, old, ref, cfg)
         # 6. log, checkpoint
         finite = stats.pop("finite")
-        run.end_step(step, {**C.reward_metrics(rewards, G, parts), **stats, **C.rollout_metrics(rolls, t_gen),
-                            "lr": run.lr(), **timer.times()}, finite)
+        run.end_step(step, {**got.metrics, **stats, "lr": run.lr(), **timer.times()}, finite)
     path = run.finish(policy)
+    if dist.is_main:
+        C.log_signal(out, "policy GRPO", cfg.dynamic_sampling)
     C.log.info("policy GRPO done: %d rubrics, %d judge calls; adapter in %s", rm.stats["rubrics"],
                rm.stats["judge_calls"], path)
 

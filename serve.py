@@ -19,6 +19,8 @@ import argparse
 import json
 import math
 import os
+import signal
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +31,7 @@ import common as C
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     ap.add_argument("--model", required=True, help="model name or folder (smollm2-135m works offline)")
     ap.add_argument("--adapter", default=None, help="a LoRA adapter to serve on it")
@@ -207,6 +209,15 @@ def main(argv=None) -> None:
     C.log.info("serving %s on http://%s:%d/v1", server.name, args.host, httpd.server_address[1])
     try:
         httpd.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (run_main's handler)
+        code = 143 if C._INTERRUPTED.get("signal") == signal.SIGTERM else 130
+        C.log.info("serve: stopped by %s", "SIGTERM" if code == 143 else "Ctrl-C")
+        httpd.server_close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # a request still generating in its thread would abort the interpreter's shutdown ("terminate called
+        # without an active exception", SIGABRT): leave at once, with the signal's exit status
+        os._exit(code)
     finally:
         httpd.server_close()
 

@@ -36,7 +36,7 @@ ROLE_DEFAULTS = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     ap.add_argument("--role", choices=["rubric", "judge"], required=True, help="which model to warm up")
     C.add_model_args(ap)

@@ -33,7 +33,7 @@ PAPER = dict(group_size=7, batch_size=224, max_completion_length=1024, lr=1e-6 *
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     C.add_model_args(ap)
     C.add_data_args(ap)
@@ -143,7 +143,7 @@ def main(argv=None) -> None:
         run.end_step(step, {**got.metrics, **stats, "lr": run.lr(), **timer.times()}, finite)
     path = run.finish(model)
     if dist.is_main:
-        C.log_signal(out, "judge phase")
+        C.log_signal(out, "judge phase", cfg.dynamic_sampling)
     C.log.info("judge phase done; adapter in %s", path)
 
 

@@ -33,7 +33,7 @@ PAPER = dict(group_size=6, batch_size=288, max_completion_length=512, lr=1e-6 * 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     C.add_model_args(ap)
     C.add_data_args(ap)
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
         run.end_step(step, {**got.metrics, **stats, "lr": run.lr(), **timer.times()}, finite)
     path = run.finish(model)
     if dist.is_main:
-        C.log_signal(out, "rubric phase")
+        C.log_signal(out, "rubric phase", cfg.dynamic_sampling)
     C.log.info("rubric phase done; adapter in %s", path)
 
 

@@ -72,7 +72,7 @@ def decode_step(model, tok, ids, rows: int, hf: bool, steps: int = 24) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--context", type=int, default=1000)
     ap.add_argument("--rows", default="16,64")

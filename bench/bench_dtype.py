@@ -44,7 +44,7 @@ def measure(model_name: str, dtype: str, a) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--rows", type=int, default=2, help="sequences in the training pass")
     ap.add_argument("--prompt", type=int, default=256, help="prompt tokens per sequence")

@@ -152,7 +152,7 @@ def measure(a, side: str, iters: int, beta: float, **over) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--G", type=int, default=4)
     ap.add_argument("--batch", type=int, default=16, help="completions per step")
     ap.add_argument("--micro", type=int, default=8)

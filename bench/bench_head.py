@@ -57,7 +57,7 @@ def pass_once(model, vocab: int, n: int, p: int, t: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seqs", type=int, default=8, help="sequences in the micro-batch")
     ap.add_argument("--prompt", type=int, default=256, help="prompt tokens per sequence")
     ap.add_argument("--completion", type=int, default=768, help="completion tokens per sequence (the head runs there)")

@@ -124,7 +124,7 @@ def trl_dpo(model_dir, rows, a, work) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=16, help="examples (SFT) or pairs (DPO) per step")
     ap.add_argument("--micro", type=int, default=8)
     ap.add_argument("--lora-r", type=int, default=16)

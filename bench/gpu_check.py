@@ -160,7 +160,7 @@ def check_decode(dry: bool, model_dir: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry", action="store_true", help="run on CPU at toy sizes; skip what needs CUDA")
     a = ap.parse_args()
     device = C.default_device()

@@ -57,7 +57,7 @@ def run(model_name: str, examples, lr: float, lora: bool, steps: int, dtype: str
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m", help="a model name, or 'tiny' for the random tiny model")
     ap.add_argument("--data", default="data/if_train.jsonl")
     ap.add_argument("--examples", type=int, default=4)
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--paper-lr", type=float, default=8e-6, help="the paper's full fine-tuning rate (rubric SFT)")
     ap.add_argument("--multipliers", default="1,10,30,100", help="LoRA rates = paper rate x these")
     ap.add_argument("--dtype", default="bf16", help="LoRA runs' base dtype (full fine-tuning is fp32)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=C.seed_value, default=0)
     ap.add_argument("--out", default="runs/bench_lora_lr", help="folder for the results JSON (and the tiny model)")
     ap.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
     args = ap.parse_args()

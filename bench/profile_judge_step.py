@@ -89,7 +89,7 @@ def top_ops(model, tok, prompts: list[list[int]], G: int, steps: int, k: int = 1
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--adapter", help="the phase's starting adapter (e.g. the SFT judge); none: a fresh LoRA")

@@ -62,7 +62,7 @@ def phase(script: str, base: Path, out: Path, args: list, dynamic: bool) -> dict
 
 def main(argv=None) -> dict:
     C.setup_logging()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rubric-phase-run", required=True, help="an experiments/toy_rubric_phase.py run folder (seed 0 done)")
     ap.add_argument("--out", default="runs/dynamic_sampling")
     ap.add_argument("--publish", action="store_true", help="write docs/results/dynamic_sampling.json")

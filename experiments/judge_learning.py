@@ -329,7 +329,7 @@ def report(out: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/judge_learning", help="run folder (resumable)")
     ap.add_argument("--redo", action="append", default=[], metavar="STEP", help="run this finished step again")
     ap.add_argument("--skip", action="append", default=[], metavar="STEP",

@@ -210,7 +210,7 @@ def decision_fit(model, tok, train: dict, evals: dict[str, tuple[list[dict], dic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--train", default="data/if_train.jsonl")
     ap.add_argument("--n-train", type=int, default=800, help="train pairs used (each in both orders)")
@@ -225,7 +225,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--eval-every", type=int, default=25)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=C.seed_value, default=0)
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--out", required=True, help="JSON report")
     C.add_template_args(ap)  # --judge-template: e.g. a compact prompt without the judge's instructions

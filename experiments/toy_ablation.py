@@ -469,7 +469,7 @@ def trivial_judges(paths: dict[str, Path]) -> dict:
 
 def main(argv=None) -> dict:
     C.setup_logging()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/toy_ablation")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--schedules", nargs="+",

@@ -103,7 +103,7 @@ def check(base: Path, rows: list[dict]) -> dict:
 
 def main(argv=None) -> dict:
     C.setup_logging()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", action="append", required=True, help="a toy base folder (repeat for several)")
     ap.add_argument("--rows", type=int, default=200, help="held-out rows (the ablation's eval split)")
     ap.add_argument("--out", default=None, help="write the JSON here (atomic)")

@@ -136,7 +136,7 @@ def plot(rows: list[dict], train: dict, path: Path) -> None:
 
 def main(argv=None) -> None:
     C.setup_logging()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/toy_judge_curve")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="RL seeds (one SFT, seed 0)")
     ap.add_argument("--steps", type=int, default=STEPS, help="judge-phase GRPO steps")

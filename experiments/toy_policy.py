@@ -235,7 +235,7 @@ def report(out: Path, summary: dict, seeds: list[int], publish: bool) -> str:
 
 def main(argv=None) -> dict:
     C.setup_logging()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     ap.add_argument("--ablation", default="runs/toy_ablation", help="a finished experiments/toy_ablation.py run folder")
     ap.add_argument("--out", default="runs/toy_policy")

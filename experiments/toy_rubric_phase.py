@@ -64,9 +64,9 @@ def config(rl_steps: int, pretrain_steps: int) -> dict:
             "rl_steps": rl_steps, "annotated_share": toy_task.ANNOTATED_SHARE, "task_fingerprint": toy_task.implicit_fingerprint()}
 
 
-def make_data(out: Path) -> dict[str, Path]:
+def make_data(out: Path, splits: dict = SPLITS) -> dict[str, Path]:
     paths = {}
-    for name, (n, seed, annotated, held_out) in SPLITS.items():
+    for name, (n, seed, annotated, held_out) in splits.items():
         paths[name] = out / "data" / f"{name}.jsonl"
         if not paths[name].exists():
             rows = toy_task.make_implicit_split(n, seed, name, annotated, held_out)
@@ -237,7 +237,7 @@ def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, publish: bool
 
 def main(argv=None) -> dict:
     C.setup_logging()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/toy_rubric_phase")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)

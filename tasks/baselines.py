@@ -201,12 +201,12 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     import common as C
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     ap.add_argument("--train", required=True, help="pairs the prompt-blind classifier is fit on")
     ap.add_argument("--eval", action="append", required=True, help="held-out pairs (repeatable)")
     ap.add_argument("--out", default=None, help="JSON report (also printed as a table)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=C.seed_value, default=0)
     args = ap.parse_args()
     report = evaluate(Path(args.train), [Path(p) for p in args.eval], args.seed)
     print(markdown(report))

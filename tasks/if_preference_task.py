@@ -899,13 +899,13 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "judge-claims":
         import common as C
         return C.run_main(lambda: judge_claims_cli(sys.argv[2:]))
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     ap.add_argument("--out-dir", default="data", help="folder for if_{train,test,ood}.jsonl")
     ap.add_argument("--n-train", type=int, default=2000)
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--n-ood", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=C.seed_value, default=0)
     ap.add_argument("--model", default="smollm2-135m", help="the model that writes the responses")
     ap.add_argument("--batch", type=int, default=8, help="writing tasks per generate call (all their samples at once)")
     ap.add_argument("--max-new-tokens", type=int, default=96)
@@ -920,7 +920,7 @@ def main() -> None:
 
 
 def score_policy_cli(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="tasks/if_preference_task.py score-policy",
+    ap = argparse.ArgumentParser(allow_abbrev=False, prog="tasks/if_preference_task.py score-policy",
                                  description="IFEval scores (official checkers) of a policy's greedy responses")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--adapter", default=None, help="the policy's LoRA adapter (none: the base model)")
@@ -937,7 +937,7 @@ def score_policy_cli(argv: list[str]) -> None:
 
 
 def judge_claims_cli(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="tasks/if_preference_task.py judge-claims",
+    ap = argparse.ArgumentParser(allow_abbrev=False, prog="tasks/if_preference_task.py judge-claims",
                                  description="Checks a judge's per-constraint met / not met claims (evaluate.py's "
                                  "predictions) against the official checkers, and whether its verdicts follow them")
     ap.add_argument("eval_dirs", nargs="+", help="evaluate.py --out folders (predictions.jsonl, rubrics.jsonl)")

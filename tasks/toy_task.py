@@ -447,7 +447,7 @@ def demo_splits(out_dir: Path, base: Path = TOY_BASE) -> dict[str, Path]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "demo-splits":
-        ap = argparse.ArgumentParser(prog="tasks/toy_task.py demo-splits", description="the default demo's toy splits")
+        ap = argparse.ArgumentParser(allow_abbrev=False, prog="tasks/toy_task.py demo-splits", description="the default demo's toy splits")
         ap.add_argument("--out-dir", required=True)
         ap.add_argument("--base", default=str(TOY_BASE), help="the pretrained toy base whose task version to check")
         a = ap.parse_args(sys.argv[2:])
@@ -455,21 +455,22 @@ def main() -> None:
         print(" ".join(f"{k}={v}" for k, v in paths.items()))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "make-tiny-model":
-        ap = argparse.ArgumentParser(prog="tasks/toy_task.py make-tiny-model", description="build the offline tiny model")
+        ap = argparse.ArgumentParser(allow_abbrev=False, prog="tasks/toy_task.py make-tiny-model",
+                                     description="build the offline tiny model")
         ap.add_argument("out_dir", nargs="?", default="tiny-model")
         ap.add_argument("--hidden", type=int, default=64)
         ap.add_argument("--layers", type=int, default=2)
         ap.add_argument("--vocab", type=int, default=1024)
-        ap.add_argument("--seed", type=int, default=0)
+        ap.add_argument("--seed", type=C.seed_value, default=0)
         a = ap.parse_args(sys.argv[2:])
         print(make_tiny_model(a.out_dir, hidden=a.hidden, layers=a.layers, vocab=a.vocab, seed=a.seed))
         return
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     ap.add_argument("--out-dir", default="data", help="folder for demo_train.jsonl and demo_eval.jsonl")
     ap.add_argument("--n-train", type=int, default=240, help="training rows")
     ap.add_argument("--n-eval", type=int, default=200, help="held-out rows")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=C.seed_value, default=0)
     args = ap.parse_args()
     C.write_jsonl_atomic(os.path.join(args.out_dir, "demo_train.jsonl"), make_split(args.n_train, args.seed, "train"))
     C.write_jsonl_atomic(os.path.join(args.out_dir, "demo_eval.jsonl"), make_split(args.n_eval, args.seed + 1, "eval"))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -173,9 +174,9 @@ def test_alternate_one_role_only_orders_and_the_phase_summary(tiny_model, tmp_pa
     out = tmp_path / "arm"
     env = {**_alternate_env(tiny_model), "EVAL_ARGS": "--max-rubric-tokens 6 --max-judge-tokens 6",
            "JUDGE_ARGS": "--group-size 2 --batch-size 4 --micro-batch 4 --max-completion-length 6 --max-steps 2"}
-    p = subprocess.run(["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(data),
-                        "--eval-data", str(held_out), "--cycles", "1", "--order", order, "--eval-every-phase",
-                        "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    cmd = ["bash", str(ROOT / "alternate.sh"), "--model", str(tiny_model), "--data", str(data), "--eval-data", str(held_out),
+           "--cycles", "1", "--order", order, "--eval-every-phase", "--out", str(out)]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     done = {m.name for m in (out / ".done").iterdir()}
     assert set(trained) <= done and not any(d.startswith(f"c1_{frozen}") for d in done)
@@ -186,6 +187,17 @@ def test_alternate_one_role_only_orders_and_the_phase_summary(tiny_model, tmp_pa
         assert json.loads((out / t / "signal.json").read_text())["steps"] == 2
         assert f"cycle 1 {t.split('_', 1)[1]}" in p.stdout and "signal in" in p.stdout
     assert "What each phase changed" in p.stdout and f"| {trained[1]} |" in p.stdout
+    # the first phase's evaluation deleted and run again: the table keeps the schedule's order (it went by file time)
+    shutil.rmtree(out / f"eval_{trained[0]}")
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    table = again.stdout[again.stdout.index("What each phase changed"):]
+    assert table.index(f"| {trained[0]} |") < table.index(f"| {trained[1]} |")
+    # another --order into this folder is refused before any step (it trained a phase there first)
+    other = subprocess.run([*cmd[:cmd.index("--order") + 1], "judge-first", *cmd[cmd.index("--order") + 2:]], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2 and f"holds a --order {order} run" in other.stderr
+    assert not (out / "c1_rubric").exists() or order == "rubric-only"
 
 
 def test_rubric_phase_samples_log_is_cut_back_to_the_checkpoint_on_resume(tiny_model, always_a_judge, tmp_path):

@@ -152,6 +152,14 @@ def test_policy_grpo_online_run(tiny_model, yes_rm, tmp_path):
         assert r["reward"] == pytest.approx((r["reward_win_shown_first"] + r["reward_win_shown_second"]) / 2, abs=1e-5)
         assert 0.0 <= r["reward"] <= 1.0
     assert (tmp_path / "g" / "adapter" / "adapter_model.safetensors").exists()
+    # --dynamic-sampling acts here too (it was accepted and ignored): every step says how many draws it made
+    run_script("policy_grpo.py", "--model", tiny_model, "--prompts", prompts, "--rubric-adapter", yes_rm["rubric"],
+               "--judge-adapter", yes_rm["judge"], "--judge-template", yes_rm["template"], "--group-size", "3",
+               "--batch-size", "6", "--micro-batch", "6", "--max-completion-length", "6", "--max-rubric-tokens", "16",
+               "--max-judge-tokens", "8", "--max-steps", "1", "--lr", "1e-3", "--lora-r", "8", "--lora-alpha", "16",
+               "--dynamic-sampling", "--max-extra-draws", "2", "--out", tmp_path / "d")
+    step = read_jsonl(tmp_path / "d" / "metrics.jsonl")[0]
+    assert 1 <= step["draws"] <= 3 and step["groups_drawn"] == 2 * step["draws"]
 
 
 def test_iterdpo_reference_is_the_rounds_starting_policy_unless_asked(tiny_model, yes_rm, tmp_path):

@@ -227,10 +227,12 @@ class Peer:
     """A misbehaving OpenAI-compatible peer on loopback: /v1/models lists 'tiny'; each POST answers what
     `answer()` returns, (status, body[, content type]), after `delay` seconds; it counts requests in flight."""
 
-    def __init__(self, answer, delay: float = 0.0):
+    def __init__(self, answer, delay: float = 0.0, models=None):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         self.answer, self.delay, self.in_flight, self.peak = answer, delay, 0, 0
+        # models(): the /v1/models answer, (status, body[, content type]); default: 'tiny'
+        self.models = models or (lambda: (200, {"data": [{"id": "tiny"}]}))
         lock, peer = threading.Lock(), self
 
         class Handler(BaseHTTPRequestHandler):
@@ -243,7 +245,7 @@ class Peer:
                 self.wfile.write(data)
 
             def do_GET(self):  # noqa: N802
-                self._send(200, {"data": [{"id": "tiny"}]})
+                self._send(*peer.models())
 
             def do_POST(self):  # noqa: N802
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
