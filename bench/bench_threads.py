@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import _util as U  # (first: it puts the project on the path)
 import common as C
 import toy_task
-from _util import ROOT, write_section
 
 NEIGHBOURS = {
     "alone": None,
@@ -59,7 +59,7 @@ def judge_phase(work: Path, data: Path, cache: Path, steps: int, env: dict, tag:
            "--rubric-cache", str(cache), "--out", str(out), "--max-steps", str(steps), "--seed", "0", *JUDGE_ARGS]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "KMP_", "GOMP_", "MKL_"))
              and k != "RUBRIC_ARM_THREADS"}
-    return subprocess.Popen(cmd, cwd=ROOT, env={**clean, "RUBRIC_ARM_NO_PROGRESS": "1", **env},
+    return subprocess.Popen(cmd, cwd=U.ROOT, env={**clean, "RUBRIC_ARM_NO_PROGRESS": "1", **env},
                             stdout=subprocess.DEVNULL, stderr=open(work / f"{tag}.log", "w"))
 
 
@@ -128,7 +128,7 @@ def main() -> None:
                                                     for k, v in r.items() if k != "steps"} for r in res]) + "`\n")
     print(body)
     if not a.no_write:
-        write_section("threads", "A judge-phase step beside other processes: thread settings before and after",
+        U.write_section("threads", "A judge-phase step beside other processes: thread settings before and after",
                       "python bench/bench_threads.py" + (f" --steps {a.steps}" if a.steps != 4 else ""), body)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import common as C
-from conftest import TRAIN, assert_same_adapter, grpo_loop, read_jsonl, run_script
+from conftest import TRAIN, assert_same_adapter, grpo_loop, read_jsonl, run_script, write_rows
 
 
 def test_group_advantages_by_hand():
@@ -174,6 +174,31 @@ def test_judge_phase_end_to_end_and_resume(tiny_model, tmp_path):
     for a, b in zip(log, cut):
         assert a["reward"] == b["reward"] and abs(a["loss"] - b["loss"]) < 1e-6
     assert_same_adapter(tmp_path / "full" / "adapter", tmp_path / "cut" / "adapter")
+
+
+@pytest.mark.slow
+def test_judge_phase_resume_on_the_toy_base_with_weights_that_move(tmp_path):
+    """The resume check on a model whose training moves the adapter (a random tiny model's barely does, so an
+    equal-weights check there proves little): the implicit toy base at a learning rate that moves it, killed by
+    SIGKILL after step 3 (checkpoint at 2) and resumed, ends at the uninterrupted run's weights, while steps 3-4
+    alone move them far more than the tolerance."""
+    import toy_task
+    from safetensors.torch import load_file
+    rows = write_rows(tmp_path / "rl.jsonl", toy_task.make_implicit_split(16, 1300, "rl", False, False))
+    cache = tmp_path / "rubrics.jsonl"
+    C.write_jsonl_atomic(cache, [{"id": r["id"], "rubric": r["rubric"]} for r in read_jsonl(rows)])
+    args = ["train_judge_phase.py", "--model", toy_task.IMPLICIT_BASE, "--data", rows, "--rubric-cache", cache,
+            "--group-size", "4", "--batch-size", "8", "--micro-batch", "8", "--max-completion-length", "160",
+            "--lr", "5e-3", "--max-steps", "4", "--save-every", "2", "--seed", "3"]
+    run_script(*args, "--out", tmp_path / "full")
+    killed = run_script(*args, "--out", tmp_path / "cut", env={"RUBRIC_ARM_CRASH_AT": "step:3"}, check=False)
+    assert killed.returncode == -9
+    run_script(*args, "--out", tmp_path / "cut", "--resume")
+    assert_same_adapter(tmp_path / "full" / "adapter", tmp_path / "cut" / "adapter")
+    mid = load_file(str(tmp_path / "full" / "checkpoints" / "step-000002" / "adapter_model.safetensors"))
+    end = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
+    moved = max(float((end[k] - mid[k]).abs().max()) for k in end)
+    assert moved > 1e-3, moved  # 1000x the comparison's tolerance: a resume from the wrong state would show
 
 
 def test_judge_phase_keeps_every_checkpoint_when_asked(tiny_model, tmp_path):
