@@ -1,14 +1,14 @@
 """rubric-arm: what two or more stages share. Stage-only code lives in its stage.
 
 Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps them true):
-  1. Data                 L46-350     canonical preference rows from files or the hub, validated (load_pairs)
-  2. Prompts              L351-545    prompts/*.txt through the chat template; template files (use_templates)
-  3. Parsing and rewards  L546-675    parse_verdict, parse_rubric, format_reward (R_fmt)
-  4. Models and adapters  L676-1190   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
-  5. Generation           L1191-2128  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
-  6. Losses               L2129-2531  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2532-3248  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L3249-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
+  1. Data                 L46-366     canonical preference rows from files or the hub, validated (load_pairs)
+  2. Prompts              L367-569    prompts/*.txt through the chat template; template files (use_templates)
+  3. Parsing and rewards  L570-700    parse_verdict, parse_rubric, format_reward (R_fmt)
+  4. Models and adapters  L701-1226   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
+  5. Generation           L1227-2202  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
+  6. Losses               L2203-2611  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2612-3439  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L3440-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """

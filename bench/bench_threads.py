@@ -38,7 +38,10 @@ NEIGHBOURS = {
     "torch": [sys.executable, "-c", "import torch\nx = torch.randn(384, 384)\nwhile True: x = torch.tanh(x @ x)"],
     "second copy": "copy",
 }
-SETTINGS = {"before": {"RUBRIC_ARM_THREADS": "0"}, "after": {}}
+SETTINGS = {"before": {"RUBRIC_ARM_THREADS": "0"}, "after": {},
+            # the two remedies measured before choosing the adaptive pool (--settings to include them)
+            "passive wait": {"RUBRIC_ARM_THREADS": "0", "OMP_WAIT_POLICY": "PASSIVE"},
+            "one thread": {"RUBRIC_ARM_THREADS": "1"}}
 JUDGE_ARGS = ["--group-size", "4", "--batch-size", "16", "--micro-batch", "16", "--max-completion-length", "200",
               "--lr", "5e-4", "--save-every", "1000"]  # the default demo's judge phase (alternate.sh)
 
@@ -92,15 +95,17 @@ def measure(work: Path, data: Path, cache: Path, steps: int, setting: str, neigh
     return {"setting": setting, "neighbour": neighbour, "step_s": statistics.median(ts), "steps": ts, "wall_s": wall}
 
 
-def table(res: list[dict]) -> str:
+def table(res: list[dict], settings: list[str]) -> str:
     alone = {r["setting"]: r["step_s"] for r in res if r["neighbour"] == "alone"}
-    lines = ["| neighbour | before: s/step | x alone | after: s/step | x alone | after / before |", "|---|---|---|---|---|---|"]
+    head = " | ".join(f"{s}: s/step | x alone" for s in settings)
+    lines = [f"| neighbour | {head} | after / before |", "|---|" + "---|---|" * len(settings) + "---|"]
     for nb in NEIGHBOURS:
         got = {r["setting"]: r["step_s"] for r in res if r["neighbour"] == nb}
-        if len(got) < 2:
+        if len(got) < len(settings):
             continue
-        b, a = got["before"], got["after"]
-        lines.append(f"| {nb} | {b:.2f} | {b / alone['before']:.1f}x | {a:.2f} | {a / alone['after']:.1f}x | **{a / b:.2f}** |")
+        cells = " | ".join(f"{got[s]:.2f} | {got[s] / alone[s]:.1f}x" for s in settings)
+        ratio = f"**{got['after'] / got['before']:.2f}**" if {"after", "before"} <= set(got) else "-"
+        lines.append(f"| {nb} | {cells} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -109,13 +114,15 @@ def main() -> None:
                                  allow_abbrev=False)
     ap.add_argument("--steps", type=int, default=4, help="judge-phase steps per run (the first is not timed)")
     ap.add_argument("--neighbours", nargs="+", default=list(NEIGHBOURS), choices=list(NEIGHBOURS))
+    ap.add_argument("--settings", nargs="+", default=["before", "after"], choices=list(SETTINGS),
+                    help="thread settings to compare ('passive wait', 'one thread': the remedies not chosen)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-threads-"))
     data, cache = prepare(work)
     res = []
     for nb in a.neighbours:
-        for setting in SETTINGS:
+        for setting in a.settings:
             r = measure(work, data, cache, a.steps, setting, nb)
             print(f"{setting:6s} {nb:12s} {r['step_s']:.2f} s/step {[round(t, 2) for t in r['steps']]}", flush=True)
             res.append(r)
@@ -123,13 +130,16 @@ def main() -> None:
     body = (f"The default demo's judge phase (toy implicit base, G=4, 16 completions a step, up to 200 new tokens), "
             f"median step time over steps 2..{a.steps} (both copies' steps for 'second copy'). Neighbours: a one-thread "
             "busy loop, a PyTorch matmul loop with its default threads, a second copy of the same phase. 'before': "
-            "RUBRIC_ARM_THREADS=0 (PyTorch's and OpenMP's defaults); 'after': the stages' own thread settings.\n\n"
-            + table(res) + "\n\nRaw: `" + json.dumps([{k: (round(v, 3) if isinstance(v, float) else v)
+            "RUBRIC_ARM_THREADS=0 (PyTorch's and OpenMP's defaults); 'after': the stages' own thread settings; 'passive "
+            "wait': the defaults with OMP_WAIT_POLICY=PASSIVE; 'one thread': RUBRIC_ARM_THREADS=1.\n\n"
+            + table(res, a.settings) + "\n\nRaw: `" + json.dumps([{k: (round(v, 3) if isinstance(v, float) else v)
                                                     for k, v in r.items() if k != "steps"} for r in res]) + "`\n")
     print(body)
     if not a.no_write:
         U.write_section("threads", "A judge-phase step beside other processes: thread settings before and after",
-                      "python bench/bench_threads.py" + (f" --steps {a.steps}" if a.steps != 4 else ""), body)
+                      "python bench/bench_threads.py" + (f" --steps {a.steps}" if a.steps != 4 else "")
+                      + (" --settings " + " ".join(f"'{x}'" if " " in x else x for x in a.settings)
+                         if a.settings != ["before", "after"] else ""), body)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ a rubric that names it. Training rubrics (SFT) name the rule a third of the time
 
     python experiments/smol_implicit.py --out runs/smol_implicit                # about 80 min on 2 cores
     python experiments/smol_implicit.py --out runs/smol_implicit --publish      # + docs/results/smol_implicit_reach.json
+    python experiments/smol_implicit.py --out runs/smol_implicit --ablation --seeds 0 1 --publish   # + the schedules:
+        # alternating (judge-first) vs judge phases only vs rubric phases only, one cycle of --rl-steps 20 each from the
+        # same SFT, about 80 s a GRPO step on 2 cores: some 6 hours for 2 seeds; every finished step is kept
 """
 
 from __future__ import annotations
@@ -56,6 +59,21 @@ EVAL_ARGS = ["--dtype", DTYPE, "--greedy", "--swap", "--max-rubric-tokens", "96"
 NAMING = {"samples": 4, "temperature": 1.0, "max_new_tokens": 96}  # the rubric phase's rollout temperature
 PROBE_ARGS = ["--n-train", str(N_PROBE_TRAIN), "--n-eval", str(N_EVAL), "--steps", "0", "--dtype", DTYPE,
               "--probe-layers", "8", "16", "24", "30"]
+# The ablation (--ablation): one cycle of each schedule from the SFT adapters, per training seed, phases sized to
+# the CPU (about 80 s a step on 2 cores: --rl-steps 20 makes a phase about 30 minutes)
+SCHEDULES = ("judge-first", "judge-only", "rubric-only")
+RL_STEPS = 20
+STAGE_ARGS = {  # alternate.sh's stage flags; --max-steps comes from --rl-steps
+    "MODEL_ARGS": f"--dtype {DTYPE} --lora-r 16 --lora-alpha 32 --judge-template {JUDGE_TEMPLATE}",
+    "CACHE_ARGS": "--max-new-tokens 96 --batch-size 25",
+    "JUDGE_ARGS": "--group-size 4 --batch-size 16 --micro-batch 8 --max-completion-length 256 --max-prompt-length 1024 "
+                  "--lr 1e-4",
+    "RUBRIC_ARGS": "--group-size 4 --batch-size 16 --micro-batch 8 --max-completion-length 96 --judge-max-new-tokens 256 "
+                   "--judge-batch 16 --max-prompt-length 1024 --lr 1e-4",
+}
+# every evaluation's decoding, as the reach step's (the SFT judge's numbers are reused)
+JUDGE_EVAL = ["--dtype", DTYPE, "--judge-template", JUDGE_TEMPLATE, *EVAL_ARGS]
+
 # A rubric names a case rule when it mentions it in any wording the generator may use ("no capital letters"
 # is the lowercase rule, so it is taken out before looking for the capital one)
 LOWER_WORDS = re.compile(r"lower[\s-]?case|small letters|(?:no|without|never use) capital(?:s| letters?)?", re.I)
@@ -152,6 +170,66 @@ def trivial_judges(paths: dict[str, Path], n_eval: int, out: Path) -> dict:
     return res
 
 
+def run_schedule(rl: Path, init: tuple[Path, Path], out: Path, schedule: str, seed: int, steps: int) -> None:
+    """alternate.sh, one cycle of `schedule`, from the SFT adapters (it resumes a stopped run from its markers)."""
+    limit = f" --max-steps {steps} --save-every {max(1, steps // 4)}"
+    env = {**STAGE_ARGS, "JUDGE_ARGS": STAGE_ARGS["JUDGE_ARGS"] + limit, "RUBRIC_ARGS": STAGE_ARGS["RUBRIC_ARGS"] + limit,
+           "RUBRIC_ARM_PYTHON": sys.executable}
+    sh(["bash", "alternate.sh", "--model", MODEL, "--data", rl, "--rubric-init", init[0], "--judge-init", init[1],
+        "--cycles", 1, "--order", schedule, "--seed", seed, "--out", out], out.parent / "logs" / f"{out.name}.log", env=env)
+
+
+def phase_costs(run: Path) -> list[dict]:
+    """Each GRPO phase's mean step time and where it went (generation / reward, log-probs, forward+backward)."""
+    import statistics
+    rows = []
+    for p in C.grpo_phases(run):
+        log = [r for r in C.read_jsonl_resumable(p / "metrics.jsonl") if "time_step" in r]
+        if log:
+            rows.append({"phase": p.name, "steps": len(log), **{k: statistics.mean(r.get(k, 0.0) for r in log) for k in
+                         ("time_step", "time_gen", "time_reward", "time_logprob", "time_fwd_bwd", "time_optimizer")}})
+    return rows
+
+
+def ablation(paths: dict[str, Path], init: tuple[Path, Path], out: Path, seeds: list[int], steps: int,
+             schedules: list[str]) -> dict:
+    """Alternating vs one role only, from one SFT, per training seed: held-out accuracy with the generator's
+    rubrics, the final judge under the reference and another prompt's rubric, each phase's signal and cost."""
+    import toy_ablation as T
+    out.mkdir(parents=True, exist_ok=True)
+    check_config(out, {"stage_args": STAGE_ARGS, "judge_eval": JUDGE_EVAL, "rl_steps": steps, "sft": [str(i) for i in init]})
+    given = R.sensitivity_files(paths["eval"], out)
+    results: dict[str, list[dict]] = {}
+    signal: dict[str, list[list[dict]]] = {}
+    costs: dict[str, list[list[dict]]] = {}
+
+    def ev(name: str, rubric, judge, folder: Path, extra: tuple = ()) -> None:
+        results.setdefault(name, []).append(T.evaluate(MODEL, rubric, judge, paths["eval"], folder, extra=extra,
+                                                       eval_args=JUDGE_EVAL))
+        C.log.info("%s: %.1f%%", name, 100 * results[name][-1]["both"])
+
+    for seed in seeds:
+        sdir = out / f"seed{seed}"
+        ev("SFT", *init, out.parent / "sens_sft" / "generator")  # the reach step's evaluation (greedy: the same each seed)
+        for what in ("reference", "other prompt's"):
+            ev(f"SFT, {what} rubric", None, init[1], out.parent / "sens_sft" / ("own" if what == "reference" else "other"))
+        for schedule in schedules:
+            run = sdir / f"{schedule}-{steps}steps"
+            final = R.final_adapters(run, schedule, 1, init)
+            if not all((d / "adapter_config.json").exists() for d in final):
+                run_schedule(paths["rl"], init, run, schedule, seed, steps)
+            signal.setdefault(schedule, []).append(R.phase_signal(run))
+            costs.setdefault(schedule, []).append(phase_costs(run))
+            ev(schedule, *final, sdir / f"eval_{run.name}")
+            if schedule != "rubric-only":  # rubric-only's judge is the SFT judge
+                for what, path in list(given.items())[:2]:
+                    ev(f"{schedule}, {what} rubric", None, final[1], sdir / f"eval_{run.name}_given_{path.stem.split('_')[1]}",
+                       ("--reference-rubrics", path))
+    summ = R.summarize(results, signal, {})
+    summ["costs"] = costs
+    return summ
+
+
 def report(res: dict) -> str:
     lines = ["# SmolLM2-135M on the implicit toy: what it reaches before RL", "",
              f"Held-out pairs: the first {N_EVAL} of the implicit eval split, each judged greedily in both orders.", "",
@@ -184,7 +262,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="runs/smol_implicit")
     ap.add_argument("--seed", type=C.seed_value, default=0, help="the SFT seed")
     ap.add_argument("--skip-probe", action="store_true", help="leave out the linear probe (about 20 min)")
-    ap.add_argument("--publish", action="store_true", help="write docs/results/smol_implicit_reach.json")
+    ap.add_argument("--publish", action="store_true", help="write docs/results/smol_implicit_reach.json (and, with "
+                    "--ablation, docs/results/smol_implicit_ablation.json)")
+    ap.add_argument("--ablation", action="store_true", help="then the schedules from the SFT adapters (hours on 2 cores)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="--ablation: training seeds")
+    ap.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
+    ap.add_argument("--rl-steps", type=int, default=RL_STEPS, help="--ablation: GRPO steps of every phase")
     a = ap.parse_args(argv)
     out = C.check_writable(a.out)
     check_config(out, {**config(), "seed": a.seed})
@@ -196,11 +279,11 @@ def main(argv=None) -> dict:
     C.log.info("base naming %s (%.0fs)", res["naming"]["base"]["greedy"], time.perf_counter() - t0)
     rubric, judge = sft(paths["sft"], out, a.seed)
     C.log.info("SFT done (%.0fs)", time.perf_counter() - t0)
-    res["naming"]["SFT"] = naming_rates(rubric, rows, out / "naming_sft")
-    C.log.info("SFT naming %s (%.0fs)", res["naming"]["SFT"]["greedy"], time.perf_counter() - t0)
-    res["sft_sensitivity"] = sensitivity(rubric, judge, paths["eval"], out / "sens_sft")
+    res["sft_sensitivity"] = sensitivity(rubric, judge, paths["eval"], out / "sens_sft")  # first: it decides what is next
     C.log.info("SFT sensitivity %s (%.0fs)", [(r["name"], round(r["accuracy"], 3)) for r in res["sft_sensitivity"]["rows"]],
                time.perf_counter() - t0)
+    res["naming"]["SFT"] = naming_rates(rubric, rows, out / "naming_sft")
+    C.log.info("SFT naming %s (%.0fs)", res["naming"]["SFT"]["greedy"], time.perf_counter() - t0)
     if not a.skip_probe:
         res["probe"] = probe(paths, out)
     res["seconds"] = time.perf_counter() - t0
@@ -210,6 +293,16 @@ def main(argv=None) -> dict:
     if a.publish:
         C.atomic_write_text(ROOT / "docs" / "results" / "smol_implicit_reach.json", json.dumps(res, indent=2))
     print(text)
+    if a.ablation:
+        summ = ablation(paths, (rubric, judge), out / "ablation", a.seeds, a.rl_steps, a.schedules)
+        C.atomic_write_text(out / "ablation" / "summary.json", json.dumps(summ, indent=2))
+        if a.publish:
+            C.atomic_write_text(ROOT / "docs" / "results" / "smol_implicit_ablation.json", json.dumps(
+                {"config": {**config(), "stage_args": STAGE_ARGS, "rl_steps": a.rl_steps, "seeds": a.seeds}, **summ}, indent=2))
+        for r in summ["rows"]:
+            print(f"{r['judge']}: {pct(r['accuracy'])} pooled {pct(r['interval'])}")
+        for name, d in summ["differences"].items():
+            print(f"{name}: {pct(d)}")
     print(f"done in {time.perf_counter() - t0:.0f}s; {rel(out / 'report.md')}")
     return res
 

@@ -255,14 +255,16 @@ def sft(base: Path, data: Path, out: Path, seed: int, lr: float) -> tuple[Path, 
 
 
 def evaluate(base: Path, rubric: Path | None, judge: Path, data: Path, out: Path, direct: bool = False,
-             votes: int = 1, extra: tuple = ()) -> dict:
-    """evaluate.py of one judge on the held-out pairs (extra: more flags, e.g. --reference-rubrics FILE),
-    read back as accuracies, each pair's score and the accuracy by the constraint that decides."""
+             votes: int = 1, extra: tuple = (), eval_args: list | None = None) -> dict:
+    """evaluate.py of one judge on the held-out pairs (extra: more flags, e.g. --reference-rubrics FILE;
+    eval_args: the decoding flags, default EVAL_ARGS), read back as accuracies, each pair's score and the
+    accuracy by the constraint that decides."""
     if not (out / "results.json").exists():
         roles = ["--no-rubric"] if direct else ["--rubric-adapter", rubric] if rubric else []
         roles += ["--judge-adapter", judge] if judge else []  # neither: the base by prompting alone
         sh([sys.executable, "evaluate.py", "--model", base, *roles, "--votes", votes, *extra,
-            "--benchmark", "pairwise", "--data", data, "--out", out, *EVAL_ARGS], out.parent / "logs" / f"{out.name}.log")
+            "--benchmark", "pairwise", "--data", data, "--out", out, *(eval_args or EVAL_ARGS)],
+           out.parent / "logs" / f"{out.name}.log")
     s = json.loads((out / "results.json").read_text())["summary"]
     # each pair judged in both orders: "accuracy" with the chosen response first, "swapped" second;
     # "pairs": each pair's score averaged over its two orders (the unit of the bootstrap intervals)

@@ -899,6 +899,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "judge-claims":
         import common as C
         return C.run_main(lambda: judge_claims_cli(sys.argv[2:]))
+    import common as C
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s [flags: listed below]")
     ap.add_argument("--out-dir", default="data", help="folder for if_{train,test,ood}.jsonl")
@@ -913,7 +914,6 @@ def main() -> None:
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--force", action="store_true", help="rebuild even if the files exist with these settings")
     args = ap.parse_args()
-    import common as C
     C.setup_logging()
     build(Path(args.out_dir), {"train": args.n_train, "test": args.n_test, "ood": args.n_ood}, args.seed, args.model,
           args.batch, args.max_new_tokens, args.temperature, args.dtype, args.force)

@@ -182,8 +182,9 @@ def test_judge_phase_resume_on_the_toy_base_with_weights_that_move(tmp_path):
     equal-weights check there proves little): the implicit toy base at a learning rate that moves it, killed by
     SIGKILL after step 3 (checkpoint at 2) and resumed, ends at the uninterrupted run's weights, while steps 3-4
     alone move them far more than the tolerance."""
-    import toy_task
     from safetensors.torch import load_file
+
+    import toy_task
     rows = write_rows(tmp_path / "rl.jsonl", toy_task.make_implicit_split(16, 1300, "rl", False, False))
     cache = tmp_path / "rubrics.jsonl"
     C.write_jsonl_atomic(cache, [{"id": r["id"], "rubric": r["rubric"]} for r in read_jsonl(rows)])
