@@ -294,8 +294,9 @@ def main(argv=None) -> dict:
         C.atomic_write_text(ROOT / "docs" / "results" / "smol_implicit_reach.json", json.dumps(res, indent=2))
     print(text)
     if a.ablation:
-        summ = ablation(paths, (rubric, judge), out / "ablation", a.seeds, a.rl_steps, a.schedules)
-        C.atomic_write_text(out / "ablation" / "summary.json", json.dumps(summ, indent=2))
+        abl = out / f"ablation-{a.rl_steps}steps"  # a short run (a cost probe) keeps apart from the study
+        summ = ablation(paths, (rubric, judge), abl, a.seeds, a.rl_steps, a.schedules)
+        C.atomic_write_text(abl / "summary.json", json.dumps(summ, indent=2))
         if a.publish:
             C.atomic_write_text(ROOT / "docs" / "results" / "smol_implicit_ablation.json", json.dumps(
                 {"config": {**config(), "stage_args": STAGE_ARGS, "rl_steps": a.rl_steps, "seeds": a.seeds}, **summ}, indent=2))
