@@ -22,7 +22,7 @@ ARGV=("$@")
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 MODEL="Qwen/Qwen3-8B"; DATA="OpenRubrics/OpenRubric-v2"; SFT_DATA=""; EVAL_DATA=""; OUT="runs/arm"
-CYCLES=3; CYCLES_GIVEN=0; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; NO_SFT=0; DEMO=""; SEED=0; EVAL_BASE=0; EVAL_PHASES=0; OUT_GIVEN=0
+CYCLES=3; CYCLES_GIVEN=0; INPUTS_GIVEN=""; GPUS=1; ORDER="judge-first"; RUBRIC_INIT=""; JUDGE_INIT=""; NO_SFT=0; DEMO=""; SEED=0; EVAL_BASE=0; EVAL_PHASES=0; OUT_GIVEN=0
 [ $# -eq 0 ] && DEMO=toy
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; cat <<'TXT'
 Flags:
@@ -67,7 +67,8 @@ while [ $# -gt 0 ]; do
     --model|--data|--sft-data|--eval-data|--rubric-init|--judge-init|--cycles|--order|--gpus|--out|--seed)
       [ $# -ge 2 ] || die "$1 needs a value"
       case "$1" in
-        --model) MODEL="$2" ;; --data) DATA="$2" ;; --sft-data) SFT_DATA="$2" ;; --eval-data) EVAL_DATA="$2" ;;
+        --model) MODEL="$2"; INPUTS_GIVEN+=" $1" ;; --data) DATA="$2"; INPUTS_GIVEN+=" $1" ;;
+        --sft-data) SFT_DATA="$2"; INPUTS_GIVEN+=" $1" ;; --eval-data) EVAL_DATA="$2"; INPUTS_GIVEN+=" $1" ;;
         --rubric-init) RUBRIC_INIT="$2" ;; --judge-init) JUDGE_INIT="$2" ;; --cycles) CYCLES="$2"; CYCLES_GIVEN=1 ;;
         --order) ORDER="$2" ;; --gpus) GPUS="$2" ;; --out) OUT="$2"; OUT_GIVEN=1 ;; --seed) SEED="$2" ;;
       esac
@@ -86,8 +87,8 @@ case "$ORDER" in judge-first|rubric-first|simultaneous|judge-only|rubric-only) ;
 [[ "$SEED" =~ ^[0-9]{1,10}$ ]] && (( 10#$SEED <= 2147483647 )) || die "--seed $SEED: must be a whole number from 0 to 2147483647"
 [ "$NO_SFT" = 0 ] || [ -z "$RUBRIC_INIT$JUDGE_INIT" ] || die "--no-sft starts from new adapters: leave out --rubric-init / --judge-init"
 [ "$EVAL_PHASES" = 0 ] || [ -n "$EVAL_DATA" ] || [ -n "$DEMO" ] || die "--eval-every-phase evaluates on --eval-data FILE: give it"
-if [ -n "$DEMO" ] && [ -n "$MODEL$DATA$SFT_DATA$EVAL_DATA" ]; then
-  die "a demo brings its own model and data: leave out --model, --data, --sft-data and --eval-data (or drop the demo flag)"
+if [ -n "$DEMO" ] && [ -n "$INPUTS_GIVEN" ]; then
+  die "a demo brings its own model and data: leave out$INPUTS_GIVEN (or drop the demo flag)"
 fi
 
 # Paths are the caller's: make them absolute before moving to the project folder. A name that is no

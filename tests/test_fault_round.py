@@ -297,7 +297,7 @@ def test_alternate_flag_combinations_that_did_nothing_are_refused(tmp_path):
     p = run_script("bash", "alternate.sh", "--eval-every-phase", "--data", TRAIN, "--out", tmp_path / "a", check=False)
     assert p.returncode == 2 and "--eval-every-phase evaluates on --eval-data FILE" in p.stderr
     p = run_script("bash", "alternate.sh", "--tiny-demo", "--model", "smollm2-135m", "--out", tmp_path / "b", check=False)
-    assert p.returncode == 2 and "a demo brings its own model and data" in p.stderr
+    assert p.returncode == 2 and "a demo brings its own model and data: leave out --model" in p.stderr
 
 
 def test_docs_say_a_dpo_rerun_needs_resume(tiny_model, tmp_path):
