@@ -298,6 +298,10 @@ def test_alternate_flag_combinations_that_did_nothing_are_refused(tmp_path):
     assert p.returncode == 2 and "--eval-every-phase evaluates on --eval-data FILE" in p.stderr
     p = run_script("bash", "alternate.sh", "--tiny-demo", "--model", "smollm2-135m", "--out", tmp_path / "b", check=False)
     assert p.returncode == 2 and "a demo brings its own model and data: leave out --model" in p.stderr
+    # the default demo itself (what 'bash alternate.sh' with no arguments runs) passes these checks and starts
+    p = run_script("bash", "alternate.sh", "--toy-demo", "--out", tmp_path / "demo", env={"RUBRIC_ARM_CHECK_FLAGS_ONLY": "1"},
+                   check=False, timeout=300)
+    assert "alternate.sh:" not in p.stderr and (tmp_path / "demo" / "schedule.txt").read_text().strip() == "judge-first"
 
 
 def test_docs_say_a_dpo_rerun_needs_resume(tiny_model, tmp_path):
