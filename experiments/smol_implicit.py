@@ -159,15 +159,11 @@ def probe(data: dict[str, Path], out: Path) -> dict:
 
 
 def trivial_judges(paths: dict[str, Path], n_eval: int, out: Path) -> dict:
-    """Every trivial judge of tasks/baselines.py on the judged held-out pairs (the classifier fit on SFT)."""
-    import baselines
+    """toy_rubric_phase's trivial judges (classifier fit on SFT) on the judged held-out pairs: the first n_eval."""
     held = out / "data" / f"eval_first{n_eval}.jsonl"
     if not held.exists():
         C.write_jsonl_atomic(held, C.read_jsonl_resumable(paths["eval"])[:n_eval])
-    rep = baselines.evaluate(paths["sft"], [held])["eval"][str(held)]
-    res = {name: {"mean": r["accuracy"], "ci95": r["ci95"]} for name, r in rep.items() if isinstance(r, dict) and "ci95" in r}
-    res["by_type"] = rep.get("by_type", {})
-    return res
+    return R.trivial_judges({"sft": paths["sft"], "eval": held})
 
 
 def run_schedule(rl: Path, init: tuple[Path, Path], out: Path, schedule: str, seed: int, steps: int) -> None:
