@@ -1311,6 +1311,15 @@ def _make_kv_layer_class():
             self.vbuf = self.vbuf.repeat_interleave(repeats, 0)
             self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
 
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            """Keep the rows `indices`, copying only the positions written so far."""
+            for name in ("kbuf", "vbuf"):
+                old = getattr(self, name)
+                new = old.new_empty(len(indices), *old.shape[1:])
+                new[:, :, :self.length] = old[indices, :, :self.length]
+                setattr(self, name, new)
+            self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+
     return PreallocatedKV
 
 
@@ -1354,6 +1363,9 @@ def generate(model, tokenizer, prompts: list[list[int]], n: int = 1, max_new_tok
         return _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, share_prefix, progress)
 
 
+DROP_FINISHED = True  # finished rows leave the decode batch (bench/ turns it off to measure what it saves)
+
+
 def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, share_prefix, progress) -> Rollout:
     device = next(model.parameters()).device
     was_training = model.training
@@ -1378,22 +1390,31 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
         cache, logits = out.cache, out.logits[:, -1]
     next_pos = pos[:, -1:].repeat_interleave(n, 0) + 1
     eos = tokenizer.eos_token_id
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
-    tokens = []
+    # the rows still decoding: a row that wrote its end-of-turn leaves the batch once a quarter of the batch has
+    # (its cache rows are dropped), so the steps after cost what the rows left cost, not what the longest did
+    comp = torch.full((rows, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
+    live = torch.arange(rows, device=device)    # [R] row ids of the decode batch, R <= rows
+    done = torch.zeros(rows, dtype=torch.bool, device=device)  # [R] finished, still in the batch
+    steps = 0
     for t in range(max_new_tokens):
         tok = _sample(logits, temperature, top_p)
         tok = torch.where(done, torch.full_like(tok, tokenizer.pad_token_id), tok)
-        tokens.append(tok)
+        comp[live, t] = tok
+        steps = t + 1
         if progress is not None:
             progress.add_tokens(int((~done).sum()))
         done |= tok == eos
         if bool(done.all()) or t == max_new_tokens - 1:
             break
+        if DROP_FINISHED and int(done.sum()) * 4 >= len(live):
+            keep = (~done).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            live, done, tok, attn, next_pos = live[keep], done[keep], tok[keep], attn[keep], next_pos[keep]
         out = model(input_ids=tok[:, None], attention_mask=attn[:, :width + t + 1], position_ids=next_pos,
                     cache=cache, use_cache=True)
         cache, logits = out.cache, out.logits[:, -1]
         next_pos = next_pos + 1
-    comp = torch.stack(tokens, dim=1) if tokens else torch.zeros((rows, 0), dtype=torch.long, device=device)
+    comp = comp[:, :steps]
     is_eos = comp == eos
     # mask: tokens up to and including the first EOS
     after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0

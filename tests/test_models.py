@@ -107,3 +107,29 @@ def test_lora_grads_over_4bit_after_generate_match_full_precision(tiny_model, to
     assert qg.keys() == rg.keys() and len(qg) > 0
     for n in qg:
         torch.testing.assert_close(qg[n], rg[n], atol=1e-4, rtol=1e-3, msg=n)
+
+
+def test_finished_rows_leave_the_decode_batch_without_changing_any_completion(tiny_model, tok, monkeypatch):
+    model = C.load_base_model(str(tiny_model))
+    eos, widths = tok.eos_token_id, []
+
+    def stop_after_some_tokens(module, args, kwargs, out):  # a generated id divisible by 7 is followed by EOS
+        ids = kwargs["input_ids"]
+        widths.append(ids.shape[0])
+        if ids.shape[1] == 1:  # a decode step (the prefill's last token is the chat template's)
+            out.logits[:, -1, eos] += 1e4 * (ids[:, -1] % 7 == 0)
+        return out
+
+    model.register_forward_hook(stop_after_some_tokens, with_kwargs=True)
+    prompts = [judge_prompt(tok, r) for r in ROWS[:8]] + [C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])) for r in ROWS[:8]]
+    runs = {}
+    for drop in (False, True):
+        monkeypatch.setattr(C, "DROP_FINISHED", drop)
+        widths.clear()
+        runs[drop] = (C.generate(model, tok, prompts, n=1, max_new_tokens=10, temperature=0), widths[1:])
+    (kept, kept_widths), (dropped, dropped_widths) = runs[False], runs[True]
+    lengths = kept.completion_mask.sum(1)
+    assert lengths.min() < lengths.max() and kept.truncated.any() and not kept.truncated.all()  # rows end apart
+    assert set(kept_widths) == {16} and dropped_widths[-1] < 16  # the batch shrank as rows finished
+    assert torch.equal(kept.completion_ids, dropped.completion_ids) and kept.texts == dropped.texts
+    assert torch.equal(kept.completion_mask, dropped.completion_mask) and torch.equal(kept.truncated, dropped.truncated)

@@ -1,0 +1,125 @@
+"""What makes SmolLM2-135M's SFT judge read its rubric on the implicit toy (issue 41, item 2): SFT recipes
+tried one after another from the base, each measured the same way.
+
+The first SFT (experiments/smol_implicit.py: 320 rows of which a third are decided by the implied rule, one
+epoch) gives a judge at 49.5% under every rubric. experiments/claim_reach.py says where it fails: it quotes a
+response's first word right (95.5%) and follows its own analysis to the verdict (100%), but its claim about that
+word's case is near chance (58.5%). So every try below aims at that claim:
+
+  rule-rows      judge SFT rows all decided by the implied rule (the RL split's kind of row, from another seed,
+                 prompts outside the held-out set): 3x the case claims per epoch; 3 epochs
+  spelled        as rule-rows, the trajectory also spells the word's first letter before the case claim
+                 (`it begins with "Sky", first letter "S", a capital letter.`): the case of a single letter is
+                 what a pretrained model knows best
+
+Per try: sft_warmup.py --role judge; claim_reach.py on its checkpoints (the curve) and its final adapter; and,
+when its claims are right at least --gate % of the time, evaluate.py --rubric-sensitivity (the issue's measure:
+accuracy under the reference rubric, another prompt's, an empty one, and the SFT generator's), reusing the
+reach run's SFT generator. Each step keeps its output; a rerun resumes; another configuration is refused.
+
+    python experiments/smol_judge_recipes.py --reach runs/smol_implicit --out runs/smol_recipes \\
+        --tries rule-rows spelled
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tasks"), str(ROOT / "experiments")]
+os.environ.setdefault("RUBRIC_ARM_NO_PROGRESS", "1")
+
+import smol_implicit as S  # noqa: E402
+
+import common as C  # noqa: E402
+import toy_task  # noqa: E402
+from driver import check_config, sh  # noqa: E402
+
+RULE_ROWS = (320, 1250)  # rows, seed: make_implicit_split(annotated=False, held_out=False)
+BASE_SFT = ["--dtype", S.DTYPE, "--batch-size", "8", "--micro-batch", "4", "--lr", "1e-3", "--cutoff-len", "1024",
+            "--lora-r", "16", "--lora-alpha", "32"]
+TRIES = {
+    "rule-rows": {"data": "rule", "spell": False, "sft": ["--epochs", "3", "--save-every", "40"]},
+    "spelled": {"data": "rule", "spell": True, "sft": ["--epochs", "3", "--save-every", "40"]},
+}
+N_CLAIMS = 100  # held-out rows claim_reach reads (the first N of the reach run's eval split)
+
+SPELL = re.compile(r'it begins with "([^"]*)"(?=, a |; )')
+
+
+def spell(text: str) -> str:
+    """The trajectory with the first word's first letter spelled before its case claim."""
+    return SPELL.sub(lambda m: f'{m.group(0)}, first letter "{m.group(1)[:1]}"', text)
+
+
+def try_data(name: str, reach: Path, out: Path) -> tuple[Path, Path]:
+    """(SFT rows, held-out rows) of a try, in its trajectory format."""
+    spec, folder = TRIES[name], out / name
+    sft, held = folder / "sft.jsonl", folder / "eval.jsonl"
+    if not sft.exists():
+        rows = toy_task.make_implicit_split(*RULE_ROWS, "sftr", False, False)
+        ev = [json.loads(line) for line in (reach / "data" / "eval.jsonl").read_text().splitlines()]
+        if spec["spell"]:
+            rows = [{**r, "judge_trajectory": spell(r["judge_trajectory"])} for r in rows]
+            ev = [{**r, "judge_trajectory": spell(r["judge_trajectory"])} for r in ev]
+        held_prompts = {r["prompt"] for r in ev}
+        assert not held_prompts & {r["prompt"] for r in rows}, "a held-out prompt in the SFT rows"
+        C.write_jsonl_atomic(held, ev)
+        C.write_jsonl_atomic(sft, rows)
+    return sft, held
+
+
+def claims(adapters: list[Path], held: Path, dest: Path) -> dict:
+    if not dest.exists():
+        sh([sys.executable, "experiments/claim_reach.py", "--model", S.MODEL, "--data", held, "--limit", N_CLAIMS,
+            "--judge-template", S.JUDGE_TEMPLATE, "--out", dest, *[a for p in adapters for a in ("--adapter", p)]],
+           dest.with_suffix(".log"))
+    return json.loads(dest.read_text())["judges"]
+
+
+def run_try(name: str, reach: Path, out: Path, gate: float, seed: int) -> dict:
+    folder = out / name
+    sft, held = try_data(name, reach, out)
+    if not (folder / "sft_judge" / "adapter").exists():
+        sh([sys.executable, "sft_warmup.py", "--role", "judge", "--model", S.MODEL, "--data", sft, "--seed", seed,
+            "--judge-template", S.JUDGE_TEMPLATE, "--out", folder / "sft_judge", "--resume", *BASE_SFT,
+            *TRIES[name]["sft"]], folder / "sft_judge.log")
+    ckpts = sorted((folder / "sft_judge" / "checkpoints").glob("step-*"))
+    curve = claims([*ckpts, folder / "sft_judge" / "adapter"], held, folder / "claims.json")
+    final = curve[str(folder / "sft_judge" / "adapter")]
+    res = {"try": name, "sft_args": BASE_SFT + TRIES[name]["sft"], "spelled": TRIES[name]["spell"],
+           "claims": {Path(k).name: v for k, v in curve.items()}}
+    if final["claim"]["accuracy"] >= gate:
+        rep = S.sensitivity(reach / "sft_rubric" / "adapter", folder / "sft_judge" / "adapter", held, folder / "sens")
+        res["sensitivity"] = rep
+    else:
+        res["sensitivity"] = f"not run: claims {final['claim']['accuracy']}% < --gate {gate}%"
+    C.atomic_write_text(folder / "result.json", json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)
+    ap.add_argument("--reach", type=Path, required=True, help="the experiments/smol_implicit.py run folder")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--tries", nargs="+", choices=list(TRIES), default=list(TRIES))
+    ap.add_argument("--gate", type=float, default=75.0, help="run evaluate.py only when claims reach this %%")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    check_config(args.out, {"reach": str(args.reach), "rule_rows": RULE_ROWS, "base_sft": BASE_SFT, "tries": TRIES,
+                            "n_claims": N_CLAIMS, "gate": args.gate, "seed": args.seed, "eval_args": S.EVAL_ARGS,
+                            "task_fingerprint": toy_task.implicit_fingerprint()})
+    for name in args.tries:
+        res = run_try(name, args.reach, args.out, args.gate, args.seed)
+        print(name, json.dumps({k: v["claim"] for k, v in res["claims"].items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
