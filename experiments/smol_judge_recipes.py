@@ -19,6 +19,8 @@ reach run's SFT generator. Each step keeps its output; a rerun resumes; another 
 
     python experiments/smol_judge_recipes.py --reach runs/smol_implicit --out runs/smol_recipes \\
         --tries rule-rows spelled
+    python experiments/smol_judge_recipes.py --reach runs/smol_implicit --out runs/smol_recipes --publish
+        # the tries finished so far, beside the reach run's SFT judge and the base: docs/results/smol_judge_recipes.json
 """
 
 from __future__ import annotations
@@ -103,6 +105,34 @@ def run_try(name: str, reach: Path, out: Path, gate: float, seed: int) -> dict:
     return res
 
 
+def sens_summary(rep: dict | str) -> dict | str:
+    if isinstance(rep, str):
+        return rep
+    return {"accuracy": {r["name"]: {"mean": r["accuracy"], "ci95": r["ci95"], "first": r.get("accuracy_fixed1"),
+                                     "second": r.get("accuracy_fixed2"), "format": r.get("format_rate")}
+                         for r in rep["rows"]},
+            "differences": rep["differences"]}
+
+
+def publish(reach: Path, out: Path, dest: Path) -> dict:
+    """The baseline (the base and the reach run's SFT judge, claim readings) and every finished try."""
+    held = reach / "data" / "eval.jsonl"
+    base = claims([Path("none"), reach / "sft_judge" / "adapter"], held, reach / "claims.json")
+    res = {"what": "SFT recipes for SmolLM2-135M's judge on the implicit toy (experiments/smol_judge_recipes.py)",
+           "held_out_rows_read": N_CLAIMS, "config": json.loads((out / "config.json").read_text()),
+           "baseline": {"base model": base["none"], "reach SFT judge (320 rows, a third rule-decided, 1 epoch)":
+                        base[str(reach / "sft_judge" / "adapter")]},
+           "baseline_sensitivity": sens_summary(S.sensitivity(None, None, held, reach / "sens_sft")),
+           "tries": {}}
+    for name in TRIES:
+        f = out / name / "result.json"
+        if f.exists():
+            r = json.loads(f.read_text())
+            res["tries"][name] = {**r, "sensitivity": sens_summary(r["sensitivity"])}
+    C.atomic_write_text(dest, json.dumps(res, indent=1) + "\n")
+    return res
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  allow_abbrev=False)
@@ -111,11 +141,15 @@ def main(argv=None) -> None:
     ap.add_argument("--tries", nargs="+", choices=list(TRIES), default=list(TRIES))
     ap.add_argument("--gate", type=float, default=75.0, help="run evaluate.py only when claims reach this %%")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--publish", action="store_true", help="write docs/results/smol_judge_recipes.json and stop")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     check_config(args.out, {"reach": str(args.reach), "rule_rows": RULE_ROWS, "base_sft": BASE_SFT, "tries": TRIES,
                             "n_claims": N_CLAIMS, "gate": args.gate, "seed": args.seed, "eval_args": S.EVAL_ARGS,
                             "task_fingerprint": toy_task.implicit_fingerprint()})
+    if args.publish:
+        publish(args.reach, args.out, ROOT / "docs" / "results" / "smol_judge_recipes.json")
+        return
     for name in args.tries:
         res = run_try(name, args.reach, args.out, args.gate, args.seed)
         print(name, json.dumps({k: v["claim"] for k, v in res["claims"].items()}), flush=True)

@@ -221,3 +221,24 @@ def test_implicit_task_trivial_judges_stay_at_chance_overall_and_per_type(tmp_pa
     for name in names:
         t = res["by_type"]["implied case"][name]
         assert t["accuracy"] <= 0.56 and t["lo"] <= 0.5, (name, t)
+
+
+def test_claim_reach_reads_where_the_trajectory_quotes_claims_and_decides(tmp_path):
+    """experiments/claim_reach.py reads a judge's next token at each quote, case claim (also in the spelled
+    format of smol_judge_recipes) and verdict of a held-out trajectory; the bundled implicit base, pretrained on
+    these trajectories, gets the claims right where a judge that reads nothing could not (two tokens, one true)."""
+    import claim_reach
+    import smol_judge_recipes
+    rows = toy_task.make_implicit_split(12, 1400, "eval", False, True)
+    plain, spelled = tmp_path / "plain.jsonl", tmp_path / "spelled.jsonl"
+    C.write_jsonl_atomic(plain, rows)
+    C.write_jsonl_atomic(spelled, [{**r, "judge_trajectory": smol_judge_recipes.spell(r["judge_trajectory"])} for r in rows])
+    assert 'first letter "' in read_jsonl(spelled)[0]["judge_trajectory"]
+    base = str(toy_task.IMPLICIT_BASE)
+    rep = claim_reach.main(["--model", base, "--data", str(plain), "--adapter", "none", "--out", str(tmp_path / "c.json")])
+    got = rep["judges"]["none"]
+    assert got["claim"]["n"] == 24 and got["verdict"]["n"] == 12 and got["quote"]["n"] == 24 and "letter" not in got
+    assert got["claim"]["accuracy"] >= 90 and got["verdict"]["accuracy"] >= 90
+    assert json.loads((tmp_path / "c.json").read_text()) == rep
+    sp = claim_reach.main(["--model", base, "--data", str(spelled), "--adapter", "none"])["judges"]["none"]
+    assert sp["letter"]["n"] == 24 and sp["claim"]["n"] == 24  # the spelled letter is read as well
