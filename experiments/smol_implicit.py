@@ -188,12 +188,15 @@ def phase_costs(run: Path) -> list[dict]:
 
 
 def ablation(paths: dict[str, Path], init: tuple[Path, Path], out: Path, seeds: list[int], steps: int,
-             schedules: list[str]) -> dict:
+             schedules: list[str], sft_sens: Path) -> dict:
     """Alternating vs one role only, from one SFT, per training seed: held-out accuracy with the generator's
-    rubrics, the final judge under the reference and another prompt's rubric, each phase's signal and cost."""
+    rubrics, the final judge under the reference and another prompt's rubric, each phase's signal and cost.
+    sft_sens: the SFT judge's evaluate.py --rubric-sensitivity folder (its numbers are the SFT rows)."""
+    import manifests as M
     import toy_ablation as T
     out.mkdir(parents=True, exist_ok=True)
-    check_config(out, {"stage_args": STAGE_ARGS, "judge_eval": JUDGE_EVAL, "rl_steps": steps, "sft": [str(i) for i in init]})
+    check_config(out, {"stage_args": STAGE_ARGS, "judge_eval": JUDGE_EVAL, "rl_steps": steps, "sft": [str(i) for i in init],
+                       "sft_digests": [M.content_digest(i / "adapter_model.safetensors") for i in init]})
     given = R.sensitivity_files(paths["eval"], out)
     results: dict[str, list[dict]] = {}
     signal: dict[str, list[list[dict]]] = {}
@@ -206,9 +209,9 @@ def ablation(paths: dict[str, Path], init: tuple[Path, Path], out: Path, seeds: 
 
     for seed in seeds:
         sdir = out / f"seed{seed}"
-        ev("SFT", *init, out.parent / "sens_sft" / "generator")  # the reach step's evaluation (greedy: the same each seed)
+        ev("SFT", *init, sft_sens / "generator")  # the SFT judge's sensitivity run (greedy: the same each seed)
         for what in ("reference", "other prompt's"):
-            ev(f"SFT, {what} rubric", None, init[1], out.parent / "sens_sft" / ("own" if what == "reference" else "other"))
+            ev(f"SFT, {what} rubric", None, init[1], sft_sens / ("own" if what == "reference" else "other"))
         for schedule in schedules:
             run = sdir / f"{schedule}-{steps}steps"
             final = R.final_adapters(run, schedule, 1, init)
@@ -264,6 +267,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="--ablation: training seeds")
     ap.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
     ap.add_argument("--rl-steps", type=int, default=RL_STEPS, help="--ablation: GRPO steps of every phase")
+    ap.add_argument("--judge-recipe", type=Path, default=None, metavar="DIR",
+                    help="--ablation: start the judge from this experiments/smol_judge_recipes.py try (DIR/sft_judge/adapter, "
+                         "its sensitivity in DIR/sens) instead of this run's SFT judge")
     a = ap.parse_args(argv)
     out = C.check_writable(a.out)
     check_config(out, {**config(), "seed": a.seed})
@@ -291,11 +297,18 @@ def main(argv=None) -> dict:
     print(text)
     if a.ablation:
         abl = out / f"ablation-{a.rl_steps}steps"  # a short run (a cost probe) keeps apart from the study
-        summ = ablation(paths, (rubric, judge), abl, a.seeds, a.rl_steps, a.schedules)
+        init, sft_sens = (rubric, judge), out / "sens_sft"
+        if a.judge_recipe:
+            abl = abl.with_name(f"{abl.name}-{a.judge_recipe.name}")
+            init, sft_sens = (rubric, a.judge_recipe / "sft_judge" / "adapter"), a.judge_recipe / "sens"
+            if not (sft_sens / "sensitivity.json").exists():
+                raise SystemExit(f"error: {sft_sens}: no sensitivity.json; finish that try first (smol_judge_recipes.py)")
+        summ = ablation(paths, init, abl, a.seeds, a.rl_steps, a.schedules, sft_sens)
         C.atomic_write_text(abl / "summary.json", json.dumps(summ, indent=2))
         if a.publish:
             C.atomic_write_text(ROOT / "docs" / "results" / "smol_implicit_ablation.json", json.dumps(
-                {"config": {**config(), "stage_args": STAGE_ARGS, "rl_steps": a.rl_steps, "seeds": a.seeds}, **summ}, indent=2))
+                {"config": {**config(), "stage_args": STAGE_ARGS, "rl_steps": a.rl_steps, "seeds": a.seeds,
+                            "sft": [str(i) for i in init]}, **summ}, indent=2))
         for r in summ["rows"]:
             print(f"{r['judge']}: {pct(r['accuracy'])} pooled {pct(r['interval'])}")
         for name, d in summ["differences"].items():
