@@ -8,7 +8,9 @@ judge's next-token distribution is read at three kinds of places:
   claim    after the quote: does the model prefer the true case claim's first token over the false one's?
            (`, a capital` vs `, a lowercase`; `; all letters` vs `; it has`) - reading the case off the copy
   letter   (trajectories that spell it: `, first letter "`) is the argmax the word's first letter?
-  verdict  after `Winner: Response` (every claim above it correct): " A" vs " B" - following its own analysis
+  conclusion  after the final `Justification: Response` (every claim above it correct): " A" vs " B" - the one
+           step that weighs the two analyses against each other
+  verdict  after `Winner: Response`: " A" vs " B" - a copy of the conclusion just written
 
 Each reading is given per adapter (none = the base), with a 95% bootstrap interval over pairs. One forward of
 about 450 tokens per pair: 100 pairs take about a minute on 2 cores, so it can follow an SFT curve checkpoint
@@ -66,13 +68,16 @@ def readings(model, tok, row: dict) -> dict:
         if m.group("letter"):
             points.append(("letter", *split_point(tok, traj[:m.start("letter")], m.group("letter"), None)))
         points.append(("claim", *split_point(tok, traj[:c], claim, FLIP[claim])))
-    v = traj.index(VERDICT) + len(VERDICT)
     loser = " B" if row["winner"] == "A" else " A"
+    m = re.search(r"\nJustification: Response(?= [AB] )", traj)
+    if m:
+        points.append(("conclusion", *split_point(tok, traj[:m.end()], " " + row["winner"], loser)))
+    v = traj.index(VERDICT) + len(VERDICT)
     points.append(("verdict", *split_point(tok, traj[:v], " " + row["winner"], loser)))
     ids = prompt + traj_ids
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits[0]
-    out = {"quote": [], "letter": [], "claim": [], "verdict": []}
+    out = {"quote": [], "letter": [], "claim": [], "conclusion": [], "verdict": []}
     for kind, k, t, f in points:
         if traj_ids[k] != t:  # the trajectory itself is tokenized otherwise at this point
             raise SystemExit(f"error: {row['id']}: the {kind} reading's token is not the trajectory's")
@@ -114,7 +119,7 @@ def main(argv=None) -> dict:
         seen[digest] = name
         model = base if name == "none" else C.attach_lora(base, name, trainable=False)
         model.eval()
-        hits = {"quote": [], "letter": [], "claim": [], "verdict": []}
+        hits = {"quote": [], "letter": [], "claim": [], "conclusion": [], "verdict": []}
         for row in rows:
             for k, v in readings(model, tok, row).items():
                 hits[k] += v

@@ -105,11 +105,56 @@ def run_try(name: str, reach: Path, out: Path, gate: float, seed: int) -> dict:
     return res
 
 
-def sens_summary(rep: dict | str) -> dict | str:
+NOT_MET = re.compile(r"Not satisfied")
+CONCLUSION = re.compile(r"Justification: Response ([AB]) satisfies")
+
+
+def conclusions(predictions: Path) -> dict:
+    """How a judge's generated trajectories reach their verdicts (evaluate.py's predictions.jsonl): is the analysis
+    right (the response with fewer unmet criteria is the chosen one), does the final justification name the
+    response the analysis favours, and how often does it name Response A."""
+    n = analysis_right = follows = names_a = verdict_right = 0
+    for line in predictions.read_text().splitlines():
+        p = json.loads(line)
+        text = p["judge_texts"][0]
+        a, _, rest = text.partition("Response B:")
+        b = rest.split("Final Judgment")[0]
+        unmet_a, unmet_b = len(NOT_MET.findall(a)), len(NOT_MET.findall(b))
+        favoured = "A" if unmet_a < unmet_b else "B" if unmet_b < unmet_a else None
+        m = CONCLUSION.search(text)
+        named = m.group(1) if m else None
+        n += 1
+        analysis_right += favoured == p["chosen_is"]
+        follows += favoured is not None and named == favoured
+        names_a += named == "A"
+        verdict_right += p["verdict"] == p["chosen_is"]
+    pct = lambda k: round(100 * k / n, 1)  # noqa: E731
+    return {"judgements": n, "analysis_right": pct(analysis_right), "conclusion_follows_analysis": pct(follows),
+            "conclusion_names_A": pct(names_a), "verdict_right": pct(verdict_right)}
+
+
+def condition_summary(folder: Path) -> dict:
+    """One evaluate.py condition: its accuracy (mixed order, as evaluate.py reports it), each fixed order's, and how
+    its trajectories reach their verdicts."""
+    s = json.loads((folder / "results.json").read_text())["summary"]
+    return {"accuracy": s["accuracy"], "first": s.get("accuracy_fixed1"), "second": s.get("accuracy_fixed2"),
+            "format": s.get("format_rate"), "trajectories": conclusions(folder / "predictions.jsonl")}
+
+
+def sens_summary(rep: dict | str, folder: Path | None = None) -> dict | str:
+    """evaluate.py --rubric-sensitivity's report; or, for a run stopped before its last condition (no
+    sensitivity.json), the conditions it finished, without the paired differences."""
     if isinstance(rep, str):
-        return rep
+        if folder is None or not folder.is_dir():
+            return rep
+        done = {d.name: condition_summary(d) for d in sorted(folder.iterdir()) if (d / "results.json").exists()}
+        return {"stopped_early": "the sensitivity run was stopped before every condition finished: no paired "
+                                 "differences", "conditions": done} if done else rep
+    for r in rep["rows"]:
+        r["trajectories"] = conclusions(folder / r["name"] / "predictions.jsonl") if folder else None
     return {"accuracy": {r["name"]: {"mean": r["accuracy"], "ci95": r["ci95"], "first": r.get("accuracy_fixed1"),
-                                     "second": r.get("accuracy_fixed2"), "format": r.get("format_rate")}
+                                     "second": r.get("accuracy_fixed2"), "format": r.get("format_rate"),
+                                     "trajectories": r.get("trajectories")}
                          for r in rep["rows"]},
             "differences": rep["differences"]}
 
@@ -122,13 +167,18 @@ def publish(reach: Path, out: Path, dest: Path) -> dict:
            "held_out_rows_read": N_CLAIMS, "config": json.loads((out / "config.json").read_text()),
            "baseline": {"base model": base["none"], "reach SFT judge (320 rows, a third rule-decided, 1 epoch)":
                         base[str(reach / "sft_judge" / "adapter")]},
-           "baseline_sensitivity": sens_summary(S.sensitivity(None, None, held, reach / "sens_sft")),
+           "baseline_sensitivity": sens_summary(S.sensitivity(None, None, held, reach / "sens_sft"), reach / "sens_sft"),
            "tries": {}}
     for name in TRIES:
-        f = out / name / "result.json"
+        f, sens = out / name / "result.json", out / name / "sens"
         if f.exists():
             r = json.loads(f.read_text())
-            res["tries"][name] = {**r, "sensitivity": sens_summary(r["sensitivity"])}
+            res["tries"][name] = {**r, "sensitivity": sens_summary(r["sensitivity"], sens)}
+        elif (out / name / "claims.json").exists():  # stopped during its evaluation: what it finished
+            curve = json.loads((out / name / "claims.json").read_text())["judges"]
+            res["tries"][name] = {"try": name, "sft_args": BASE_SFT + TRIES[name]["sft"], "spelled": TRIES[name]["spell"],
+                                  "claims": {Path(k).name: v for k, v in curve.items()},
+                                  "sensitivity": sens_summary("not finished", sens)}
     C.atomic_write_text(dest, json.dumps(res, indent=1) + "\n")
     return res
 

@@ -238,7 +238,7 @@ def test_claim_reach_reads_where_the_trajectory_quotes_claims_and_decides(tmp_pa
     rep = claim_reach.main(["--model", base, "--data", str(plain), "--adapter", "none", "--out", str(tmp_path / "c.json")])
     got = rep["judges"]["none"]
     assert got["claim"]["n"] == 24 and got["verdict"]["n"] == 12 and got["quote"]["n"] == 24 and "letter" not in got
-    assert got["claim"]["accuracy"] >= 90 and got["verdict"]["accuracy"] >= 90
+    assert got["conclusion"]["n"] == 12 and got["claim"]["accuracy"] >= 90 and got["verdict"]["accuracy"] >= 90
     assert json.loads((tmp_path / "c.json").read_text()) == rep
     sp = claim_reach.main(["--model", base, "--data", str(spelled), "--adapter", "none"])["judges"]["none"]
     assert sp["letter"]["n"] == 24 and sp["claim"]["n"] == 24  # the spelled letter is read as well
