@@ -69,7 +69,7 @@ def readings(model, tok, row: dict) -> dict:
             points.append(("letter", *split_point(tok, traj[:m.start("letter")], m.group("letter"), None)))
         points.append(("claim", *split_point(tok, traj[:c], claim, FLIP[claim])))
     loser = " B" if row["winner"] == "A" else " A"
-    m = re.search(r"\nJustification: Response(?= [AB] )", traj)
+    m = re.search(r"\nJustification: Response(?= [AB] satisfies \d+ of \d+ hard rules while )", traj)  # winner first
     if m:
         points.append(("conclusion", *split_point(tok, traj[:m.end()], " " + row["winner"], loser)))
     v = traj.index(VERDICT) + len(VERDICT)

@@ -11,6 +11,11 @@ word's case is near chance (58.5%). So every try below aims at that claim:
   spelled        as rule-rows, the trajectory also spells the word's first letter before the case claim
                  (`it begins with "Sky", first letter "S", a capital letter.`): the case of a single letter is
                  what a pretrained model knows best
+  counted        as rule-rows, but the final justification counts both responses in a fixed order
+                 (`Response A satisfies 1 of 2 hard rules; Response B satisfies 2 of 2.`) and only the Winner line
+                 compares them, with --decision-weight 10 on the Winner letter and the satisfied / not satisfied
+                 words: rule-rows' judge analysed every pair right and then named Response A 85% of the time in a
+                 justification that names the winner first
 
 Per try: sft_warmup.py --role judge; claim_reach.py on its checkpoints (the curve) and its final adapter; and,
 when its claims are right at least --gate % of the time, evaluate.py --rubric-sensitivity (the issue's measure:
@@ -48,6 +53,8 @@ BASE_SFT = ["--dtype", S.DTYPE, "--batch-size", "8", "--micro-batch", "4", "--lr
 TRIES = {
     "rule-rows": {"data": "rule", "spell": False, "sft": ["--epochs", "3", "--save-every", "40"]},
     "spelled": {"data": "rule", "spell": True, "sft": ["--epochs", "3", "--save-every", "40"]},
+    "counted": {"data": "rule", "spell": False, "count": True,
+                "sft": ["--epochs", "3", "--save-every", "20", "--decision-weight", "10"]},
 }
 N_CLAIMS = 100  # held-out rows claim_reach reads (the first N of the reach run's eval split)
 
@@ -59,6 +66,21 @@ def spell(text: str) -> str:
     return SPELL.sub(lambda m: f'{m.group(0)}, first letter "{m.group(1)[:1]}"', text)
 
 
+WINNER_FIRST = re.compile(r"Justification: Response ([AB]) satisfies (\d+) of (\d+) hard rules while Response ([AB]) "
+                          r"satisfies (\d+)\.")
+COUNTED = re.compile(r"Justification: Response A satisfies \d+ of \d+ hard rules; Response B satisfies \d+ of \d+\.")
+
+
+def count(text: str) -> str:
+    """The final justification with both responses counted, A then B (the winner no longer named first)."""
+    def both(m: re.Match) -> str:
+        n, got = m.group(3), {m.group(1): m.group(2), m.group(4): m.group(5)}
+        return f"Justification: Response A satisfies {got['A']} of {n} hard rules; Response B satisfies {got['B']} of {n}."
+    out, k = WINNER_FIRST.subn(both, text)
+    assert k == 1, text
+    return out
+
+
 def try_data(name: str, reach: Path, out: Path) -> tuple[Path, Path]:
     """(SFT rows, held-out rows) of a try, in its trajectory format."""
     spec, folder = TRIES[name], out / name
@@ -66,9 +88,10 @@ def try_data(name: str, reach: Path, out: Path) -> tuple[Path, Path]:
     if not sft.exists():
         rows = toy_task.make_implicit_split(*RULE_ROWS, "sftr", False, False)
         ev = [json.loads(line) for line in (reach / "data" / "eval.jsonl").read_text().splitlines()]
-        if spec["spell"]:
-            rows = [{**r, "judge_trajectory": spell(r["judge_trajectory"])} for r in rows]
-            ev = [{**r, "judge_trajectory": spell(r["judge_trajectory"])} for r in ev]
+        for flag, edit in (("spell", spell), ("count", count)):
+            if spec.get(flag):
+                rows = [{**r, "judge_trajectory": edit(r["judge_trajectory"])} for r in rows]
+                ev = [{**r, "judge_trajectory": edit(r["judge_trajectory"])} for r in ev]
         held_prompts = {r["prompt"] for r in ev}
         assert not held_prompts & {r["prompt"] for r in rows}, "a held-out prompt in the SFT rows"
         C.write_jsonl_atomic(held, ev)
@@ -122,7 +145,7 @@ def conclusions(predictions: Path) -> dict:
         unmet_a, unmet_b = len(NOT_MET.findall(a)), len(NOT_MET.findall(b))
         favoured = "A" if unmet_a < unmet_b else "B" if unmet_b < unmet_a else None
         m = CONCLUSION.search(text)
-        named = m.group(1) if m else None
+        named = p["verdict"] if COUNTED.search(text) else m.group(1) if m else None  # counted: the Winner line concludes
         n += 1
         analysis_right += favoured == p["chosen_is"]
         follows += favoured is not None and named == favoured

@@ -242,3 +242,8 @@ def test_claim_reach_reads_where_the_trajectory_quotes_claims_and_decides(tmp_pa
     assert json.loads((tmp_path / "c.json").read_text()) == rep
     sp = claim_reach.main(["--model", base, "--data", str(spelled), "--adapter", "none"])["judges"]["none"]
     assert sp["letter"]["n"] == 24 and sp["claim"]["n"] == 24  # the spelled letter is read as well
+    counted = tmp_path / "counted.jsonl"
+    C.write_jsonl_atomic(counted, [{**r, "judge_trajectory": smol_judge_recipes.count(r["judge_trajectory"])} for r in rows])
+    assert "; Response B satisfies" in read_jsonl(counted)[0]["judge_trajectory"]
+    ct = claim_reach.main(["--model", base, "--data", str(counted), "--adapter", "none"])["judges"]["none"]
+    assert "conclusion" not in ct and ct["verdict"]["n"] == 12  # counted: the Winner line is the conclusion
