@@ -109,6 +109,8 @@ def claims(adapters: list[Path], held: Path, dest: Path) -> dict:
 
 def run_try(name: str, reach: Path, out: Path, gate: float, seed: int) -> dict:
     folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    check_config(folder, {"try": TRIES[name]})  # a try's own settings: adding a try leaves the others' folders valid
     sft, held = try_data(name, reach, out)
     if not (folder / "sft_judge" / "adapter").exists():
         sh([sys.executable, "sft_warmup.py", "--role", "judge", "--model", S.MODEL, "--data", sft, "--seed", seed,
@@ -217,7 +219,7 @@ def main(argv=None) -> None:
     ap.add_argument("--publish", action="store_true", help="write docs/results/smol_judge_recipes.json and stop")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    check_config(args.out, {"reach": str(args.reach), "rule_rows": RULE_ROWS, "base_sft": BASE_SFT, "tries": TRIES,
+    check_config(args.out, {"reach": str(args.reach), "rule_rows": RULE_ROWS, "base_sft": BASE_SFT,
                             "n_claims": N_CLAIMS, "gate": args.gate, "seed": args.seed, "eval_args": S.EVAL_ARGS,
                             "task_fingerprint": toy_task.implicit_fingerprint()})
     if args.publish:
