@@ -107,6 +107,12 @@ def claims(adapters: list[Path], held: Path, dest: Path) -> dict:
     return json.loads(dest.read_text())["judges"]
 
 
+def try_record(name: str, curve: dict) -> dict:
+    """What a try's result names: its SFT flags, its format and its claim readings per adapter."""
+    return {"try": name, "sft_args": BASE_SFT + TRIES[name]["sft"], "spelled": TRIES[name]["spell"],
+            "claims": {Path(k).name: v for k, v in curve.items()}}
+
+
 def run_try(name: str, reach: Path, out: Path, gate: float, seed: int) -> dict:
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -119,8 +125,7 @@ def run_try(name: str, reach: Path, out: Path, gate: float, seed: int) -> dict:
     ckpts = sorted((folder / "sft_judge" / "checkpoints").glob("step-*"))
     curve = claims([*ckpts, folder / "sft_judge" / "adapter"], held, folder / "claims.json")
     final = curve[str(folder / "sft_judge" / "adapter")]
-    res = {"try": name, "sft_args": BASE_SFT + TRIES[name]["sft"], "spelled": TRIES[name]["spell"],
-           "claims": {Path(k).name: v for k, v in curve.items()}}
+    res = try_record(name, curve)
     if final["claim"]["accuracy"] >= gate:
         rep = S.sensitivity(reach / "sft_rubric" / "adapter", folder / "sft_judge" / "adapter", held, folder / "sens")
         res["sensitivity"] = rep
@@ -201,9 +206,7 @@ def publish(reach: Path, out: Path, dest: Path) -> dict:
             res["tries"][name] = {**r, "sensitivity": sens_summary(r["sensitivity"], sens)}
         elif (out / name / "claims.json").exists():  # stopped during its evaluation: what it finished
             curve = json.loads((out / name / "claims.json").read_text())["judges"]
-            res["tries"][name] = {"try": name, "sft_args": BASE_SFT + TRIES[name]["sft"], "spelled": TRIES[name]["spell"],
-                                  "claims": {Path(k).name: v for k, v in curve.items()},
-                                  "sensitivity": sens_summary("not finished", sens)}
+            res["tries"][name] = {**try_record(name, curve), "sensitivity": sens_summary("not finished", sens)}
     C.atomic_write_text(dest, json.dumps(res, indent=1) + "\n")
     return res
 
