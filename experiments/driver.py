@@ -84,3 +84,13 @@ def seeds_and_pairs(matrix: list[list[float]], reps: int = 2000, seed: int = 0) 
     means.sort()
     return {"mean": statistics.mean(statistics.mean(r) for r in matrix),
             "ci95": [means[int(0.025 * reps)], means[int(0.975 * reps) - 1]]}
+
+
+def publish_page(name: str, title: str, back: str, table: str, cmd: str, payload: dict) -> None:
+    """docs/NAME.md (the report's blocks, each table followed by its source line) and docs/results/NAME.json
+    (payload and the command that wrote them): what the docs cite."""
+    source = f"Source: `docs/results/{name}.json` (written with this page by `{cmd}`)."
+    blocks = [b + ("\n\n" + source if b.startswith("|") else "") for b in table.strip().split("\n\n")]
+    C.atomic_write_text(ROOT / "docs" / f"{name}.md", f"# {title}\n\n[Back to the results]({back})\n\n" + "\n\n".join(blocks) + "\n")
+    C.atomic_write_text(ROOT / "docs" / "results" / f"{name}.json", json.dumps({**payload, "command": cmd}, indent=2))
+

@@ -20,6 +20,7 @@ after its alternating cycles, and by the task's own checkers (the ceiling), then
 
     python experiments/toy_ablation.py --out runs/toy_gate ...            # first: the base and the judges
     python experiments/toy_policy.py --ablation runs/toy_gate --out runs/toy_policy --publish
+    python experiments/toy_policy.py --task two-rule --ablation runs/toy_both_roles --out runs/toy_policy_2r --publish
 
 Finished steps are kept (the policy, each DPO run, each score), so a rerun resumes; a rerun into a
 folder made with other settings, or from an ablation whose base or adapters changed, is refused.
@@ -62,19 +63,42 @@ SOURCES = {  # row name -> the ablation's adapters (rubric, judge) under seed{S}
     "DPO on the checkers' labels (ceiling)": None,
 }
 BEFORE, SFT_SRC, ARM_SRC, CHECK_SRC = SOURCES
+# --task: which toy the ablation ran on, and its loop whose last adapters label as Rubric-ARM: the folders of
+# experiments/toy_ablation.py (explicit), toy_rubric_phase.py (implicit: 60-step phases), toy_both_roles.py (two-rule)
+TASK_LOOPS = {"explicit": LOOP, "implicit": "judge-first-60steps", "two-rule": "judge-first"}
+
+
+def sources(task: str) -> dict:
+    loop = TASK_LOOPS[task]
+    return {**SOURCES, ARM_SRC: (f"{loop}/c2_rubric/adapter", f"{loop}/c2_judge/adapter")}
+
+
+def task_rows(task: str, n: int, seed: int, prefix: str, held_out: bool) -> list[dict]:
+    """Rows of the task. On the implied-rule toys every pair is decided by the rule its request implies (the
+    RL / held-out kind of row) and its constraints list that rule, so the checkers score it; the held-out
+    prompts come from the bucket no split of the ablation ever trained on."""
+    if task == "explicit":
+        return toy_task.make_split(n, seed, prefix, A.KINDS)
+    make = toy_task.make_implicit_split if task == "implicit" else toy_task.make_two_rule_split
+    return make(n, seed, prefix, False, held_out)
+
+
+def task_fingerprint(task: str) -> str:
+    return {"explicit": lambda: toy_task.task_fingerprint(A.KINDS), "implicit": toy_task.implicit_fingerprint,
+            "two-rule": toy_task.two_rule_fingerprint}[task]()
 
 
 def slug(source: str) -> str:
     return {BEFORE: "before", SFT_SRC: "sft", ARM_SRC: "arm", CHECK_SRC: "checkers"}[source]
 
 
-def make_data(out: Path) -> dict[str, Path]:
+def make_data(out: Path, task: str = "explicit") -> dict[str, Path]:
     """The three splits, and the DPO pairs as candidates (for a reward model) and as checker-labelled
     preferences; every label verified by the checkers."""
     paths = {name: out / "data" / f"{name}.jsonl" for name in SPLITS}
     for name, (n, seed) in SPLITS.items():
         if not paths[name].exists():
-            rows = toy_task.make_split(n, seed, f"policy-{name}", A.KINDS)
+            rows = task_rows(task, n, seed, f"policy-{name}", held_out=name == "prompts")
             assert all(toy_task.check_label(r) for r in rows)
             C.write_jsonl_atomic(paths[name], rows)
     pairs = C.read_jsonl_resumable(paths["dpo"])
@@ -170,18 +194,18 @@ def label_quality(run: Path, checked: Path) -> dict:
             "agree": right / len(kept) if kept else float("nan"), "right_pairs": right / total}
 
 
-def config(abl: Path, seeds: list[int]) -> dict:
+def config(abl: Path, seeds: list[int], task: str = "explicit") -> dict:
     """What the results depend on: these settings, and the digests of the ablation's base and of each
     labeller's adapters (a changed ablation is refused, not mixed in)."""
     digests = {"base": content_digest(abl / "base")}
     for s in seeds:
-        for rel in SOURCES.values():
+        for rel in sources(task).values():
             if rel:
                 for p in rel:
                     digests[f"seed{s}/{p}"] = content_digest(abl / f"seed{s}" / p)
     return {"splits": SPLITS, "kinds": A.KINDS, "warmup": WARMUP, "dpo_args": DPO_ARGS, "samples": SAMPLES,
-            "max_new_tokens": MAX_NEW_TOKENS, "task_fingerprint": toy_task.task_fingerprint(A.KINDS),
-            "ablation_inputs": digests}
+            "max_new_tokens": MAX_NEW_TOKENS, "task_fingerprint": task_fingerprint(task),
+            "ablation_inputs": digests, **({"task": task} if task != "explicit" else {})}
 
 
 def summarize(results: dict, quality: dict, overlap: float) -> dict:
@@ -201,7 +225,10 @@ def summarize(results: dict, quality: dict, overlap: float) -> dict:
 
 
 def report(out: Path, summary: dict, seeds: list[int], publish: bool) -> str:
-    lines = ["# Table 3 on the toy task: DPO of a policy on each reward model's labels", "",
+    task = summary.get("task", "explicit")
+    name = "toy_policy" + ("" if task == "explicit" else "_" + task.replace("-", "_"))  # the published files
+    what = {"explicit": "the toy task", "implicit": "the implicit toy task", "two-rule": "the two-rule toy task"}[task]
+    lines = [f"# Table 3 on {what}: DPO of a policy on each reward model's labels", "",
              f"Share of sampled responses ({SAMPLES} per prompt, temperature 1) meeting every constraint of their "
              f"prompt, over {len(seeds)} seeds ({', '.join(map(str, seeds))}) x "
              f"{SPLITS['prompts'][0]} held-out prompts; labels: share of the {SPLITS['dpo'][0]} DPO pairs the "
@@ -214,7 +241,7 @@ def report(out: Path, summary: dict, seeds: list[int], publish: bool) -> str:
         lab = f"{100 * q['kept_share']:.1f} | {100 * q['agree']:.1f}" if q else "- | -"
         lines.append(f"| {r['source']} | {A.pct(r['seeds'])} | {A.pct(r['pooled'])} | {lab} | "
                      + " | ".join(f"{100 * v:.1f}" for v in r["by_kind"].values()) + " |")
-    lines += ["", "Source: `docs/results/toy_policy.json`.", "", "Paired differences (the same prompts; pooled over seeds):", ""]
+    lines += ["", f"Source: `docs/results/{name}.json`.", "", "Paired differences (the same prompts; pooled over seeds):", ""]
     lines += [f"- {d['a']} minus {d['b']}: {100 * d['diff']['mean']:+.1f} points "
               f"[{100 * d['diff']['ci95'][0]:+.1f}, {100 * d['diff']['ci95'][1]:+.1f}]" for d in summary["differences"]]
     lines += ["", f"Held-out prompts whose exact text also occurs among the policy's training prompts: "
@@ -224,12 +251,13 @@ def report(out: Path, summary: dict, seeds: list[int], publish: bool) -> str:
     C.atomic_write_text(out / "table.md", text)
     C.atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     if publish:
-        C.atomic_write_text(ROOT / "docs" / "results" / "toy_policy.json", json.dumps(summary, indent=2))
+        C.atomic_write_text(ROOT / "docs" / "results" / f"{name}.json", json.dumps(summary, indent=2))
         back = "[Back to the results](results.md#claim-better-labels-make-a-better-policy-table-3)\n\n"
         title, body = text.split("\n", 1)
         page = f"{title}\n\n{back}{body.lstrip()}"
-        C.atomic_write_text(ROOT / "docs" / "toy_policy.md", page + "\nWritten by `python experiments/toy_policy.py "
-                            f"--ablation {A.rel(Path(summary['ablation']))} --out {A.rel(out)} --publish`.\n")
+        flag = "" if task == "explicit" else f" --task {task}"
+        C.atomic_write_text(ROOT / "docs" / f"{name}.md", page + "\nWritten by `python experiments/toy_policy.py "
+                            f"--ablation {A.rel(Path(summary['ablation']))}{flag} --out {A.rel(out)} --publish`.\n")
     return text
 
 
@@ -239,20 +267,24 @@ def main(argv=None) -> dict:
                                  usage="%(prog)s [flags: listed below]")
     ap.add_argument("--ablation", default="runs/toy_ablation", help="a finished experiments/toy_ablation.py run folder")
     ap.add_argument("--out", default="runs/toy_policy")
+    ap.add_argument("--task", choices=tuple(TASK_LOOPS), default="explicit",
+                    help="the toy the ablation ran on: explicit (toy_ablation.py), implicit (toy_rubric_phase.py), "
+                         "two-rule (toy_both_roles.py)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--publish", action="store_true",
                     help="also write docs/results/toy_policy.json and docs/toy_policy.md (the docs cite them)")
     a = ap.parse_args(argv)
     abl = Path(a.ablation).resolve()
-    missing = [p for p in [abl / "base"] + [abl / f"seed{s}" / rel for s in a.seeds for v in SOURCES.values() if v
+    srcs = sources(a.task)
+    missing = [p for p in [abl / "base"] + [abl / f"seed{s}" / rel for s in a.seeds for v in srcs.values() if v
                                               for rel in v] if not (p / "adapter_config.json").exists()
                and not (p / "config.json").exists()]
     if missing:
-        raise SystemExit(f"error: {abl} is not a finished toy ablation with the judge-first loop: missing {missing[0]}")
+        raise SystemExit(f"error: {abl} is not a finished {a.task} toy ablation with the judge-first loop: missing {missing[0]}")
     out = C.check_writable(a.out)
-    A.check_config(out, config(abl, a.seeds))
+    A.check_config(out, config(abl, a.seeds, a.task))
     t0 = time.perf_counter()
-    paths = make_data(out)
+    paths = make_data(out, a.task)
     policy = warm_policy(abl / "base", paths["policy"], out)
     C.log.info("policy ready (%.0fs)", time.perf_counter() - t0)
     eval_rows = C.read_jsonl_resumable(paths["prompts"])
@@ -260,7 +292,7 @@ def main(argv=None) -> dict:
     quality: dict = {}
     for seed in a.seeds:
         sdir = out / f"seed{seed}"
-        for source, rel in SOURCES.items():
+        for source, rel in srcs.items():
             adapter = None
             if source != BEFORE:
                 adapters = tuple(abl / f"seed{seed}" / p for p in rel) if rel else None
@@ -275,7 +307,8 @@ def main(argv=None) -> dict:
     quality = {s: {k: statistics.mean(q[k] for q in qs) for k in qs[0]} for s, qs in quality.items()}
     seen = {r["prompt"] for name in ("policy", "dpo") for r in C.read_jsonl_resumable(paths[name])}
     overlap = statistics.mean(r["prompt"] in seen for r in eval_rows)
-    summary = {**summarize(results, quality, overlap), "ablation": str(abl), "seeds": a.seeds}
+    summary = {**summarize(results, quality, overlap), "ablation": str(abl), "seeds": a.seeds,
+               **({"task": a.task} if a.task != "explicit" else {})}
     print(report(out, summary, a.seeds, a.publish))
     print(f"toy policy table done in {time.perf_counter() - t0:.0f}s; {out / 'table.md'}")
     return summary

@@ -48,7 +48,7 @@ os.environ.setdefault("RUBRIC_ARM_NO_PROGRESS", "1")
 import common as C  # noqa: E402
 import toy_ablation as T  # noqa: E402
 import toy_task  # noqa: E402
-from driver import pct, seeds_and_pairs  # noqa: E402
+from driver import pct, publish_page, seeds_and_pairs  # noqa: E402
 
 # ---- configuration ------------------------------------------------------------------------------
 SPLITS = toy_task.IMPLICIT_SPLITS  # rows, seed, annotated training rubrics, held-out prompts
@@ -220,18 +220,11 @@ def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, publish: bool
     C.atomic_write_text(out / "table.md", table)
     C.atomic_write_text(out / "summary.json", json.dumps(summ, indent=2))
     if publish:
-        name = "toy_rubric_phase"
         cmd = (f"python experiments/toy_rubric_phase.py --out {T.rel(out)} --seeds {' '.join(map(str, seeds))} "
                f"--rl-steps {rl_steps} --publish")
-        source = f"Source: `docs/results/{name}.json` (written with this page by `{cmd}`)."
-        blocks = [b + ("\n\n" + source if b.startswith("|") else "") for b in table.strip().split("\n\n")]
-        C.atomic_write_text(ROOT / "docs" / f"{name}.md", "# Does the rubric phase learn? The implicit toy task: the full "
-                            "report\n\n[Back to the results](results.md#claim-the-rubric-phase-learns-the-alternation-section-4)"
-                            "\n\n" + "\n\n".join(blocks) + "\n")
-        C.atomic_write_text(ROOT / "docs" / "results" / f"{name}.json", json.dumps(
-            {"config": json.loads((out / "config.json").read_text()), "seeds": seeds,
-             "command": "python experiments/toy_rubric_phase.py --out " + T.rel(out) + " --seeds " + " ".join(map(str, seeds))
-             + f" --rl-steps {rl_steps} --publish", **summ}, indent=2))
+        publish_page("toy_rubric_phase", "Does the rubric phase learn? The implicit toy task: the full report",
+                     "results.md#claim-the-rubric-phase-learns-the-alternation-section-4", table, cmd,
+                     {"config": json.loads((out / "config.json").read_text()), "seeds": seeds, **summ})
     return table
 
 

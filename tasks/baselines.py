@@ -76,7 +76,8 @@ def pair_rows(path: Path) -> list[dict]:
 # capitals wins" is right on every "begin with a capital" pair and wrong on every "lowercase only" one by
 # construction; the question is whether it wins the type, whose two sides the request decides.
 PAIR_TYPES = {"lowercase": "case", "capital_start": "case", "max_words": "length", "min_words": "length",
-              "forbid_letter": "letter", "require_letter": "letter", "include": "word"}
+              "forbid_letter": "letter", "require_letter": "letter", "include": "word",
+              "exclaim_end": "ending", "period_end": "ending"}
 
 
 def pair_type(decisive: str | None) -> str | None:
@@ -138,6 +139,7 @@ RULES = {  # name -> score of A over B (positive: A wins)
     "more capitals wins": lambda a, b: surface(a)["capitals"] - surface(b)["capitals"],
     "fewer repeated words wins": lambda a, b: repeats(b) - repeats(a),
     "more digits wins": lambda a, b: surface(a)["digits"] - surface(b)["digits"],
+    "more exclamation marks wins": lambda a, b: a.count("!") - b.count("!"),
 }
 
 

@@ -84,6 +84,10 @@ class Constraint:
             return self.value not in text.lower()
         if self.kind == "require_letter":
             return self.value in text.lower()
+        if self.kind == "exclaim_end":
+            return text.rstrip().endswith("!")
+        if self.kind == "period_end":
+            return text.rstrip().endswith(".")
         raise ValueError(f"unknown constraint kind {self.kind!r}")
 
     def instruction(self) -> str:
@@ -93,7 +97,9 @@ class Constraint:
                 "lowercase": "write in lowercase only",
                 "capital_start": "begin with a capital letter",
                 "forbid_letter": f'do not use the letter "{self.value}"',
-                "require_letter": f'use the letter "{self.value}" at least once'}[self.kind]
+                "require_letter": f'use the letter "{self.value}" at least once',
+                "exclaim_end": "end with an exclamation mark",
+                "period_end": "end with a period"}[self.kind]
 
     def criterion(self) -> str:
         return {"include": f'The response must include the word "{self.value}".',
@@ -102,7 +108,9 @@ class Constraint:
                 "lowercase": "The response must be written entirely in lowercase.",
                 "capital_start": "The response must begin with a capital letter.",
                 "forbid_letter": f'The response must not contain the letter "{self.value}".',
-                "require_letter": f'The response must contain the letter "{self.value}".'}[self.kind]
+                "require_letter": f'The response must contain the letter "{self.value}".',
+                "exclaim_end": "The response must end with an exclamation mark.",
+                "period_end": "The response must end with a period."}[self.kind]
 
     def explain(self, text: str) -> str:
         ok, n = self.check(text), len(text.split())
@@ -119,6 +127,9 @@ class Constraint:
             return f'it begins with "{first}"; ' + ("all letters are lowercase." if ok else "it has an uppercase letter.")
         if self.kind == "capital_start":
             return f'it begins with "{first}", {"a capital" if ok else "a lowercase"} letter.'
+        if self.kind in ("exclaim_end", "period_end"):  # quotes its last word with the mark, as the case claims do
+            last = text.split()[-1] if text.split() else ""
+            return f'it ends with "{last}", ' + ("an exclamation mark." if last.endswith("!") else "a period.")
         present = self.value in text.lower()
         return f'the letter "{self.value}" {"appears" if present else "does not appear"}.'
 
@@ -142,8 +153,8 @@ def _sample_constraints(rng: random.Random, head: str, kinds: tuple = KINDS) -> 
     return out
 
 
-def _render(words: list[str], capital: bool) -> str:
-    text = " ".join(words) + "."
+def _render(words: list[str], capital: bool, mark: str = ".") -> str:
+    text = " ".join(words) + mark
     return text[0].upper() + text[1:] if capital else text
 
 
@@ -309,22 +320,28 @@ def make_implicit_example(rng: random.Random, idx: int, prefix: str, annotated: 
     word = Constraint("include", rng.choice([w for w in WORDS if w in BASE and w != head]))
     implied = Constraint(implied_kind)
     decides_implied = not annotated or rng.random() < ANNOTATED_SHARE
-    listed = [word, implied] if decides_implied else [word]
     good, bad = _minimal_pair(rng, head, [word, implied], 1 if decides_implied else 0)
     if not decides_implied:  # the near word of the loser never repeats a word the text already has
         while len(set(bad.lower().split())) < len(set(good.lower().split())):
             good, bad = _minimal_pair(rng, head, [word, implied], 0)
-    checks = [word, implied]
-    ok_good, ok_bad = satisfied(checks, good), satisfied(checks, bad)
-    assert all(ok_good) and sum(ok_bad) == 1, (checks, good, bad)
+    return _implied_row(rng, f"{prefix}-{idx:05d}", "toy-implicit", topic, cue, word, implied, decides_implied, good, bad)
+
+
+def _implied_row(rng: random.Random, row_id: str, source: str, topic: str, cue: str, word: Constraint,
+                 implied: Constraint, decides_implied: bool, good: str, bad: str, **extra) -> dict:
+    """A row of an implied-rule task from its minimal pair: checked, shown in a random order, with the rubric
+    and trajectory of what its annotator lists (the implied rule only where it decides) and the reference rubric."""
+    ok_good, ok_bad = satisfied([word, implied], good), satisfied([word, implied], bad)
+    assert all(ok_good) and sum(ok_bad) == 1, (word, implied, good, bad)
+    listed = [word, implied] if decides_implied else [word]
     winner = rng.choice("AB")
     a, b = (good, bad) if winner == "A" else (bad, good)
     prompt = f"Write a short text about {topic} {cue}. Constraints: {word.instruction()}."
-    return {"id": f"{prefix}-{idx:05d}", "prompt": prompt, "response_a": a, "response_b": b, "winner": winner,
+    return {"id": row_id, "prompt": prompt, "response_a": a, "response_b": b, "winner": winner,
             "rubric": make_rubric(topic, listed), "judge_trajectory": make_judge_trajectory(listed, a, b, winner),
-            "source": "toy-implicit", "constraints": [[c.kind, c.value] for c in listed],
+            "source": source, "constraints": [[c.kind, c.value] for c in listed],
             "implied": [implied.kind, None], "cue": cue, "reference_rubric": make_rubric(topic, [word, implied]),
-            "decisive": ("implied " if decides_implied else "") + (implied.kind if decides_implied else "include")}
+            "decisive": f"implied {implied.kind}" if decides_implied else "include", **extra}
 
 
 # rows, seed, annotated (training rubrics), held-out prompts: the splits of experiments/toy_rubric_phase.py, whose
@@ -348,6 +365,86 @@ def make_implicit_split(n: int, seed: int, prefix: str, annotated: bool, held_ou
         if prompt_held_out(row["prompt"]) == held_out:
             rows.append(row)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The two-rule variant: two implied rules, one the SFT roles know and one they barely know, so that
+# neither role can learn the second alone (experiments/toy_rubric_phase.py --task two-rule)
+# ---------------------------------------------------------------------------------------------
+# A request's cue implies either a case rule (as in the implicit task) or a rule on the final mark.
+# Training rubrics name the case rule a third of the time and the ending rule END_SHARE of the time, so
+# the SFT generator rarely writes the ending rule and the SFT judge has seen few trajectories that check
+# it. A rubric phase alone is then rewarded by a judge that checks the ending poorly; a judge phase alone
+# trains on cached greedy rubrics that never name it. Only their alternation can lift both.
+RULE_FAMILIES = {"case": ("lowercase", "capital_start"), "ending": ("exclaim_end", "period_end")}
+ENDING_CUES = {"exclaim_end": ("as a cheer for the home team", "for a party invitation",
+                               "as an excited announcement", "for a birthday shout"),
+               "period_end": ("as a calm weather report", "for a train timetable note",
+                              "as a sober meeting record", "for a plain index card")}
+RULE_CUES = {**IMPLIED_CUES, **ENDING_CUES}
+END_SHARE = 0.1  # training rubrics name the ending rule this often (when it decides); the case rule ANNOTATED_SHARE
+
+
+def make_two_rule_example(rng: random.Random, idx: int, prefix: str, annotated: bool,
+                          end_share: float = END_SHARE) -> dict:
+    """One minimal pair of the two-rule task: the request states a required word and implies one rule
+    (a case rule or an ending rule) through its cue; the other family's feature is drawn at random and
+    shared by both responses. annotated=True (pretraining, SFT): the implied rule decides, and the rubric
+    names it, with the family's share (ANNOTATED_SHARE or end_share), else the word decides and both
+    responses meet the implied rule; annotated=False (RL, held-out): the implied rule decides every pair
+    and the rubric is the full reference."""
+    topic = rng.choice(TOPICS)
+    head = topic.split()[-1]
+    family = rng.choice(tuple(RULE_FAMILIES))
+    implied = Constraint(rng.choice(RULE_FAMILIES[family]))
+    cue = rng.choice(RULE_CUES[implied.kind])
+    word = Constraint("include", rng.choice([w for w in WORDS if w in BASE and w != head]))
+    share = ANNOTATED_SHARE if family == "case" else end_share
+    decides_implied = not annotated or rng.random() < share
+    pool = [w for w in BASE if w not in (word.value, head)]
+    capital = implied.kind == "capital_start" if family == "case" else rng.random() < 0.5
+    mark = ("!" if implied.kind == "exclaim_end" else ".") if family == "ending" else rng.choice(".!")
+    while True:
+        words = [head] + [rng.choice(pool) for _ in range(rng.randint(5, 11))]
+        words.insert(rng.randint(1, len(words)), word.value)
+        good = _render(words, capital, mark)
+        if decides_implied:  # the one edit: the implied feature flipped
+            bad = (_render(words, not capital, mark) if family == "case"
+                   else _render(words, capital, "." if mark == "!" else "!"))
+            break
+        near = rng.choice([w for w in WORDS if w in BASE and w not in (word.value, head)])
+        if near not in words:  # the near word never repeats a word the text has: no count marks a side
+            bad = _render([near if w == word.value else w for w in words], capital, mark)
+            break
+    return _implied_row(rng, f"{prefix}-{idx:05d}", "toy-two-rule", topic, cue, word, implied, decides_implied,
+                        good, bad, family=family)
+
+
+# rows, seed, annotated, held-out prompts: the splits of experiments/toy_rubric_phase.py --task two-rule
+TWO_RULE_SPLITS = {"pretrain": (4000, 2100, True, False), "sft": (320, 2200, True, False),
+                   "rl": (1024, 2300, False, False), "eval": (200, 2400, False, True)}
+
+
+def make_two_rule_split(n: int, seed: int, prefix: str, annotated: bool, held_out: bool,
+                        end_share: float = END_SHARE) -> list[dict]:
+    """n rows of the two-rule task, held-out prompts only or never (as make_implicit_split). RL and
+    held-out splits hold each implied rule equally often (n/4 each, n a multiple of 4), so that a surface
+    rule such as "more exclamation marks wins" is at chance on each family."""
+    rng, rows, per_kind = random.Random(seed), [], {}
+    while len(rows) < n:
+        row = make_two_rule_example(rng, len(rows), prefix, annotated, end_share)
+        kind = row["implied"][0]
+        if prompt_held_out(row["prompt"]) == held_out and (annotated or per_kind.get(kind, 0) < n // 4):
+            per_kind[kind] = per_kind.get(kind, 0) + 1
+            rows.append(row)
+    return rows
+
+
+def two_rule_fingerprint(end_share: float = END_SHARE) -> str:
+    """What a model trained on the two-rule task depends on: a digest of rows its generator makes."""
+    rows = (make_two_rule_split(32, 12345, "fp", True, False, end_share)
+            + make_two_rule_split(32, 12346, "fp", False, True, end_share))
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------

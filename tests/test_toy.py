@@ -204,23 +204,52 @@ def test_implicit_task_rows_check_and_hold_out_their_prompts():
         assert r["cue"] in toy_task.IMPLIED_CUES[r["implied"][0]]
 
 
-def test_implicit_task_trivial_judges_stay_at_chance_overall_and_per_type(tmp_path):
+def test_two_rule_task_rows_check_balance_and_hold_out_their_prompts():
+    """The two-rule variant: labels agree with the checkers; training rubrics name a case rule a third of the time
+    and an ending rule END_SHARE of the time, each exactly when it decides; RL and held-out splits hold the four
+    implied rules a quarter each, all deciding, with the full reference rubric; the other family's feature is
+    shared by both responses; held-out prompts never occur in a training split; no request states its rule."""
+    train = toy_task.make_two_rule_split(2000, 3, "t", annotated=True, held_out=False)
+    held = toy_task.make_two_rule_split(400, 4, "h", annotated=False, held_out=True)
+    assert all(toy_task.check_label(r) for r in train + held)
+    for fam, share in (("case", toy_task.ANNOTATED_SHARE), ("ending", toy_task.END_SHARE)):
+        rows = [r for r in train if r["family"] == fam]
+        named = [r for r in rows if len(r["constraints"]) == 2]
+        assert all(r["decisive"] == "implied " + r["implied"][0] for r in named)
+        assert all(r["decisive"] == "include" for r in rows if r not in named)
+        assert abs(len(named) / len(rows) - share) < 0.05, (fam, len(named) / len(rows))
+    assert [sum(r["implied"][0] == k for r in held) for k in ("lowercase", "capital_start", "exclaim_end", "period_end")] \
+        == [100] * 4
+    assert all(r["decisive"].startswith("implied") and r["rubric"] == r["reference_rubric"] for r in held)
+    for r in held:  # the one edit is the implied feature: the other family's feature is the same on both sides
+        a, b = r["response_a"], r["response_b"]
+        assert (a[-1] == b[-1]) if r["family"] == "case" else (a[0] == b[0])
+    assert not {r["prompt"] for r in held} & {r["prompt"] for r in train}
+    for r in train + held:
+        assert not any(w in r["prompt"] for w in ("lowercase", "capital", "exclamation", "period"))
+        assert r["cue"] in toy_task.RULE_CUES[r["implied"][0]]
+
+
+@pytest.mark.parametrize("make, types", [(toy_task.make_implicit_split, {"implied case"}),
+                                         (toy_task.make_two_rule_split, {"implied case", "implied ending"})],
+                         ids=["implicit", "two-rule"])
+def test_implicit_tasks_trivial_judges_stay_at_chance_overall_and_per_type(tmp_path, make, types):
     """Every trivial judge (prompt-blind classifier, one-line rules, the per-type rules: more capitals, fewer
-    repeated words, more digits) at or below 56% on held-out pairs of the implicit task, overall and per pair
-    type, with 50% inside its interval."""
+    repeated words, more digits, more exclamation marks) at or below 56% on held-out pairs of the implicit and
+    two-rule tasks, overall and per pair type, with 50% inside its interval."""
     paths = {}
     for name, n, seed, annotated, held in (("train", 1200, 41, True, False), ("eval", 400, 42, False, True)):
         paths[name] = tmp_path / f"{name}.jsonl"
-        paths[name].write_text("".join(json.dumps(r) + "\n" for r in
-                                       toy_task.make_implicit_split(n, seed, name, annotated, held)))
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in make(n, seed, name, annotated, held)))
     res = baselines.evaluate(paths["train"], [paths["eval"]])["eval"][str(paths["eval"])]
     names = ["prompt-blind classifier", *baselines.RULES]
     for name in names:
         assert res[name]["accuracy"] <= 0.56 and res[name]["ci95"][0] <= 0.5, (name, res[name])
-    assert set(res["by_type"]) == {"implied case"}
-    for name in names:
-        t = res["by_type"]["implied case"][name]
-        assert t["accuracy"] <= 0.56 and t["lo"] <= 0.5, (name, t)
+    assert set(res["by_type"]) == types
+    for kind in types:
+        for name in names:
+            t = res["by_type"][kind][name]
+            assert t["accuracy"] <= 0.56 and t["lo"] <= 0.5, (kind, name, t)
 
 
 def test_claim_reach_reads_where_the_trajectory_quotes_claims_and_decides(tmp_path):
@@ -247,3 +276,31 @@ def test_claim_reach_reads_where_the_trajectory_quotes_claims_and_decides(tmp_pa
     assert "; Response B satisfies" in read_jsonl(counted)[0]["judge_trajectory"]
     ct = claim_reach.main(["--model", base, "--data", str(counted), "--adapter", "none"])["judges"]["none"]
     assert "conclusion" not in ct and ct["verdict"]["n"] == 12  # counted: the Winner line is the conclusion
+
+
+def test_two_rule_naming_reads_each_rule_off_the_rubrics_the_task_writes():
+    """toy_both_roles.names: a reference rubric names its implied rule ('right'), is 'wrong' for the opposite
+    rule of the family, and a word-only rubric names neither ('none')."""
+    import toy_both_roles as B
+    word = toy_task.Constraint("include", "moon")
+    for rule in B.RULES:
+        full = toy_task.make_rubric("the river", [word, toy_task.Constraint(rule)])
+        assert B.names(full, rule) == "right" and B.names(full, B.OPPOSITE[rule]) == "wrong", (rule, full)
+        assert B.names(toy_task.make_rubric("the river", [word]), rule) == "none"
+
+
+@pytest.mark.parametrize("task", ["implicit", "two-rule"])
+def test_policy_rows_of_the_implied_tasks_are_scored_on_their_implied_rule(task):
+    """toy_policy --task: every pair is decided by the implied rule and lists it among its constraints, so the
+    checkers' pass rate counts it; the held-out prompts come from the bucket no training split holds."""
+    import toy_policy as P
+    rows = P.task_rows(task, 40, 7, "p", held_out=False)
+    held = P.task_rows(task, 40, 8, "h", held_out=True)
+    for r in rows + held:
+        kinds = [k for k, _ in r["constraints"]]
+        assert r["implied"][0] in kinds and r["decisive"] == "implied " + r["implied"][0]
+        cs = [toy_task.Constraint(k, v) for k, v in r["constraints"]]
+        good, bad = (r["response_a"], r["response_b"]) if r["winner"] == "A" else (r["response_b"], r["response_a"])
+        assert all(toy_task.satisfied(cs, good)) and not all(toy_task.satisfied(cs, bad))
+    assert all(toy_task.prompt_held_out(r["prompt"]) for r in held)
+    assert not any(toy_task.prompt_held_out(r["prompt"]) for r in rows)
