@@ -586,8 +586,10 @@ def _drop_flag(argv: list[str], flag: str) -> tuple[list[str], str | None]:
     return out, value
 
 
-SENSITIVITY = (("generator", "the generator's rubric"), ("own", "the reference rubric"),
-               ("other", "another prompt's reference rubric"), ("empty", "an empty rubric"))
+# Run in this order: whether the judge reads its rubric (own vs other) first, so that a run stopped early
+# (a real model on a CPU takes minutes per condition) already answers it
+SENSITIVITY = (("own", "the reference rubric"), ("other", "another prompt's reference rubric"),
+               ("empty", "an empty rubric"), ("generator", "the generator's rubric"))
 
 
 def rubric_sensitivity(argv: list[str], args) -> dict:

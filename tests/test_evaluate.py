@@ -209,8 +209,8 @@ def test_evaluate_help_lists_benchmarks():
 
 
 def test_rubric_sensitivity_judges_the_same_pairs_under_each_rubric(tiny_model, always_a_judge, tmp_path):
-    """--rubric-sensitivity: the generator's rubric, the reference rubric, another prompt's (never its own) and an
-    empty one, each a run of its own over the same pairs, and paired differences that match the runs' scores."""
+    """--rubric-sensitivity: the reference rubric, another prompt's (never its own), an empty one and the
+    generator's rubric, in that order, each a run of its own over the same pairs, and paired differences that match the runs' scores."""
     rows = read_jsonl(EVAL)[:4]
     path = write_rows(tmp_path / "pairs.jsonl", rows)
     common = ["evaluate.py", "--model", tiny_model, "--benchmark", f"pairwise={path}", "--max-rubric-tokens", "8",
@@ -219,7 +219,7 @@ def test_rubric_sensitivity_judges_the_same_pairs_under_each_rubric(tiny_model, 
                    "--out", tmp_path / "sens")
     out = tmp_path / "sens"
     rep = json.loads((out / "sensitivity.json").read_text())
-    assert [r["name"] for r in rep["rows"]] == ["generator", "own", "other", "empty"]
+    assert [r["name"] for r in rep["rows"]] == ["own", "other", "empty", "generator"]
     own = {r["prompt"]: r["rubric"] for r in read_jsonl(out / "own" / "rubrics.jsonl")}
     other = {r["prompt"]: r["rubric"] for r in read_jsonl(out / "other" / "rubrics.jsonl")}
     assert own == {r["prompt"]: r["rubric"] for r in rows}
