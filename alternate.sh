@@ -327,7 +327,7 @@ fi
 
 
 RUBRIC="$RUBRIC_INIT"; JUDGE="$JUDGE_INIT"
-cache_step() {  # cache_step CYCLE: one greedy rubric per example of the cycle's part, current generator
+cache_step() {  # cache_step CYCLE: one rubric per example of the cycle's part, current generator (greedy; CACHE_ARGS="--temperature 1" samples it, as the paper)
   # shellcheck disable=SC2086
   run_step "c$1_cache" "--cache	$OUT/c$1_rubrics.jsonl	--data	$OUT/parts/part$1.jsonl" "$PY" common.py cache-rubrics \
     --model "$MODEL" --adapter "$RUBRIC" --data "$OUT/parts/part$1.jsonl" --out "$OUT/c$1_rubrics.jsonl" $MODEL_ARGS $CACHE_ARGS

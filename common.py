@@ -3502,6 +3502,8 @@ def _prompt_digest(prompt) -> str:
 
 def rubric_cache_manifest(args) -> dict:
     made = {k: input_identity(getattr(args, k, None)) for k in RUBRIC_CACHE_KEYS}
+    if getattr(args, "temperature", 0.0) > 0:  # sampled rubrics (a greedy cache's record stays as it was)
+        made.update(temperature=args.temperature, seed=args.seed)
     made["rubric_template_text"] = _prompt_digest(TEMPLATES["rubric"])
     return made
 
@@ -3542,13 +3544,18 @@ def _cli() -> None:
     setup_logging()
     ap = argparse.ArgumentParser(allow_abbrev=False, description="rubric-arm shared tools")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("cache-rubrics", allow_abbrev=False, help="the current rubric generator writes one greedy rubric per example")
+    c = sub.add_parser("cache-rubrics", allow_abbrev=False, help="the current rubric generator writes one rubric per example "
+                       "(greedy, or sampled with --temperature)")
     add_model_args(c)
     add_data_args(c)
     c.add_argument("--adapter", default=None, help="rubric generator adapter folder (none: the base model)")
     c.add_argument("--out", required=True, help="output JSONL of {id, rubric}")
     c.add_argument("--max-new-tokens", type=int, default=1024, help="paper: 1024")
     c.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
+    c.add_argument("--temperature", type=float, default=0.0,
+                   help="0: the greedy rubric (this project's default); the paper samples the cached rubric (Section 4: "
+                        "one rubric sampled per example), e.g. 1.0, its rollout temperature")
+    c.add_argument("--seed", type=seed_value, default=0, help="seeds the sampling (with --temperature > 0)")
     c.add_argument("--server", default=None, metavar="URL",
                    help="the generator is this OpenAI-compatible server (vLLM, SGLang, ...) instead of --model")
     c.add_argument("--server-model", default=None, help="with --server: the served model (default: the one it serves)")
@@ -3577,6 +3584,7 @@ def _cli() -> None:
         check_flags(*model_flag_rules(args), *role_flag_rules(args),
                     (args.max_new_tokens >= 1, "--max-new-tokens: must be at least 1"),
                     (args.batch_size >= 1, "--batch-size: must be at least 1"),
+                    (args.temperature >= 0, f"--temperature {args.temperature}: must not be negative"),
                     (not (args.server and args.adapter), "--server with --adapter: load the adapter in the server"))
         use_templates(args)
         args.out = str(Path(args.out).resolve())  # a cache reached through a symlink: locked and written where it lies
@@ -3599,7 +3607,8 @@ def _cli() -> None:
         t0 = time.perf_counter()
         done = {r["id"] for r in read_shards(args.out, dist)}
         mine = my_share([r for r in rows if r["id"] not in done], dist)  # each rank its share of what is left
-        cache_rubrics(model, tok, mine, rank_file(args.out, dist), args.max_new_tokens, args.batch_size)
+        seed_everything(args.seed + dist.rank)  # (a resumed cache draws its remaining rubrics afresh)
+        cache_rubrics(model, tok, mine, rank_file(args.out, dist), args.max_new_tokens, args.batch_size, args.temperature)
         barrier(dist)
         rubrics = {r["id"]: r["rubric"] for r in read_shards(args.out, dist)}
         merge_shards(args.out, [{"id": r["id"], "rubric": rubrics[r["id"]]} for r in rows], dist)

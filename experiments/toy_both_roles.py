@@ -20,7 +20,8 @@ poorly; a judge phase alone trains on cached greedy rubrics that never name it. 
                temperature; the trivial judges per pair type
   5. loops     alternate.sh from the same SFT adapters, CYCLES cycles, every schedule the same number of
                GRPO phases of RL_STEPS steps: judge-first (the paper), rubric-first, simultaneous,
-               judge-only, rubric-only; held-out accuracy after every phase (--eval-every-phase)
+               judge-only, rubric-only; the judge phase's rubrics sampled (CACHE_TEMPERATURE, as the paper);
+               held-out accuracy after every phase (--eval-every-phase)
   6. report    per schedule and phase: mean ± std over seeds and the seeds-and-pairs interval, per rule;
                paired differences; each phase's GRPO signal; the final judges' rubric sensitivity and
                the final generators' naming rates; position bias (paper Table 13)
@@ -63,12 +64,15 @@ RULE_FAMILY_CASE = toy_task.RULE_FAMILIES["case"]
 OPPOSITE = {"lowercase": "capital_start", "capital_start": "lowercase", "exclaim_end": "period_end",
             "period_end": "exclaim_end"}
 NAMING = {"samples": 4, "temperature": 1.0, "max_new_tokens": 64}  # the rubric phase's rollout temperature
+# The judge phase's cached rubric is sampled, as in the paper (Section 4: one rubric sampled per example), not
+# alternate.sh's greedy default: a judge phase then meets a rule in the share of rubrics that name it
+CACHE_TEMPERATURE = 1.0
 
 
 def config(rl_steps: int, end_share: float) -> dict:
     return {"task": "two-rule", "splits": SPLITS, "end_share": end_share, "model": T.MODEL, "pretrain": T.PRETRAIN,
             "cycles": T.CYCLES, "stage_args": T.STAGE_ARGS, "sft_args": T.SFT_ARGS, "sft_lr": T.SFT_LR,
-            "eval_args": T.EVAL_ARGS, "rl_steps": rl_steps, "naming": NAMING,
+            "eval_args": T.EVAL_ARGS, "rl_steps": rl_steps, "naming": NAMING, "cache_temperature": CACHE_TEMPERATURE,
             "annotated_share": toy_task.ANNOTATED_SHARE, "task_fingerprint": toy_task.two_rule_fingerprint(end_share)}
 
 
@@ -142,6 +146,7 @@ def run_schedule(base: Path, paths: dict, init: tuple[Path, Path], run: Path, sc
     """alternate.sh from the SFT adapters with the held-out pairs evaluated after every phase."""
     limit = f" --max-steps {steps} --save-every {max(1, steps // 3)}"
     env = {**T.STAGE_ARGS, "JUDGE_ARGS": T.STAGE_ARGS["JUDGE_ARGS"] + limit, "RUBRIC_ARGS": T.STAGE_ARGS["RUBRIC_ARGS"] + limit,
+           "CACHE_ARGS": T.STAGE_ARGS["CACHE_ARGS"] + f" --temperature {CACHE_TEMPERATURE} --seed {seed}",
            "EVAL_ARGS": " ".join(T.EVAL_ARGS), "RUBRIC_ARM_PYTHON": sys.executable}
     T.sh(["bash", "alternate.sh", "--model", base, "--data", paths["rl"], "--rubric-init", init[0], "--judge-init", init[1],
           "--cycles", T.CYCLES, "--order", schedule, "--seed", seed, "--out", run, "--eval-data", paths["eval"],

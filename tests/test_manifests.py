@@ -64,6 +64,25 @@ def test_cache_rubrics_refuses_another_generator_another_prompt_and_a_foreign_fi
     assert "exists but is not a rubric cache written by cache-rubrics" in err and note.read_text() == "my notes"
 
 
+def test_cache_rubrics_samples_with_a_temperature_reproducibly_and_records_it(tiny_model, tmp_path):
+    """--temperature 1 (the paper's sampled cache): the same seed writes the same rubrics, another seed others,
+    greedy ones differ from them; the manifest records temperature and seed, so resuming a greedy cache with
+    sampling (or another seed) is refused, and a greedy cache's record has neither."""
+    base = ["common.py", "cache-rubrics", "--model", tiny_model, "--data", TRAIN, "--limit", "6", "--max-new-tokens", "12"]
+    caches = {}
+    for name, extra in (("greedy", []), ("s0", ["--temperature", "1", "--seed", "0"]),
+                        ("s0b", ["--temperature", "1", "--seed", "0"]), ("s1", ["--temperature", "1", "--seed", "1"])):
+        run_script(*base, *extra, "--out", tmp_path / f"{name}.jsonl")
+        caches[name] = [r["rubric"] for r in read_jsonl(tmp_path / f"{name}.jsonl")]
+    assert caches["s0"] == caches["s0b"] and caches["s0"] != caches["s1"] and caches["s0"] != caches["greedy"]
+    gen = json.loads((tmp_path / "s1.jsonl.manifest.json").read_text())["generator"]
+    assert gen["temperature"] == 1.0 and gen["seed"] == 1
+    assert "temperature" not in json.loads((tmp_path / "greedy.jsonl.manifest.json").read_text())["generator"]
+    err = one_line_error(run_script(*[("8" if a == "6" else a) for a in base], "--temperature", "1",
+                                    "--out", tmp_path / "greedy.jsonl", check=False))
+    assert "written by another generator" in err and "temperature: None -> 1.0" in err
+
+
 def test_evaluate_refuses_judgements_of_an_adapter_retrained_at_the_same_path(tiny_model, tmp_path):
     sft = [*SFT, "--model", tiny_model, "--data", TRAIN, "--max-steps", "1", "--out", tmp_path / "j"]
     run_script(*sft)
