@@ -198,15 +198,17 @@ def summarize(res: dict) -> dict:
             "trivial": res["trivial"]}
 
 
-def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, end_share: float, publish: bool) -> str:
+def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, end_share: float, publish: bool,
+           reach_only: bool = False) -> str:
     n = SPLITS["eval"][0]
     rule_cols = " | ".join(RULES)
     lines = [f"Held-out judge accuracy on {n} pairs of the two-rule toy task (held-out prompts, both A/B orders; each "
              "pair decided by the rule its request implies: a case rule, named by a third of the training rubrics, "
              f"or an ending rule, named by {100 * end_share:.0f}% of them). Mean ± std over training seeds "
-             f"{', '.join(map(str, seeds))}; [95% interval resampling seeds and pairs]. Loops: alternate.sh, {T.CYCLES} "
-             f"cycles x 2 phases x {rl_steps} GRPO steps from the SFT adapters of the same seed; each judge reads its "
-             "own generator's greedy rubrics.", "",
+             f"{', '.join(map(str, seeds))}; [95% interval resampling seeds and pairs]. "
+             + ("The reach before any RL: the SFT pair of the first seed. " if reach_only else
+                f"Loops: alternate.sh, {T.CYCLES} cycles x 2 phases x {rl_steps} GRPO steps from the SFT adapters of the "
+                "same seed. ") + "Each judge reads its own generator's greedy rubrics.", "",
              f"| schedule | after | seeds | accuracy | per seed | [95% CI] | {rule_cols} |",
              "|---|---|---|---|---|---|" + "---|" * len(RULES)]
     for r in summ["rows"]:
@@ -238,23 +240,25 @@ def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, end_share: fl
               "| judge | chosen first | chosen second | mixed order | variation |", "|---|---|---|---|---|"]
     lines += [f"| {r['judge']} | " + " | ".join(f"{100 * v:.1f}" for v in r["position"].values()) + " |"
               for r in summ["rows"] if r["stage"] in ("final", "SFT")]
-    lines += ["", "Differences of the final judges (points; paired by seed and pair; [95% interval resampling seeds and "
-              "pairs]; per seed):", "", "| comparison | difference | per seed |", "|---|---|---|"]
-    lines += [f"| {name} | {pct(d)} | {' / '.join(f'{100 * x:+.1f}' for x in d['per_seed'])} |"
-              for name, d in summ["differences"].items()]
-    lines += ["", "GRPO signal per phase (mean over seeds): steps with at least one group whose rewards differ; groups "
-              "with equal rewards; the training reward accuracy, first -> last 10 steps:", "",
-              "| schedule | phase | steps with signal | zero-variance groups | reward accuracy |", "|---|---|---|---|---|"]
+    if summ["differences"]:
+        lines += ["", "Differences of the final judges (points; paired by seed and pair; [95% interval resampling seeds "
+                  "and pairs]; per seed):", "", "| comparison | difference | per seed |", "|---|---|---|"]
+        lines += [f"| {name} | {pct(d)} | {' / '.join(f'{100 * x:+.1f}' for x in d['per_seed'])} |"
+                  for name, d in summ["differences"].items()]
+    if summ["signal"]:
+        lines += ["", "GRPO signal per phase (mean over seeds): steps with at least one group whose rewards differ; "
+                  "groups with equal rewards; the training reward accuracy, first -> last 10 steps:", "",
+                  "| schedule | phase | steps with signal | zero-variance groups | reward accuracy |", "|---|---|---|---|---|"]
     for sched, by_phase in summ["signal"].items():
-        for ph, s in by_phase.items():
-            lines.append(f"| {sched} | {ph} | {100 * s['signal_step_share']:.0f}% | {100 * s['zero_var_groups']:.0f}% | "
-                         f"{100 * s['reward_acc_first10']:.0f} -> {100 * s['reward_acc_last10']:.0f} |")
+        for ph, sig in by_phase.items():
+            lines.append(f"| {sched} | {ph} | {100 * sig['signal_step_share']:.0f}% | {100 * sig['zero_var_groups']:.0f}% | "
+                         f"{100 * sig['reward_acc_first10']:.0f} -> {100 * sig['reward_acc_last10']:.0f} |")
     table = "\n".join(lines) + "\n"
     C.atomic_write_text(out / "table.md", table)
     C.atomic_write_text(out / "summary.json", json.dumps(summ, indent=2))
     if publish:
         cmd = (f"python experiments/toy_both_roles.py --out {T.rel(out)} --seeds {' '.join(map(str, seeds))} "
-               f"--rl-steps {rl_steps} --end-share {end_share} --publish")
+               f"--rl-steps {rl_steps} --end-share {end_share}{' --reach-only' if reach_only else ''} --publish")
         publish_page("toy_both_roles", "Both roles must move: the two-rule toy task, the full report", "results.md", table,
                      cmd, {"config": json.loads((out / "config.json").read_text()), "seeds": seeds, **summ})
     return table
@@ -310,7 +314,8 @@ def main(argv=None) -> dict:
             res["signal"].setdefault(schedule, []).append(TR.phase_signal(run))
             measure_final(schedule, *final_adapters(run), run / "final_measures")
     summ = summarize(res)
-    table = report(out, summ, a.seeds, a.rl_steps, a.end_share, a.publish)
+    seeds = a.seeds[:1] if a.reach_only else a.seeds
+    table = report(out, summ, seeds, a.rl_steps, a.end_share, a.publish, a.reach_only)
     print(table)
     print(f"done in {time.perf_counter() - t0:.0f}s; {out / 'table.md'}")
     return summ

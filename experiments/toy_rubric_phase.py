@@ -79,11 +79,13 @@ def sensitivity_files(eval_path: Path, out: Path) -> dict[str, Path]:
     """The held-out prompts with a given rubric each: their own reference rubric, the reference rubric of
     another held-out prompt (a fixed derangement), an empty one (evaluate.py --reference-rubrics)."""
     rows = C.read_jsonl_resumable(eval_path)
-    other = list(range(len(rows)))
+    ref = {r["prompt"]: r["reference_rubric"] for r in rows}  # one rubric per prompt (a prompt may hold several pairs)
+    prompts = list(ref)
+    other = list(range(len(prompts)))
     random.Random(0).shuffle(other)
-    other = other[1:] + other[:1]  # a cycle over a shuffled order: nobody keeps their own
-    texts = {"reference": [r["reference_rubric"] for r in rows],
-             "other prompt's": [rows[other[i]]["reference_rubric"] for i in range(len(rows))],
+    other = other[1:] + other[:1]  # a cycle over a shuffled order: no prompt keeps its own
+    given = {p: ref[prompts[other[i]]] for i, p in enumerate(prompts)}
+    texts = {"reference": [ref[r["prompt"]] for r in rows], "other prompt's": [given[r["prompt"]] for r in rows],
              "empty": ["" for _ in rows]}
     paths = {}
     for name, rubrics in texts.items():
