@@ -16,6 +16,10 @@ word's case is near chance (58.5%). So every try below aims at that claim:
                  compares them, with --decision-weight 10 on the Winner letter and the satisfied / not satisfied
                  words: rule-rows' judge analysed every pair right and then named Response A 85% of the time in a
                  justification that names the winner first
+  tallied        as counted, and each response's analysis ends with its own tally line (`- Tally: Response A
+                 satisfies 1 of 2 hard rules.`), next to the lines it counts, which the final justification then
+                 copies: counted's judge analysed 99% of pairs right, then wrote "A 2 of 2; B 1 of 2" 88.5% of the
+                 time (each count right 61%), and its Winner line followed those counts every time
 
 Per try: sft_warmup.py --role judge; claim_reach.py on its checkpoints (the curve) and its final adapter; and,
 when its claims are right at least --gate % of the time, evaluate.py --rubric-sensitivity (the issue's measure:
@@ -55,6 +59,8 @@ TRIES = {
     "spelled": {"data": "rule", "spell": True, "sft": ["--epochs", "3", "--save-every", "40"]},
     "counted": {"data": "rule", "spell": False, "count": True,
                 "sft": ["--epochs", "3", "--save-every", "20", "--decision-weight", "10"]},
+    "tallied": {"data": "rule", "spell": False, "count": True, "tally": True,
+                "sft": ["--epochs", "3", "--save-every", "20", "--decision-weight", "10"]},
 }
 N_CLAIMS = 100  # held-out rows claim_reach reads (the first N of the reach run's eval split)
 
@@ -81,6 +87,28 @@ def count(text: str) -> str:
     return out
 
 
+MET = re.compile(r"^- Criterion \d+ \[Hard Rule\]: .*\. (Satisfied|Not satisfied)\.$")
+
+
+def tally(text: str) -> str:
+    """Each response's analysis followed by its tally of met hard rules (the line the final justification copies)."""
+    out, who, met, n = [], None, 0, 0
+    for line in text.split("\n") + [None]:
+        ends = line is None or line.startswith("**Response") or line.startswith("--- Final")
+        if who and ends:
+            out.append(f"- Tally: Response {who} satisfies {met} of {n} hard rules.")
+            who = None
+        if line is None:
+            break
+        if line.startswith("**Response"):
+            who, met, n = line[len("**Response "):][:1], 0, 0
+        m = MET.match(line)
+        if who and m:
+            n, met = n + 1, met + (m.group(1) == "Satisfied")
+        out.append(line)
+    return "\n".join(out)
+
+
 def try_data(name: str, reach: Path, out: Path) -> tuple[Path, Path]:
     """(SFT rows, held-out rows) of a try, in its trajectory format."""
     spec, folder = TRIES[name], out / name
@@ -88,7 +116,7 @@ def try_data(name: str, reach: Path, out: Path) -> tuple[Path, Path]:
     if not sft.exists():
         rows = toy_task.make_implicit_split(*RULE_ROWS, "sftr", False, False)
         ev = [json.loads(line) for line in (reach / "data" / "eval.jsonl").read_text().splitlines()]
-        for flag, edit in (("spell", spell), ("count", count)):
+        for flag, edit in (("spell", spell), ("count", count), ("tally", tally)):
             if spec.get(flag):
                 rows = [{**r, "judge_trajectory": edit(r["judge_trajectory"])} for r in rows]
                 ev = [{**r, "judge_trajectory": edit(r["judge_trajectory"])} for r in ev]
@@ -136,6 +164,9 @@ def run_try(name: str, reach: Path, out: Path, gate: float, seed: int) -> dict:
 
 
 NOT_MET = re.compile(r"Not satisfied")
+COUNTS = re.compile(r"Justification: Response A satisfies (\d+) of \d+ hard rules; Response B satisfies (\d+) of")
+HARD_LINE = re.compile(r"\[Hard Rule\]: Justification: .*\. (?:Not satisfied|Satisfied)\.")
+MET_LINE = re.compile(r"\[Hard Rule\]: Justification: .*\. Satisfied\.")
 CONCLUSION = re.compile(r"Justification: Response ([AB]) satisfies")
 
 
@@ -144,12 +175,21 @@ def conclusions(predictions: Path) -> dict:
     right (the response with fewer unmet criteria is the chosen one), does the final justification name the
     response the analysis favours, and how often does it name Response A."""
     n = analysis_right = follows = names_a = verdict_right = 0
+    counts = {"counted": 0, "count_A_right": 0, "count_B_right": 0, "winner_follows_counts": 0}
     for line in predictions.read_text().splitlines():
         p = json.loads(line)
         text = p["judge_texts"][0]
         a, _, rest = text.partition("Response B:")
         b = rest.split("Final Judgment")[0]
         unmet_a, unmet_b = len(NOT_MET.findall(a)), len(NOT_MET.findall(b))
+        c = COUNTS.search(text)
+        if c:  # the counted formats: does each count match its analysis, does the Winner line follow the counts
+            (met_a, n_a), (met_b, n_b) = [(len(MET_LINE.findall(sec)), len(HARD_LINE.findall(sec))) for sec in (a, b)]
+            ca, cb = int(c.group(1)), int(c.group(2))
+            counts["counted"] += 1
+            counts["count_A_right"] += ca == met_a
+            counts["count_B_right"] += cb == met_b
+            counts["winner_follows_counts"] += ca != cb and p["verdict"] == ("A" if ca > cb else "B")
         favoured = "A" if unmet_a < unmet_b else "B" if unmet_b < unmet_a else None
         m = CONCLUSION.search(text)
         named = p["verdict"] if COUNTED.search(text) else m.group(1) if m else None  # counted: the Winner line concludes
@@ -159,8 +199,12 @@ def conclusions(predictions: Path) -> dict:
         names_a += named == "A"
         verdict_right += p["verdict"] == p["chosen_is"]
     pct = lambda k: round(100 * k / n, 1)  # noqa: E731
-    return {"judgements": n, "analysis_right": pct(analysis_right), "conclusion_follows_analysis": pct(follows),
-            "conclusion_names_A": pct(names_a), "verdict_right": pct(verdict_right)}
+    out = {"judgements": n, "analysis_right": pct(analysis_right), "conclusion_follows_analysis": pct(follows),
+           "conclusion_names_A": pct(names_a), "verdict_right": pct(verdict_right)}
+    if counts["counted"]:
+        k = counts.pop("counted")
+        out |= {"counted": k, **{key: round(100 * v / k, 1) for key, v in counts.items()}}
+    return out
 
 
 def condition_summary(folder: Path) -> dict:
@@ -178,8 +222,15 @@ def sens_summary(rep: dict | str, folder: Path | None = None) -> dict | str:
         if folder is None or not folder.is_dir():
             return rep
         done = {d.name: condition_summary(d) for d in sorted(folder.iterdir()) if (d / "results.json").exists()}
-        return {"stopped_early": "the sensitivity run was stopped before every condition finished: no paired "
-                                 "differences", "conditions": done} if done else rep
+        if not done:
+            return rep
+        out = {"stopped_early": "the sensitivity run was stopped before every condition finished", "conditions": done}
+        if {"own", "other"} <= set(done):  # the reading test's difference, paired by pair (as evaluate.py's report)
+            from evaluate import pair_scores
+            own, other = pair_scores(folder / "own"), pair_scores(folder / "other")
+            m, lo, hi = C.bootstrap([own[u] - other[u] for u in sorted(set(own) & set(other))])
+            out["differences"] = [{"comparison": "own minus other", "difference": m, "ci95": [lo, hi]}]
+        return out
     for r in rep["rows"]:
         r["trajectories"] = conclusions(folder / r["name"] / "predictions.jsonl") if folder else None
     return {"accuracy": {r["name"]: {"mean": r["accuracy"], "ci95": r["ci95"], "first": r.get("accuracy_fixed1"),

@@ -304,3 +304,17 @@ def test_policy_rows_of_the_implied_tasks_are_scored_on_their_implied_rule(task)
         assert all(toy_task.satisfied(cs, good)) and not all(toy_task.satisfied(cs, bad))
     assert all(toy_task.prompt_held_out(r["prompt"]) for r in held)
     assert not any(toy_task.prompt_held_out(r["prompt"]) for r in rows)
+
+
+def test_tallied_trajectories_count_each_analysis_and_keep_the_judge_format():
+    """smol_judge_recipes' 'tallied' format: after each response's analysis a tally of its met hard rules, equal to
+    the final justification's count (the counted format), and the judge format reward unchanged."""
+    import smol_judge_recipes as R
+    for r in toy_task.make_implicit_split(30, 1250, "t", False, False):
+        text = R.tally(R.count(r["judge_trajectory"]))
+        ca, cb = map(int, R.COUNTS.search(text).groups())
+        assert f"- Tally: Response A satisfies {ca} of 2 hard rules." in text
+        assert f"- Tally: Response B satisfies {cb} of 2 hard rules." in text
+        assert {ca, cb} == {1, 2} and (ca > cb) == (r["winner"] == "A")
+        assert C.format_reward(text, 3) == C.format_reward(r["judge_trajectory"], 3) == 1.0
+        assert C.parse_verdict(text) == r["winner"]
