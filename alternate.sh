@@ -246,7 +246,7 @@ run_step() {
   if [ "$check" != "-" ]; then
     local check_args=()
     IFS=$'\t' read -r -a check_args <<<"$check"  # tab-separated: paths may hold spaces
-    if ! "$PY" common.py check-output "${check_args[@]}" >>"$log" 2>&1 9>&-; then
+    if ! "$PY" manifests.py check-output "${check_args[@]}" >>"$log" 2>&1 9>&-; then
       echo "[alternate] $name: its output does not read back whole; see $log" >&2
       tail -n 2 "$log" >&2
       exit 1
@@ -257,27 +257,22 @@ run_step() {
 }
 
 # Every stage's flags are checked before the first step runs (a bad JUDGE_ARGS is caught now, not after
-# an hour of SFT): each stage parses its flags and stops (RUBRIC_ARM_CHECK_FLAGS_ONLY=1).
-precheck() {  # precheck NAME SCRIPT ARGS...
-  local name="$1"; shift
-  RUBRIC_ARM_CHECK_FLAGS_ONLY=1 "$PY" "$@" >/dev/null 2>"$OUT/logs/flags_$name.err" 9>&- ||
-    { echo "alternate.sh: the flags of step $name cannot work:" >&2; grep -v '^\s*$' "$OUT/logs/flags_$name.err" | tail -n 5 >&2; return 1; }
-}
+# an hour of SFT): each stage parses its flags and stops (RUBRIC_ARM_CHECK_FLAGS_ONLY=1), all of them in
+# one Python process (common.py check-stage-flags), so a rerun that skips every step starts in seconds.
+CHECKS=()
+precheck() { CHECKS+=("$@" "+++"); }  # precheck NAME SCRIPT ARGS...
 X="$OUT/.flags-check"  # stands in for paths that exist only later; nothing is read or written
 # shellcheck disable=SC2086
 {
-  precheck sft_rubric sft_warmup.py --role rubric --model "$MODEL" --data "$SFT_DATA" --out "$X" $MODEL_ARGS $SFT_RUBRIC_ARGS &
-  precheck sft_judge sft_warmup.py --role judge --model "$MODEL" --data "$SFT_DATA" --out "$X" $MODEL_ARGS $SFT_JUDGE_ARGS &
-  precheck cache common.py cache-rubrics --model "$MODEL" --data "$DATA" --out "$X" $MODEL_ARGS $CACHE_ARGS &
-  precheck judge train_judge_phase.py --model "$MODEL" --data "$DATA" --rubric-cache "$X" --out "$X" $MODEL_ARGS $JUDGE_ARGS &
-  precheck rubric train_rubric_phase.py --model "$MODEL" --data "$DATA" --judge-adapter "$X" --out "$X" $MODEL_ARGS $RUBRIC_ARGS &
-  if [ "$NO_SFT" = 1 ]; then precheck init common.py new-adapter --model "$MODEL" --out "$X" $MODEL_ARGS & fi
-  if [ -n "$EVAL_DATA" ]; then precheck eval evaluate.py --benchmark "held_out=$EVAL_DATA" --model "$MODEL" --out "$X" $MODEL_ARGS $EVAL_ARGS & fi
+  precheck sft_rubric sft_warmup.py --role rubric --model "$MODEL" --data "$SFT_DATA" --out "$X" $MODEL_ARGS $SFT_RUBRIC_ARGS
+  precheck sft_judge sft_warmup.py --role judge --model "$MODEL" --data "$SFT_DATA" --out "$X" $MODEL_ARGS $SFT_JUDGE_ARGS
+  precheck cache common.py cache-rubrics --model "$MODEL" --data "$DATA" --out "$X" $MODEL_ARGS $CACHE_ARGS
+  precheck judge train_judge_phase.py --model "$MODEL" --data "$DATA" --rubric-cache "$X" --out "$X" $MODEL_ARGS $JUDGE_ARGS
+  precheck rubric train_rubric_phase.py --model "$MODEL" --data "$DATA" --judge-adapter "$X" --out "$X" $MODEL_ARGS $RUBRIC_ARGS
+  if [ "$NO_SFT" = 1 ]; then precheck init common.py new-adapter --model "$MODEL" --out "$X" $MODEL_ARGS; fi
+  if [ -n "$EVAL_DATA" ]; then precheck eval evaluate.py --benchmark "held_out=$EVAL_DATA" --model "$MODEL" --out "$X" $MODEL_ARGS $EVAL_ARGS; fi
 }
-FLAGS_OK=1
-for job in $(jobs -p); do wait "$job" || FLAGS_OK=0; done
-[ "$FLAGS_OK" = 1 ] || exit 2
-rm -f "$OUT"/logs/flags_*.err
+"$PY" common.py check-stage-flags "${CHECKS[@]}" 9>&- || exit 2
 
 # Stage 0 (tiny demo only): the offline tiny model.
 if [ "$DEMO" = tiny ]; then

@@ -8,7 +8,7 @@ Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps t
   5. Generation           L1227-2223  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
   6. Losses               L2224-2632  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
   7. Run plumbing         L2633-3460  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L3461-end   python common.py cache-rubrics | split | check-output | merge-adapter | new-adapter
+  8. CLI                  L3461-end   python common.py cache-rubrics | split | check-stage-flags | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
@@ -3463,26 +3463,42 @@ class TrainingRun:
 #    python common.py cache-rubrics | split | merge-adapter (the tiny offline model: python tasks/toy_task.py make-tiny-model)
 # =============================================================================================
 
-def check_output(adapter: str | None, cache: str | None, data: str | None) -> None:
-    """A step's output is whole: the adapter folder reads (config and every tensor), the rubric cache
-    covers every id of the data exactly once. Else one line, and exit 1."""
-    if adapter:
-        check_adapter_dir(adapter)
-        from safetensors import safe_open
+STAGE_SEP = "+++"  # between the stages given to check-stage-flags
+
+
+def check_stage_flags(groups: list[str]) -> None:
+    """alternate.sh's check of every stage's flags before its first step, in one process: each group,
+    NAME SCRIPT ARGS..., runs SCRIPT as __main__ with RUBRIC_ARM_CHECK_FLAGS_ONLY=1, so it stops once its
+    flags are checked (check_flags). One Python start, torch imported once, where a process per stage
+    cost about 3 s of CPU each on every run and rerun. Every failing stage is reported; exit 2 if any."""
+    import io
+    import runpy
+    os.environ["RUBRIC_ARM_CHECK_FLAGS_ONLY"] = "1"
+    stages, cur = [], []
+    for a in [*groups, STAGE_SEP]:
+        if a == STAGE_SEP:
+            if cur:
+                stages.append(cur)
+            cur = []
+        else:
+            cur.append(a)
+    failed = False
+    for name, script, *args in stages:
+        err, code = io.StringIO(), 0
+        sys.argv = [script, *args]
         try:
-            json.loads((Path(adapter) / "adapter_config.json").read_text())
-            with safe_open(str(Path(adapter) / "adapter_model.safetensors"), "pt") as f:
-                for k in f.keys():
-                    f.get_tensor(k)
-        except Exception as e:  # noqa: BLE001 - any failure to read it means it is not whole
-            raise SystemExit(f"error: adapter {adapter} does not read back: {_first_line(e)}") from None
-    if cache:
-        ids = [str(r["id"]) for r in read_rubric_lines(cache)]
-        want = {r["id"] for r in load_pairs(data)} if data else set(ids)
-        missing, extra = want - set(ids), set(ids) - want
-        if missing or extra:
-            raise SystemExit(f"error: rubric cache {cache} has {len(ids)} rubrics: {len(missing)} id(s) of {data} missing"
-                             f"{f' (first {sorted(missing)[0]!r})' if missing else ''}, {len(extra)} not in it")
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                runpy.run_path(script, run_name="__main__")
+        except SystemExit as e:
+            code = e.code
+        if code not in (0, None):
+            failed = True
+            lines = [x for x in err.getvalue().splitlines() if x.strip()]
+            if not isinstance(code, int):
+                lines.append(str(code))
+            print(f"alternate.sh: the flags of step {name} cannot work:", *lines[-5:], sep="\n", file=sys.stderr)
+    if failed:
+        raise SystemExit(2)
 
 
 # A rubric cache made by cache-rubrics has a manifest beside it (CACHE.manifest.json): the generator
@@ -3565,10 +3581,9 @@ def _cli() -> None:
     s.add_argument("--parts", type=int, required=True)
     s.add_argument("--out-dir", required=True)
     s.add_argument("--seed", type=seed_value, default=0)
-    v = sub.add_parser("check-output", allow_abbrev=False, help="exit 0 only if a step's output is whole (alternate.sh, before its marker)")
-    v.add_argument("--adapter", default=None, help="an adapter folder that must load")
-    v.add_argument("--cache", default=None, help="a rubric cache that must cover every id of --data exactly once")
-    v.add_argument("--data", default=None)
+    f = sub.add_parser("check-stage-flags", allow_abbrev=False,
+                       help=f"alternate.sh: NAME SCRIPT ARGS... groups, separated by {STAGE_SEP}, each stage's flags checked")
+    f.add_argument("groups", nargs=argparse.REMAINDER)
     n = sub.add_parser("new-adapter", allow_abbrev=False, help="save a new, untrained LoRA adapter (the base model itself): "
                                             "a loop that skips SFT starts from it")
     add_model_args(n)
@@ -3626,8 +3641,8 @@ def _cli() -> None:
         for k in range(args.parts):
             write_jsonl_atomic(Path(args.out_dir) / f"part{k + 1}.jsonl", rows[k * size:(k + 1) * size])
         print(f"{args.parts} parts of {size} rows in {args.out_dir} ({len(rows) - size * args.parts} left over)")
-    elif args.cmd == "check-output":
-        check_output(args.adapter, args.cache, args.data)
+    elif args.cmd == "check-stage-flags":
+        check_stage_flags(args.groups)
     elif args.cmd == "new-adapter":
         check_flags(*model_flag_rules(args))
         new_adapter(args.model, args.out, args.seed, args.lora_r, args.lora_alpha, args.lora_dropout,

@@ -10,6 +10,7 @@ No torch here: alternate.sh checks and writes its step markers with this file, q
     python manifests.py step-check MARKER -- COMMAND...   # 0 same, 1 no marker, 3 other (differences on stderr),
                                                           # 4 same but its output is gone, 5 an input is gone
     python manifests.py step-done MARKER -- COMMAND...    # record COMMAND and its inputs in MARKER
+    python manifests.py check-output [--adapter DIR] [--cache FILE --data FILE]  # 0 only if a step's output is whole
 """
 
 from __future__ import annotations
@@ -155,9 +156,98 @@ def check_step(marker: str, command: list[str], write: bool) -> int:
     return 3
 
 
+# ---- a step's output read back whole, before its marker is written --------------------------------
+
+SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                           "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """None if PATH is a whole safetensors file: its header parses, each tensor's bytes fit its dtype and
+    shape and lie inside the file, and the file ends where the last tensor does. That is what reading
+    every tensor back checks (a file cut short or padded), without loading torch."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 0 or 8 + n > size:
+            return f"{size} bytes: shorter than its header"
+        try:
+            meta = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return f"its header is not JSON ({e})"
+    end = 0
+    for name, t in meta.items():
+        if name == "__metadata__":
+            continue
+        try:
+            a, b = t["data_offsets"]
+            want = SAFETENSORS_DTYPE_BYTES[t["dtype"]]
+            for d in t["shape"]:
+                want *= d
+        except (KeyError, TypeError, ValueError):
+            return f"tensor {name!r}: its header entry is damaged"
+        if not 0 <= a <= b or b - a != want:
+            return f"tensor {name!r}: {b - a} bytes where its dtype and shape need {want}"
+        end = max(end, b)
+    if 8 + n + end != size:
+        return f"{size} bytes where its header accounts for {8 + n + end}"
+    return None
+
+
+def check_output(adapter: str | None, cache: str | None, data: str | None) -> None:
+    """A step's output is whole: an adapter folder whose config is JSON and whose weights file is whole,
+    a rubric cache that covers every id of DATA exactly once. Else one line, and exit 1."""
+    if adapter:
+        cfg, weights = Path(adapter) / "adapter_config.json", Path(adapter) / "adapter_model.safetensors"
+        try:
+            json.loads(cfg.read_text(encoding="utf-8"))
+            problem = safetensors_problem(weights)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            problem = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        if problem:
+            raise SystemExit(f"error: adapter {adapter} does not read back: {problem}")
+    if cache:
+        ids = _jsonl_ids(Path(cache))
+        want = set(_jsonl_ids(Path(data))) if data else set(ids)
+        missing, extra = want - set(ids), set(ids) - want
+        dup = len(ids) - len(set(ids))
+        if missing or extra or dup:
+            raise SystemExit(f"error: rubric cache {cache} has {len(ids)} rubrics: {len(missing)} id(s) of {data} missing"
+                             f"{f' (first {sorted(missing)[0]!r})' if missing else ''}, {len(extra)} not in it"
+                             f"{f', {dup} repeated' if dup else ''}")
+
+
+def _jsonl_ids(path: Path) -> list[str]:
+    """The 'id' of every line of a JSONL file written by this project (a part, a rubric cache)."""
+    ids = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: {path}: cannot be read ({e})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ids.append(str(json.loads(line)["id"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise SystemExit(f"error: {path}:{n}: field 'id': missing, or the line is not JSON") from None
+    return ids
+
+
 def _cli() -> None:
+    if sys.argv[1:2] == ["check-output"]:
+        import argparse
+        ap = argparse.ArgumentParser(prog="manifests.py check-output", allow_abbrev=False,
+                                     description="exit 0 only if a step's output is whole (alternate.sh, before its marker)")
+        ap.add_argument("--adapter", default=None, help="an adapter folder whose files must read back whole")
+        ap.add_argument("--cache", default=None, help="a rubric cache that must cover every id of --data exactly once")
+        ap.add_argument("--data", default=None)
+        args = ap.parse_args(sys.argv[2:])
+        check_output(args.adapter, args.cache, args.data)
+        return
     if len(sys.argv) < 4 or sys.argv[1] not in ("step-check", "step-done") or sys.argv[3] != "--":
-        raise SystemExit("usage: manifests.py step-check|step-done MARKER -- COMMAND...")
+        raise SystemExit("usage: manifests.py step-check|step-done MARKER -- COMMAND... | check-output ...")
     raise SystemExit(check_step(sys.argv[2], sys.argv[4:], write=sys.argv[1] == "step-done"))
 
 

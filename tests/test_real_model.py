@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,13 @@ MODEL = "smollm2-135m"
 # bf16 where the CPU computes it natively; where it is emulated (no AVX-512 BF16 or AMX) one SFT step of
 # SmolLM2 takes over 10 minutes, so the tests train in fp32 there (common.fast_dtype)
 TRAIN_DTYPE = C.fast_dtype()
+
+
+def _shortest_lines(path: Path, n: int) -> list[str]:
+    """The n rows of a JSONL file with the fewest characters of prompt and responses, in file order."""
+    lines = path.read_text().splitlines()
+    size = {i: sum(len(json.loads(x)[k]) for k in ("prompt", "response_a", "response_b")) for i, x in enumerate(lines)}
+    return [lines[i] for i in sorted(sorted(size, key=size.get)[:n])]
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +67,6 @@ def test_real_model_tokenizer_keeps_control_tokens_in_user_text_as_text(real):
     assert C.chat_prompt_ids(tok, msgs) == tok(text, add_special_tokens=False)["input_ids"]
 
 
-def test_real_model_one_lora_sft_step_is_finite_and_moves_the_adapter(tmp_path):
-    rows = [json.loads(x) for x in (ROOT / "data" / "if_train.jsonl").read_text().splitlines()[:4]]
-    data = tmp_path / "sft.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "sft"
-    p = subprocess.run([sys.executable, str(ROOT / "sft_warmup.py"), "--role", "judge", "--model", MODEL,
-                        "--data", str(data), "--out", str(out), "--max-steps", "1", "--batch-size", "4",
-                        "--micro-batch", "4", "--cutoff-len", "1280", "--dtype", TRAIN_DTYPE],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    (m,) = read_jsonl(out / "metrics.jsonl")
-    assert torch.isfinite(torch.tensor(m["loss"])) and m["loss"] > 0
-    weights = load_file(out / "adapter" / "adapter_model.safetensors")
-    # LoRA starts with B = 0: one step must have moved it
-    assert max(w.abs().max().item() for k, w in weights.items() if "lora_B" in k) > 0
-
-
 def test_real_model_generates_rubrics_for_a_judge_of_another_model_and_tokenizer(real, tiny_model, tmp_path):
     """SmolLM2 writes the rubric, a tiny model with its own tokenizer judges: each through its own
     tokenizer and chat template, as with a released generator and judge pair."""
@@ -99,10 +88,12 @@ def test_real_model_generates_rubrics_for_a_judge_of_another_model_and_tokenizer
 def test_real_model_pipeline_smoke(tmp_path):
     """alternate.sh end to end on the real model with very short phases: SFT of both adapters, a rubric
     cache, one judge and one rubric GRPO step, evaluation after SFT and after the loop."""
-    lines = (ROOT / "data" / "if_train.jsonl").read_text().splitlines()
+    # the shortest rows of the bundled task (about 500 characters where the first rows hold 1,000-2,000):
+    # every pass of this run on a 135M model costs in proportion to its tokens
+    lines = _shortest_lines(ROOT / "data" / "if_train.jsonl", 8)
     (tmp_path / "sft.jsonl").write_text("\n".join(lines[:4]) + "\n")
     (tmp_path / "rl.jsonl").write_text("\n".join(lines[4:8]) + "\n")
-    (tmp_path / "eval.jsonl").write_text("\n".join((ROOT / "data" / "if_test.jsonl").read_text().splitlines()[:4]) + "\n")
+    (tmp_path / "eval.jsonl").write_text("\n".join(_shortest_lines(ROOT / "data" / "if_test.jsonl", 4)) + "\n")
     env = {**os.environ, "MODEL_ARGS": f"--dtype {TRAIN_DTYPE}",
            "SFT_RUBRIC_ARGS": "--max-steps 1 --batch-size 4 --micro-batch 4 --lr 1e-3",
            "SFT_JUDGE_ARGS": "--max-steps 1 --batch-size 4 --micro-batch 4 --lr 1e-3 --cutoff-len 1280",
@@ -120,6 +111,11 @@ def test_real_model_pipeline_smoke(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     done = {x.name for x in (out / ".done").iterdir()}
     assert {"sft_rubric", "sft_judge", "c1_cache", "c1_judge", "c1_rubric", "eval_sft", "eval_final"} <= done
+    # the SFT step of the judge is finite and moves its adapter (LoRA starts with B = 0)
+    (m,) = read_jsonl(out / "sft_judge" / "metrics.jsonl")
+    assert torch.isfinite(torch.tensor(m["loss"])) and m["loss"] > 0
+    weights = load_file(out / "sft_judge" / "adapter" / "adapter_model.safetensors")
+    assert max(w.abs().max().item() for k, w in weights.items() if "lora_B" in k) > 0
     for phase in ("c1_judge", "c1_rubric"):
         (m,) = read_jsonl(out / phase / "metrics.jsonl")
         assert all(torch.isfinite(torch.tensor(float(m[k]))) for k in ("loss", "reward"))

@@ -97,17 +97,24 @@ def test_alternate_takes_its_running_step_down_with_it(tiny_model, tmp_path, sig
 def test_check_output_refuses_half_outputs(tiny_model, tmp_path):
     part = write_rows(tmp_path / "part.jsonl", read_jsonl(TRAIN)[:4])
     cache = rubric_cache(tmp_path / "r.jsonl", n=3)  # one id of the part missing
-    err = one_line_error(run_script("common.py", "check-output", "--cache", cache, "--data", part, check=False))
+    err = one_line_error(run_script("manifests.py", "check-output", "--cache", cache, "--data", part, check=False))
     assert "has 3 rubrics: 1 id(s) of" in err and "missing" in err
-    run_script("common.py", "check-output", "--cache", rubric_cache(tmp_path / "full.jsonl", n=4), "--data", part)
+    run_script("manifests.py", "check-output", "--cache", rubric_cache(tmp_path / "full.jsonl", n=4), "--data", part)
     run_script("sft_warmup.py", "--role", "rubric", "--model", tiny_model, "--data", TRAIN, "--limit", "4", "--max-steps",
                "1", "--out", tmp_path / "sft", "--lora-r", "8", "--lora-alpha", "16")
     adapter = tmp_path / "sft" / "adapter"
-    run_script("common.py", "check-output", "--adapter", adapter)
+    run_script("manifests.py", "check-output", "--adapter", adapter)
     f = adapter / "adapter_model.safetensors"
-    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # a copy cut short
-    err = one_line_error(run_script("common.py", "check-output", "--adapter", adapter, check=False))
+    whole = f.read_bytes()
+    f.write_bytes(whole + b"\0" * 16)  # bytes its header does not account for
+    err = one_line_error(run_script("manifests.py", "check-output", "--adapter", adapter, check=False))
+    assert err == f"error: adapter {adapter} does not read back: {len(whole) + 16} bytes where its header accounts for {len(whole)}"
+    f.write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    err = one_line_error(run_script("manifests.py", "check-output", "--adapter", adapter, check=False))
     assert err.startswith(f"error: adapter {adapter} does not read back")
+    f.write_bytes(whole[:4])
+    err = one_line_error(run_script("manifests.py", "check-output", "--adapter", adapter, check=False))
+    assert err.endswith("4 bytes: shorter than its header")
 
 
 # ---- 16.2 a rerun with other settings, 16.3 Ctrl-C / SIGTERM ---------------------------------------------
