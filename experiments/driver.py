@@ -33,6 +33,26 @@ def sh(cmd: list, log: Path, env: dict | None = None) -> None:
         raise SystemExit(f"error: {' '.join(map(str, cmd[:3]))} failed; log {log}:\n" + log.read_text()[-2000:])
 
 
+def generator_rubrics(load, rows: list[dict], path: Path, batch: int, naming: dict, fields=("implied",)) -> list[dict]:
+    """A generator's rubric for each row's prompt, greedy and naming['samples'] sampled at
+    naming['temperature'], kept in path (a rerun reads them back); load() -> (tokenizer, model) runs only
+    when path is absent. Each record carries the row's id and its FIELDS (the first implied rule)."""
+    if not path.exists():
+        import torch
+        C.seed_everything(0)
+        tok, model = load()
+        prompts = [C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])) for r in rows]
+        k, n_tok = naming["samples"], naming["max_new_tokens"]
+        with torch.no_grad():
+            greedy = C.generate_batched(model, tok, prompts, batch, n=1, max_new_tokens=n_tok, temperature=0.0)
+            sampled = C.generate_batched(model, tok, prompts, batch, n=k, max_new_tokens=n_tok,
+                                         temperature=naming["temperature"])
+        C.write_jsonl_atomic(path, [{"id": r["id"], **{f: r[f][0] if f == "implied" else r[f] for f in fields},
+                                     "greedy": greedy[i], "sampled": sampled[i * k:(i + 1) * k]}
+                                    for i, r in enumerate(rows)])
+    return C.read_jsonl_resumable(path)
+
+
 def check_config(out: Path, cfg: dict) -> None:
     path = out / "config.json"
     cfg = json.loads(json.dumps(cfg))  # tuples as lists, as read back

@@ -43,7 +43,7 @@ import toy_rubric_phase as R  # noqa: E402
 
 import common as C  # noqa: E402
 import toy_task  # noqa: E402
-from driver import check_config, pct, rel, sh  # noqa: E402
+from driver import check_config, generator_rubrics, pct, rel, sh  # noqa: E402
 
 # ---- configuration: everything the results depend on ---------------------------------------------
 MODEL = "smollm2-135m"
@@ -120,25 +120,10 @@ def names(rubric: str, kind: str) -> str:
 def naming_rates(adapter: Path | None, rows: list[dict], out: Path) -> dict:
     """The generator's rubrics for the held-out prompts, greedy and NAMING['samples'] sampled at the rollout
     temperature, each classified by names(); kept in out (a rerun reads them back)."""
-    path = out / "rubrics.jsonl"
-    if not path.exists():
-        import torch
-        C.seed_everything(0)
-        tok = C.load_tokenizer(MODEL)
+    def load():
         model = C.load_base_model(MODEL, dtype=DTYPE)
-        if adapter:
-            model = C.attach_lora(model, str(adapter), trainable=False)
-        model.eval()
-        prompts = [C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])) for r in rows]
-        with torch.no_grad():
-            greedy = C.generate_batched(model, tok, prompts, 25, n=1, max_new_tokens=NAMING["max_new_tokens"],
-                                        temperature=0.0)
-            sampled = C.generate_batched(model, tok, prompts, 25, n=NAMING["samples"],
-                                         max_new_tokens=NAMING["max_new_tokens"], temperature=NAMING["temperature"])
-        k = NAMING["samples"]
-        C.write_jsonl_atomic(path, [{"id": r["id"], "implied": r["implied"][0], "cue": r["cue"], "greedy": greedy[i],
-                                     "sampled": sampled[i * k:(i + 1) * k]} for i, r in enumerate(rows)])
-    recs = C.read_jsonl_resumable(path)
+        return C.load_tokenizer(MODEL), (C.attach_lora(model, str(adapter), trainable=False) if adapter else model).eval()
+    recs = generator_rubrics(load, rows, out / "rubrics.jsonl", 25, NAMING, fields=("implied", "cue"))
     rep = {}
     for mode in ("greedy", "sampled"):
         verdicts = [names(t, r["implied"]) for r in recs for t in ([r[mode]] if mode == "greedy" else r[mode])]

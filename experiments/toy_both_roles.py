@@ -50,7 +50,7 @@ import toy_rubric_phase as TR  # noqa: E402
 import common as C  # noqa: E402
 import toy_ablation as T  # noqa: E402
 import toy_task  # noqa: E402
-from driver import pct, publish_page, seeds_and_pairs  # noqa: E402
+from driver import generator_rubrics, pct, publish_page, seeds_and_pairs  # noqa: E402
 
 # ---- configuration ------------------------------------------------------------------------------
 SPLITS = toy_task.TWO_RULE_SPLITS  # rows, seed, annotated training rubrics, held-out prompts
@@ -97,22 +97,9 @@ def names(rubric: str, kind: str) -> str:
 def naming_rates(base: Path, adapter: Path, rows: list[dict], out: Path) -> dict:
     """The generator's rubrics for the held-out prompts, greedy and NAMING['samples'] sampled at the rollout
     temperature, classified by names() per implied rule; kept in out/rubrics.jsonl (a rerun reads them)."""
-    path = out / "rubrics.jsonl"
-    if not path.exists():
-        import torch
-        C.seed_everything(0)
-        tok = C.load_tokenizer(str(base))
-        model = C.attach_lora(C.load_base_model(str(base)), str(adapter), trainable=False).eval()
-        prompts = [C.chat_prompt_ids(tok, C.rubric_messages(r["prompt"])) for r in rows]
-        k = NAMING["samples"]
-        with torch.no_grad():
-            greedy = C.generate_batched(model, tok, prompts, 50, n=1, max_new_tokens=NAMING["max_new_tokens"],
-                                        temperature=0.0)
-            sampled = C.generate_batched(model, tok, prompts, 50, n=k, max_new_tokens=NAMING["max_new_tokens"],
-                                         temperature=NAMING["temperature"])
-        C.write_jsonl_atomic(path, [{"id": r["id"], "implied": r["implied"][0], "greedy": greedy[i],
-                                     "sampled": sampled[i * k:(i + 1) * k]} for i, r in enumerate(rows)])
-    recs = C.read_jsonl_resumable(path)
+    def load():
+        return C.load_tokenizer(str(base)), C.attach_lora(C.load_base_model(str(base)), str(adapter), trainable=False).eval()
+    recs = generator_rubrics(load, rows, out / "rubrics.jsonl", 50, NAMING)
     rep: dict = {}
     for rule in RULES:
         mine = [r for r in recs if r["implied"] == rule]
