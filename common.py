@@ -6,9 +6,9 @@ Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps t
   3. Parsing and rewards  L570-700    parse_verdict, parse_rubric, format_reward (R_fmt)
   4. Models and adapters  L701-1226   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
   5. Generation           L1227-2223  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
-  6. Losses               L2224-2632  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2633-3460  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L3461-end   python common.py cache-rubrics | split | check-stage-flags | merge-adapter | new-adapter
+  6. Losses               L2224-2642  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2643-3470  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L3471-end   python common.py cache-rubrics | split | check-stage-flags | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
