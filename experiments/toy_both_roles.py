@@ -110,6 +110,23 @@ def naming_rates(base: Path, adapter: Path, rows: list[dict], out: Path) -> dict
     return rep
 
 
+def rollout_naming(run: Path, implied: dict[str, str]) -> dict[str, dict]:
+    """Per rubric phase of a loop: the share of its logged rollouts (judge_samples.jsonl: one group a step)
+    whose rubric names the rule its prompt implies, over the first and the last 10 steps. Tells a generator
+    that learns to name the rule from one that forgets it while the held-out figures stand still."""
+    out = {}
+    for p in C.grpo_phases(run):
+        f = p / "judge_samples.jsonl"
+        if "rubric" not in p.name or not f.exists():
+            continue
+        recs = C.read_jsonl_resumable(f)
+        last = max(r["step"] for r in recs)
+        share = lambda part: statistics.mean(names(r["rubric"], implied[r["id"]]) == "right" for r in part)  # noqa: E731
+        out[p.name] = {"naming_first10": share([r for r in recs if r["step"] <= 10]),
+                       "naming_last10": share([r for r in recs if r["step"] > last - 10])}
+    return out
+
+
 # ---- one judge on the held-out pairs ----------------------------------------------------------------
 def by_rule(r: dict) -> dict:
     return {k.removeprefix("implied "): v for k, v in r["by_kind"].items()}
@@ -173,7 +190,8 @@ def summarize(res: dict) -> dict:
             for p in ps:
                 by_phase.setdefault(p["phase"], []).append(p)
         sig[sched] = {ph: {k: statistics.mean(p[k] for p in ps) for k in
-                           ("signal_step_share", "zero_var_groups", "reward_acc_first10", "reward_acc_last10")}
+                           ("signal_step_share", "zero_var_groups", "reward_acc_first10", "reward_acc_last10",
+                            "naming_first10", "naming_last10") if all(k in p for p in ps)}
                       | {"seeds": len(ps)} for ph, ps in by_phase.items()}
     naming = {who: {rule: {mode: statistics.mean(n[rule][mode]["right"] for n in ns) for mode in ("greedy", "sampled")}
                     for rule in RULES} for who, ns in res["naming"].items()}
@@ -234,12 +252,17 @@ def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, end_share: fl
                   for name, d in summ["differences"].items()]
     if summ["signal"]:
         lines += ["", "GRPO signal per phase (mean over seeds): steps with at least one group whose rewards differ; "
-                  "groups with equal rewards; the training reward accuracy, first -> last 10 steps:", "",
-                  "| schedule | phase | steps with signal | zero-variance groups | reward accuracy |", "|---|---|---|---|---|"]
+                  "groups with equal rewards; the training reward accuracy, first -> last 10 steps; in a rubric phase, "
+                  "the share of its logged rollouts (one group a step) whose rubric names the implied rule, first -> last "
+                  "10 steps:", "",
+                  "| schedule | phase | steps with signal | zero-variance groups | reward accuracy | rollouts naming the rule |",
+                  "|---|---|---|---|---|---|"]
     for sched, by_phase in summ["signal"].items():
         for ph, sig in by_phase.items():
+            named = (f"{100 * sig['naming_first10']:.0f}% -> {100 * sig['naming_last10']:.0f}%"
+                     if "naming_first10" in sig else "-")
             lines.append(f"| {sched} | {ph} | {100 * sig['signal_step_share']:.0f}% | {100 * sig['zero_var_groups']:.0f}% | "
-                         f"{100 * sig['reward_acc_first10']:.0f} -> {100 * sig['reward_acc_last10']:.0f} |")
+                         f"{100 * sig['reward_acc_first10']:.0f} -> {100 * sig['reward_acc_last10']:.0f} | {named} |")
     table = "\n".join(lines) + "\n"
     C.atomic_write_text(out / "table.md", table)
     C.atomic_write_text(out / "summary.json", json.dumps(summ, indent=2))
@@ -271,6 +294,7 @@ def main(argv=None) -> dict:
     base = T.pretrain_base(out, paths["pretrain"], paths["sft"], T.PRETRAIN["steps"])
     C.log.info("base ready (%.0fs)", time.perf_counter() - t0)
     eval_rows = C.read_jsonl_resumable(paths["eval"])
+    implied = {r["id"]: r["implied"][0] for r in C.read_jsonl_resumable(paths["rl"])}
     res: dict = {"evals": {}, "signal": {}, "naming": {}, "sensitivity": {},
                  "trivial": TR.trivial_judges(paths)}
 
@@ -298,7 +322,8 @@ def main(argv=None) -> dict:
             for ph in phases(schedule, T.CYCLES):
                 keep(schedule, ph, T.evaluate(base, None, None, paths["eval"], run / f"eval_{ph}"))
             keep(schedule, "final", T.evaluate(base, None, None, paths["eval"], run / "eval_final"))
-            res["signal"].setdefault(schedule, []).append(TR.phase_signal(run))
+            named = rollout_naming(run, implied)
+            res["signal"].setdefault(schedule, []).append([p | named.get(p["phase"], {}) for p in TR.phase_signal(run)])
             measure_final(schedule, *final_adapters(run), run / "final_measures")
     summ = summarize(res)
     seeds = a.seeds[:1] if a.reach_only else a.seeds
