@@ -90,3 +90,46 @@ def write_section(name: str, title: str, command: str, body: str, extra_versions
     text = pattern.sub(lambda m: block, text) if pattern.search(text) else text + "\n" + block
     C.atomic_write_text(BENCH_MD, text)
     print(block)
+
+
+def peak_memory_mb(device) -> float:
+    """Peak memory of this process: tracked CUDA allocations on a GPU, else the peak RSS."""
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def random_copy(model_dir: Path, out: Path) -> Path:
+    """The same architecture and tokenizer with fresh random weights (seed 0): it practically never
+    samples EOS, so both sides generate exactly the length limit and the lengths compare."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    if not (out / "config.json").exists():
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir)))
+        model.save_pretrained(str(out))
+        C.load_tokenizer(str(model_dir)).save_pretrained(str(out))
+    return out
+
+
+def bench_model_dir(model: str, random_weights: bool, work: Path) -> Path:
+    """The model a bench runs: the random bench model (no --model), a real one, or its random copy."""
+    if not model:
+        return bench_model(work / "model")
+    real = Path(C.resolve_model(model))
+    return random_copy(real, work / "random_model") if random_weights else real
+
+
+def run_side(script: str, side_args: list[str]) -> dict:
+    """Run one side of a comparison (`script --side ...`) in a process of its own, so that its peak memory
+    is its own; the side prints one `RESULT {json}` line."""
+    import json
+    p = subprocess.run([sys.executable, script, *side_args], capture_output=True, text=True)
+    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    if p.returncode != 0 or not line:
+        oom = p.returncode in (-9, 137)
+        last = [x for x in p.stderr.splitlines() if x.strip()][-1:] or ["no message"]
+        return {"failed": "killed (out of memory)" if oom else f"exit {p.returncode}: {last[0].strip()[:200]}"}
+    return json.loads(line[-1][len("RESULT "):])

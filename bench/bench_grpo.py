@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -98,57 +97,40 @@ def trl(model_dir: Path, rows, a, iters: int, beta: float, work: Path) -> dict:
     return {"time_step": U.median(per_gen), "completion_len": U.median(lens[1:] or lens) if lens else float("nan")}
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: tracked CUDA allocations on a GPU, else the peak RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def random_copy(model_dir: Path, out: Path) -> Path:
-    """The same architecture and tokenizer with fresh random weights (seed 0): it practically never
-    samples EOS, so both sides generate exactly the length limit and the lengths compare."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-    if not (out / "config.json").exists():
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir)))
-        model.save_pretrained(str(out))
-        C.load_tokenizer(str(model_dir)).save_pretrained(str(out))
-    return out
-
-
-def bench_model_dir(a, work: Path) -> Path:
-    if not a.model:
-        return U.bench_model(work / "model")
-    real = Path(C.resolve_model(a.model))
-    return random_copy(real, work / "random_model") if a.random_weights else real
-
-
 def run_side(a) -> None:
     """One side (ours or TRL) of one configuration, in its own process so its peak memory is its own;
     prints one JSON line."""
     work = Path(tempfile.mkdtemp(prefix="bench_grpo_"))
-    model_dir = bench_model_dir(a, work)
+    model_dir = U.bench_model_dir(a.model, a.random_weights, work)
     rows = judge_rows(a.batch // a.G * (a.reps + 2), a.data)
     fn = ours if a.side == "ours" else trl
     res = fn(model_dir, rows, a, a.iters, a.beta, work)
-    res["peak_mb"] = peak_memory_mb(C.default_device())
+    res["peak_mb"] = U.peak_memory_mb(C.default_device())
     print("RESULT " + json.dumps(res), flush=True)
 
 
 def measure(a, side: str, iters: int, beta: float, **over) -> dict:
+    """One side in a process of its own; {"failed": why} where it did not finish (the OOM killer included)."""
     args = {**vars(a), **over}
-    cmd = [sys.executable, __file__, "--side", side, "--iters", str(iters), "--beta", str(beta)]
+    cmd = ["--side", side, "--iters", str(iters), "--beta", str(beta)]
     for k in ("G", "batch", "micro", "max_len", "lora_r", "reps", "dtype", "ours_args", "model", "data"):
         if args[k] not in (None, ""):
             cmd += [f"--{k.replace('_', '-')}", str(args[k])]
     cmd += ["--random-weights"] if args["random_weights"] else []
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
-    if p.returncode != 0 or not line:
-        raise SystemExit(f"{side} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
-    return json.loads(line[-1][len("RESULT "):])
+    res = U.run_side(__file__, cmd)
+    if "failed" in res:
+        print(f"{side} did not finish: {res['failed']}", file=sys.stderr)
+    return res
+
+
+def cell(res: dict, key: str, fmt: str = "{:.2f}") -> str:
+    return fmt.format(res[key]) if key in res else "-"
+
+
+def ratio(o: dict, t: dict, key: str) -> str:
+    if "failed" in t and "failed" not in o:
+        return f"TRL: {t['failed']}"
+    return f"**{o[key] / t[key]:.2f}**" if key in o and key in t else f"ours: {o.get('failed', '?')}"
 
 
 def main() -> None:
@@ -178,7 +160,7 @@ def main() -> None:
         return run_side(a)
     if a.sweep:
         return sweep(a)
-    model_dir = bench_model_dir(a, Path(tempfile.mkdtemp()))
+    model_dir = U.bench_model_dir(a.model, a.random_weights, Path(tempfile.mkdtemp()))
     rows = judge_rows(1, a.data)
     plen = len(C.judge_prompt_ids(C.load_tokenizer(str(model_dir)), rows[0]["prompt"], rows[0]["rubric"],
                                   rows[0]["response_a"], rows[0]["response_b"])[0])
@@ -189,11 +171,11 @@ def main() -> None:
     for cfg in a.configs.split(","):
         iters, beta = int(cfg.split(":")[0]), float(cfg.split(":")[1])
         o, t = measure(a, "ours", iters, beta), measure(a, "trl", iters, beta)
-        lines.append(f"| {iters} | {beta} | {o['time_step']:.2f} | {t['time_step']:.2f} | "
-                     f"**{o['time_step'] / t['time_step']:.2f}** | {o['peak_mb']:.0f} | {t['peak_mb']:.0f} | "
-                     f"**{o['peak_mb'] / t['peak_mb']:.2f}** | {o['time_gen']:.2f} | {o['time_reward']:.2f} | "
-                     f"{o['time_logprob']:.2f} | {o['time_fwd_bwd']:.2f} | {o['time_optimizer']:.2f} | "
-                     f"{o['completion_len']:.0f} / {t.get('completion_len', float('nan')):.0f} |")
+        lines.append(f"| {iters} | {beta} | {cell(o, 'time_step')} | {cell(t, 'time_step')} | {ratio(o, t, 'time_step')} | "
+                     f"{cell(o, 'peak_mb', '{:.0f}')} | {cell(t, 'peak_mb', '{:.0f}')} | {ratio(o, t, 'peak_mb')} | "
+                     f"{cell(o, 'time_gen')} | {cell(o, 'time_reward')} | {cell(o, 'time_logprob')} | "
+                     f"{cell(o, 'time_fwd_bwd')} | {cell(o, 'time_optimizer')} | "
+                     f"{cell(o, 'completion_len', '{:.0f}')} / {cell(t, 'completion_len', '{:.0f}')} |")
         print(lines[-1], flush=True)
     model = describe_model(a)
     body = (f"Judge-phase GRPO step, median of {a.reps} steps after a warm-up step. Model: {model}, {a.dtype}; LoRA "
@@ -229,9 +211,9 @@ def sweep(a) -> None:
             over["micro"] = min(a.micro, over["batch"])
         o, t = measure(a, "ours", 1, 0.001, **over), measure(a, "trl", 1, 0.001, **over)
         rows.append({"key": key, "value": val, "ours": o, "trl": t})
-        lines.append(f"| {key} | {val} | {o['time_step']:.2f} | {t['time_step']:.2f} | **{o['time_step'] / t['time_step']:.2f}** "
-                     f"| {o['peak_mb']:.0f} | {t['peak_mb']:.0f} | {o['peak_mb'] / t['peak_mb']:.2f} | "
-                     f"{o['completion_len']:.0f} / {t.get('completion_len', float('nan')):.0f} |")
+        lines.append(f"| {key} | {val} | {cell(o, 'time_step')} | {cell(t, 'time_step')} | {ratio(o, t, 'time_step')} "
+                     f"| {cell(o, 'peak_mb', '{:.0f}')} | {cell(t, 'peak_mb', '{:.0f}')} | {ratio(o, t, 'peak_mb')} | "
+                     f"{cell(o, 'completion_len', '{:.0f}')} / {cell(t, 'completion_len', '{:.0f}')} |")
         print(lines[-1], flush=True)
     plot = U.ROOT / "docs" / "grpo_scaling.png"
     import matplotlib
@@ -243,7 +225,8 @@ def sweep(a) -> None:
         for k, (metric, label) in enumerate((("time_step", "s/step"), ("peak_mb", "peak MB"))):
             ax = axes[2 * j + k]
             for side in ("ours", "trl"):
-                ax.plot([r["value"] for r in pts], [r[side][metric] for r in pts], marker="o", label=side)
+                done = [r for r in pts if metric in r[side]]  # a side that did not finish has no point
+                ax.plot([r["value"] for r in done], [r[side][metric] for r in done], marker="o", label=side)
             ax.set_xscale("log", base=2)
             ax.set_xlabel(key)
             ax.set_title(label)
