@@ -9,7 +9,8 @@ export RUBRIC_ARM_DEV=1
 source ./env.sh
 "$PY" -m ruff check .
 # Tests in parallel workers (pytest-xdist), one core each: most of a test is a subprocess that loads
-# Python and a tiny model, so two workers on 2 cores take 17 minutes where one took 28.
+# Python and a tiny model, so two workers on 2 cores beat one (35 minutes for the whole suite on a clean
+# clone, 2026-12-07; most of a test's time is Python and torch starting, about 2.5 s a process).
 # RUBRIC_ARM_TEST_WORKERS=1 runs them one after another.
 cores=$(nproc 2>/dev/null || echo 2)
 workers="${RUBRIC_ARM_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}"
