@@ -133,3 +133,18 @@ def run_side(script: str, side_args: list[str]) -> dict:
         last = [x for x in p.stderr.splitlines() if x.strip()][-1:] or ["no message"]
         return {"failed": "killed (out of memory)" if oom else f"exit {p.returncode}: {last[0].strip()[:200]}"}
     return json.loads(line[-1][len("RESULT "):])
+
+
+def cell(res: dict, key: str, fmt: str = "{:.2f}") -> str:
+    """One side's figure for a table, or why that side has none."""
+    return fmt.format(res[key]) if key in res else res.get("failed", "-")
+
+
+def ratio(ours: dict, ref: dict, key: str) -> str:
+    """ours / TRL, bold; a side that did not finish is named instead (TRL running out of memory
+    where ours finished is a result, not a gap)."""
+    if key in ours and key in ref:
+        return f"**{ours[key] / ref[key]:.2f}**"
+    if "failed" in ref and "failed" not in ours:
+        return f"TRL: {ref['failed']}"
+    return f"ours: {ours.get('failed', '-')}" if "failed" in ours else "-"

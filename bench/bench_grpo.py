@@ -123,16 +123,6 @@ def measure(a, side: str, iters: int, beta: float, **over) -> dict:
     return res
 
 
-def cell(res: dict, key: str, fmt: str = "{:.2f}") -> str:
-    return fmt.format(res[key]) if key in res else "-"
-
-
-def ratio(o: dict, t: dict, key: str) -> str:
-    if "failed" in t and "failed" not in o:
-        return f"TRL: {t['failed']}"
-    return f"**{o[key] / t[key]:.2f}**" if key in o and key in t else f"ours: {o.get('failed', '?')}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--G", type=int, default=4)
@@ -171,11 +161,11 @@ def main() -> None:
     for cfg in a.configs.split(","):
         iters, beta = int(cfg.split(":")[0]), float(cfg.split(":")[1])
         o, t = measure(a, "ours", iters, beta), measure(a, "trl", iters, beta)
-        lines.append(f"| {iters} | {beta} | {cell(o, 'time_step')} | {cell(t, 'time_step')} | {ratio(o, t, 'time_step')} | "
-                     f"{cell(o, 'peak_mb', '{:.0f}')} | {cell(t, 'peak_mb', '{:.0f}')} | {ratio(o, t, 'peak_mb')} | "
-                     f"{cell(o, 'time_gen')} | {cell(o, 'time_reward')} | {cell(o, 'time_logprob')} | "
-                     f"{cell(o, 'time_fwd_bwd')} | {cell(o, 'time_optimizer')} | "
-                     f"{cell(o, 'completion_len', '{:.0f}')} / {cell(t, 'completion_len', '{:.0f}')} |")
+        lines.append(f"| {iters} | {beta} | {U.cell(o, 'time_step')} | {U.cell(t, 'time_step')} | {U.ratio(o, t, 'time_step')} | "
+                     f"{U.cell(o, 'peak_mb', '{:.0f}')} | {U.cell(t, 'peak_mb', '{:.0f}')} | {U.ratio(o, t, 'peak_mb')} | "
+                     f"{U.cell(o, 'time_gen')} | {U.cell(o, 'time_reward')} | {U.cell(o, 'time_logprob')} | "
+                     f"{U.cell(o, 'time_fwd_bwd')} | {U.cell(o, 'time_optimizer')} | "
+                     f"{U.cell(o, 'completion_len', '{:.0f}')} / {U.cell(t, 'completion_len', '{:.0f}')} |")
         print(lines[-1], flush=True)
     model = describe_model(a)
     body = (f"Judge-phase GRPO step, median of {a.reps} steps after a warm-up step. Model: {model}, {a.dtype}; LoRA "
@@ -211,9 +201,9 @@ def sweep(a) -> None:
             over["micro"] = min(a.micro, over["batch"])
         o, t = measure(a, "ours", 1, 0.001, **over), measure(a, "trl", 1, 0.001, **over)
         rows.append({"key": key, "value": val, "ours": o, "trl": t})
-        lines.append(f"| {key} | {val} | {cell(o, 'time_step')} | {cell(t, 'time_step')} | {ratio(o, t, 'time_step')} "
-                     f"| {cell(o, 'peak_mb', '{:.0f}')} | {cell(t, 'peak_mb', '{:.0f}')} | {ratio(o, t, 'peak_mb')} | "
-                     f"{cell(o, 'completion_len', '{:.0f}')} / {cell(t, 'completion_len', '{:.0f}')} |")
+        lines.append(f"| {key} | {val} | {U.cell(o, 'time_step')} | {U.cell(t, 'time_step')} | {U.ratio(o, t, 'time_step')} "
+                     f"| {U.cell(o, 'peak_mb', '{:.0f}')} | {U.cell(t, 'peak_mb', '{:.0f}')} | {U.ratio(o, t, 'peak_mb')} | "
+                     f"{U.cell(o, 'completion_len', '{:.0f}')} / {U.cell(t, 'completion_len', '{:.0f}')} |")
         print(lines[-1], flush=True)
     plot = U.ROOT / "docs" / "grpo_scaling.png"
     import matplotlib

@@ -178,17 +178,12 @@ def main() -> None:
         res[step] = [U.run_side(__file__, ["--side", f"{who}-{step.lower()}", *flags]) for who in ("ours", "trl")]
         print(step, res[step], file=sys.stderr, flush=True)
 
-    def num(r: dict, key: str, fmt: str) -> str:
-        return fmt.format(r[key]) if key in r else r.get("failed", "-")
-
-    def ratio(o: dict, t: dict, key: str) -> str:
-        return f"**{o[key] / t[key]:.2f}**" if key in o and key in t else "-"
     lines = ["| step | ours s | TRL s | ours / TRL | ours peak MB | TRL peak MB | ours / TRL memory |",
              "|---|---|---|---|---|---|---|"]
     for k, (o, t) in res.items():
-        lines.append(f"| {k} | {num(o, 'time_step', '{:.3f}')} | {num(t, 'time_step', '{:.3f}')} | "
-                     f"{ratio(o, t, 'time_step')} | {num(o, 'peak_mb', '{:.0f}')} | {num(t, 'peak_mb', '{:.0f}')} | "
-                     f"{ratio(o, t, 'peak_mb')} |")
+        lines.append(f"| {k} | {U.cell(o, 'time_step', '{:.3f}')} | {U.cell(t, 'time_step', '{:.3f}')} | "
+                     f"{U.ratio(o, t, 'time_step')} | {U.cell(o, 'peak_mb', '{:.0f}')} | {U.cell(t, 'peak_mb', '{:.0f}')} | "
+                     f"{U.ratio(o, t, 'peak_mb')} |")
     mem = "tracked CUDA allocations" if C.default_device().type == "cuda" else "peak RSS of the process, model loading included"
     body = (f"Median of {a.reps} steps after a warm-up step. Model: {describe(a)}, {a.dtype}; LoRA r={a.lora_r} on all "
             f"linear layers; {a.batch} examples (SFT: judge prompt + judge trajectory of the {a.data} data) or pairs (DPO: "
