@@ -110,6 +110,9 @@ def naming_rates(base: Path, adapter: Path, rows: list[dict], out: Path) -> dict
     return rep
 
 
+PAYS = ("pays_case_right", "pays_case_none", "pays_ending_right", "pays_ending_none")
+
+
 def rollout_naming(run: Path, implied: dict[str, str]) -> dict[str, dict]:
     """Per rubric phase of a loop: the share of its logged rollouts (judge_samples.jsonl: one group a step)
     whose rubric names the rule its prompt implies, over the first and the last 10 steps. Tells a generator
@@ -124,6 +127,12 @@ def rollout_naming(run: Path, implied: dict[str, str]) -> dict[str, dict]:
         share = lambda part: statistics.mean(names(r["rubric"], implied[r["id"]]) == "right" for r in part)  # noqa: E731
         out[p.name] = {"naming_first10": share([r for r in recs if r["step"] <= 10]),
                        "naming_last10": share([r for r in recs if r["step"] > last - 10])}
+        # what naming pays: the frozen judge's reward for rollouts that name the implied rule vs name none,
+        # per pair family, as [reward sum, rollouts] (summed over seeds by summarize)
+        for fam, rules in (("case", RULE_FAMILY_CASE), ("ending", [k for k in RULES if k not in RULE_FAMILY_CASE])):
+            for said in ("right", "none"):
+                mine = [r["reward_acc"] for r in recs if implied[r["id"]] in rules and names(r["rubric"], implied[r["id"]]) == said]
+                out[p.name][f"pays_{fam}_{said}"] = [sum(mine), len(mine)]
     return out
 
 
@@ -192,6 +201,7 @@ def summarize(res: dict) -> dict:
         sig[sched] = {ph: {k: statistics.mean(p[k] for p in ps) for k in
                            ("signal_step_share", "zero_var_groups", "reward_acc_first10", "reward_acc_last10",
                             "naming_first10", "naming_last10") if all(k in p for p in ps)}
+                      | {k: pooled_reward([p[k] for p in ps]) for k in PAYS if all(k in p for p in ps)}
                       | {"seeds": len(ps)} for ph, ps in by_phase.items()}
     naming = {who: {rule: {mode: statistics.mean(n[rule][mode]["right"] for n in ns) for mode in ("greedy", "sampled")}
                     for rule in RULES} for who, ns in res["naming"].items()}
@@ -201,6 +211,20 @@ def summarize(res: dict) -> dict:
                                            "by_rule": {k: statistics.mean(by_rule(r)[k] for r in rs) for k in RULES}}
     return {"rows": rows, "differences": diffs, "signal": sig, "naming": naming, "sensitivity": sens,
             "trivial": res["trivial"]}
+
+
+def pooled_reward(parts: list[list[float]]) -> dict:
+    """[reward sum, rollouts] of each seed -> the pooled reward (%, rounded as the table shows it) and rollouts."""
+    total, n = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    return {"reward_pct": round(100 * total / n) if n else None, "rollouts": n}
+
+
+def pays(sig: dict, family: str) -> str:
+    """'reward% (n) / reward% (n)' of a rubric phase's rollouts naming the implied rule / none, or '-'."""
+    def one(said: str) -> str:
+        r = sig[f"pays_{family}_{said}"]
+        return f"{r['reward_pct']}% ({r['rollouts']})" if r["rollouts"] else "- (0)"
+    return f"{one('right')} / {one('none')}" if f"pays_{family}_right" in sig else "-"
 
 
 def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, end_share: float, publish: bool,
@@ -254,15 +278,18 @@ def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, end_share: fl
         lines += ["", "GRPO signal per phase (mean over seeds): steps with at least one group whose rewards differ; "
                   "groups with equal rewards; the training reward accuracy, first -> last 10 steps; in a rubric phase, "
                   "the share of its logged rollouts (one group a step) whose rubric names the implied rule, first -> last "
-                  "10 steps:", "",
-                  "| schedule | phase | steps with signal | zero-variance groups | reward accuracy | rollouts naming the rule |",
-                  "|---|---|---|---|---|---|"]
+                  "10 steps; and what naming pays: the frozen judge's reward for the logged rollouts whose rubric names "
+                  "the implied rule vs names no rule, per pair family (%, rollouts):", "",
+                  "| schedule | phase | steps with signal | zero-variance groups | reward accuracy | rollouts naming the rule "
+                  "| case: named / none | ending: named / none |",
+                  "|---|---|---|---|---|---|---|---|"]
     for sched, by_phase in summ["signal"].items():
         for ph, sig in by_phase.items():
             named = (f"{100 * sig['naming_first10']:.0f}% -> {100 * sig['naming_last10']:.0f}%"
                      if "naming_first10" in sig else "-")
             lines.append(f"| {sched} | {ph} | {100 * sig['signal_step_share']:.0f}% | {100 * sig['zero_var_groups']:.0f}% | "
-                         f"{100 * sig['reward_acc_first10']:.0f} -> {100 * sig['reward_acc_last10']:.0f} | {named} |")
+                         f"{100 * sig['reward_acc_first10']:.0f} -> {100 * sig['reward_acc_last10']:.0f} | {named} | "
+                         f"{pays(sig, 'case')} | {pays(sig, 'ending')} |")
     table = "\n".join(lines) + "\n"
     C.atomic_write_text(out / "table.md", table)
     C.atomic_write_text(out / "summary.json", json.dumps(summ, indent=2))
