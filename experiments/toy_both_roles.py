@@ -17,7 +17,8 @@ poorly; a judge phase alone trains on cached greedy rubrics that never name it. 
   4. reach     (seed 0's SFT pair, before any RL; --reach-only stops here) the SFT judge's held-out accuracy
                per rule under the reference rubric, another prompt's, an empty one and its generator's; the
                SFT generator's rate of naming each implied rule, greedy and sampled at the rollout
-               temperature; the trivial judges per pair type
+               temperature; what naming pays: the frozen SFT judge's accuracy on RL pairs given the SFT
+               generator's sampled rubrics, by whether they name the implied rule; the trivial judges per pair type
   5. loops     alternate.sh from the same SFT adapters, CYCLES cycles, every schedule the same number of
                GRPO phases of RL_STEPS steps: judge-first (the paper), rubric-first, simultaneous,
                judge-only, rubric-only; the judge phase's rubrics sampled (CACHE_TEMPERATURE, as the paper);
@@ -50,12 +51,13 @@ import toy_rubric_phase as TR  # noqa: E402
 import common as C  # noqa: E402
 import toy_ablation as T  # noqa: E402
 import toy_task  # noqa: E402
-from driver import generator_rubrics, pct, publish_page, seeds_and_pairs  # noqa: E402
+from driver import generator_rubrics, interval, pct, publish_page, seeds_and_pairs  # noqa: E402
 
 # ---- configuration ------------------------------------------------------------------------------
 SPLITS = toy_task.TWO_RULE_SPLITS  # rows, seed, annotated training rubrics, held-out prompts
 SCHEDULES = ("judge-first", "rubric-first", "simultaneous", "judge-only", "rubric-only")
 RL_STEPS = 30
+PAYS_ROWS = 200  # RL rows (one per prompt) of the reach's naming-pays check, each with NAMING['samples'] sampled rubrics
 RULES = ("lowercase", "capital_start", "exclaim_end", "period_end")
 # how a rubric names each rule: the criterion's key words (toy_task.Constraint.criterion)
 RULE_WORDS = {"lowercase": "lowercase", "capital_start": "capital letter", "exclaim_end": "exclamation mark",
@@ -136,6 +138,34 @@ def rollout_naming(run: Path, implied: dict[str, str]) -> dict[str, dict]:
     return out
 
 
+def naming_pays(base: Path, init: tuple[Path, Path], rows: list[dict], folder: Path) -> dict:
+    """What a rubric phase's reward pays for naming, before any RL: the SFT generator's sampled rubrics for RL
+    prompts (NAMING: as its rollouts are drawn), each given to the frozen SFT judge on its own pair (both
+    orders, greedy, as the reward is); the judge's accuracy per pair family for rubrics that name the implied
+    rule, only its opposite, or no rule. Naming can only be learnt where it pays."""
+    rubric, judge = init
+
+    def load():
+        return C.load_tokenizer(str(base)), C.attach_lora(C.load_base_model(str(base)), str(rubric), trainable=False).eval()
+    recs = generator_rubrics(load, rows, folder / "rubrics.jsonl", 50, NAMING)
+    assert len({r["prompt"] for r in rows}) == len(rows), "one row per prompt: evaluate.py keys given rubrics by prompt"
+    pairs = folder / "pairs.jsonl"
+    if not pairs.exists():
+        C.write_jsonl_atomic(pairs, rows)
+    prompt = {r["id"]: r["prompt"] for r in rows}
+    by: dict[str, list[float]] = {}
+    for k in range(NAMING["samples"]):
+        given = folder / f"given_sample{k}.jsonl"
+        if not given.exists():
+            C.write_jsonl_atomic(given, [{"prompt": prompt[r["id"]], "rubric": r["sampled"][k]} for r in recs])
+        T.evaluate(base, None, judge, pairs, folder / f"judge_sample{k}", extra=("--reference-rubrics", given))
+        score = T.pair_scores(folder / f"judge_sample{k}")
+        for r in recs:
+            fam = "case" if r["implied"] in RULE_FAMILY_CASE else "ending"
+            by.setdefault(f"{fam}: {names(r['sampled'][k], r['implied'])}", []).append(score[r["id"]])
+    return {key: interval(v) | {"n": len(v)} for key, v in sorted(by.items())}
+
+
 # ---- one judge on the held-out pairs ----------------------------------------------------------------
 def by_rule(r: dict) -> dict:
     return {k.removeprefix("implied "): v for k, v in r["by_kind"].items()}
@@ -210,7 +240,7 @@ def summarize(res: dict) -> dict:
         sens.setdefault(who, {})[given] = {"accuracy": seeds_and_pairs([r["pairs"] for r in rs]),
                                            "by_rule": {k: statistics.mean(by_rule(r)[k] for r in rs) for k in RULES}}
     return {"rows": rows, "differences": diffs, "signal": sig, "naming": naming, "sensitivity": sens,
-            "trivial": res["trivial"]}
+            "naming_pays": res.get("pays", {}), "trivial": res["trivial"]}
 
 
 def pooled_reward(parts: list[list[float]]) -> dict:
@@ -264,6 +294,13 @@ def report(out: Path, summ: dict, seeds: list[int], rl_steps: int, end_share: fl
               f"| generator | {rule_cols} |", "|---|" + "---|" * len(RULES)]
     for who, by in summ["naming"].items():
         lines.append(f"| {who} | " + " | ".join(f"{100 * by[k]['greedy']:.0f} / {100 * by[k]['sampled']:.0f}" for k in RULES) + " |")
+    if summ["naming_pays"]:
+        lines += ["", f"What naming pays before any RL (first seed's SFT pair): the SFT generator's {NAMING['samples']} "
+                  f"sampled rubrics (temperature {NAMING['temperature']}) for each of {PAYS_ROWS} RL prompts, each given "
+                  "to the frozen SFT judge on its own pair (both orders, greedy: a rubric phase's reward); the judge's "
+                  "accuracy by what the rubric names:", "",
+                  "| pair family: rubric names | rubrics | judge accuracy [95% CI] |", "|---|---|---|"]
+        lines += [f"| {key} | {v['n']} | {pct(v)} |" for key, v in summ["naming_pays"].items()]
     lines += ["", "Position bias (the paper's Table 13: accuracy %, mean over seeds, with the chosen response shown "
               "first, second, in a mixed order; variation = max - min), final judges:", "",
               "| judge | chosen first | chosen second | mixed order | variation |", "|---|---|---|---|---|"]
@@ -340,6 +377,10 @@ def main(argv=None) -> dict:
         init = T.sft(base, paths["sft"], sdir, seed, T.SFT_LR)
         keep("SFT", "SFT", T.evaluate(base, *init, paths["eval"], sdir / "eval_sft"))
         measure_final("SFT", *init, sdir / "reach_sft")
+        if seed == a.seeds[0]:
+            one_per_prompt = {r["prompt"]: r for r in reversed(list(C.read_jsonl_resumable(paths["rl"])))}
+            rl_rows = sorted(one_per_prompt.values(), key=lambda r: r["id"])[:PAYS_ROWS]  # evaluate.py keys rubrics by prompt
+            res["pays"] = naming_pays(base, init, rl_rows, sdir / "reach_sft" / "pays")
         if a.reach_only:
             continue
         for schedule in a.schedules:
