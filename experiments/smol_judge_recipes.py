@@ -168,6 +168,7 @@ COUNTS = re.compile(r"Justification: Response A satisfies (\d+) of \d+ hard rule
 HARD_LINE = re.compile(r"\[Hard Rule\]: Justification: .*\. (?:Not satisfied|Satisfied)\.")
 MET_LINE = re.compile(r"\[Hard Rule\]: Justification: .*\. Satisfied\.")
 CONCLUSION = re.compile(r"Justification: Response ([AB]) satisfies")
+TALLY_LINE = re.compile(r"- Tally: Response [AB] satisfies (\d+) of \d+ hard rules\.")
 
 
 def conclusions(predictions: Path) -> dict:
@@ -190,6 +191,13 @@ def conclusions(predictions: Path) -> dict:
             counts["count_A_right"] += ca == met_a
             counts["count_B_right"] += cb == met_b
             counts["winner_follows_counts"] += ca != cb and p["verdict"] == ("A" if ca > cb else "B")
+            tallies = [TALLY_LINE.search(sec) for sec in (a, b)]
+            if all(tallies):  # the tallied format: each tally against its own lines, the counts against the tallies
+                ta, tb = (int(t.group(1)) for t in tallies)
+                counts["tallied"] = counts.get("tallied", 0) + 1
+                counts["tally_A_right"] = counts.get("tally_A_right", 0) + (ta == met_a)
+                counts["tally_B_right"] = counts.get("tally_B_right", 0) + (tb == met_b)
+                counts["counts_copy_tallies"] = counts.get("counts_copy_tallies", 0) + ((ca, cb) == (ta, tb))
         favoured = "A" if unmet_a < unmet_b else "B" if unmet_b < unmet_a else None
         m = CONCLUSION.search(text)
         named = p["verdict"] if COUNTED.search(text) else m.group(1) if m else None  # counted: the Winner line concludes
@@ -202,8 +210,10 @@ def conclusions(predictions: Path) -> dict:
     out = {"judgements": n, "analysis_right": pct(analysis_right), "conclusion_follows_analysis": pct(follows),
            "conclusion_names_A": pct(names_a), "verdict_right": pct(verdict_right)}
     if counts["counted"]:
-        k = counts.pop("counted")
-        out |= {"counted": k, **{key: round(100 * v / k, 1) for key, v in counts.items()}}
+        k, t = counts.pop("counted"), counts.pop("tallied", 0)
+        out |= {"counted": k, **{key: round(100 * v / (t if key.startswith(("tally", "counts_copy")) else k), 1)
+                                 for key, v in counts.items()}}
+        out |= {"tallied": t} if t else {}
     return out
 
 

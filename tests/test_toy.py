@@ -318,3 +318,24 @@ def test_tallied_trajectories_count_each_analysis_and_keep_the_judge_format():
         assert {ca, cb} == {1, 2} and (ca > cb) == (r["winner"] == "A")
         assert C.format_reward(text, 3) == C.format_reward(r["judge_trajectory"], 3) == 1.0
         assert C.parse_verdict(text) == r["winner"]
+
+
+def test_conclusions_read_each_tally_against_its_own_analysis(tmp_path):
+    """smol_judge_recipes.conclusions on tallied trajectories: the reference ones are right at every step; a tally
+    that miscounts its own lines, and final counts that do not copy the tallies, are counted as such."""
+    import smol_judge_recipes as R
+    rows = toy_task.make_implicit_split(20, 1250, "t", False, False)
+    texts = [R.tally(R.count(r["judge_trajectory"])) for r in rows]
+    bad = [t.replace("- Tally: Response A satisfies 2 of", "- Tally: Response A satisfies 0 of") for t in texts]
+    for name, judged, want in (("right", texts, 100.0), ("bad", bad, None)):
+        path = tmp_path / f"{name}.jsonl"
+        C.write_jsonl_atomic(path, [{"judge_texts": [t], "verdict": r["winner"], "chosen_is": r["winner"]}
+                                    for t, r in zip(judged, rows)])
+        got = R.conclusions(path)
+        assert got["tallied"] == got["counted"] == 20
+        wrong = sum("Response A satisfies 2 of" in t for t in texts) / 20 * 100  # A tallies that the edit breaks
+        assert got["tally_B_right"] == 100.0 and got["analysis_right"] == 100.0
+        if want:
+            assert got["tally_A_right"] == got["counts_copy_tallies"] == want
+        else:
+            assert 0 < wrong < 100 and got["tally_A_right"] == got["counts_copy_tallies"] == 100.0 - wrong
