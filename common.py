@@ -1482,13 +1482,17 @@ class GenerationProgress:
 
 
 def generate_batched(model, tokenizer, prompts: list[list[int]], batch_size: int, desc: str | None = None,
-                     stats: dict | None = None, progress: GenerationProgress | None = None, **kw) -> list[str]:
+                     stats: dict | None = None, progress: GenerationProgress | None = None,
+                     cut_off: list[bool] | None = None, **kw) -> list[str]:
     """Texts for many prompts, batch_size prompts at a time, longest first to waste little padding.
     Generated-token counts are added to stats['tokens'] when a dict is given. Progress goes to
-    `progress` (one shared by several calls), or to a new one named `desc`."""
+    `progress` (one shared by several calls), or to a new one named `desc`. A `cut_off` list is filled
+    with one flag per text: it stopped at max_new_tokens without its end-of-turn."""
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     n = kw.get("n", 1)
     texts: list[str | None] = [None] * (len(prompts) * n)
+    if cut_off is not None:
+        cut_off[:] = [False] * len(texts)
     own = progress is None and desc is not None
     if own:
         progress = GenerationProgress(len(prompts), desc)
@@ -1499,6 +1503,8 @@ def generate_batched(model, tokenizer, prompts: list[list[int]], batch_size: int
             stats["tokens"] = stats.get("tokens", 0) + int(ro.completion_mask.sum())
         for j, i in enumerate(chunk):
             texts[i * n:(i + 1) * n] = ro.texts[j * n:(j + 1) * n]
+            if cut_off is not None:
+                cut_off[i * n:(i + 1) * n] = ro.truncated[j * n:(j + 1) * n].tolist()
         if progress is not None:
             progress.add_prompts(len(chunk))
     if own:
@@ -1939,6 +1945,7 @@ class Judgement:
     verdict: str | None          # the majority
     truncated: bool              # the responses were shortened to fit the prompt limit
     too_long: bool               # the prompt could not fit even so: no judgement
+    cut_off: bool | None = None  # a trajectory stopped at max_new_tokens before its end (None: a server, not known)
 
 
 def judge(model, tokenizer, items: list[tuple[str, str | None, str, str]], judge_adapter: str | None, *,
@@ -1954,16 +1961,17 @@ def judge(model, tokenizer, items: list[tuple[str, str | None, str, str]], judge
                             top_p=top_p, max_prompt_len=max_prompt_len, stats=stats, progress=progress)
     built = [judge_prompt_ids(tokenizer, p, r, a, b, max_prompt_len) for p, r, a, b in items]
     fits = [k for k, (ids, _) in enumerate(built) if ids is not None]
+    stopped: list[bool] = []
     with adapter(model, judge_adapter):
         texts = generate_batched(model, tokenizer, [built[k][0] for k in fits], batch_size, stats=stats,
-                                 progress=progress, n=votes, max_new_tokens=max_new_tokens, temperature=temperature,
-                                 top_p=top_p)
-    by_item = {k: texts[j * votes:(j + 1) * votes] for j, k in enumerate(fits)}
+                                 progress=progress, cut_off=stopped, n=votes, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_p=top_p)
+    by_item = {k: (texts[j * votes:(j + 1) * votes], any(stopped[j * votes:(j + 1) * votes])) for j, k in enumerate(fits)}
     out = []
     for k, (ids, cut) in enumerate(built):
-        t = by_item.get(k, [])
+        t, stop = by_item.get(k, ([], False))
         v = [parse_verdict(x) for x in t]
-        out.append(Judgement(t, v, majority(v), bool(cut), ids is None))
+        out.append(Judgement(t, v, majority(v), bool(cut), ids is None, stop))
     return out
 
 

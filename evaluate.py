@@ -306,7 +306,8 @@ def judge_all(jud: C.Role, comps: list[Comparison], rubrics: dict[str, str] | No
             n_crit = len(C.parse_rubric(rubric or ""))
             rec = {"cid": c.cid, "bench": c.bench, "unit": c.unit, "subset": c.subset, "slot": c.slot,
                    "order": order, "chosen_is": chosen_is, "rubric_key": None if rubrics is None else c.prompt[:80],
-                   "truncated": j.truncated, "too_long": j.too_long, "judge_texts": j.texts, "votes": j.votes,
+                   "truncated": j.truncated, "too_long": j.too_long, "cut_off": j.cut_off, "judge_texts": j.texts,
+                   "votes": j.votes,
                    "verdict": j.verdict, "score": score_of(j.verdict, chosen_is, c.bench in STRICT),
                    "format": sum(C.format_reward(x, n_crit) for x in j.texts) / len(j.texts) if j.texts else 0.0}
             recs.append(rec)
@@ -761,6 +762,13 @@ def main(argv=None) -> dict:
     unparsed = sum(r["verdict"] is None and not r["too_long"] for r in records)
     too_long = sum(r["too_long"] for r in records)
     truncated = sum(r["truncated"] and not r["too_long"] for r in records)
+    # judge trajectories that hit --max-judge-tokens before their end: a budget shorter than the judge's format
+    # reads as unparsed verdicts and a low format rate, not as a wrong judge (None: a server, not known)
+    cut_off = sum(r.get("cut_off") is True for r in records)
+    if cut_off:
+        C.log.warning("%d of %d judge trajectories stopped at --max-judge-tokens %d before their end; %d of them "
+                      "without a verdict: raise --max-judge-tokens", cut_off, len(records), args.max_judge_tokens,
+                      sum(r.get("cut_off") is True and r["verdict"] is None for r in records))
     wall = t_end - t0
     eff = {"wall_s": wall, "wall_s_per_100_prompts": 100 * wall / max(n_prompts, 1),
            "rubric_time_s": t_rub - t0, "judge_time_s": t_end - t_rub,
@@ -771,7 +779,7 @@ def main(argv=None) -> dict:
     summary = {"accuracy": sum(r["score"] for r in mixed) / len(mixed),
                "format_rate": sum(r["format"] for r in records) / len(records),
                "unparsed": unparsed, "unparsed_share": unparsed / len(records), "too_long": too_long,
-               "truncated": truncated, "judgements": len(records), "identical_pairs": identical}
+               "truncated": truncated, "cut_off": cut_off, "judgements": len(records), "identical_pairs": identical}
     if "fixed1" in views:
         summary.update({"accuracy_fixed1": sum(r["score"] for r in views["fixed1"]) / len(views["fixed1"]),
                         "accuracy_fixed2": sum(r["score"] for r in views["fixed2"]) / len(views["fixed2"]),
@@ -787,7 +795,8 @@ def main(argv=None) -> dict:
                               f"variation {100 * v['variation']:.2f}" for c, v in position.items() if c != "average_variation")
                   + f"\n  average variation {100 * position['average_variation']:.2f}; verdicts naming the same letter "
                     f"in both orders: {'n/a' if flips is None else f'{100 * flips:.1f}%'}\n")
-    table += (f"\nUnparseable verdicts: {unparsed} of {len(records)}; prompts over --max-prompt-length: "
+    table += (f"\nUnparseable verdicts: {unparsed} of {len(records)}; judge trajectories cut at --max-judge-tokens: "
+              f"{cut_off}; prompts over --max-prompt-length: "
               f"{truncated} fitted by shortening the responses, {too_long} too long (undecided). Efficiency: "
               f"{eff['wall_s_per_100_prompts']:.1f} s per 100 prompts, {eff['rubrics_generated']} rubrics "
               f"({eff['rubric_tokens']} tokens), {eff['judge_tokens']} judge tokens, "

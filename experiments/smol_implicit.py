@@ -95,13 +95,14 @@ def sft(data: Path, out: Path, seed: int) -> tuple[Path, Path]:
     return out / "sft_rubric" / "adapter", out / "sft_judge" / "adapter"
 
 
-def sensitivity(rubric: Path | None, judge: Path | None, data: Path, out: Path) -> dict:
-    """evaluate.py --rubric-sensitivity: the judge on the held-out pairs under each rubric."""
+def sensitivity(rubric: Path | None, judge: Path | None, data: Path, out: Path, extra: tuple = ()) -> dict:
+    """evaluate.py --rubric-sensitivity: the judge on the held-out pairs under each rubric (extra: flags after
+    EVAL_ARGS, which they override; evaluate.py's run signature refuses a folder made with others)."""
     if not (out / "sensitivity.json").exists():
         roles = (["--rubric-adapter", rubric] if rubric else []) + (["--judge-adapter", judge] if judge else [])
         sh([sys.executable, "evaluate.py", "--model", MODEL, *roles, "--judge-template", JUDGE_TEMPLATE,
             "--benchmark", "pairwise", "--data", data, "--reference-rubrics", data, "--rubric-sensitivity",
-            "--out", out, *EVAL_ARGS], out.parent / "logs" / f"{out.name}.log")
+            "--out", out, *EVAL_ARGS, *extra], out.parent / "logs" / f"{out.name}.log")
     rep = json.loads((out / "sensitivity.json").read_text())
     for row in rep["rows"]:  # position: each fixed order's accuracy (Table 13's Fixed Ord-1 / Ord-2)
         s = json.loads((out / row["name"] / "results.json").read_text())["summary"]

@@ -60,7 +60,9 @@ TRIES = {
     "counted": {"data": "rule", "spell": False, "count": True,
                 "sft": ["--epochs", "3", "--save-every", "20", "--decision-weight", "10"]},
     "tallied": {"data": "rule", "spell": False, "count": True, "tally": True,
-                "sft": ["--epochs", "3", "--save-every", "20", "--decision-weight", "10"]},
+                "sft": ["--epochs", "3", "--save-every", "20", "--decision-weight", "10"],
+                # its trajectories are 257-265 tokens: the reach's 256 stopped every one before its Winner line
+                "eval": ["--max-judge-tokens", "320"]},
 }
 N_CLAIMS = 100  # held-out rows claim_reach reads (the first N of the reach run's eval split)
 
@@ -137,14 +139,17 @@ def claims(adapters: list[Path], held: Path, dest: Path) -> dict:
 
 def try_record(name: str, curve: dict) -> dict:
     """What a try's result names: its SFT flags, its format and its claim readings per adapter."""
-    return {"try": name, "sft_args": BASE_SFT + TRIES[name]["sft"], "spelled": TRIES[name]["spell"],
+    return {"try": name, "sft_args": BASE_SFT + TRIES[name]["sft"], "eval_args_extra": TRIES[name].get("eval", []),
+            "spelled": TRIES[name]["spell"],
             "claims": {Path(k).name: v for k, v in curve.items()}}
 
 
 def run_try(name: str, reach: Path, out: Path, gate: float, seed: int) -> dict:
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
-    check_config(folder, {"try": TRIES[name]})  # a try's own settings: adding a try leaves the others' folders valid
+    # a try's own SFT settings (adding a try leaves the others' folders valid); its evaluation flags ("eval") are
+    # guarded by evaluate.py's own run signature in its sens folder
+    check_config(folder, {"try": {k: v for k, v in TRIES[name].items() if k != "eval"}})
     sft, held = try_data(name, reach, out)
     if not (folder / "sft_judge" / "adapter").exists():
         sh([sys.executable, "sft_warmup.py", "--role", "judge", "--model", S.MODEL, "--data", sft, "--seed", seed,
@@ -155,7 +160,8 @@ def run_try(name: str, reach: Path, out: Path, gate: float, seed: int) -> dict:
     final = curve[str(folder / "sft_judge" / "adapter")]
     res = try_record(name, curve)
     if final["claim"]["accuracy"] >= gate:
-        rep = S.sensitivity(reach / "sft_rubric" / "adapter", folder / "sft_judge" / "adapter", held, folder / "sens")
+        rep = S.sensitivity(reach / "sft_rubric" / "adapter", folder / "sft_judge" / "adapter", held, folder / "sens",
+                            tuple(TRIES[name].get("eval", ())))
         res["sensitivity"] = rep
     else:
         res["sensitivity"] = f"not run: claims {final['claim']['accuracy']}% < --gate {gate}%"

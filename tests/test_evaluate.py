@@ -199,6 +199,10 @@ def test_evaluate_no_rubric_baseline_on_bundled_eval(tiny_model, tmp_path):
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert res["efficiency"]["rubrics_generated"] == 0 and not (tmp_path / "ev" / "rubrics.jsonl").exists()
     assert res["benchmarks"]["pairwise"]["n"] == 6
+    # 6 tokens stop the tiny judge before any end-of-turn: every trajectory is reported cut, in the summary and table
+    preds = read_jsonl(tmp_path / "ev" / "predictions.jsonl")
+    assert res["summary"]["cut_off"] == sum(r["cut_off"] for r in preds) == 6
+    assert "judge trajectories cut at --max-judge-tokens: 6;" in (tmp_path / "ev" / "table.md").read_text()
 
 
 def test_evaluate_help_lists_benchmarks():
