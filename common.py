@@ -5,10 +5,10 @@ Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps t
   2. Prompts              L367-569    prompts/*.txt through the chat template; template files (use_templates)
   3. Parsing and rewards  L570-700    parse_verdict, parse_rubric, format_reward (R_fmt)
   4. Models and adapters  L701-1226   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
-  5. Generation           L1227-2223  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
-  6. Losses               L2224-2642  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2643-3470  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L3471-end   python common.py cache-rubrics | split | check-stage-flags | merge-adapter | new-adapter
+  5. Generation           L1227-2231  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
+  6. Losses               L2232-2650  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2651-3478  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L3479-end   python common.py cache-rubrics | split | check-stage-flags | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """

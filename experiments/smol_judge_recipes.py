@@ -274,6 +274,10 @@ def publish(reach: Path, out: Path, dest: Path) -> dict:
         elif (out / name / "claims.json").exists():  # stopped during its evaluation: what it finished
             curve = json.loads((out / name / "claims.json").read_text())["judges"]
             res["tries"][name] = {**try_record(name, curve), "sensitivity": sens_summary("not finished", sens)}
+        # evaluations moved aside as sens_<why> (e.g. sens_cut256: a token budget shorter than the format), kept
+        aside = {d.name: sens_summary("set aside", d) for d in sorted((out / name).glob("sens_*")) if d.is_dir()}
+        if name in res["tries"] and aside:
+            res["tries"][name]["sensitivity_set_aside"] = aside
     C.atomic_write_text(dest, json.dumps(res, indent=1) + "\n")
     return res
 
