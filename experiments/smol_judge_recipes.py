@@ -226,9 +226,13 @@ def conclusions(predictions: Path) -> dict:
 def condition_summary(folder: Path) -> dict:
     """One evaluate.py condition: its accuracy (mixed order, as evaluate.py reports it), each fixed order's, and how
     its trajectories reach their verdicts."""
+    from evaluate import pair_scores
     s = json.loads((folder / "results.json").read_text())["summary"]
+    by_pair = pair_scores(folder)
+    m, lo, hi = C.bootstrap([by_pair[u] for u in sorted(by_pair)])  # each pair's two orders averaged
     return {"accuracy": s["accuracy"], "first": s.get("accuracy_fixed1"), "second": s.get("accuracy_fixed2"),
-            "format": s.get("format_rate"), "trajectories": conclusions(folder / "predictions.jsonl")}
+            "both_orders": {"mean": m, "ci95": [lo, hi]}, "format": s.get("format_rate"),
+            "trajectories": conclusions(folder / "predictions.jsonl")}
 
 
 def sens_summary(rep: dict | str, folder: Path | None = None) -> dict | str:
