@@ -21,8 +21,11 @@ a rubric that names it. Training rubrics (SFT) name the rule a third of the time
     python experiments/smol_implicit.py --out runs/smol_implicit                # about 80 min on 2 cores
     python experiments/smol_implicit.py --out runs/smol_implicit --publish      # + docs/results/smol_implicit_reach.json
     python experiments/smol_implicit.py --out runs/smol_implicit --ablation --seeds 0 1 --publish   # + the schedules:
-        # alternating (judge-first) vs judge phases only vs rubric phases only, one cycle of --rl-steps 20 each from the
-        # same SFT, about 80 s a GRPO step on 2 cores: some 6 hours for 2 seeds; every finished step is kept
+        # alternating (judge-first) vs judge phases only vs rubric phases only, one cycle (two phases of --rl-steps 20)
+        # each from the same SFT, held-out accuracy after every phase: about 80 s a GRPO step and 15 minutes an
+        # evaluation on 2 cores, some 4.5 hours a seed; every finished step and evaluation is kept
+    python experiments/smol_implicit.py --out runs/smol_implicit --ablation --judge-recipe runs/smol_recipes/tallied \
+        --schedules rubric-only judge-first judge-only --seeds 0 1    # the same from the tallied SFT judge
 """
 
 from __future__ import annotations
@@ -62,15 +65,28 @@ PROBE_ARGS = ["--n-train", str(N_PROBE_TRAIN), "--n-eval", str(N_EVAL), "--steps
 # The ablation (--ablation): one cycle of each schedule from the SFT adapters, per training seed, phases sized to
 # the CPU (about 80 s a step on 2 cores: --rl-steps 20 makes a phase about 30 minutes)
 SCHEDULES = ("judge-first", "judge-only", "rubric-only")
+PHASES = {"judge-first": ("c1_judge", "c1_rubric"), "judge-only": ("c1_judge", "c1_judge_b"),  # alternate.sh's
+          "rubric-only": ("c1_rubric_a", "c1_rubric")}                                      # folders, one cycle
 RL_STEPS = 20
-STAGE_ARGS = {  # alternate.sh's stage flags; --max-steps comes from --rl-steps
-    "MODEL_ARGS": f"--dtype {DTYPE} --lora-r 16 --lora-alpha 32 --judge-template {JUDGE_TEMPLATE}",
-    "CACHE_ARGS": "--max-new-tokens 96 --batch-size 25",
-    "JUDGE_ARGS": "--group-size 4 --batch-size 16 --micro-batch 8 --max-completion-length 256 --max-prompt-length 1024 "
-                  "--lr 1e-4",
-    "RUBRIC_ARGS": "--group-size 4 --batch-size 16 --micro-batch 8 --max-completion-length 96 --judge-max-new-tokens 256 "
-                   "--judge-batch 16 --max-prompt-length 1024 --lr 1e-4",
-}
+RL_LR = 5e-4        # both roles, as the toy recipe (experiments/toy_ablation.py): 20 steps at 1e-4 would move the
+                    # LoRA weights by about 5% of what SFT moved them
+JUDGE_TOKENS = 256  # the judge's trajectory budget: GRPO completions, the rubric phase's judge calls, evaluation
+
+
+def stage_args(judge_tokens: int = JUDGE_TOKENS) -> dict:
+    """alternate.sh's stage flags for a judge whose trajectories take up to judge_tokens tokens (--max-steps comes
+    from --rl-steps)."""
+    return {
+        "MODEL_ARGS": f"--dtype {DTYPE} --lora-r 16 --lora-alpha 32 --judge-template {JUDGE_TEMPLATE}",
+        "CACHE_ARGS": "--max-new-tokens 96 --batch-size 25",
+        "JUDGE_ARGS": f"--group-size 4 --batch-size 16 --micro-batch 8 --max-completion-length {judge_tokens} "
+                      f"--max-prompt-length 1024 --lr {RL_LR}",
+        "RUBRIC_ARGS": f"--group-size 4 --batch-size 16 --micro-batch 8 --max-completion-length 96 --judge-max-new-tokens "
+                       f"{judge_tokens} --judge-batch 16 --max-prompt-length 1024 --lr {RL_LR}",
+    }
+
+
+STAGE_ARGS = stage_args()
 # every evaluation's decoding, as the reach step's (the SFT judge's numbers are reused)
 JUDGE_EVAL = ["--dtype", DTYPE, "--judge-template", JUDGE_TEMPLATE, *EVAL_ARGS]
 
@@ -152,13 +168,26 @@ def trivial_judges(paths: dict[str, Path], n_eval: int, out: Path) -> dict:
     return R.trivial_judges({"sft": paths["sft"], "eval": held})
 
 
-def run_schedule(rl: Path, init: tuple[Path, Path], out: Path, schedule: str, seed: int, steps: int) -> None:
+def run_schedule(rl: Path, init: tuple[Path, Path], out: Path, schedule: str, seed: int, steps: int,
+                 stage: dict) -> None:
     """alternate.sh, one cycle of `schedule`, from the SFT adapters (it resumes a stopped run from its markers)."""
     limit = f" --max-steps {steps} --save-every {max(1, steps // 4)}"
-    env = {**STAGE_ARGS, "JUDGE_ARGS": STAGE_ARGS["JUDGE_ARGS"] + limit, "RUBRIC_ARGS": STAGE_ARGS["RUBRIC_ARGS"] + limit,
+    env = {**stage, "JUDGE_ARGS": stage["JUDGE_ARGS"] + limit, "RUBRIC_ARGS": stage["RUBRIC_ARGS"] + limit,
            "RUBRIC_ARM_PYTHON": sys.executable}
     sh(["bash", "alternate.sh", "--model", MODEL, "--data", rl, "--rubric-init", init[0], "--judge-init", init[1],
         "--cycles", 1, "--order", schedule, "--seed", seed, "--out", out], out.parent / "logs" / f"{out.name}.log", env=env)
+
+
+def after_phases(run: Path, schedule: str, init: tuple[Path, Path]) -> list[tuple[str, Path, Path]]:
+    """(phase, generator, judge) after each phase of one cycle of `schedule` (a frozen role keeps its SFT adapter)."""
+    rubric, judge, out = *init, []
+    for name in PHASES[schedule]:
+        if "rubric" in name:
+            rubric = run / name / "adapter"
+        else:
+            judge = run / name / "adapter"
+        out.append((name, rubric, judge))
+    return out
 
 
 def phase_costs(run: Path) -> list[dict]:
@@ -174,24 +203,34 @@ def phase_costs(run: Path) -> list[dict]:
 
 
 def ablation(paths: dict[str, Path], init: tuple[Path, Path], out: Path, seeds: list[int], steps: int,
-             schedules: list[str], sft_sens: Path) -> dict:
+             schedules: list[str], sft_sens: Path, judge_tokens: int) -> dict:
     """Alternating vs one role only, from one SFT, per training seed: held-out accuracy with the generator's
-    rubrics, the final judge under the reference and another prompt's rubric, each phase's signal and cost.
-    sft_sens: the SFT judge's evaluate.py --rubric-sensitivity folder (its numbers are the SFT rows)."""
+    rubrics after every phase, the final judges under the reference rubric (and judge-first's under another
+    prompt's), the generator's naming rates after its phases, each phase's signal and cost. sft_sens: the SFT
+    judge's evaluate.py --rubric-sensitivity folder (its numbers are the SFT rows). A summary is written after
+    every schedule, so a run stopped part way still shows what it measured."""
     import manifests as M
     import toy_ablation as T
     out.mkdir(parents=True, exist_ok=True)
-    check_config(out, {"stage_args": STAGE_ARGS, "judge_eval": JUDGE_EVAL, "rl_steps": steps, "sft": [str(i) for i in init],
+    stage, judge_eval = stage_args(judge_tokens), [*JUDGE_EVAL, "--max-judge-tokens", str(judge_tokens)]
+    check_config(out, {"stage_args": stage, "judge_eval": judge_eval, "rl_steps": steps, "sft": [str(i) for i in init],
                        "sft_digests": [M.content_digest(i / "adapter_model.safetensors") for i in init]})
     given = R.sensitivity_files(paths["eval"], out)
+    rows = C.read_jsonl_resumable(paths["eval"])[:N_EVAL]
     results: dict[str, list[dict]] = {}
     signal: dict[str, list[list[dict]]] = {}
     costs: dict[str, list[list[dict]]] = {}
+    naming: dict[str, list[dict]] = {}
 
     def ev(name: str, rubric, judge, folder: Path, extra: tuple = ()) -> None:
         results.setdefault(name, []).append(T.evaluate(MODEL, rubric, judge, paths["eval"], folder, extra=extra,
-                                                       eval_args=JUDGE_EVAL))
+                                                       eval_args=judge_eval))
         C.log.info("%s: %.1f%%", name, 100 * results[name][-1]["both"])
+
+    def save() -> dict:
+        summ = {**R.summarize(results, signal, {}), "costs": costs, "naming": naming}
+        C.atomic_write_text(out / "summary.json", json.dumps(summ, indent=2))
+        return summ
 
     for seed in seeds:
         sdir = out / f"seed{seed}"
@@ -200,19 +239,24 @@ def ablation(paths: dict[str, Path], init: tuple[Path, Path], out: Path, seeds: 
             ev(f"SFT, {what} rubric", None, init[1], sft_sens / ("own" if what == "reference" else "other"))
         for schedule in schedules:
             run = sdir / f"{schedule}-{steps}steps"
-            final = R.final_adapters(run, schedule, 1, init)
-            if not all((d / "adapter_config.json").exists() for d in final):
-                run_schedule(paths["rl"], init, run, schedule, seed, steps)
+            phases = after_phases(run, schedule, init)
+            if not all((d / "adapter_config.json").exists() for d in phases[-1][1:]):
+                run_schedule(paths["rl"], init, run, schedule, seed, steps, stage)
             signal.setdefault(schedule, []).append(R.phase_signal(run))
             costs.setdefault(schedule, []).append(phase_costs(run))
-            ev(schedule, *final, sdir / f"eval_{run.name}")
+            for k, (phase, rubric, judge) in enumerate(phases):
+                # evaluations are kept by the adapters' content: judge-first and judge-only share their first phase
+                key = "_".join(M.content_digest(d / "adapter_model.safetensors") for d in (rubric, judge))
+                ev(schedule if k == len(phases) - 1 else f"{schedule} after {phase}", rubric, judge, sdir / f"eval_{key}")
+                if "rubric" in phase:  # what the generator's phase changed: how often it names the implied rule
+                    naming.setdefault(f"{schedule} after {phase}", []).append(
+                        naming_rates(rubric, rows, sdir / f"naming_{key.split('_')[0]}"))
             if schedule != "rubric-only":  # rubric-only's judge is the SFT judge
-                for what, path in list(given.items())[:2]:
-                    ev(f"{schedule}, {what} rubric", None, final[1], sdir / f"eval_{run.name}_given_{path.stem.split('_')[1]}",
-                       ("--reference-rubrics", path))
-    summ = R.summarize(results, signal, {})
-    summ["costs"] = costs
-    return summ
+                for what, path in list(given.items())[:1 if schedule == "judge-only" else 2]:
+                    ev(f"{schedule}, {what} rubric", None, phases[-1][2],
+                       sdir / f"eval_{run.name}_given_{path.stem.split('_')[1]}", ("--reference-rubrics", path))
+            save()
+    return save()
 
 
 def report(res: dict) -> str:
@@ -283,17 +327,18 @@ def main(argv=None) -> dict:
     print(text)
     if a.ablation:
         abl = out / f"ablation-{a.rl_steps}steps"  # a short run (a cost probe) keeps apart from the study
-        init, sft_sens = (rubric, judge), out / "sens_sft"
+        init, sft_sens, judge_tokens = (rubric, judge), out / "sens_sft", JUDGE_TOKENS
         if a.judge_recipe:
             abl = abl.with_name(f"{abl.name}-{a.judge_recipe.name}")
             init, sft_sens = (rubric, a.judge_recipe / "sft_judge" / "adapter"), a.judge_recipe / "sens"
             if not (sft_sens / "sensitivity.json").exists():
                 raise SystemExit(f"error: {sft_sens}: no sensitivity.json; finish that try first (smol_judge_recipes.py)")
-        summ = ablation(paths, init, abl, a.seeds, a.rl_steps, a.schedules, sft_sens)
-        C.atomic_write_text(abl / "summary.json", json.dumps(summ, indent=2))
+            # the try's judge budget (its trajectories may be longer than the reach's): what its evaluations used
+            judge_tokens = int(json.loads((sft_sens / "own" / "run_signature.json").read_text())["max_judge_tokens"])
+        summ = ablation(paths, init, abl, a.seeds, a.rl_steps, a.schedules, sft_sens, judge_tokens)
         if a.publish:
             C.atomic_write_text(ROOT / "docs" / "results" / "smol_implicit_ablation.json", json.dumps(
-                {"config": {**config(), "stage_args": STAGE_ARGS, "rl_steps": a.rl_steps, "seeds": a.seeds,
+                {"config": {**config(), "stage_args": stage_args(judge_tokens), "rl_steps": a.rl_steps, "seeds": a.seeds,
                             "sft": [str(i) for i in init]}, **summ}, indent=2))
         for r in summ["rows"]:
             print(f"{r['judge']}: {pct(r['accuracy'])} pooled {pct(r['interval'])}")
