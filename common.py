@@ -5,10 +5,10 @@ Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps t
   2. Prompts              L367-569    prompts/*.txt through the chat template; template files (use_templates)
   3. Parsing and rewards  L570-700    parse_verdict, parse_rubric, format_reward (R_fmt)
   4. Models and adapters  L701-1226   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
-  5. Generation           L1227-2231  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
-  6. Losses               L2232-2650  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2651-3478  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L3479-end   python common.py cache-rubrics | split | check-stage-flags | merge-adapter | new-adapter
+  5. Generation           L1227-2243  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
+  6. Losses               L2244-2662  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2663-3490  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L3491-end   python common.py cache-rubrics | split | check-stage-flags | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
@@ -1882,10 +1882,19 @@ class ServedModel:
             texts.append(content or "")
         return texts
 
+    @staticmethod
+    def _cut(reply) -> bool | None:
+        """Whether a completion of the reply stopped at max_tokens (finish_reason "length"); None where the server
+        gives no finish_reason."""
+        data = reply.to_dict() if hasattr(reply, "to_dict") else reply
+        reasons = [c.get("finish_reason") for c in data["choices"]]
+        return None if all(r is None for r in reasons) else "length" in reasons
+
     def complete(self, conversations: list[list[dict]], n: int, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, seed: int | None = None, stats: dict | None = None,
-                 progress: GenerationProgress | None = None) -> list[list[str] | None]:
-        """n texts per conversation (None: the server rejected the prompt as too long), in order. Each request
+                 progress: GenerationProgress | None = None, cut_off: list | None = None) -> list[list[str] | None]:
+        """n texts per conversation (None: the server rejected the prompt as too long), in order; a `cut_off` list
+        is filled with whether each conversation's texts stopped at max_new_tokens (None: not known). Each request
         carries a seed: `seed` + its index, by default drawn from torch's generator, so a run seeded with
         --seed samples the same texts again from a server that honours seeds (vLLM, SGLang). Empty texts
         (a null or empty content) are counted in a warning."""
@@ -1923,6 +1932,8 @@ class ServedModel:
         replies = self._call("/chat/completions", lambda: asyncio.run(run_all()))
         self.check_unchanged(replies)
         out = []
+        if cut_off is not None:
+            cut_off[:] = [None if r is None else self._cut(r) for r in replies]
         for reply in replies:
             if reply is None:
                 out.append(None)
@@ -1945,7 +1956,7 @@ class Judgement:
     verdict: str | None          # the majority
     truncated: bool              # the responses were shortened to fit the prompt limit
     too_long: bool               # the prompt could not fit even so: no judgement
-    cut_off: bool | None = None  # a trajectory stopped at max_new_tokens before its end (None: a server, not known)
+    cut_off: bool | None = None  # a trajectory stopped at max_new_tokens before its end (None: not known)
 
 
 def judge(model, tokenizer, items: list[tuple[str, str | None, str, str]], judge_adapter: str | None, *,
@@ -1988,14 +1999,15 @@ def judge_served(model: ServedModel, items: list[tuple[str, str | None, str, str
             ids, a2, b2, cut = fit_judge_prompt(model.tokenizer, p, r, a, b, max_prompt_len)
             fitted.append(((p, r, a2, b2), cut) if ids is not None else (None, True))
     send = [k for k, (it, _) in enumerate(fitted) if it is not None]
+    stopped: list = []
     served = model.complete([judge_messages(*fitted[k][0]) for k in send], votes, max_new_tokens, temperature, top_p,
-                            stats=stats, progress=progress)
-    texts = dict(zip(send, served))
+                            stats=stats, progress=progress, cut_off=stopped)
+    texts, stops = dict(zip(send, served)), dict(zip(send, stopped))
     out = []
     for k, (_, cut) in enumerate(fitted):
         t = texts.get(k)
         v = [parse_verdict(x) for x in t or []]
-        out.append(Judgement(t or [], v, majority(v), cut, t is None))
+        out.append(Judgement(t or [], v, majority(v), cut, t is None, stops.get(k) if t else False))
     return out
 
 

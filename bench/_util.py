@@ -136,8 +136,9 @@ def run_side(script: str, side_args: list[str]) -> dict:
 
 
 def cell(res: dict, key: str, fmt: str = "{:.2f}") -> str:
-    """One side's figure for a table, or why that side has none."""
-    return fmt.format(res[key]) if key in res else res.get("failed", "-")
+    """One side's figure for a table; "failed" where that side did not finish (the ratio cell of the same row
+    says why, once)."""
+    return fmt.format(res[key]) if key in res else "failed" if "failed" in res else "-"
 
 
 def ratio(ours: dict, ref: dict, key: str) -> str:

@@ -183,6 +183,7 @@ def conclusions(predictions: Path) -> dict:
     response the analysis favours, and how often does it name Response A."""
     n = analysis_right = follows = names_a = verdict_right = 0
     counts = {"counted": 0, "count_A_right": 0, "count_B_right": 0, "winner_follows_counts": 0}
+    tallies = {"tallied": 0, "tally_A_right": 0, "tally_B_right": 0, "counts_copy_tallies": 0}
     for line in predictions.read_text().splitlines():
         p = json.loads(line)
         text = p["judge_texts"][0]
@@ -197,13 +198,13 @@ def conclusions(predictions: Path) -> dict:
             counts["count_A_right"] += ca == met_a
             counts["count_B_right"] += cb == met_b
             counts["winner_follows_counts"] += ca != cb and p["verdict"] == ("A" if ca > cb else "B")
-            tallies = [TALLY_LINE.search(sec) for sec in (a, b)]
-            if all(tallies):  # the tallied format: each tally against its own lines, the counts against the tallies
-                ta, tb = (int(t.group(1)) for t in tallies)
-                counts["tallied"] = counts.get("tallied", 0) + 1
-                counts["tally_A_right"] = counts.get("tally_A_right", 0) + (ta == met_a)
-                counts["tally_B_right"] = counts.get("tally_B_right", 0) + (tb == met_b)
-                counts["counts_copy_tallies"] = counts.get("counts_copy_tallies", 0) + ((ca, cb) == (ta, tb))
+            found = [TALLY_LINE.search(sec) for sec in (a, b)]
+            if all(found):  # the tallied format: each tally against its own lines, the counts against the tallies
+                ta, tb = (int(t.group(1)) for t in found)
+                tallies["tallied"] += 1
+                tallies["tally_A_right"] += ta == met_a
+                tallies["tally_B_right"] += tb == met_b
+                tallies["counts_copy_tallies"] += (ca, cb) == (ta, tb)
         favoured = "A" if unmet_a < unmet_b else "B" if unmet_b < unmet_a else None
         m = CONCLUSION.search(text)
         named = p["verdict"] if COUNTED.search(text) else m.group(1) if m else None  # counted: the Winner line concludes
@@ -216,10 +217,11 @@ def conclusions(predictions: Path) -> dict:
     out = {"judgements": n, "analysis_right": pct(analysis_right), "conclusion_follows_analysis": pct(follows),
            "conclusion_names_A": pct(names_a), "verdict_right": pct(verdict_right)}
     if counts["counted"]:
-        k, t = counts.pop("counted"), counts.pop("tallied", 0)
-        out |= {"counted": k, **{key: round(100 * v / (t if key.startswith(("tally", "counts_copy")) else k), 1)
-                                 for key, v in counts.items()}}
-        out |= {"tallied": t} if t else {}
+        k = counts.pop("counted")
+        out |= {"counted": k, **{key: round(100 * v / k, 1) for key, v in counts.items()}}
+    if tallies["tallied"]:
+        t = tallies.pop("tallied")
+        out |= {**{key: round(100 * v / t, 1) for key, v in tallies.items()}, "tallied": t}
     return out
 
 

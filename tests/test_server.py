@@ -60,6 +60,8 @@ def test_evaluation_through_a_server_equals_the_local_path(tiny_model, server, t
     local, served = (read_jsonl(tmp_path / d / "predictions.jsonl") for d in ("local", "served"))
     assert [r["judge_texts"] for r in served] == [r["judge_texts"] for r in local]
     assert [r["verdict"] for r in served] == [r["verdict"] for r in local]
+    # a trajectory stopped at --max-judge-tokens is reported the same (the server's finish_reason "length")
+    assert [r["cut_off"] for r in served] == [r["cut_off"] for r in local] and any(r["cut_off"] for r in local)
     assert read_jsonl(tmp_path / "served" / "rubrics.jsonl") == read_jsonl(tmp_path / "local" / "rubrics.jsonl")
     res = json.loads((tmp_path / "served" / "results.json").read_text())
     assert res["config"]["judge_server"] == server and res["efficiency"]["judge_tokens"] > 0
