@@ -174,7 +174,9 @@ def main() -> None:
             f"own process; memory = {mem}, model loading included. Ours' time split is per step (seconds).\n\n"
             + "\n".join(lines))
     if not a.no_write:
-        section = "grpo" if not a.model else f"grpo_{Path(a.model).name}" + ("_random" if a.random_weights else "")
+        # one section per model and shape: the size TRL fits and the size it does not sit side by side
+        section = "grpo" if not a.model else (f"grpo_{Path(a.model).name}" + ("_random" if a.random_weights else "")
+                                              + f"_{a.dtype}_G{a.G}_b{a.batch}_len{a.max_len}")
         cmd = "python bench/bench_grpo.py" + (f" --model {a.model} --data {a.data} --dtype {a.dtype} --G {a.G} --batch "
                                                f"{a.batch} --micro {a.micro} --max-len {a.max_len} --reps {a.reps} "
                                                f"--configs {a.configs}" + (" --random-weights" if a.random_weights else "")
