@@ -255,7 +255,9 @@ def sens_summary(rep: dict | str, folder: Path | None = None) -> dict | str:
         return out
     for r in rep["rows"]:
         r["trajectories"] = conclusions(folder / r["name"] / "predictions.jsonl") if folder else None
-    return {"accuracy": {r["name"]: {"mean": r["accuracy"], "ci95": r["ci95"], "first": r.get("accuracy_fixed1"),
+        r["mixed"] = json.loads((folder / r["name"] / "results.json").read_text())["summary"]["accuracy"] if folder else None
+    return {"accuracy": {r["name"]: {"mean": r["accuracy"], "ci95": r["ci95"], "mixed": r["mixed"],
+                                     "first": r.get("accuracy_fixed1"),
                                      "second": r.get("accuracy_fixed2"), "format": r.get("format_rate"),
                                      "trajectories": r.get("trajectories")}
                          for r in rep["rows"]},
