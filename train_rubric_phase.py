@@ -82,16 +82,24 @@ def rubric_rewards(jud: C.Role, batch: list[C.GroupPrompt], rubrics: list[str], 
         a, b, label = C.swap_pair(row, swap)
         items.append((row["prompt"], rubric, a, b))
         labels.append(label)
-    bar = C.GenerationProgress(len(items), "judge reward")
-    judged = C.judge(jud.model, jud.tok, items, jud.adapter, max_new_tokens=args.judge_max_new_tokens, temperature=0.0,
-                     batch_size=args.judge_batch, max_prompt_len=args.max_prompt_length, progress=bar)
+    # a greedy verdict is a function of its prompt: rubrics sampled identically within a group (common while the
+    # generator is still sharp) are judged once, and every copy gets that verdict
+    distinct = list(dict.fromkeys(items))
+    bar = C.GenerationProgress(len(distinct), "judge reward")
+    once = C.judge(jud.model, jud.tok, distinct, jud.adapter, max_new_tokens=args.judge_max_new_tokens, temperature=0.0,
+                   batch_size=args.judge_batch, max_prompt_len=args.max_prompt_length, progress=bar)
     bar.close()
+    by_item = dict(zip(distinct, once))
+    judged = [by_item[it] for it in items]
     verdicts = [j.verdict for j in judged]
     acc = torch.tensor([float(v == y) for v, y in zip(verdicts, labels)])
     fmt = torch.tensor([rubric_format_reward(r) for r in rubrics])
     samples = [{"id": batch[i // G].meta["row"]["id"], "rubric": rubrics[i], "judge_text": (judged[i].texts or [""])[0],
                 "verdict": verdicts[i], "label": labels[i], "reward_acc": float(acc[i])} for i in range(len(rubrics))]
-    parts = {"acc": acc, "fmt": fmt, "verdict_none": torch.tensor([float(v is None) for v in verdicts])}
+    copies = [items.count(it) for it in items]
+    # "judged": not a reward term; its mean is the share of rubrics that needed a judge call of their own
+    parts = {"acc": acc, "fmt": fmt, "verdict_none": torch.tensor([float(v is None) for v in verdicts]),
+             "judged": torch.tensor([1.0 / c for c in copies])}
     return acc + args.rubric_format_weight * fmt, parts, samples
 
 

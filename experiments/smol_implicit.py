@@ -68,8 +68,9 @@ SCHEDULES = ("judge-first", "judge-only", "rubric-only")
 PHASES = {"judge-first": ("c1_judge", "c1_rubric"), "judge-only": ("c1_judge", "c1_judge_b"),  # alternate.sh's
           "rubric-only": ("c1_rubric_a", "c1_rubric")}                                      # folders, one cycle
 RL_STEPS = 20
-RL_LR = 5e-4        # both roles, as the toy recipe (experiments/toy_ablation.py): 20 steps at 1e-4 would move the
-                    # LoRA weights by about 5% of what SFT moved them
+RL_LR = 1e-4        # both roles. The toy recipe's 5e-4 (experiments/toy_ablation.py) was tried first: the rubric
+                    # phase's rubrics broke within 5 steps ("The response must be. [Hard Rule]"; runs/smol_implicit/
+                    # ablation-20steps-tallied-lr5e-4-stopped), most groups' rewards being the judge's noise
 JUDGE_TOKENS = 256  # the judge's trajectory budget: GRPO completions, the rubric phase's judge calls, evaluation
 
 

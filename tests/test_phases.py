@@ -39,6 +39,24 @@ def test_rubric_phase_reward_comes_from_the_judges_verdicts(tiny_model, always_a
     assert not (out / "adapter" / "judge").exists()
 
 
+def test_rubric_phase_judges_each_distinct_rubric_once(tiny_model, always_a_judge, tmp_path):
+    """Near-greedy sampling writes the same rubric G times: the judge runs once per distinct (prompt, rubric,
+    order) and every copy gets its verdict; the metric reward_judged is the share of rubrics judged."""
+    out = tmp_path / "rubric"
+    run_script("train_rubric_phase.py", "--model", tiny_model, "--judge-adapter", always_a_judge,
+               "--data", TRAIN, "--limit", "8", "--group-size", "4", "--batch-size", "8", "--micro-batch", "8",
+               "--max-completion-length", "8", "--judge-max-new-tokens", "12", "--max-steps", "2", "--temperature",
+               "1e-4", "--log-samples", "-1", "--out", out, "--lora-r", "8", "--lora-alpha", "16")
+    samples, log = read_jsonl(out / "judge_samples.jsonl"), read_jsonl(out / "metrics.jsonl")
+    for step, m in enumerate(log):
+        chunk = samples[step * 8:(step + 1) * 8]
+        distinct = {(s["id"], s["label"], s["rubric"]): (s["verdict"], s["judge_text"]) for s in chunk}
+        assert len(distinct) < 8  # the copies are there...
+        assert m["reward_judged"] == pytest.approx(len(distinct) / 8)  # ...and judged once each
+        for s in chunk:  # every copy carries its rubric's one judgement
+            assert (s["verdict"], s["judge_text"]) == distinct[(s["id"], s["label"], s["rubric"])]
+
+
 def test_rubric_cache_one_per_id_and_resumes(tiny_model, tmp_path):
     args = ["common.py", "cache-rubrics", "--model", tiny_model, "--data", TRAIN, "--limit", "12",
             "--batch-size", "4", "--max-new-tokens", "8", "--out", tmp_path / "r.jsonl"]
