@@ -192,13 +192,14 @@ def after_phases(run: Path, schedule: str, init: tuple[Path, Path]) -> list[tupl
 
 
 def phase_costs(run: Path) -> list[dict]:
-    """Each GRPO phase's mean step time and where it went (generation / reward, log-probs, forward+backward)."""
+    """Each GRPO phase's median step time and where it went (generation / reward, log-probs, forward+backward): the
+    median, because a step that spans a pause of the run (kill -STOP to free the CPU) counts the pause."""
     import statistics
     rows = []
     for p in C.grpo_phases(run):
         log = [r for r in C.read_jsonl_resumable(p / "metrics.jsonl") if "time_step" in r]
         if log:
-            rows.append({"phase": p.name, "steps": len(log), **{k: statistics.mean(r.get(k, 0.0) for r in log) for k in
+            rows.append({"phase": p.name, "steps": len(log), **{k: statistics.median(r.get(k, 0.0) for r in log) for k in
                          ("time_step", "time_gen", "time_reward", "time_logprob", "time_fwd_bwd", "time_optimizer")}})
     return rows
 
