@@ -93,7 +93,8 @@ JUDGE_EVAL = ["--dtype", DTYPE, "--judge-template", JUDGE_TEMPLATE, *EVAL_ARGS]
 
 # A rubric names a case rule when it mentions it in any wording the generator may use ("no capital letters"
 # is the lowercase rule, so it is taken out before looking for the capital one)
-LOWER_WORDS = re.compile(r"lower[\s-]?case|small letters|(?:no|without|never use) capital(?:s| letters?)?", re.I)
+LOWER_WORDS = re.compile(r"lower[\s-]?case|small letters|(?:no|without|never use) capital(?:s| letters?)?|"
+                         r"(?:not|n't|never)\s+(?:start|begin)s?\s+with\s+an?\s+(?:capital|upper[\s-]?case)(?: letter)?", re.I)
 CAPITAL_WORDS = re.compile(r"capital|upper[\s-]?case", re.I)
 
 
