@@ -5,10 +5,10 @@ Sections follow the data, top to bottom (line ranges: tests/test_docs.py keeps t
   2. Prompts              L367-569    prompts/*.txt through the chat template; template files (use_templates)
   3. Parsing and rewards  L570-700    parse_verdict, parse_rubric, format_reward (R_fmt)
   4. Models and adapters  L701-1226   base model (+ 4-bit), LoRA adapters and switching, the shipped real model
-  5. Generation           L1227-2243  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
-  6. Losses               L2244-2662  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
-  7. Run plumbing         L2663-3490  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
-  8. CLI                  L3491-end   python common.py cache-rubrics | split | check-stage-flags | merge-adapter | new-adapter
+  5. Generation           L1227-2245  the KV-cache sampler (generate, new_kv_cache), rollouts, log-probs, judge(), ServedModel
+  6. Losses               L2246-2664  group advantages, the clipped GRPO loss and its passes, sample_step, signal_summary
+  7. Run plumbing         L2665-3492  TrainingRun (optimizer, schedule, resume, checkpoints, metrics), files, locks, logging
+  8. CLI                  L3493-end   python common.py cache-rubrics | split | check-stage-flags | merge-adapter | new-adapter
 
 The paper is arXiv 2602.01511 (Rubric-ARM); where a default comes from it, the table is named.
 """
@@ -1931,17 +1931,19 @@ class ServedModel:
 
         replies = self._call("/chat/completions", lambda: asyncio.run(run_all()))
         self.check_unchanged(replies)
-        out = []
-        if cut_off is not None:
-            cut_off[:] = [None if r is None else self._cut(r) for r in replies]
+        out, cuts = [], []
         for reply in replies:
             if reply is None:
                 out.append(None)
+                cuts.append(None)
                 continue
             if stats is not None:
                 usage = getattr(reply, "usage", None)
                 stats["tokens"] = stats.get("tokens", 0) + int(getattr(usage, "completion_tokens", 0) or 0)
-            out.append(self._texts(reply, n))
+            out.append(self._texts(reply, n))  # checks the reply's shape first
+            cuts.append(self._cut(reply))
+        if cut_off is not None:
+            cut_off[:] = cuts
         empty = sum(not t.strip() for texts in out if texts for t in texts)
         if empty:
             log.warning("the server at %s answered %d empty text(s) of %d", self.url, empty,
