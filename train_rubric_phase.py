@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import random
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -96,10 +97,10 @@ def rubric_rewards(jud: C.Role, batch: list[C.GroupPrompt], rubrics: list[str], 
     fmt = torch.tensor([rubric_format_reward(r) for r in rubrics])
     samples = [{"id": batch[i // G].meta["row"]["id"], "rubric": rubrics[i], "judge_text": (judged[i].texts or [""])[0],
                 "verdict": verdicts[i], "label": labels[i], "reward_acc": float(acc[i])} for i in range(len(rubrics))]
-    copies = [items.count(it) for it in items]
+    copies = Counter(items)
     # "judged": not a reward term; its mean is the share of rubrics that needed a judge call of their own
     parts = {"acc": acc, "fmt": fmt, "verdict_none": torch.tensor([float(v is None) for v in verdicts]),
-             "judged": torch.tensor([1.0 / c for c in copies])}
+             "judged": torch.tensor([1.0 / copies[it] for it in items])}
     return acc + args.rubric_format_weight * fmt, parts, samples
 
 

@@ -22,8 +22,8 @@ a rubric that names it. Training rubrics (SFT) name the rule a third of the time
     python experiments/smol_implicit.py --out runs/smol_implicit --publish      # + docs/results/smol_implicit_reach.json
     python experiments/smol_implicit.py --out runs/smol_implicit --ablation --seeds 0 1 --publish   # + the schedules:
         # alternating (judge-first) vs judge phases only vs rubric phases only, one cycle (two phases of --rl-steps 20)
-        # each from the same SFT, held-out accuracy after every phase: about 80 s a GRPO step and 15 minutes an
-        # evaluation on 2 cores, some 4.5 hours a seed; every finished step and evaluation is kept
+        # each from the same SFT, held-out accuracy after every phase: about 130 s a rubric-phase step and 17.5 minutes
+        # an evaluation on 2 cores, some 7.6 hours a seed; every finished step and evaluation is kept
     python experiments/smol_implicit.py --out runs/smol_implicit --ablation --judge-recipe runs/smol_recipes/tallied \
         --schedules rubric-only judge-first judge-only --seeds 0 1    # the same from the tallied SFT judge
 """
@@ -63,14 +63,14 @@ NAMING = {"samples": 4, "temperature": 1.0, "max_new_tokens": 96}  # the rubric 
 PROBE_ARGS = ["--n-train", str(N_PROBE_TRAIN), "--n-eval", str(N_EVAL), "--steps", "0", "--dtype", DTYPE,
               "--probe-layers", "8", "16", "24", "30"]
 # The ablation (--ablation): one cycle of each schedule from the SFT adapters, per training seed, phases sized to
-# the CPU (about 80 s a step on 2 cores: --rl-steps 20 makes a phase about 30 minutes)
+# the CPU (about 130 s a rubric-phase step on 2 cores: --rl-steps 20 makes a phase about 45 minutes)
 SCHEDULES = ("judge-first", "judge-only", "rubric-only")
 PHASES = {"judge-first": ("c1_judge", "c1_rubric"), "judge-only": ("c1_judge", "c1_judge_b"),  # alternate.sh's
           "rubric-only": ("c1_rubric_a", "c1_rubric")}                                      # folders, one cycle
 RL_STEPS = 20
 RL_LR = 1e-4        # both roles. The toy recipe's 5e-4 (experiments/toy_ablation.py) was tried first: the rubric
-                    # phase's rubrics broke within 5 steps ("The response must be. [Hard Rule]"; runs/smol_implicit/
-                    # ablation-20steps-tallied-lr5e-4-stopped), most groups' rewards being the judge's noise
+                    # phase's rubrics broke within 5 steps ("The response must be. [Hard Rule]";
+                    # docs/results/smol_rubric_phase_lr5e-4), most groups' rewards being the judge's noise
 JUDGE_TOKENS = 256  # the judge's trajectory budget: GRPO completions, the rubric phase's judge calls, evaluation
 
 
