@@ -26,6 +26,7 @@ a rubric that names it. Training rubrics (SFT) name the rule a third of the time
         # an evaluation on 2 cores, some 7.6 hours a seed; every finished step and evaluation is kept
     python experiments/smol_implicit.py --out runs/smol_implicit --ablation --judge-recipe runs/smol_recipes/tallied \
         --schedules rubric-only judge-first judge-only --seeds 0 1    # the same from the tallied SFT judge
+    # ... --status [--publish]: the same flags, nothing run: what has finished so far (safe beside the running study)
 """
 
 from __future__ import annotations
@@ -206,12 +207,13 @@ def phase_costs(run: Path) -> list[dict]:
 
 
 def ablation(paths: dict[str, Path], init: tuple[Path, Path], out: Path, seeds: list[int], steps: int,
-             schedules: list[str], sft_sens: Path, judge_tokens: int) -> dict:
+             schedules: list[str], sft_sens: Path, judge_tokens: int, run: bool = True) -> dict:
     """Alternating vs one role only, from one SFT, per training seed: held-out accuracy with the generator's
     rubrics after every phase, the final judges under the reference rubric (and judge-first's under another
     prompt's), the generator's naming rates after its phases, each phase's signal and cost. sft_sens: the SFT
     judge's evaluate.py --rubric-sensitivity folder (its numbers are the SFT rows). A summary is written after
-    every schedule, so a run stopped part way still shows what it measured."""
+    every schedule, so a run stopped part way still shows what it measured. run=False (--status) runs nothing:
+    it reads back every phase, evaluation and naming measurement that has finished, into status.json."""
     import manifests as M
     import toy_ablation as T
     out.mkdir(parents=True, exist_ok=True)
@@ -226,38 +228,49 @@ def ablation(paths: dict[str, Path], init: tuple[Path, Path], out: Path, seeds: 
     naming: dict[str, list[dict]] = {}
 
     def ev(name: str, rubric, judge, folder: Path, extra: tuple = ()) -> None:
+        if not run and not (folder / "results.json").exists():
+            return
         results.setdefault(name, []).append(T.evaluate(MODEL, rubric, judge, paths["eval"], folder, extra=extra,
                                                        eval_args=judge_eval))
         C.log.info("%s: %.1f%%", name, 100 * results[name][-1]["both"])
 
     def save() -> dict:
         summ = {**R.summarize(results, signal, {}), "costs": costs, "naming": naming}
-        C.atomic_write_text(out / "summary.json", json.dumps(summ, indent=2))
+        C.atomic_write_text(out / ("summary.json" if run else "status.json"), json.dumps(summ, indent=2))
         return summ
 
+    # the SFT rows: the SFT judge's sensitivity run, once (greedy and shared by every seed: counted per seed, its
+    # interval would shrink as if the seeds were new draws; summarize pairs it with each seed's runs)
+    ev("SFT", *init, sft_sens / "generator")
+    for what in ("reference", "other prompt's"):
+        ev(f"SFT, {what} rubric", None, init[1], sft_sens / ("own" if what == "reference" else "other"))
     for seed in seeds:
         sdir = out / f"seed{seed}"
-        ev("SFT", *init, sft_sens / "generator")  # the SFT judge's sensitivity run (greedy: the same each seed)
-        for what in ("reference", "other prompt's"):
-            ev(f"SFT, {what} rubric", None, init[1], sft_sens / ("own" if what == "reference" else "other"))
+        if not (run or sdir.exists()):
+            continue
         for schedule in schedules:
-            run = sdir / f"{schedule}-{steps}steps"
-            phases = after_phases(run, schedule, init)
-            if not all((d / "adapter_config.json").exists() for d in phases[-1][1:]):
-                run_schedule(paths["rl"], init, run, schedule, seed, steps, stage)
-            signal.setdefault(schedule, []).append(R.phase_signal(run))
-            costs.setdefault(schedule, []).append(phase_costs(run))
+            rdir = sdir / f"{schedule}-{steps}steps"
+            phases = after_phases(rdir, schedule, init)
+            if run and not all((d / "adapter_config.json").exists() for d in phases[-1][1:]):
+                run_schedule(paths["rl"], init, rdir, schedule, seed, steps, stage)
+            if not rdir.exists():
+                continue
+            signal.setdefault(schedule, []).append(R.phase_signal(rdir))  # --status: a phase under way counts its steps
+            costs.setdefault(schedule, []).append(phase_costs(rdir))
             for k, (phase, rubric, judge) in enumerate(phases):
+                if not (rdir / phase / "adapter" / "adapter_config.json").exists():
+                    break  # --status: this phase has not finished
                 # evaluations are kept by the adapters' content: judge-first and judge-only share their first phase
                 key = "_".join(M.content_digest(d / "adapter_model.safetensors") for d in (rubric, judge))
                 ev(schedule if k == len(phases) - 1 else f"{schedule} after {phase}", rubric, judge, sdir / f"eval_{key}")
-                if "rubric" in phase:  # what the generator's phase changed: how often it names the implied rule
+                if "rubric" in phase and (run or (sdir / f"naming_{key.split('_')[0]}" / "rubrics.jsonl").exists()):
+                    # what the generator's phase changed: how often it names the implied rule
                     naming.setdefault(f"{schedule} after {phase}", []).append(
                         naming_rates(rubric, rows, sdir / f"naming_{key.split('_')[0]}"))
             if schedule != "rubric-only":  # rubric-only's judge is the SFT judge
                 for what, path in list(given.items())[:1 if schedule == "judge-only" else 2]:
                     ev(f"{schedule}, {what} rubric", None, phases[-1][2],
-                       sdir / f"eval_{run.name}_given_{path.stem.split('_')[1]}", ("--reference-rubrics", path))
+                       sdir / f"eval_{rdir.name}_given_{path.stem.split('_')[1]}", ("--reference-rubrics", path))
             save()
     return save()
 
@@ -303,11 +316,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--judge-recipe", type=Path, default=None, metavar="DIR",
                     help="--ablation: start the judge from this experiments/smol_judge_recipes.py try (DIR/sft_judge/adapter, "
                          "its sensitivity in DIR/sens) instead of this run's SFT judge")
+    ap.add_argument("--status", action="store_true",
+                    help="--ablation: run nothing; summarize every phase, evaluation and naming measurement finished so "
+                         "far into the study's status.json (safe beside the running study; --publish: into the docs)")
     a = ap.parse_args(argv)
     out = C.check_writable(a.out)
     check_config(out, {**config(), "seed": a.seed})
     t0 = time.perf_counter()
     paths = R.make_data(out, SPLITS)
+    if a.status:
+        if not (a.ablation and (out / "report.md").exists()):
+            raise SystemExit(f"error: --status reads a study under way: give --ablation, and run {rel(out)}'s reach first")
+        return study(a, out, paths, (out / "sft_rubric" / "adapter", out / "sft_judge" / "adapter"), t0)
     res: dict = {"config": {**config(), "seed": a.seed}, "trivial": trivial_judges(paths, N_EVAL, out)}
     rows = C.read_jsonl_resumable(paths["eval"])[:N_EVAL]
     res["naming"] = {"base": naming_rates(None, rows, out / "naming_base")}
@@ -329,26 +349,34 @@ def main(argv=None) -> dict:
         C.atomic_write_text(ROOT / "docs" / "results" / "smol_implicit_reach.json", json.dumps(res, indent=2))
     print(text)
     if a.ablation:
-        abl = out / f"ablation-{a.rl_steps}steps"  # a short run (a cost probe) keeps apart from the study
-        init, sft_sens, judge_tokens = (rubric, judge), out / "sens_sft", JUDGE_TOKENS
-        if a.judge_recipe:
-            abl = abl.with_name(f"{abl.name}-{a.judge_recipe.name}")
-            init, sft_sens = (rubric, a.judge_recipe / "sft_judge" / "adapter"), a.judge_recipe / "sens"
-            if not (sft_sens / "sensitivity.json").exists():
-                raise SystemExit(f"error: {sft_sens}: no sensitivity.json; finish that try first (smol_judge_recipes.py)")
-            # the try's judge budget (its trajectories may be longer than the reach's): what its evaluations used
-            judge_tokens = int(json.loads((sft_sens / "own" / "run_signature.json").read_text())["max_judge_tokens"])
-        summ = ablation(paths, init, abl, a.seeds, a.rl_steps, a.schedules, sft_sens, judge_tokens)
-        if a.publish:
-            C.atomic_write_text(ROOT / "docs" / "results" / "smol_implicit_ablation.json", json.dumps(
-                {"config": {**config(), "stage_args": stage_args(judge_tokens), "rl_steps": a.rl_steps, "seeds": a.seeds,
-                            "sft": [str(i) for i in init]}, **summ}, indent=2))
-        for r in summ["rows"]:
-            print(f"{r['judge']}: {pct(r['accuracy'])} pooled {pct(r['interval'])}")
-        for name, d in summ["differences"].items():
-            print(f"{name}: {pct(d)}")
+        study(a, out, paths, (rubric, judge), t0)
     print(f"done in {time.perf_counter() - t0:.0f}s; {rel(out / 'report.md')}")
     return res
+
+
+def study(a, out: Path, paths: dict[str, Path], sft_adapters: tuple[Path, Path], t0: float) -> dict:
+    """--ablation: the schedules from the SFT adapters (or, with --status, what of them has finished)."""
+    abl = out / f"ablation-{a.rl_steps}steps"  # a short run (a cost probe) keeps apart from the study
+    init, sft_sens, judge_tokens = sft_adapters, out / "sens_sft", JUDGE_TOKENS
+    if a.judge_recipe:
+        abl = abl.with_name(f"{abl.name}-{a.judge_recipe.name}")
+        init, sft_sens = (sft_adapters[0], a.judge_recipe / "sft_judge" / "adapter"), a.judge_recipe / "sens"
+        if not (sft_sens / "sensitivity.json").exists():
+            raise SystemExit(f"error: {sft_sens}: no sensitivity.json; finish that try first (smol_judge_recipes.py)")
+        # the try's judge budget (its trajectories may be longer than the reach's): what its evaluations used
+        judge_tokens = int(json.loads((sft_sens / "own" / "run_signature.json").read_text())["max_judge_tokens"])
+    summ = ablation(paths, init, abl, a.seeds, a.rl_steps, a.schedules, sft_sens, judge_tokens, run=not a.status)
+    if a.publish:
+        C.atomic_write_text(ROOT / "docs" / "results" / "smol_implicit_ablation.json", json.dumps(
+            {"config": {**config(), "stage_args": stage_args(judge_tokens), "rl_steps": a.rl_steps, "seeds": a.seeds,
+                        "schedules": a.schedules, "sft": [rel(i) for i in init]},
+             "finished": not a.status, **summ}, indent=2))
+    for r in summ["rows"]:
+        print(f"{r['judge']}: {pct(r['accuracy'])} pooled {pct(r['interval'])}")
+    for name, d in summ["differences"].items():
+        print(f"{name}: {pct(d)}")
+    print(f"{'status' if a.status else 'summary'} in {rel(abl)} ({time.perf_counter() - t0:.0f}s)")
+    return summ
 
 
 if __name__ == "__main__":

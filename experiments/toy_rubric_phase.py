@@ -156,10 +156,14 @@ def summarize(results: dict, signal: dict, trivial: dict) -> dict:
     diffs = {}
     for a, b in [("judge-first", "judge-only"), ("judge-first", "rubric-only"), ("judge-first", "SFT"),
                  ("judge-only", "SFT"), ("rubric-only", "SFT"),
+                 # the first phase alone (both schedules of a cycle start with it; a study under way has only it)
+                 ("judge-first after c1_judge", "SFT"), ("rubric-only after c1_rubric_a", "SFT"),
                  ("SFT, reference rubric", "SFT, other prompt's rubric"),
                  ("judge-first, reference rubric", "judge-first, other prompt's rubric"),
                  ("SFT, reference rubric", "SFT"), ("judge-first, reference rubric", "judge-first")]:
         ra, rb = results.get(a, []), results.get(b, [])
+        if min(len(ra), len(rb)) == 1:  # one shared run (a greedy SFT every seed starts from) beside each seed's
+            ra, rb = ra * len(rb) if len(ra) == 1 else ra, rb * len(ra) if len(rb) == 1 else rb
         k = min(len(ra), len(rb))
         if k:
             diffs[f"{a} minus {b}"] = {**seeds_and_pairs([[x - y for x, y in zip(ra[i]["pairs"], rb[i]["pairs"])]

@@ -339,3 +339,33 @@ def test_conclusions_read_each_tally_against_its_own_analysis(tmp_path):
             assert got["tally_A_right"] == got["counts_copy_tallies"] == want
         else:
             assert 0 < wrong < 100 and got["tally_A_right"] == got["counts_copy_tallies"] == 100.0 - wrong
+
+
+def test_a_shared_baseline_is_paired_with_every_seed_and_counted_once():
+    """toy_rubric_phase.summarize: a run every seed starts from (the greedy SFT of smol_implicit's study) is
+    entered once; each seed's run is paired with it pair by pair, and its own interval is that of one run, not
+    narrowed as if the seeds had drawn it anew."""
+    import toy_rubric_phase as R
+
+    from driver import seeds_and_pairs
+    base = {"both": 0.5, "pairs": [0.5, 0.0, 1.0, 0.5] * 10}
+    runs = [{"both": 0.6, "pairs": [1.0, 0.0, 1.0, 0.5] * 10}, {"both": 0.7, "pairs": [1.0, 0.5, 1.0, 0.5] * 10}]
+    stub = {"accuracy": 0.0, "accuracy_swapped": 0.0, "mixed": 0.0, "format": 1.0, "by_kind": {"x": 0.0}}
+    results = {"SFT": [{**stub, **base}], "rubric-only": [{**stub, **r} for r in runs]}
+    summ = R.summarize(results, {}, {})
+    d = summ["differences"]["rubric-only minus SFT"]
+    assert d["per_seed"] == [0.1, 0.2]  # each seed's "both" minus the shared one
+    assert abs(d["mean"] - (sum(runs[0]["pairs"]) + sum(runs[1]["pairs"]) - 2 * sum(base["pairs"])) / 80) < 1e-9
+    sft = next(r for r in summ["rows"] if r["judge"] == "SFT")
+    assert sft["seeds"] == 1 and sft["interval"] == seeds_and_pairs([base["pairs"]])
+    assert sft["interval"]["ci95"] != seeds_and_pairs([base["pairs"]] * 2)["ci95"]  # what counting it twice gave
+
+
+def test_smol_naming_reads_the_case_rule_in_the_wordings_rubrics_use():
+    """smol_implicit.names: 'no capital letters' is the lowercase rule, not the capital one; a rubric naming
+    neither rule is 'none'."""
+    import smol_implicit as S
+    assert S.names("The response must be written entirely in lowercase.", "lowercase") == "right"
+    assert S.names("The response must use no capital letters.", "capital_start") == "wrong"
+    assert S.names("The response must begin with a capital letter.", "capital_start") == "right"
+    assert S.names("The response must include the word \"fire\".", "lowercase") == "none"
