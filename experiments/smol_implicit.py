@@ -155,6 +155,26 @@ def naming_rates(adapter: Path | None, rows: list[dict], out: Path) -> dict:
     return rep
 
 
+def logged_naming(phase: Path, implied: dict[str, str], parts: int = 4) -> list[dict]:
+    """What a rubric phase's logged rubrics (judge_samples.jsonl) name, by consecutive blocks of its steps: the
+    share naming the implied rule, the opposite one or neither, and the judge's reward under each."""
+    logged = C.read_jsonl_resumable(phase / "judge_samples.jsonl")
+    if not logged:
+        return []
+    last = max(r["step"] for r in logged)
+    size = max(1, -(-last // parts))
+    out = []
+    for lo in range(1, last + 1, size):
+        block = [(names(r["rubric"], implied[r["id"]]), r["reward_acc"]) for r in logged if lo <= r["step"] < lo + size]
+        row: dict = {"steps": [lo, min(lo + size - 1, last)], "n": len(block)}
+        for v in ("right", "wrong", "none"):
+            got = [acc for what, acc in block if what == v]
+            row[v] = len(got) / len(block) if block else None
+            row[f"reward_{v}"] = sum(got) / len(got) if got else None
+        out.append(row)
+    return out
+
+
 def probe(data: dict[str, Path], out: Path) -> dict:
     path = out / "judge_reach.json"
     if not path.exists():
@@ -226,6 +246,8 @@ def ablation(paths: dict[str, Path], init: tuple[Path, Path], out: Path, seeds: 
     signal: dict[str, list[list[dict]]] = {}
     costs: dict[str, list[list[dict]]] = {}
     naming: dict[str, list[dict]] = {}
+    logged: dict[str, list[dict]] = {}  # per schedule and phase, per seed: what the phase's logged rubrics name
+    implied = {r["id"]: r["implied"][0] for r in C.read_jsonl_resumable(paths["rl"])}
 
     def ev(name: str, rubric, judge, folder: Path, extra: tuple = ()) -> None:
         if not run and not (folder / "results.json").exists():
@@ -235,7 +257,7 @@ def ablation(paths: dict[str, Path], init: tuple[Path, Path], out: Path, seeds: 
         C.log.info("%s: %.1f%%", name, 100 * results[name][-1]["both"])
 
     def save() -> dict:
-        summ = {**R.summarize(results, signal, {}), "costs": costs, "naming": naming}
+        summ = {**R.summarize(results, signal, {}), "costs": costs, "naming": naming, "logged_naming": logged}
         C.atomic_write_text(out / ("summary.json" if run else "status.json"), json.dumps(summ, indent=2))
         return summ
 
@@ -257,6 +279,9 @@ def ablation(paths: dict[str, Path], init: tuple[Path, Path], out: Path, seeds: 
                 continue
             signal.setdefault(schedule, []).append(R.phase_signal(rdir))  # --status: a phase under way counts its steps
             costs.setdefault(schedule, []).append(phase_costs(rdir))
+            for phase in PHASES[schedule]:
+                if "rubric" in phase and (rdir / phase / "judge_samples.jsonl").exists():
+                    logged.setdefault(f"{schedule} {phase}", []).append(logged_naming(rdir / phase, implied))
             for k, (phase, rubric, judge) in enumerate(phases):
                 if not (rdir / phase / "adapter" / "adapter_config.json").exists():
                     break  # --status: this phase has not finished
