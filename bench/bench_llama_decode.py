@@ -160,13 +160,17 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=16, help="the batch of the second measurement")
     ap.add_argument("--prompts", type=int, default=3, help="prompts the batch-1 rate is the median over")
     ap.add_argument("--data", default=str(U.ROOT / "data" / "if_train.jsonl"), help="judge prompts from these pairs")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads on both sides (default: every core this process may use; a fixed count, not the "
+                         "stages' adaptive pool, whose first guess follows the last minute's load and would measure a "
+                         "machine that just finished other work with fewer threads)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     a = ap.parse_args()
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError:
         raise SystemExit("llama-cpp-python[server] is not installed: RUBRIC_ARM_LLAMA=1 source env.sh builds it") from None
-    C.configure_threads()
+    C.configure_threads(a.threads or len(C.usable_cores()))
     threads = torch.get_num_threads()
     tok = C.load_tokenizer(MODEL)
     rows = C.load_pairs(a.data, limit=a.rows, require=("rubric",))
